@@ -1,0 +1,39 @@
+// MappedFile — a read-only memory map of a whole file (zero-copy tensor access).
+// Errors (missing file, unreadable, mmap failure) throw calq::Error naming the path.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace calq {
+
+class MappedFile {
+ public:
+  static std::shared_ptr<const MappedFile> open(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  std::span<const std::byte> bytes() const { return {static_cast<const std::byte*>(data_), size_}; }
+  size_t size() const { return size_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  MappedFile(std::filesystem::path path, void* data, size_t size)
+      : path_(std::move(path)), data_(data), size_(size) {}
+  std::filesystem::path path_;
+  void* data_;
+  size_t size_;
+};
+
+// Reads a whole (small) file into a string; throws calq::Error naming the path.
+std::string read_text_file(const std::filesystem::path& path);
+
+// Writes `bytes` to `path` atomically: a temp file beside it, fsync, then rename.
+// Never leaves a half-written `path` behind.
+void write_file_atomic(const std::filesystem::path& path, std::span<const std::byte> bytes);
+
+}  // namespace calq

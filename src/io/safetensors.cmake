@@ -1,0 +1,1 @@
+# safetensors sources: filled in by the safetensors work

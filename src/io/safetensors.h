@@ -1,0 +1,92 @@
+// safetensors reading and writing (https://github.com/huggingface/safetensors format):
+//   [u64 little-endian N][N bytes of JSON header][data section]
+// The header maps tensor names to {"dtype", "shape", "data_offsets": [begin, end)} (offsets are
+// relative to the data section) plus an optional "__metadata__" map of string to string.
+//
+// Contract: open() validates the whole header up front — header length within the file, valid
+// JSON object, known dtype (F32/F16/BF16 load; others are rejected with a clear message), shape of
+// non-negative ints, offsets within the data section, end - begin == numel * dtype size, no two
+// tensors overlapping — and throws calq::Error naming the file and the tensor/key on any violation.
+// Tensors are zero-copy views into the memory map.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/mapped_file.h"
+#include "core/tensor.h"
+
+namespace calq::io {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  Shape shape;
+  uint64_t begin = 0;  // byte offsets relative to the data section
+  uint64_t end = 0;
+};
+
+class SafetensorsFile {
+ public:
+  static SafetensorsFile open(const std::filesystem::path& path);
+
+  const std::filesystem::path& path() const { return file_->path(); }
+  // In header (alphabetical by name) order.
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const TensorInfo* find(std::string_view name) const;  // nullptr if absent
+  // Zero-copy view; throws ErrorKind::kNotFound naming the file and the tensor if absent.
+  Tensor tensor(std::string_view name) const;
+
+ private:
+  std::shared_ptr<const MappedFile> file_;
+  uint64_t data_start_ = 0;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// All tensors of a Hugging Face model folder: `model.safetensors`, or the shards listed in
+// `model.safetensors.index.json` ("weight_map": tensor name -> shard file). A tensor listed in the
+// index but absent from its shard, or a shard that is missing, is an error naming the file.
+class SafetensorsModel {
+ public:
+  static SafetensorsModel open_folder(const std::filesystem::path& folder);
+
+  const std::filesystem::path& folder() const { return folder_; }
+  std::vector<std::string> names() const;  // sorted
+  bool contains(std::string_view name) const;
+  const TensorInfo& info(std::string_view name) const;  // throws kNotFound naming folder+tensor
+  Tensor tensor(std::string_view name) const;           // throws kNotFound naming folder+tensor
+  const std::vector<SafetensorsFile>& files() const { return files_; }
+
+ private:
+  std::filesystem::path folder_;
+  std::vector<SafetensorsFile> files_;
+  std::map<std::string, size_t, std::less<>> index_;  // name -> files_ position
+};
+
+struct TensorToWrite {
+  std::string name;
+  DType dtype = DType::kF32;
+  Shape shape;
+  std::span<const std::byte> data;  // numel * dtype size bytes
+};
+
+// Writes one safetensors file atomically (temp file + rename). The header is padded with spaces to
+// a multiple of 8 bytes and tensors are laid out in name order, so output is deterministic.
+void write_safetensors(const std::filesystem::path& path, std::span<const TensorToWrite> tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+// Writes `tensors` as `num_shards` files model-0000i-of-0000n.safetensors plus
+// model.safetensors.index.json in `folder` (tensors assigned to shards in name order, balanced by
+// bytes). num_shards == 1 writes a single model.safetensors and no index.
+void write_sharded_safetensors(const std::filesystem::path& folder,
+                               std::span<const TensorToWrite> tensors, size_t num_shards);
+
+}  // namespace calq::io
