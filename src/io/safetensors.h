@@ -80,13 +80,21 @@ struct TensorToWrite {
 
 // Writes one safetensors file atomically (temp file + rename). The header is padded with spaces to
 // a multiple of 8 bytes and tensors are laid out in name order, so output is deterministic.
+// Invalid input (data size != numel * dtype size, negative dimension, duplicate or reserved
+// "__metadata__" name, non-UTF-8 names) throws ErrorKind::kInvalidArgument. Any core DType can be
+// written, though SafetensorsFile::open only reads back F32/F16/BF16. The file is assembled in
+// memory first (write_file_atomic takes one buffer), so peak memory is about the file size.
 void write_safetensors(const std::filesystem::path& path, std::span<const TensorToWrite> tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
 // Writes `tensors` as `num_shards` files model-0000i-of-0000n.safetensors plus
 // model.safetensors.index.json in `folder` (tensors assigned to shards in name order, balanced by
-// bytes). num_shards == 1 writes a single model.safetensors and no index.
+// bytes). num_shards == 1 writes a single model.safetensors and no index. `folder` is created if
+// missing; shards are written before the index, so a reader never sees an index without its
+// shards. Every shard gets `metadata` (e.g. {"format": "pt"}, as Hugging Face writes).
+// num_shards == 0 or more shards than tensors is kInvalidArgument (every shard holds a tensor).
 void write_sharded_safetensors(const std::filesystem::path& folder,
-                               std::span<const TensorToWrite> tensors, size_t num_shards);
+                               std::span<const TensorToWrite> tensors, size_t num_shards,
+                               const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace calq::io

@@ -1,1 +1,20 @@
-# tokenizer sources
+# Tokenizer: the Hugging Face tokenizer.json pipeline (see src/io/tokenizer.h).
+target_sources(calq_io PRIVATE
+  ${CMAKE_CURRENT_LIST_DIR}/added_tokens.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/bpe.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/byte_level.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/decoders.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/json_util.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/normalizers.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pattern.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/post_processors.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pre_tokenizers.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/tokenizer.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/unicode.cpp)
+
+calq_add_test(calq_tokenizer_test
+  SOURCES
+    ${CMAKE_CURRENT_LIST_DIR}/reference_test.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/components_test.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/errors_test.cpp
+  LIBS calq_io nlohmann_json::nlohmann_json)

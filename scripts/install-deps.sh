@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs calq's build and test dependencies from Debian 12 packages (see README "Dependencies").
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libopenblas-dev          # sgemm for the forward pass
+  nlohmann-json3-dev       # config.json, tokenizer.json, safetensors headers, JSON reports
+  libcli11-dev             # command line
+  libfmt-dev               # formatting
+  libpcre2-dev             # tokenizer Split regexes with \p{L}/\p{N}
+  libutf8proc-dev          # NFC/NFKC normalizers
+  libssl-dev               # SHA-256 of token ids (libcrypto)
+  libgtest-dev             # unit tests
+  libbenchmark-dev         # micro-benchmarks
+  python3                  # bench/ driver script
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

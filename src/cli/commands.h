@@ -1,0 +1,13 @@
+// Subcommands of the `calq` executable. Each registers its flags on the CLI11 app and returns the
+// callback that runs it; library errors (calq::Error) propagate to main(), which prints them and
+// exits with status 2.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace calq::cli {
+
+void register_eval(CLI::App& app);
+void register_inspect(CLI::App& app);
+
+}  // namespace calq::cli

@@ -1,0 +1,43 @@
+#include "cli/progress.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+namespace calq::cli {
+
+ProgressBar::ProgressBar(std::string unit, int64_t tokens_per_item, bool enabled)
+    : unit_(std::move(unit)),
+      tokens_per_item_(tokens_per_item),
+      enabled_(enabled),
+      tty_(::isatty(STDERR_FILENO) == 1),
+      start_(std::chrono::steady_clock::now()) {}
+
+void ProgressBar::update(int64_t done, int64_t total) {
+  if (!enabled_ || total <= 0) return;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double rate = secs > 0 ? static_cast<double>(done * tokens_per_item_) / secs : 0.0;
+  const double eta = done > 0 ? secs * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
+  const int eta_s = static_cast<int>(eta + 0.5);
+  if (tty_) {
+    constexpr int kWidth = 30;
+    const int filled = static_cast<int>(kWidth * done / total);
+    fmt::print(stderr, "\r[{}{}] {}/{} {}  {:.0f} tok/s  ETA {}:{:02d} ", std::string(filled, '#'),
+               std::string(kWidth - filled, '.'), done, total, unit_, rate, eta_s / 60, eta_s % 60);
+    std::fflush(stderr);
+    drawn_ = true;
+    return;
+  }
+  const int decile = static_cast<int>(10 * done / total);
+  if (decile != last_decile_) {
+    last_decile_ = decile;
+    fmt::print(stderr, "progress: {}/{} {} ({}%), {:.0f} tok/s\n", done, total, unit_, 10 * decile, rate);
+  }
+}
+
+void ProgressBar::finish() {
+  if (enabled_ && tty_ && drawn_) fmt::print(stderr, "\n");
+}
+
+}  // namespace calq::cli

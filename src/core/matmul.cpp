@@ -1,0 +1,65 @@
+#include "core/matmul.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <mutex>
+
+namespace calq {
+namespace {
+// Every product is computed as sgemm calls on fixed blocks of this many output columns, whatever
+// the thread count: OpenBLAS's rounding of an element depends on the shape of the call it is in,
+// so fixing the blocks is what makes results identical on 1 or N threads. 256 columns keep the
+// cost of re-packing x per call small (~5% on the reference model's output head).
+constexpr int64_t kColumnBlock = 256;
+}  // namespace
+
+void init_blas_threading() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+void matmul_nt_single(const MatmulArgs& a) {
+  if (a.m == 0 || a.n == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(a.m), static_cast<blasint>(a.n),
+              static_cast<blasint>(a.k), 1.0f, a.x, static_cast<blasint>(a.ldx), a.w,
+              static_cast<blasint>(a.ldw), a.accumulate ? 1.0f : 0.0f, a.y, static_cast<blasint>(a.ldy));
+}
+
+void matmul_nt(ThreadPool& pool, const MatmulArgs& a) {
+  init_blas_threading();
+  const int64_t blocks = (a.n + kColumnBlock - 1) / kColumnBlock;
+  pool.parallel_for(0, static_cast<size_t>(blocks), Grain{.min_items = 1}, [&](size_t b0, size_t b1) {
+    for (size_t b = b0; b < b1; ++b) {
+      MatmulArgs part = a;
+      const int64_t n0 = static_cast<int64_t>(b) * kColumnBlock;
+      part.w = a.w + n0 * a.ldw;
+      part.y = a.y + n0;
+      part.n = std::min(a.n - n0, kColumnBlock);
+      matmul_nt_single(part);
+    }
+  });
+}
+
+void matmul_nt_reference(const MatmulArgs& a) {
+  for (int64_t i = 0; i < a.m; ++i) {
+    for (int64_t j = 0; j < a.n; ++j) {
+      double acc = a.accumulate ? a.y[i * a.ldy + j] : 0.0;
+      for (int64_t p = 0; p < a.k; ++p) {
+        acc += static_cast<double>(a.x[i * a.ldx + p]) * static_cast<double>(a.w[j * a.ldw + p]);
+      }
+      a.y[i * a.ldy + j] = static_cast<float>(acc);
+    }
+  }
+}
+
+void matmul_nn_single(const float* x, int64_t ldx, const float* v, int64_t ldv, float* y, int64_t ldy,
+                      int64_t m, int64_t n, int64_t k) {
+  if (m == 0 || n == 0) return;
+  init_blas_threading();
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(m), static_cast<blasint>(n),
+              static_cast<blasint>(k), 1.0f, x, static_cast<blasint>(ldx), v, static_cast<blasint>(ldv), 0.0f,
+              y, static_cast<blasint>(ldy));
+}
+
+}  // namespace calq

@@ -1,0 +1,38 @@
+// Dense float32 matrix products used by the runtime.
+//
+// matmul_nt: y[m, n] = x[m, k] · w[n, k]^T  (w is a PyTorch-layout [out, in] weight), row-major,
+// with leading dimensions. The fast path calls single-threaded OpenBLAS sgemm on fixed 256-column
+// blocks of the output, spread over the injected ThreadPool; the blocks do not depend on the
+// thread count, so neither do the results (bit for bit).
+// matmul_nt_reference is the plain scalar twin (double accumulation) that tests compare against.
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+
+namespace calq {
+
+struct MatmulArgs {
+  const float* x = nullptr;
+  int64_t ldx = 0;  // row stride of x (>= k)
+  const float* w = nullptr;
+  int64_t ldw = 0;  // row stride of w (>= k)
+  float* y = nullptr;
+  int64_t ldy = 0;  // row stride of y (>= n)
+  int64_t m = 0, n = 0, k = 0;
+  bool accumulate = false;  // y += x·wᵀ instead of y = x·wᵀ
+};
+
+void matmul_nt(ThreadPool& pool, const MatmulArgs& args);
+void matmul_nt_single(const MatmulArgs& args);  // one sgemm call on the calling thread
+void matmul_nt_reference(const MatmulArgs& args);
+
+// y[m, n] = x[m, k] · v[k, n] (both row-major), single-threaded sgemm; for attention P·V.
+void matmul_nn_single(const float* x, int64_t ldx, const float* v, int64_t ldv, float* y, int64_t ldy,
+                      int64_t m, int64_t n, int64_t k);
+
+// Makes the BLAS library single-threaded: calq parallelises over its own pool.
+void init_blas_threading();
+
+}  // namespace calq

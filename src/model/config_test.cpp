@@ -1,0 +1,86 @@
+#include "model/config.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "core/error.h"
+#include "support/shared_dir.h"
+
+namespace calq::model {
+namespace {
+
+constexpr const char* kGood = R"({
+  "model_type": "llama", "vocab_size": 100, "hidden_size": 64, "intermediate_size": 96,
+  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+  "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": true })";
+
+// Expects parse to throw an Error of `kind` whose message contains every needle.
+void expect_error(const std::string& text, ErrorKind kind, std::initializer_list<std::string> needles) {
+  try {
+    parse_hf_config_text(text, "dir/config.json");
+    FAIL() << "expected an error for " << text;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+  }
+}
+
+TEST(Config, ParsesLlama) {
+  const ModelConfig c = parse_hf_config_text(kGood, "config.json");
+  EXPECT_EQ(c.model_type, "llama");
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.kv_dim(), 32);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
+  EXPECT_TRUE(c.tie_word_embeddings);
+}
+
+TEST(Config, ReadsReferenceModel) {
+  CALQ_REQUIRE_SHARED("models/calq-ref-llama/config.json");
+  const ModelConfig c = parse_hf_config(testing::shared_dir() / "models/calq-ref-llama/config.json");
+  EXPECT_EQ(c.hidden_size, 512);
+  EXPECT_EQ(c.num_layers, 6);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.vocab_size, 16384);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 10000.0);  // from rope_parameters
+  EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_TRUE(c.tie_word_embeddings);
+}
+
+TEST(Config, MissingModelType) {
+  expect_error(R"({"vocab_size": 10})", ErrorKind::kFormat, {"dir/config.json", "model_type", "llama"});
+}
+
+TEST(Config, UnsupportedModelTypeListsSupported) {
+  expect_error(R"({"model_type": "gpt_neox"})", ErrorKind::kUnsupported, {"dir/config.json", "gpt_neox", "llama"});
+}
+
+TEST(Config, MalformedJson) { expect_error("{\"model_type\": ", ErrorKind::kFormat, {"dir/config.json"}); }
+
+TEST(Config, MissingKeyIsNamed) {
+  std::string text = kGood;
+  text.replace(text.find("\"hidden_size\""), 17, "\"hidden_sizes\": 64");
+  expect_error(text, ErrorKind::kFormat, {"dir/config.json", "hidden_size"});
+}
+
+TEST(Config, WrongTypeIsNamed) {
+  std::string text = kGood;
+  text.replace(text.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": \"2\"");
+  expect_error(text, ErrorKind::kFormat, {"num_hidden_layers"});
+}
+
+TEST(Config, InconsistentHeads) {
+  std::string text = kGood;
+  text.replace(text.find("\"num_key_value_heads\": 2"), 24, "\"num_key_value_heads\": 3");
+  expect_error(text, ErrorKind::kFormat, {"num_key_value_heads"});
+}
+
+TEST(Config, UnsupportedRopeScaling) {
+  std::string text = kGood;
+  text.insert(text.size() - 1, R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4.0})");
+  expect_error(text, ErrorKind::kUnsupported, {"rope_scaling", "yarn"});
+}
+
+}  // namespace
+}  // namespace calq::model

@@ -1,0 +1,210 @@
+#include "model/forward.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/matmul.h"
+#include "core/vec_math.h"
+
+namespace calq::model {
+namespace {
+
+// Row-parallel loops over tokens: a few rows per chunk keeps the pool overhead small.
+constexpr Grain kRowGrain{.min_items = 16};
+// Query rows per attention block (see attention()).
+constexpr int64_t kQueryBlock = 64;
+
+void apply_rope(float* x, int64_t ld, int64_t seq_len, int64_t num_heads, int64_t head_dim, const float* cos_t,
+                const float* sin_t, ThreadPool& pool) {
+  const int64_t half = head_dim / 2;
+  pool.parallel_for(0, static_cast<size_t>(seq_len), kRowGrain, [&](size_t r0, size_t r1) {
+    for (size_t t = r0; t < r1; ++t) {
+      const float* c = cos_t + static_cast<int64_t>(t) * half;
+      const float* s = sin_t + static_cast<int64_t>(t) * half;
+      for (int64_t h = 0; h < num_heads; ++h) {
+        float* v = x + static_cast<int64_t>(t) * ld + h * head_dim;
+        // HF rotate_half: pairs (i, i + half).
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[i];
+          const float b = v[i + half];
+          v[i] = a * c[i] - b * s[i];
+          v[i + half] = b * c[i] + a * s[i];
+        }
+      }
+    }
+  });
+}
+
+// Causal grouped-query attention for one sequence. q: [T, nh*hd], k/v: [T, nkv*hd], out: [T, nh*hd].
+void attention(const ModelConfig& cfg, const float* q, const float* k, const float* v, float* out, int64_t seq_len,
+               ThreadPool& pool) {
+  const int64_t hd = cfg.head_dim;
+  const int64_t q_ld = cfg.q_dim();
+  const int64_t kv_ld = cfg.kv_dim();
+  const int64_t group = cfg.num_heads / cfg.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  pool.parallel_for(0, static_cast<size_t>(cfg.num_heads), Grain{.min_items = 1}, [&](size_t h0, size_t h1) {
+    std::vector<float> scores(static_cast<size_t>(std::min(seq_len, kQueryBlock) * seq_len));
+    for (size_t h = h0; h < h1; ++h) {
+      const int64_t kvh = static_cast<int64_t>(h) / group;
+      const float* qh = q + static_cast<int64_t>(h) * hd;
+      const float* kh = k + kvh * hd;
+      const float* vh = v + kvh * hd;
+      // Causal attention in blocks of query rows: block [i0, i1) only needs keys [0, i1), which
+      // skips most of the masked upper triangle while keeping each product a plain sgemm.
+      for (int64_t i0 = 0; i0 < seq_len; i0 += kQueryBlock) {
+        const int64_t i1 = std::min(seq_len, i0 + kQueryBlock);
+        float* block = scores.data();
+        matmul_nt_single(MatmulArgs{.x = qh + i0 * q_ld, .ldx = q_ld, .w = kh, .ldw = kv_ld, .y = block,
+                                    .ldy = seq_len, .m = i1 - i0, .n = i1, .k = hd});
+        for (int64_t i = i0; i < i1; ++i) {
+          float* row = block + (i - i0) * seq_len;
+          const int64_t n = i + 1;
+          for (int64_t j = 0; j < n; ++j) row[j] *= scale;
+          const float mx = max_value(row, n);
+          const float inv = static_cast<float>(1.0 / exp_sub_sum(row, n, mx));  // row[j] = exp(row[j] - mx)
+          for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+          std::fill(row + n, row + i1, 0.0f);
+        }
+        matmul_nn_single(block, seq_len, vh, kv_ld, out + i0 * q_ld + static_cast<int64_t>(h) * hd, q_ld, i1 - i0,
+                         hd, i1);
+      }
+    }
+  });
+}
+
+void call_hook(const LinearHook* hook, int64_t layer, TensorRole role, const float* x, int64_t rows, int64_t cols) {
+  if (hook != nullptr && *hook) (*hook)(LinearInput{layer, role, x, rows, cols});
+}
+
+void linear(ThreadPool& pool, const float* x, int64_t rows, const Tensor& w, float* y) {
+  matmul_nt(pool, MatmulArgs{.x = x, .ldx = w.dim(1), .w = w.f32(), .ldw = w.dim(1), .y = y, .ldy = w.dim(0),
+                             .m = rows, .n = w.dim(0), .k = w.dim(1)});
+}
+
+}  // namespace
+
+LayerScratch::LayerScratch(const ModelConfig& c, int64_t seq_len)
+    : seq_len_(seq_len),
+      norm_(static_cast<size_t>(seq_len * c.hidden_size)),
+      q_(static_cast<size_t>(seq_len * c.q_dim())),
+      k_(static_cast<size_t>(seq_len * c.kv_dim())),
+      v_(static_cast<size_t>(seq_len * c.kv_dim())),
+      attn_(static_cast<size_t>(seq_len * c.q_dim())),
+      gate_(static_cast<size_t>(seq_len * c.intermediate_size)),
+      up_(static_cast<size_t>(seq_len * c.intermediate_size)),
+      rope_cos_(static_cast<size_t>(seq_len * c.head_dim / 2)),
+      rope_sin_(static_cast<size_t>(seq_len * c.head_dim / 2)) {
+  rope_tables(seq_len, c.head_dim, c.rope_theta, rope_cos_.data(), rope_sin_.data());
+}
+
+void rope_tables(int64_t seq_len, int64_t head_dim, double theta, float* cos_out, float* sin_out) {
+  const int64_t half = head_dim / 2;
+  // transformers: inv_freq = 1 / base ** (arange(0, d, 2).float() / d), all float32; the angle is
+  // the float32 product position * inv_freq. Mirroring the roundings keeps logits within ~1e-5.
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    const float expo = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    inv_freq[static_cast<size_t>(i)] = 1.0f / static_cast<float>(std::pow(static_cast<double>(static_cast<float>(theta)),
+                                                                          static_cast<double>(expo)));
+  }
+  for (int64_t t = 0; t < seq_len; ++t) {
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(t) * inv_freq[static_cast<size_t>(i)];
+      cos_out[t * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      sin_out[t * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  }
+}
+
+void rms_norm_rows(const float* x, const float* weight, float* y, int64_t rows, int64_t cols, double eps,
+                   ThreadPool& pool) {
+  pool.parallel_for(0, static_cast<size_t>(rows), kRowGrain, [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) {
+      const float* xr = x + static_cast<int64_t>(r) * cols;
+      float* yr = y + static_cast<int64_t>(r) * cols;
+      double ss = 0.0;
+      for (int64_t i = 0; i < cols; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+      const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(cols) + eps));
+      for (int64_t i = 0; i < cols; ++i) yr[i] = weight[i] * (xr[i] * inv);
+    }
+  });
+}
+
+void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_t layer, float* hidden,
+                           int64_t seq_len, LayerScratch& s, ThreadPool& pool, const LinearHook* hook) {
+  const int64_t hs = cfg.hidden_size;
+  const int64_t inter = cfg.intermediate_size;
+  if (seq_len > s.seq_len_) {
+    fail(ErrorKind::kInvalidArgument, "sequence of {} tokens exceeds the scratch size {}", seq_len, s.seq_len_);
+  }
+
+  // Attention block.
+  rms_norm_rows(hidden, w.attn_norm.f32(), s.norm_.data(), seq_len, hs, cfg.rms_norm_eps, pool);
+  call_hook(hook, layer, TensorRole::kAttnQ, s.norm_.data(), seq_len, hs);
+  call_hook(hook, layer, TensorRole::kAttnK, s.norm_.data(), seq_len, hs);
+  call_hook(hook, layer, TensorRole::kAttnV, s.norm_.data(), seq_len, hs);
+  linear(pool, s.norm_.data(), seq_len, w.wq, s.q_.data());
+  linear(pool, s.norm_.data(), seq_len, w.wk, s.k_.data());
+  linear(pool, s.norm_.data(), seq_len, w.wv, s.v_.data());
+  apply_rope(s.q_.data(), cfg.q_dim(), seq_len, cfg.num_heads, cfg.head_dim, s.rope_cos_.data(),
+             s.rope_sin_.data(), pool);
+  apply_rope(s.k_.data(), cfg.kv_dim(), seq_len, cfg.num_kv_heads, cfg.head_dim, s.rope_cos_.data(),
+             s.rope_sin_.data(), pool);
+  attention(cfg, s.q_.data(), s.k_.data(), s.v_.data(), s.attn_.data(), seq_len, pool);
+  call_hook(hook, layer, TensorRole::kAttnOut, s.attn_.data(), seq_len, cfg.q_dim());
+  matmul_nt(pool, MatmulArgs{.x = s.attn_.data(), .ldx = cfg.q_dim(), .w = w.wo.f32(), .ldw = cfg.q_dim(),
+                             .y = hidden, .ldy = hs, .m = seq_len, .n = hs, .k = cfg.q_dim(), .accumulate = true});
+
+  // MLP block: down(silu(gate(x)) * up(x)).
+  rms_norm_rows(hidden, w.mlp_norm.f32(), s.norm_.data(), seq_len, hs, cfg.rms_norm_eps, pool);
+  call_hook(hook, layer, TensorRole::kMlpGate, s.norm_.data(), seq_len, hs);
+  call_hook(hook, layer, TensorRole::kMlpUp, s.norm_.data(), seq_len, hs);
+  linear(pool, s.norm_.data(), seq_len, w.w_gate, s.gate_.data());
+  linear(pool, s.norm_.data(), seq_len, w.w_up, s.up_.data());
+  pool.parallel_for(0, static_cast<size_t>(seq_len), kRowGrain, [&](size_t r0, size_t r1) {
+    const int64_t off = static_cast<int64_t>(r0) * inter;
+    silu_mul(s.gate_.data() + off, s.up_.data() + off, static_cast<int64_t>(r1 - r0) * inter);
+  });
+  call_hook(hook, layer, TensorRole::kMlpDown, s.gate_.data(), seq_len, inter);
+  matmul_nt(pool, MatmulArgs{.x = s.gate_.data(), .ldx = inter, .w = w.w_down.f32(), .ldw = inter, .y = hidden,
+                             .ldy = hs, .m = seq_len, .n = hs, .k = inter, .accumulate = true});
+}
+
+void embed_tokens(const Model& m, std::span<const int32_t> ids, float* hidden) {
+  const int64_t hs = m.config.hidden_size;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    const int32_t id = ids[t];
+    if (id < 0 || id >= m.config.vocab_size) {
+      fail(ErrorKind::kInvalidArgument, "token id {} at position {} is outside the vocabulary [0, {})", id, t,
+           m.config.vocab_size);
+    }
+    std::copy_n(m.embedding.f32() + static_cast<int64_t>(id) * hs, hs, hidden + static_cast<int64_t>(t) * hs);
+  }
+}
+
+void output_logits(const Model& m, const float* hidden, int64_t seq_len, float* logits, ThreadPool& pool,
+                   const LinearHook* hook) {
+  const int64_t hs = m.config.hidden_size;
+  std::vector<float> normed(static_cast<size_t>(seq_len * hs));
+  rms_norm_rows(hidden, m.final_norm.f32(), normed.data(), seq_len, hs, m.config.rms_norm_eps, pool);
+  call_hook(hook, -1, TensorRole::kOutput, normed.data(), seq_len, hs);
+  linear(pool, normed.data(), seq_len, m.output, logits);
+}
+
+Tensor forward(const Model& m, std::span<const int32_t> ids, ThreadPool& pool, const LinearHook* hook) {
+  const auto seq_len = static_cast<int64_t>(ids.size());
+  std::vector<float> hidden(static_cast<size_t>(seq_len * m.config.hidden_size));
+  embed_tokens(m, ids, hidden.data());
+  LayerScratch scratch(m.config, seq_len);
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    decoder_layer_forward(m.config, m.layers[i], static_cast<int64_t>(i), hidden.data(), seq_len, scratch, pool,
+                          hook);
+  }
+  Tensor logits = Tensor::zeros(DType::kF32, {seq_len, m.config.vocab_size});
+  output_logits(m, hidden.data(), seq_len, logits.mutable_f32(), pool, hook);
+  return logits;
+}
+
+}  // namespace calq::model

@@ -1,0 +1,69 @@
+// The CPU reference forward pass of a Llama-layout decoder, in float32.
+//
+// One decoder layer is callable on its own (decoder_layer_forward) so calibration can run a
+// model layer by layer; a LinearHook sees the input of every linear layer before it is applied.
+// All parallel work goes through the injected ThreadPool; results are identical for any thread
+// count (each output element is produced by one fixed sequence of operations).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "core/tensor.h"
+#include "core/thread_pool.h"
+#include "model/model.h"
+
+namespace calq::model {
+
+// The input of one linear layer for a whole sequence: rows = tokens, cols = in-features.
+// q/k/v share one input (and gate/up another); the hook is called once per linear role.
+struct LinearInput {
+  int64_t layer;  // -1 for the output head
+  TensorRole role;
+  const float* x;
+  int64_t rows;
+  int64_t cols;
+};
+using LinearHook = std::function<void(const LinearInput&)>;
+
+// Scratch buffers for one sequence length; reused across layers and calls.
+class LayerScratch {
+ public:
+  LayerScratch(const ModelConfig& config, int64_t seq_len);
+  int64_t seq_len() const { return seq_len_; }
+
+ private:
+  friend void decoder_layer_forward(const ModelConfig&, const LayerWeights&, int64_t, float*, int64_t,
+                                    LayerScratch&, ThreadPool&, const LinearHook*);
+  int64_t seq_len_;
+  std::vector<float> norm_, q_, k_, v_, attn_, gate_, up_;
+  std::vector<float> rope_cos_, rope_sin_;  // [seq_len, head_dim / 2]
+};
+
+// hidden[seq_len, hidden_size] is updated in place: h += attn(norm(h)); h += mlp(norm(h)).
+// Positions are 0..seq_len-1 (one causal sequence). `hook` may be null.
+void decoder_layer_forward(const ModelConfig& config, const LayerWeights& weights, int64_t layer_index,
+                           float* hidden, int64_t seq_len, LayerScratch& scratch, ThreadPool& pool,
+                           const LinearHook* hook = nullptr);
+
+// Writes the embeddings of `ids` into hidden[ids.size(), hidden_size]. Ids outside the
+// vocabulary are an ErrorKind::kInvalidArgument error.
+void embed_tokens(const Model& model, std::span<const int32_t> ids, float* hidden);
+
+// logits[seq_len, vocab] = output(final_norm(hidden)).
+void output_logits(const Model& model, const float* hidden, int64_t seq_len, float* logits, ThreadPool& pool,
+                   const LinearHook* hook = nullptr);
+
+// Whole model on one sequence: returns logits [ids.size(), vocab].
+Tensor forward(const Model& model, std::span<const int32_t> ids, ThreadPool& pool,
+               const LinearHook* hook = nullptr);
+
+// Building blocks, exposed for tests and for the calibration pipeline.
+void rms_norm_rows(const float* x, const float* weight, float* y, int64_t rows, int64_t cols, double eps,
+                   ThreadPool& pool);
+// Rotary tables as Hugging Face computes them (float32 inverse frequencies and angles).
+void rope_tables(int64_t seq_len, int64_t head_dim, double theta, float* cos_out, float* sin_out);
+
+}  // namespace calq::model

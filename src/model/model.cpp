@@ -1,0 +1,174 @@
+#include "model/model.h"
+
+#include <fmt/format.h>
+
+#include <cassert>
+#include <cmath>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace calq::model {
+namespace {
+
+// Loads one tensor as float32, checking shape and finiteness.
+Tensor load_f32(const io::SafetensorsModel& st, const std::string& name, const Shape& expected,
+                ThreadPool& pool) {
+  const io::TensorInfo& info = st.info(name);
+  if (info.shape != expected) {
+    fail(ErrorKind::kFormat, "{}: tensor '{}' has shape {} but the config implies {}", st.folder().string(), name,
+         shape_string(info.shape), shape_string(expected));
+  }
+  const Tensor src = st.tensor(name);
+  Tensor out = Tensor::zeros(DType::kF32, expected);
+  const size_t n = static_cast<size_t>(out.numel());
+  const size_t elem = dtype_size(src.dtype());
+  constexpr size_t kBlock = 1 << 16;
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<uint8_t> bad(blocks, 0);
+  float* dst = out.mutable_f32();
+  pool.parallel_for(0, blocks, Grain{.min_items = 4}, [&](size_t b0, size_t b1) {
+    for (size_t b = b0; b < b1; ++b) {
+      const size_t i0 = b * kBlock;
+      const size_t len = std::min(kBlock, n - i0);
+      convert_to_f32(src.dtype(), src.data() + i0 * elem, dst + i0, len);
+      for (size_t i = i0; i < i0 + len; ++i) {
+        if (!std::isfinite(dst[i])) {
+          bad[b] = 1;
+          break;
+        }
+      }
+    }
+  });
+  for (size_t b = 0; b < blocks; ++b) {
+    if (bad[b]) {
+      for (size_t i = b * kBlock; i < n; ++i) {
+        if (!std::isfinite(dst[i])) {
+          fail(ErrorKind::kFormat, "{}: tensor '{}' holds a non-finite value ({}) at flat index {}",
+               st.folder().string(), name, dst[i], i);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+void check_known_tensors(const io::SafetensorsModel& st, const ModelConfig& config, const Architecture& arch) {
+  for (const auto& name : st.names()) {
+    const auto parsed = parse_hf_tensor_name(arch, name);
+    if (!parsed) {
+      // Rotary caches and the like are harmless; anything else means a layout calq would misread.
+      if (name.find("rotary_emb") != std::string::npos) continue;
+      fail(ErrorKind::kUnsupported, "{}: tensor '{}' is not part of the '{}' architecture as calq knows it",
+           st.folder().string(), name, config.model_type);
+    }
+    if (parsed->layer >= config.num_layers) {
+      fail(ErrorKind::kFormat, "{}: tensor '{}' belongs to layer {} but num_hidden_layers is {}",
+           st.folder().string(), name, parsed->layer, config.num_layers);
+    }
+  }
+}
+
+}  // namespace
+
+const Tensor& LayerWeights::get(TensorRole role) const {
+  switch (role) {
+    case TensorRole::kAttnNorm: return attn_norm;
+    case TensorRole::kAttnQ: return wq;
+    case TensorRole::kAttnK: return wk;
+    case TensorRole::kAttnV: return wv;
+    case TensorRole::kAttnOut: return wo;
+    case TensorRole::kMlpNorm: return mlp_norm;
+    case TensorRole::kMlpGate: return w_gate;
+    case TensorRole::kMlpUp: return w_up;
+    case TensorRole::kMlpDown: return w_down;
+    default: assert(false && "not a per-layer role"); return wq;
+  }
+}
+
+Tensor& LayerWeights::get(TensorRole role) {
+  return const_cast<Tensor&>(static_cast<const LayerWeights&>(*this).get(role));
+}
+
+Shape expected_shape(const ModelConfig& c, TensorRole role) {
+  switch (role) {
+    case TensorRole::kTokenEmbedding:
+    case TensorRole::kOutput: return {c.vocab_size, c.hidden_size};
+    case TensorRole::kAttnNorm:
+    case TensorRole::kMlpNorm:
+    case TensorRole::kFinalNorm: return {c.hidden_size};
+    case TensorRole::kAttnQ: return {c.q_dim(), c.hidden_size};
+    case TensorRole::kAttnK:
+    case TensorRole::kAttnV: return {c.kv_dim(), c.hidden_size};
+    case TensorRole::kAttnOut: return {c.hidden_size, c.q_dim()};
+    case TensorRole::kMlpGate:
+    case TensorRole::kMlpUp: return {c.intermediate_size, c.hidden_size};
+    case TensorRole::kMlpDown: return {c.hidden_size, c.intermediate_size};
+  }
+  return {};
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = embedding.numel() + final_norm.numel();
+  if (!config.tie_word_embeddings) n += output.numel();
+  for (const auto& l : layers) {
+    for (size_t r = 0; r < kNumTensorRoles; ++r) {
+      const auto role = static_cast<TensorRole>(r);
+      if (is_per_layer(role)) n += l.get(role).numel();
+    }
+  }
+  return n;
+}
+
+Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool) {
+  Model m;
+  m.config = parse_hf_config(folder / "config.json");
+  m.arch = find_architecture(m.config.model_type);
+  m.source = folder;
+  const auto st = io::SafetensorsModel::open_folder(folder);
+  check_known_tensors(st, m.config, *m.arch);
+  for (const auto& name : st.names()) {
+    const auto& info = st.info(name);
+    m.source_tensors.push_back({name, std::string(dtype_name(info.dtype)), info.shape});
+  }
+
+  const auto load_role = [&](TensorRole role, int64_t layer) {
+    return load_f32(st, hf_tensor_name(*m.arch, role, layer), expected_shape(m.config, role), pool);
+  };
+  m.embedding = load_role(TensorRole::kTokenEmbedding, -1);
+  m.final_norm = load_role(TensorRole::kFinalNorm, -1);
+  const std::string output_name = hf_tensor_name(*m.arch, TensorRole::kOutput, -1);
+  if (m.config.tie_word_embeddings) {
+    // HF ignores a stored lm_head when embeddings are tied; so do we, but say nothing is lost.
+    m.output = m.embedding;
+  } else if (st.contains(output_name)) {
+    m.output = load_role(TensorRole::kOutput, -1);
+  } else {
+    fail(ErrorKind::kNotFound, "{}: tensor '{}' not found (config.json says tie_word_embeddings = false)",
+         folder.string(), output_name);
+  }
+  m.layers.resize(static_cast<size_t>(m.config.num_layers));
+  for (int64_t i = 0; i < m.config.num_layers; ++i) {
+    for (size_t r = 0; r < kNumTensorRoles; ++r) {
+      const auto role = static_cast<TensorRole>(r);
+      if (is_per_layer(role)) m.layers[static_cast<size_t>(i)].get(role) = load_role(role, i);
+    }
+  }
+  return m;
+}
+
+ModelSummary inspect_hf_model(const std::filesystem::path& folder) {
+  ModelSummary s;
+  s.config = parse_hf_config(folder / "config.json");
+  const auto st = io::SafetensorsModel::open_folder(folder);
+  const Architecture* arch = find_architecture(s.config.model_type);
+  const std::string output_name = hf_tensor_name(*arch, TensorRole::kOutput, -1);
+  for (const auto& name : st.names()) {
+    const auto& info = st.info(name);
+    s.tensors.push_back({name, std::string(dtype_name(info.dtype)), info.shape});
+    if (!(s.config.tie_word_embeddings && name == output_name)) s.parameter_count += shape_numel(info.shape);
+  }
+  return s;
+}
+
+}  // namespace calq::model
