@@ -116,6 +116,13 @@ TEST(TokenizerSplit, CharacterClassPreTokenizers) {
   EXPECT_EQ(load(doc).encode("a-b"), ids(load(doc), {"a", "b"}));
 }
 
+TEST(TokenizerSplit, RegexWhitespaceIncludesNextLine) {
+  // Oniguruma's \s is Unicode White_Space, which includes U+0085 (NEL, a control character).
+  json doc = tokenizer_doc(vocab_of({"a", "b", "\u0085", "a\u0085b"}));
+  doc["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "\\s"}}}, {"behavior", "Removed"}};
+  EXPECT_EQ(load(doc).encode("a\u0085b"), (std::vector<int32_t>{0, 1}));
+}
+
 // ---- BPE model.
 TEST(TokenizerBpe, MergeRanksDecideAndBothMergeFormsAgree) {
   const json vocab = vocab_of({"a", "b", "c", "ab", "bc"});

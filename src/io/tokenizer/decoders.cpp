@@ -140,29 +140,25 @@ class StripDecoder final : public Decoder {
   StripDecoder(char32_t content, size_t start, size_t stop) : content_(content), start_(start), stop_(stop) {}
 
   void decode_chain(std::vector<std::string>& tokens) const override {
+    std::vector<size_t> offsets;  // byte offset of each character of a token, plus its end
+    std::vector<char32_t> chars;
     for (std::string& token : tokens) {
-      std::vector<size_t> offsets;  // byte offset of each character, plus the end
+      offsets.clear();
+      chars.clear();
       for (size_t pos = 0; pos < token.size();) {
         offsets.push_back(pos);
-        utf8_next(token, pos);
+        chars.push_back(next_code_point(token, pos));
       }
-      const size_t n = offsets.size();
       offsets.push_back(token.size());
       size_t first = 0;
-      while (first < std::min(start_, n) && char_at(token, offsets[first]) == content_) ++first;
-      size_t last = n;
-      for (size_t i = 0; i < stop_ && last > first; ++i) {
-        if (char_at(token, offsets[last - 1]) != content_) break;
-        --last;
-      }
+      while (first < std::min(start_, chars.size()) && chars[first] == content_) ++first;
+      size_t last = chars.size();
+      for (size_t i = 0; i < stop_ && last > first && chars[last - 1] == content_; ++i) --last;
       token = token.substr(offsets[first], offsets[last] - offsets[first]);
     }
   }
 
  private:
-  static void utf8_next(const std::string& s, size_t& pos) { next_code_point(s, pos); }
-  static char32_t char_at(const std::string& s, size_t pos) { return next_code_point(s, pos); }
-
   char32_t content_;
   size_t start_;
   size_t stop_;

@@ -27,54 +27,6 @@ class Pattern::Compiled {
 
 namespace {
 
-// Oniguruma's \s is the White_Space property, which (unlike PCRE2's UCP \s) includes U+0085.
-std::string onig_compatible(std::string_view pattern) {
-  std::string out;
-  out.reserve(pattern.size() + 16);
-  bool in_class = false;
-  size_t class_start = 0;
-  for (size_t i = 0; i < pattern.size(); ++i) {
-    const char ch = pattern[i];
-    if (ch == '\\' && i + 1 < pattern.size()) {
-      const char next = pattern[i + 1];
-      if (next == 's' && !in_class) {
-        out += "[\\s\\x{85}]";
-      } else if (next == 'S' && !in_class) {
-        out += "[^\\s\\x{85}]";
-      } else if (next == 's' && in_class) {
-        out += "\\s\\x{85}";
-      } else {
-        out += ch;
-        out += next;
-      }
-      ++i;
-      continue;
-    }
-    if (!in_class && ch == '[') {
-      in_class = true;
-      class_start = out.size() + 1;
-      out += ch;
-      if (i + 1 < pattern.size() && pattern[i + 1] == '^') {
-        out += '^';
-        ++i;
-        class_start = out.size();
-      }
-      continue;
-    }
-    if (in_class && ch == '[' && i + 1 < pattern.size() && pattern[i + 1] == ':') {
-      const size_t close = pattern.find(":]", i + 2);
-      if (close != std::string_view::npos) {
-        out.append(pattern.substr(i, close + 2 - i));
-        i = close + 1;
-        continue;
-      }
-    }
-    if (in_class && ch == ']' && out.size() != class_start) in_class = false;
-    out += ch;
-  }
-  return out;
-}
-
 // Finds the leftmost match at or after `from`; nullopt when there is none.
 std::optional<std::pair<size_t, size_t>> search_regex(const Pattern::Compiled& re,
                                                       pcre2_match_data* data,
@@ -105,10 +57,9 @@ Pattern Pattern::literal(std::string text) {
 }
 
 Pattern Pattern::regex(std::string_view pattern, const JsonPath& at) {
-  const std::string adjusted = onig_compatible(pattern);
   int error = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(adjusted.data()), adjusted.size(),
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                                    PCRE2_UTF | PCRE2_UCP, &error, &offset, nullptr);
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
@@ -155,7 +106,9 @@ std::vector<std::pair<size_t, size_t>> Pattern::find_all(std::string_view subjec
     const auto [start, end] = *m;
     if (start == end && last_match_end == end) {
       // Oniguruma skips an empty match right after the previous one and retries one char on.
-      last_end += last_end < subject.size() ? utf8_sequence_length(subject[last_end]) : 1;
+      last_end += last_end < subject.size()
+                      ? utf8_sequence_length(static_cast<unsigned char>(subject[last_end]))
+                      : 1;
       continue;
     }
     last_end = end;

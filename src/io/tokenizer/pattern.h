@@ -1,5 +1,5 @@
 // Patterns as Hugging Face `tokenizers` uses them: a literal string or an Oniguruma regex (here
-// PCRE2 with UTF+UCP, adjusted so that \s also matches U+0085 as Oniguruma's does).
+// PCRE2 with UTF+UCP, whose \s, \p{L}, \p{N} agree with Oniguruma's Unicode classes).
 //
 // Contract: subjects must be valid UTF-8. Matching is const and thread-safe (per-call match data).
 #pragma once
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "io/tokenizer/json_util.h"
+#include "io/tokenizer/unicode.h"
 
 namespace calq::io::tok {
 
@@ -45,15 +46,6 @@ class Pattern {
 };
 
 // HF's Pattern impl for a char predicate: every matching character is its own match span.
-template <typename Pred>
-std::vector<Span> char_matches(std::string_view subject, Pred&& pred);
-
-}  // namespace calq::io::tok
-
-#include "io/tokenizer/unicode.h"
-
-namespace calq::io::tok {
-
 template <typename Pred>
 std::vector<Span> char_matches(std::string_view subject, Pred&& pred) {
   std::vector<Span> spans;

@@ -48,7 +48,8 @@ TEST_P(TokenizerCases, MatchHuggingFace) {
 
   // Ids of special added tokens: decoding with skip_special_tokens drops exactly these.
   std::set<int32_t> special_ids;
-  for (const json& added : read_json(shared / GetParam().tokenizer).at("added_tokens")) {
+  const json tokenizer_json = read_json(shared / GetParam().tokenizer);
+  for (const json& added : tokenizer_json.at("added_tokens")) {
     if (added.at("special").get<bool>()) special_ids.insert(added.at("id").get<int32_t>());
   }
   size_t skip_checked = 0;
@@ -144,6 +145,36 @@ TEST(TokenizerCorpus, Smollm2Wikitext2) {
   const json ref = read_json(testing::shared_dir() / "tokenizers/smollm2-49k/wikitext2_tokens.json");
   check_corpus("tokenizers/smollm2-49k/tokenizer.json", "data/wikitext-2-test.txt", ref,
                "wikitext2_test_n_tokens", "wikitext2_test_token_ids_sha256");
+}
+
+// decode(encode(text)) gives the text back: byte-level BPE is lossless, and the llama tokenizer
+// (byte_fallback, so never <unk>) loses only a leading space to its Strip decoder.
+TEST(TokenizerCorpus, RoundTrips) {
+  CALQ_REQUIRE_SHARED("data/wikitext-2-test.txt");
+  const auto shared = testing::shared_dir();
+  const std::string text = read_bytes(shared / "data/wikitext-2-test.txt");
+  ASSERT_EQ(text.front(), ' ');
+  const Tokenizer llama = Tokenizer::from_file(shared / "models/calq-ref-llama/tokenizer.json");
+  EXPECT_TRUE(llama.decode(llama.encode(text)) == text.substr(1));
+  const Tokenizer smollm2 = Tokenizer::from_file(shared / "tokenizers/smollm2-49k/tokenizer.json");
+  EXPECT_TRUE(smollm2.decode(smollm2.encode(text)) == text);
+}
+
+// Without a regex split the whole file is one word: merging must stay O(n log n).
+TEST(TokenizerCorpus, OneHugeWord) {
+  CALQ_REQUIRE_SHARED("tokenizers/bytelevel-16k/tokenizer.json");
+  CALQ_REQUIRE_SHARED("data/heldout.txt");
+  const auto shared = testing::shared_dir();
+  json doc = read_json(shared / "tokenizers/bytelevel-16k/tokenizer.json");
+  doc["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
+  const Tokenizer tokenizer = Tokenizer::from_json_text(doc.dump(), "<one-word>");
+  const std::string text = read_bytes(shared / "data/heldout.txt");
+  const auto begin = std::chrono::steady_clock::now();
+  const std::vector<int32_t> ids = tokenizer.encode(text);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  std::cout << "[ corpus   ] heldout.txt as one word: " << ids.size() << " tokens in " << seconds << " s\n";
+  EXPECT_LT(ids.size(), text.size() / 2);  // merges did happen
+  EXPECT_TRUE(tokenizer.decode(ids) == text);
 }
 
 // vocab_size() is the model vocabulary plus added tokens it lacks; the llama model's config says
