@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cassert>
+#include <climits>
+#include <tuple>
 #include <cmath>
 
 #include "core/error.h"
@@ -127,10 +130,6 @@ Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool) {
   m.source = folder;
   const auto st = io::SafetensorsModel::open_folder(folder);
   check_known_tensors(st, m.config, *m.arch);
-  for (const auto& name : st.names()) {
-    const auto& info = st.info(name);
-    m.source_tensors.push_back({name, std::string(dtype_name(info.dtype)), info.shape});
-  }
 
   const auto load_role = [&](TensorRole role, int64_t layer) {
     return load_f32(st, hf_tensor_name(*m.arch, role, layer), expected_shape(m.config, role), pool);
@@ -168,6 +167,17 @@ ModelSummary inspect_hf_model(const std::filesystem::path& folder) {
     s.tensors.push_back({name, std::string(dtype_name(info.dtype)), info.shape});
     if (!(s.config.tie_word_embeddings && name == output_name)) s.parameter_count += shape_numel(info.shape);
   }
+  // Model order (embedding, layer 0 by role, layer 1, ..., final norm, head) reads better than
+  // the alphabetical order of the file, where layer 10 sorts before layer 2.
+  const auto order_key = [&](const SourceTensor& t) {
+    const auto parsed = parse_hf_tensor_name(*arch, t.name);
+    if (!parsed) return std::tuple<int64_t, int, std::string>{INT64_MAX, 0, t.name};
+    int64_t group = parsed->layer;
+    if (parsed->layer < 0) group = parsed->role == TensorRole::kTokenEmbedding ? -1 : INT64_MAX - 1;
+    return std::tuple<int64_t, int, std::string>{group, static_cast<int>(parsed->role), t.name};
+  };
+  std::stable_sort(s.tensors.begin(), s.tensors.end(),
+                   [&](const SourceTensor& a, const SourceTensor& b) { return order_key(a) < order_key(b); });
   return s;
 }
 

@@ -49,7 +49,6 @@ struct Model {
   std::vector<LayerWeights> layers;
   Tensor final_norm;  // [hidden]
   Tensor output;      // [vocab, hidden]; same bytes as `embedding` when tied
-  std::vector<SourceTensor> source_tensors;
 
   int64_t parameter_count() const;  // unique parameters (tied weights counted once)
 };

@@ -121,7 +121,11 @@ class ByteLevel final : public PreTokenizer {
 
   void pre_tokenize(std::vector<Piece>& pieces) const override {
     split_pieces(pieces, [&](Piece&& piece, std::vector<Piece>& out) {
-      if (add_prefix_space_ && piece.text.front() != ' ') piece.text.insert(0, " ");
+      if (add_prefix_space_ && piece.text.front() != ' ') {
+        std::string spaced(1, ' ');
+        spaced += piece.text;
+        piece.text = std::move(spaced);
+      }
       const size_t first = out.size();
       if (use_regex_) {
         emit(piece.text, piece.at_origin, regex_.find_matches(piece.text), SplitBehavior::kIsolated, out);
