@@ -21,6 +21,9 @@ struct RefCase {
   const char* ref_dir;  // under refs/calq-ref-llama/
 };
 
+// Keeps CTest's test names readable (gtest would otherwise print the struct's raw bytes).
+void PrintTo(const RefCase& c, std::ostream* os) { *os << c.text; }
+
 class ReferenceModel : public ::testing::TestWithParam<RefCase> {
  protected:
   static void SetUpTestSuite() {
@@ -36,7 +39,8 @@ class ReferenceModel : public ::testing::TestWithParam<RefCase> {
     delete pool_;
   }
   void SetUp() override {
-    if (model_ == nullptr) GTEST_SKIP() << "shared reference model missing";
+    CALQ_REQUIRE_SHARED("models/calq-ref-llama/model.safetensors");
+    ASSERT_NE(model_, nullptr);
     const auto& p = GetParam();
     ref_dir_ = testing::shared_dir() / "refs/calq-ref-llama" / p.ref_dir;
     ref_ = nlohmann::json::parse(read_text_file(ref_dir_ / "ppl_ctx512.json"));

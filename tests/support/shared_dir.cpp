@@ -11,6 +11,11 @@ std::filesystem::path shared_dir() {
   return std::filesystem::path(CALQ_SOURCE_DIR) / ".." / "shared";
 }
 
+bool shared_required() {
+  const char* env = std::getenv("CALQ_REQUIRE_SHARED");
+  return env != nullptr && std::string(env) == "1";
+}
+
 std::filesystem::path temp_dir(const std::string& tag) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string name = tag;

@@ -35,6 +35,9 @@ struct CaseFile {
   const char* cases;
 };
 
+// Keeps CTest's test names readable (gtest would otherwise print the struct's raw bytes).
+void PrintTo(const CaseFile& c, std::ostream* os) { *os << c.cases; }
+
 class TokenizerCases : public ::testing::TestWithParam<CaseFile> {};
 
 TEST_P(TokenizerCases, MatchHuggingFace) {
