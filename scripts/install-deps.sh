@@ -14,6 +14,8 @@ packages=(
   libbenchmark-dev         # micro-benchmarks
   python3                  # bench/ driver script
 )
+# --fuzz: also clang and its libFuzzer/sanitizer runtimes, for scripts/fuzz.sh.
+if [[ "${1:-}" == "--fuzz" ]]; then packages+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,8 +2,21 @@
 #pragma once
 
 #include <filesystem>
+#include <string_view>
 
 namespace calq::cli {
+
+enum class ModelFormat { kHfFolder, kGguf };
+
+struct ModelLocation {
+  std::filesystem::path path;
+  ModelFormat format;
+};
+std::string_view format_name(ModelFormat format);  // "hf", "gguf"
+
+// A folder with config.json is a Hugging Face model; a file starting with the GGUF magic is a
+// GGUF model. Anything else throws calq::Error naming the path and saying what was expected.
+ModelLocation resolve_model(const std::filesystem::path& path);
 
 // Checks that `path` is a Hugging Face model folder (has config.json); throws calq::Error
 // naming the path and saying what was expected otherwise.

@@ -23,11 +23,21 @@
 
 namespace calq::io {
 
+class GgufFile;
+
 class Tokenizer {
  public:
   static Tokenizer from_file(const std::filesystem::path& path);
   // `origin` names the source in error messages (a path, or "<memory>").
   static Tokenizer from_json_text(std::string_view json_text, std::string_view origin);
+  // The tokenizer embedded in a GGUF file (tokenizer.ggml.*; see io/tokenizer/gguf_vocab.h), with
+  // llama.cpp's semantics instead of Hugging Face's: encode(text, add_special_tokens) is
+  // llama_tokenize(text, add_special = add_special_tokens, parse_special), i.e. BOS/EOS per the
+  // file's add_bos/add_eos flags, and control tokens written in the text are matched only when
+  // `parse_special` (user-defined tokens always are). decode(ids, skip_special_tokens) is
+  // llama_detokenize(ids, remove_special = skip_special_tokens, unparse_special = !skip_special_tokens).
+  // Errors: see read_gguf_vocab().
+  static Tokenizer from_gguf(const GgufFile& file, bool parse_special = false);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

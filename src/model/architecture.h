@@ -1,7 +1,11 @@
 // Architecture tables: the only place in calq that knows tensor names. Everything downstream
 // (calibration, quantizers) sees a TensorRole and a layer index, never a name string.
 //
-// Adding an architecture = one table row (architecture.cpp or a file of its own) plus a test.
+// Each architecture is one table in a file of its own (arch_llama.cpp, arch_qwen2.cpp,
+// arch_mistral.cpp): its Hugging Face and GGUF tensor names, which slots are optional, how its
+// config.json decides the attention window, and how llama.cpp's converter writes it to GGUF.
+// Adding an architecture = one arch_<name>.cpp, its line in the registry (architecture.cpp) and
+// in CMakeLists.txt, plus a test.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +17,7 @@
 
 namespace calq::model {
 
+// The numbering is stable: new roles are appended.
 enum class TensorRole : uint8_t {
   kTokenEmbedding,
   kAttnNorm,
@@ -26,35 +31,98 @@ enum class TensorRole : uint8_t {
   kMlpDown,
   kFinalNorm,
   kOutput,
+  kAttnQBias,  // [q_dim], added to the q projection (Qwen2)
+  kAttnKBias,  // [kv_dim]
+  kAttnVBias,  // [kv_dim]
 };
-inline constexpr size_t kNumTensorRoles = 12;
+inline constexpr size_t kNumTensorRoles = 15;
 
-std::string_view role_name(TensorRole role);  // "attn_q", "mlp_down", ...
+std::string_view role_name(TensorRole role);  // "attn_q", "mlp_down", "attn_q_bias", ...
 bool is_linear(TensorRole role);              // has a [out, in] weight applied to an activation
 bool is_per_layer(TensorRole role);
+bool is_bias(TensorRole role);                // a 1-d bias added after a linear layer
+// The linear role a bias belongs to (kAttnQBias -> kAttnQ); asserts is_bias(role).
+TensorRole bias_target(TensorRole role);
 
 struct TensorSlot {
   TensorRole role;
-  std::string_view hf_name;  // "{}" stands for the layer index in per-layer names
-  bool optional = false;     // e.g. lm_head when embeddings are tied
+  std::string_view hf_name;    // "{}" stands for the layer index in per-layer names
+  std::string_view gguf_name;  // llama.cpp's name, same "{}" convention
+  bool optional = false;       // e.g. the output head when embeddings are tied
+};
+
+// How config.json decides which layers use a sliding attention window.
+enum class WindowRule : uint8_t {
+  kNone,         // full causal attention everywhere (Llama)
+  kAllLayers,    // `sliding_window` (null = none) applies to every layer (Mistral)
+  kQwen2Layers,  // `sliding_window` only if `use_sliding_window`; layers >= `max_window_layers`
+};
+
+// llama.cpp's hyper-parameter keys, each prefixed with "<gguf_arch>." in the file.
+struct GgufHparamKeys {
+  std::string_view block_count = "block_count";
+  std::string_view embedding_length = "embedding_length";
+  std::string_view feed_forward_length = "feed_forward_length";
+  std::string_view head_count = "attention.head_count";
+  std::string_view head_count_kv = "attention.head_count_kv";
+  std::string_view key_length = "attention.key_length";
+  std::string_view value_length = "attention.value_length";
+  std::string_view rope_freq_base = "rope.freq_base";
+  std::string_view rope_dimension_count = "rope.dimension_count";
+  std::string_view rope_scaling_type = "rope.scaling.type";
+  std::string_view rms_norm_eps = "attention.layer_norm_rms_epsilon";
+  std::string_view context_length = "context_length";
+  std::string_view sliding_window = "attention.sliding_window";
+  std::string_view vocab_size = "vocab_size";
 };
 
 struct Architecture {
   std::string_view model_type;  // config.json "model_type"
   std::span<const TensorSlot> slots;
+  WindowRule window_rule = WindowRule::kNone;
+  // config.json keys that must not be true for this architecture (layouts calq does not run).
+  std::span<const std::string_view> refused_true_keys;
+
+  // GGUF: the `general.architecture` llama.cpp's converter writes for this model type, and
+  // whether that name identifies this table when reading (false for Mistral, which the converter
+  // writes as "llama": such a file loads as the llama table, which reads a sliding window key).
+  std::string_view gguf_arch;
+  bool gguf_reads_as_this = true;
+  // Whether the converter permutes the rows of Q/K (weights and biases) for llama.cpp's
+  // interleaved rotary embedding; the loader undoes it.
+  bool gguf_permutes_qk = false;
+  // Whether `<gguf_arch>.attention.sliding_window`, when present, applies to every layer (calq
+  // writes Mistral's window there); if false, a file with that key is refused.
+  bool gguf_window_all_layers = false;
+  GgufHparamKeys gguf_keys{};
 };
 
 const Architecture* find_architecture(std::string_view model_type);  // nullptr if unknown
-std::vector<std::string> supported_model_types();
+std::vector<std::string> supported_model_types();                    // "llama", "mistral", "qwen2"
+// The table a GGUF file with `general.architecture` = `gguf_arch` loads as; nullptr if none.
+const Architecture* find_gguf_architecture(std::string_view gguf_arch);
+std::vector<std::string> supported_gguf_architectures();  // "llama", "qwen2"
 
-// The Hugging Face tensor name of `role` (layer ignored for global tensors).
+// Whether the table has a slot for `role` (bias roles exist only in some architectures).
+bool has_slot(const Architecture& arch, TensorRole role);
+const TensorSlot* find_slot(const Architecture& arch, TensorRole role);  // nullptr if none
+
+// The Hugging Face / GGUF tensor name of `role` (layer ignored for global tensors). The role must
+// have a slot (asserted).
 std::string hf_tensor_name(const Architecture& arch, TensorRole role, int64_t layer);
+std::string gguf_tensor_name(const Architecture& arch, TensorRole role, int64_t layer);
 
-// Inverse lookup: which role/layer a Hugging Face name is, if any.
+// Inverse lookup: which role/layer a name is, if any.
 struct RoleAndLayer {
   TensorRole role;
   int64_t layer;  // -1 for global tensors
 };
 std::optional<RoleAndLayer> parse_hf_tensor_name(const Architecture& arch, std::string_view name);
+std::optional<RoleAndLayer> parse_gguf_tensor_name(const Architecture& arch, std::string_view name);
+
+// The per-architecture tables (one file each), listed by the registry in architecture.cpp.
+const Architecture& llama_architecture();
+const Architecture& mistral_architecture();
+const Architecture& qwen2_architecture();
 
 }  // namespace calq::model

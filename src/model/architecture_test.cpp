@@ -10,6 +10,7 @@ TEST(Architecture, LlamaNamesRoundTrip) {
   ASSERT_NE(arch, nullptr);
   for (size_t r = 0; r < kNumTensorRoles; ++r) {
     const auto role = static_cast<TensorRole>(r);
+    if (is_bias(role)) continue;  // Llama has no biases
     const int64_t layer = is_per_layer(role) ? 13 : -1;
     const std::string name = hf_tensor_name(*arch, role, layer);
     const auto parsed = parse_hf_tensor_name(*arch, name);
@@ -18,6 +19,54 @@ TEST(Architecture, LlamaNamesRoundTrip) {
     EXPECT_EQ(parsed->layer, layer) << name;
   }
   EXPECT_EQ(hf_tensor_name(*arch, TensorRole::kMlpDown, 3), "model.layers.3.mlp.down_proj.weight");
+}
+
+TEST(Architecture, EveryTableRoundTripsHfAndGgufNames) {
+  for (const auto& type : supported_model_types()) {
+    const Architecture* arch = find_architecture(type);
+    ASSERT_NE(arch, nullptr) << type;
+    for (const auto& slot : arch->slots) {
+      const int64_t layer = is_per_layer(slot.role) ? 7 : -1;
+      for (const bool gguf : {false, true}) {
+        const std::string name = gguf ? gguf_tensor_name(*arch, slot.role, layer) : hf_tensor_name(*arch, slot.role, layer);
+        const auto parsed = gguf ? parse_gguf_tensor_name(*arch, name) : parse_hf_tensor_name(*arch, name);
+        ASSERT_TRUE(parsed.has_value()) << type << " " << name;
+        EXPECT_EQ(parsed->role, slot.role) << name;
+        EXPECT_EQ(parsed->layer, layer) << name;
+      }
+    }
+    // Every table has every non-bias role.
+    for (size_t r = 0; r < kNumTensorRoles; ++r) {
+      const auto role = static_cast<TensorRole>(r);
+      if (!is_bias(role)) {
+        EXPECT_TRUE(has_slot(*arch, role)) << type << " " << role_name(role);
+      }
+    }
+  }
+}
+
+TEST(Architecture, TablesDifferWhereTheModelsDo) {
+  const Architecture& llama = *find_architecture("llama");
+  const Architecture& mistral = *find_architecture("mistral");
+  const Architecture& qwen2 = *find_architecture("qwen2");
+  EXPECT_EQ(supported_model_types(), (std::vector<std::string>{"llama", "mistral", "qwen2"}));
+  EXPECT_FALSE(has_slot(llama, TensorRole::kAttnQBias));
+  EXPECT_FALSE(has_slot(mistral, TensorRole::kAttnVBias));
+  EXPECT_EQ(hf_tensor_name(qwen2, TensorRole::kAttnKBias, 2), "model.layers.2.self_attn.k_proj.bias");
+  EXPECT_EQ(gguf_tensor_name(qwen2, TensorRole::kAttnKBias, 2), "blk.2.attn_k.bias");
+  EXPECT_EQ(gguf_tensor_name(llama, TensorRole::kMlpDown, 0), "blk.0.ffn_down.weight");
+  EXPECT_EQ(gguf_tensor_name(llama, TensorRole::kOutput, -1), "output.weight");
+  EXPECT_EQ(llama.window_rule, WindowRule::kNone);
+  EXPECT_EQ(mistral.window_rule, WindowRule::kAllLayers);
+  EXPECT_EQ(qwen2.window_rule, WindowRule::kQwen2Layers);
+  // llama.cpp's converter: llama and mistral (written as "llama") permute Q/K; qwen2 does not.
+  EXPECT_TRUE(llama.gguf_permutes_qk);
+  EXPECT_TRUE(mistral.gguf_permutes_qk);
+  EXPECT_FALSE(qwen2.gguf_permutes_qk);
+  EXPECT_EQ(find_gguf_architecture("llama"), &llama);
+  EXPECT_EQ(find_gguf_architecture("qwen2"), &qwen2);
+  EXPECT_EQ(find_gguf_architecture("mistral"), nullptr);
+  EXPECT_EQ(supported_gguf_architectures(), (std::vector<std::string>{"llama", "qwen2"}));
 }
 
 TEST(Architecture, RejectsForeignNames) {
@@ -35,6 +84,12 @@ TEST(Architecture, RoleKinds) {
   EXPECT_FALSE(is_linear(TensorRole::kTokenEmbedding));
   EXPECT_FALSE(is_per_layer(TensorRole::kOutput));
   EXPECT_TRUE(is_per_layer(TensorRole::kMlpNorm));
+  EXPECT_TRUE(is_per_layer(TensorRole::kAttnQBias));
+  EXPECT_FALSE(is_linear(TensorRole::kAttnQBias));
+  EXPECT_TRUE(is_bias(TensorRole::kAttnVBias));
+  EXPECT_FALSE(is_bias(TensorRole::kAttnV));
+  EXPECT_EQ(bias_target(TensorRole::kAttnKBias), TensorRole::kAttnK);
+  EXPECT_EQ(role_name(TensorRole::kAttnQBias), "attn_q_bias");
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -92,6 +93,47 @@ void check_rope(const json& root, std::string_view origin, ModelConfig& config, 
   if (!(config.rope_theta > 0.0)) fail(ErrorKind::kFormat, "{}: rope_theta must be positive", origin);
 }
 
+// The per-layer sliding window (see config.h for the rules).
+void read_window(const json& root, std::string_view origin, WindowRule rule, ModelConfig& config,
+                 const ConfigReader& r) {
+  if (rule == WindowRule::kNone) return;
+  std::optional<int64_t> window = r.optional_int("sliding_window");
+  if (rule == WindowRule::kQwen2Layers && !r.bool_or("use_sliding_window", false)) window.reset();
+  const auto n = static_cast<size_t>(config.num_layers);
+  std::vector<bool> layers;
+  if (auto types = root.find("layer_types"); types != root.end() && !types->is_null()) {
+    if (!types->is_array() || types->size() != n) {
+      fail(ErrorKind::kFormat, "{}: key 'layer_types' must be a list of {} strings (one per layer)", origin, n);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const json& t = (*types)[i];
+      if (t == "full_attention") {
+        layers.push_back(false);
+      } else if (t == "sliding_attention") {
+        layers.push_back(true);
+      } else {
+        fail(ErrorKind::kUnsupported,
+             "{}: layer_types[{}] = {} is not supported (calq supports full_attention, sliding_attention)", origin,
+             i, t.dump());
+      }
+    }
+    if (!window) {
+      if (std::find(layers.begin(), layers.end(), true) != layers.end()) {
+        fail(ErrorKind::kFormat, "{}: layer_types lists sliding_attention but no sliding_window is in effect{}",
+             origin, rule == WindowRule::kQwen2Layers ? " (use_sliding_window is not true)" : "");
+      }
+      return;
+    }
+  } else {
+    if (!window) return;
+    // Qwen2: layers below max_window_layers keep full attention.
+    const int64_t first = rule == WindowRule::kQwen2Layers ? r.optional_int("max_window_layers", 0).value_or(28) : 0;
+    for (size_t i = 0; i < n; ++i) layers.push_back(static_cast<int64_t>(i) >= first);
+  }
+  config.sliding_window = *window;
+  config.layer_window = std::move(layers);
+}
+
 }  // namespace
 
 ModelConfig parse_hf_config_text(std::string_view json_text, std::string_view origin) {
@@ -142,13 +184,16 @@ ModelConfig parse_hf_config_text(std::string_view json_text, std::string_view or
     fail(ErrorKind::kUnsupported, "{}: hidden_act '{}' is not supported (calq supports 'silu')", origin,
          act->get<std::string>());
   }
-  for (const char* key : {"attention_bias", "mlp_bias"}) {
+  const Architecture& arch = *find_architecture(config.model_type);
+  for (const std::string_view key : arch.refused_true_keys) {
     if (auto b = root.find(key); b != root.end() && b->is_boolean() && b->get<bool>()) {
       fail(ErrorKind::kUnsupported, "{}: {} = true is not supported for model_type '{}'", origin, key,
            config.model_type);
     }
   }
+  config.qkv_bias = has_slot(arch, TensorRole::kAttnQBias);
   check_rope(root, origin, config, r);
+  read_window(root, origin, arch.window_rule, config, r);
   return config;
 }
 

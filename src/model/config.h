@@ -1,9 +1,15 @@
-// ModelConfig — the hyper-parameters calq's runtime needs, read from a Hugging Face config.json.
+// ModelConfig — the hyper-parameters calq's runtime needs, read from a Hugging Face config.json
+// (here) or from GGUF metadata (gguf_model.h).
 //
-// Contract: parse_hf_config() accepts the model types in the architecture table (architecture.h)
+// Contract: parse_hf_config() accepts the model types in the architecture tables (architecture.h)
 // and throws calq::Error naming config.json and the key on anything missing, mistyped,
 // inconsistent (e.g. heads not dividing hidden size) or unsupported (rope scaling other than
 // "default", unknown model_type — the message lists the supported ones).
+//
+// Sliding windows follow transformers: a layer with window W lets the query at position i attend
+// to keys j with i - W < j <= i. Mistral applies `sliding_window` (null = none) to every layer;
+// Qwen2 only when `use_sliding_window` is true, to the layers `layer_types` marks
+// "sliding_attention" or else to layers >= `max_window_layers` (default 28, as transformers).
 #pragma once
 
 #include <cstdint>
@@ -11,11 +17,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace calq::model {
 
 struct ModelConfig {
-  std::string model_type;  // "llama"
+  std::string model_type;  // "llama", "mistral", "qwen2"
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -29,9 +36,17 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   std::optional<int32_t> bos_token_id;
   std::optional<int32_t> eos_token_id;
+  bool qkv_bias = false;          // q/k/v projections add a bias (Qwen2)
+  int64_t sliding_window = 0;     // 0 = none
+  std::vector<bool> layer_window;  // per layer: whether `sliding_window` applies (empty = none)
 
   int64_t q_dim() const { return num_heads * head_dim; }
   int64_t kv_dim() const { return num_kv_heads * head_dim; }
+  // The attention window of `layer` (0 = full causal attention).
+  int64_t window_for_layer(int64_t layer) const {
+    const auto l = static_cast<size_t>(layer);
+    return sliding_window > 0 && l < layer_window.size() && layer_window[l] ? sliding_window : 0;
+  }
 };
 
 // `origin` names the file in error messages.

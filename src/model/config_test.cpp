@@ -53,7 +53,66 @@ TEST(Config, MissingModelType) {
 }
 
 TEST(Config, UnsupportedModelTypeListsSupported) {
-  expect_error(R"({"model_type": "gpt_neox"})", ErrorKind::kUnsupported, {"dir/config.json", "gpt_neox", "llama"});
+  expect_error(R"({"model_type": "gpt_neox"})", ErrorKind::kUnsupported,
+               {"dir/config.json", "gpt_neox", "supported: llama, mistral, qwen2"});
+}
+
+// kGood with model_type replaced and `extra` keys appended.
+std::string variant(const std::string& model_type, const std::string& extra) {
+  std::string text = kGood;
+  text.replace(text.find("\"llama\""), 7, "\"" + model_type + "\"");
+  if (!extra.empty()) text.insert(text.size() - 1, ", " + extra);
+  return text;
+}
+
+TEST(Config, LlamaHasNoBiasOrWindow) {
+  const ModelConfig c = parse_hf_config_text(variant("llama", R"("sliding_window": 8)"), "config.json");
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_EQ(c.window_for_layer(0), 0);
+  expect_error(variant("llama", R"("attention_bias": true)"), ErrorKind::kUnsupported, {"attention_bias"});
+}
+
+TEST(Config, MistralWindow) {
+  const ModelConfig c = parse_hf_config_text(variant("mistral", R"("sliding_window": 4096)"), "config.json");
+  EXPECT_EQ(c.model_type, "mistral");
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_EQ(c.sliding_window, 4096);
+  EXPECT_EQ(c.window_for_layer(0), 4096);
+  EXPECT_EQ(c.window_for_layer(1), 4096);
+  const ModelConfig none = parse_hf_config_text(variant("mistral", R"("sliding_window": null)"), "config.json");
+  EXPECT_EQ(none.window_for_layer(0), 0);
+  expect_error(variant("mistral", R"("sliding_window": 0)"), ErrorKind::kFormat, {"sliding_window"});
+}
+
+TEST(Config, Qwen2BiasAndWindowRules) {
+  // Real Qwen2 configs carry a window that is off unless use_sliding_window is true.
+  const ModelConfig off = parse_hf_config_text(
+      variant("qwen2", R"("sliding_window": 32768, "use_sliding_window": false, "max_window_layers": 1)"), "c");
+  EXPECT_TRUE(off.qkv_bias);
+  EXPECT_EQ(off.sliding_window, 0);
+  EXPECT_EQ(off.window_for_layer(1), 0);
+  const ModelConfig on = parse_hf_config_text(
+      variant("qwen2", R"("sliding_window": 16, "use_sliding_window": true, "max_window_layers": 1)"), "c");
+  EXPECT_EQ(on.window_for_layer(0), 0);
+  EXPECT_EQ(on.window_for_layer(1), 16);
+  // transformers' default max_window_layers (28) leaves both layers of this model unwindowed.
+  const ModelConfig dflt =
+      parse_hf_config_text(variant("qwen2", R"("sliding_window": 16, "use_sliding_window": true)"), "c");
+  EXPECT_EQ(dflt.window_for_layer(1), 0);
+  // An explicit layer_types list wins.
+  const ModelConfig typed = parse_hf_config_text(
+      variant("qwen2", R"("sliding_window": 16, "use_sliding_window": true,
+                          "layer_types": ["sliding_attention", "full_attention"])"),
+      "c");
+  EXPECT_EQ(typed.window_for_layer(0), 16);
+  EXPECT_EQ(typed.window_for_layer(1), 0);
+  expect_error(variant("qwen2", R"("layer_types": ["sliding_attention", "full_attention"])"), ErrorKind::kFormat,
+               {"layer_types", "use_sliding_window"});
+  expect_error(variant("qwen2", R"("layer_types": ["full_attention"])"), ErrorKind::kFormat, {"layer_types", "2"});
+  expect_error(variant("qwen2", R"("use_sliding_window": true, "sliding_window": 4,
+                                   "layer_types": ["chunked_attention", "full_attention"])"),
+               ErrorKind::kUnsupported, {"layer_types[0]", "chunked_attention"});
+  expect_error(variant("qwen2", R"("mlp_bias": true)"), ErrorKind::kUnsupported, {"mlp_bias", "qwen2"});
 }
 
 TEST(Config, MalformedJson) { expect_error("{\"model_type\": ", ErrorKind::kFormat, {"dir/config.json"}); }

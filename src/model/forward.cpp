@@ -37,13 +37,16 @@ void apply_rope(float* x, int64_t ld, int64_t seq_len, int64_t num_heads, int64_
 }
 
 // Causal grouped-query attention for one sequence. q: [T, nh*hd], k/v: [T, nkv*hd], out: [T, nh*hd].
+// window > 0: the query at i sees keys i - window < j <= i (transformers' sliding window).
 void attention(const ModelConfig& cfg, const float* q, const float* k, const float* v, float* out, int64_t seq_len,
-               ThreadPool& pool) {
+               int64_t window, ThreadPool& pool) {
   const int64_t hd = cfg.head_dim;
   const int64_t q_ld = cfg.q_dim();
   const int64_t kv_ld = cfg.kv_dim();
   const int64_t group = cfg.num_heads / cfg.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  // A window at least as long as the sequence masks nothing.
+  if (window >= seq_len) window = 0;
   pool.parallel_for(0, static_cast<size_t>(cfg.num_heads), Grain{.min_items = 1}, [&](size_t h0, size_t h1) {
     std::vector<float> scores(static_cast<size_t>(std::min(seq_len, kQueryBlock) * seq_len));
     for (size_t h = h0; h < h1; ++h) {
@@ -51,24 +54,30 @@ void attention(const ModelConfig& cfg, const float* q, const float* k, const flo
       const float* qh = q + static_cast<int64_t>(h) * hd;
       const float* kh = k + kvh * hd;
       const float* vh = v + kvh * hd;
-      // Causal attention in blocks of query rows: block [i0, i1) only needs keys [0, i1), which
-      // skips most of the masked upper triangle while keeping each product a plain sgemm.
+      // Causal attention in blocks of query rows: block [i0, i1) only needs keys [k0, i1) (k0 = 0
+      // without a window), which skips the masked triangles while keeping each product a plain
+      // sgemm. Column c of the score block is key k0 + c.
       for (int64_t i0 = 0; i0 < seq_len; i0 += kQueryBlock) {
         const int64_t i1 = std::min(seq_len, i0 + kQueryBlock);
+        const int64_t k0 = window > 0 ? std::max<int64_t>(0, i0 - window + 1) : 0;
+        const int64_t width = i1 - k0;
         float* block = scores.data();
-        matmul_nt_single(MatmulArgs{.x = qh + i0 * q_ld, .ldx = q_ld, .w = kh, .ldw = kv_ld, .y = block,
-                                    .ldy = seq_len, .m = i1 - i0, .n = i1, .k = hd});
+        matmul_nt_single(MatmulArgs{.x = qh + i0 * q_ld, .ldx = q_ld, .w = kh + k0 * kv_ld, .ldw = kv_ld,
+                                    .y = block, .ldy = seq_len, .m = i1 - i0, .n = width, .k = hd});
         for (int64_t i = i0; i < i1; ++i) {
           float* row = block + (i - i0) * seq_len;
-          const int64_t n = i + 1;
-          for (int64_t j = 0; j < n; ++j) row[j] *= scale;
-          const float mx = max_value(row, n);
-          const float inv = static_cast<float>(1.0 / exp_sub_sum(row, n, mx));  // row[j] = exp(row[j] - mx)
-          for (int64_t j = 0; j < n; ++j) row[j] *= inv;
-          std::fill(row + n, row + i1, 0.0f);
+          const int64_t lo = (window > 0 ? std::max<int64_t>(0, i - window + 1) : 0) - k0;  // first visible column
+          const int64_t n = i - k0 + 1 - lo;
+          float* vis = row + lo;
+          for (int64_t j = 0; j < n; ++j) vis[j] *= scale;
+          const float mx = max_value(vis, n);
+          const float inv = static_cast<float>(1.0 / exp_sub_sum(vis, n, mx));  // vis[j] = exp(vis[j] - mx)
+          for (int64_t j = 0; j < n; ++j) vis[j] *= inv;
+          std::fill(row, vis, 0.0f);
+          std::fill(vis + n, row + width, 0.0f);
         }
-        matmul_nn_single(block, seq_len, vh, kv_ld, out + i0 * q_ld + static_cast<int64_t>(h) * hd, q_ld, i1 - i0,
-                         hd, i1);
+        matmul_nn_single(block, seq_len, vh + k0 * kv_ld, kv_ld, out + i0 * q_ld + static_cast<int64_t>(h) * hd,
+                         q_ld, i1 - i0, hd, width);
       }
     }
   });
@@ -81,6 +90,19 @@ void call_hook(const LinearHook* hook, int64_t layer, TensorRole role, const flo
 void linear(ThreadPool& pool, const float* x, int64_t rows, const Tensor& w, float* y) {
   matmul_nt(pool, MatmulArgs{.x = x, .ldx = w.dim(1), .w = w.f32(), .ldw = w.dim(1), .y = y, .ldy = w.dim(0),
                              .m = rows, .n = w.dim(0), .k = w.dim(1)});
+}
+
+// y[t, :] += bias for every row (the bias of a linear layer, added after the product as
+// torch.nn.Linear's addmm does).
+void add_bias_rows(ThreadPool& pool, float* y, int64_t rows, const Tensor& bias) {
+  const int64_t cols = bias.dim(0);
+  const float* b = bias.f32();
+  pool.parallel_for(0, static_cast<size_t>(rows), kRowGrain, [&](size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; ++r) {
+      float* yr = y + static_cast<int64_t>(r) * cols;
+      for (int64_t i = 0; i < cols; ++i) yr[i] += b[i];
+    }
+  });
 }
 
 }  // namespace
@@ -148,11 +170,16 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
   linear(pool, s.norm_.data(), seq_len, w.wq, s.q_.data());
   linear(pool, s.norm_.data(), seq_len, w.wk, s.k_.data());
   linear(pool, s.norm_.data(), seq_len, w.wv, s.v_.data());
+  if (cfg.qkv_bias) {
+    add_bias_rows(pool, s.q_.data(), seq_len, w.bq);
+    add_bias_rows(pool, s.k_.data(), seq_len, w.bk);
+    add_bias_rows(pool, s.v_.data(), seq_len, w.bv);
+  }
   apply_rope(s.q_.data(), cfg.q_dim(), seq_len, cfg.num_heads, cfg.head_dim, s.rope_cos_.data(),
              s.rope_sin_.data(), pool);
   apply_rope(s.k_.data(), cfg.kv_dim(), seq_len, cfg.num_kv_heads, cfg.head_dim, s.rope_cos_.data(),
              s.rope_sin_.data(), pool);
-  attention(cfg, s.q_.data(), s.k_.data(), s.v_.data(), s.attn_.data(), seq_len, pool);
+  attention(cfg, s.q_.data(), s.k_.data(), s.v_.data(), s.attn_.data(), seq_len, cfg.window_for_layer(layer), pool);
   call_hook(hook, layer, TensorRole::kAttnOut, s.attn_.data(), seq_len, cfg.q_dim());
   matmul_nt(pool, MatmulArgs{.x = s.attn_.data(), .ldx = cfg.q_dim(), .w = w.wo.f32(), .ldw = cfg.q_dim(),
                              .y = hidden, .ldy = hs, .m = seq_len, .n = hs, .k = cfg.q_dim(), .accumulate = true});

@@ -1,4 +1,6 @@
-// The CPU reference forward pass of a Llama-layout decoder, in float32.
+// The CPU reference forward pass of a Llama-layout decoder (Llama, Mistral, Qwen2), in float32:
+// optional q/k/v biases (config.qkv_bias) and per-layer sliding windows
+// (config.window_for_layer) are the only differences between them.
 //
 // One decoder layer is callable on its own (decoder_layer_forward) so calibration can run a
 // model layer by layer; a LinearHook sees the input of every linear layer before it is applied.
@@ -43,7 +45,8 @@ class LayerScratch {
 };
 
 // hidden[seq_len, hidden_size] is updated in place: h += attn(norm(h)); h += mlp(norm(h)).
-// Positions are 0..seq_len-1 (one causal sequence). `hook` may be null.
+// Positions are 0..seq_len-1 (one causal sequence). `layer_index` selects the layer's attention
+// window. `hook` may be null; it sees the input of q/k/v (before any bias is involved).
 void decoder_layer_forward(const ModelConfig& config, const LayerWeights& weights, int64_t layer_index,
                            float* hidden, int64_t seq_len, LayerScratch& scratch, ThreadPool& pool,
                            const LinearHook* hook = nullptr);

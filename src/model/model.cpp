@@ -4,12 +4,11 @@
 
 #include <algorithm>
 #include <cassert>
-#include <climits>
-#include <tuple>
-#include <cmath>
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "model/gguf_model.h"
+#include "model/loader_util.h"
 
 namespace calq::model {
 namespace {
@@ -23,37 +22,7 @@ Tensor load_f32(const io::SafetensorsModel& st, const std::string& name, const S
          shape_string(info.shape), shape_string(expected));
   }
   const Tensor src = st.tensor(name);
-  Tensor out = Tensor::zeros(DType::kF32, expected);
-  const size_t n = static_cast<size_t>(out.numel());
-  const size_t elem = dtype_size(src.dtype());
-  constexpr size_t kBlock = 1 << 16;
-  const size_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<uint8_t> bad(blocks, 0);
-  float* dst = out.mutable_f32();
-  pool.parallel_for(0, blocks, Grain{.min_items = 4}, [&](size_t b0, size_t b1) {
-    for (size_t b = b0; b < b1; ++b) {
-      const size_t i0 = b * kBlock;
-      const size_t len = std::min(kBlock, n - i0);
-      convert_to_f32(src.dtype(), src.data() + i0 * elem, dst + i0, len);
-      for (size_t i = i0; i < i0 + len; ++i) {
-        if (!std::isfinite(dst[i])) {
-          bad[b] = 1;
-          break;
-        }
-      }
-    }
-  });
-  for (size_t b = 0; b < blocks; ++b) {
-    if (bad[b]) {
-      for (size_t i = b * kBlock; i < n; ++i) {
-        if (!std::isfinite(dst[i])) {
-          fail(ErrorKind::kFormat, "{}: tensor '{}' holds a non-finite value ({}) at flat index {}",
-               st.folder().string(), name, dst[i], i);
-        }
-      }
-    }
-  }
-  return out;
+  return widen_checked(src.dtype(), src.data(), expected, pool, st.folder().string(), name);
 }
 
 void check_known_tensors(const io::SafetensorsModel& st, const ModelConfig& config, const Architecture& arch) {
@@ -85,6 +54,9 @@ const Tensor& LayerWeights::get(TensorRole role) const {
     case TensorRole::kMlpGate: return w_gate;
     case TensorRole::kMlpUp: return w_up;
     case TensorRole::kMlpDown: return w_down;
+    case TensorRole::kAttnQBias: return bq;
+    case TensorRole::kAttnKBias: return bk;
+    case TensorRole::kAttnVBias: return bv;
     default: assert(false && "not a per-layer role"); return wq;
   }
 }
@@ -107,9 +79,14 @@ Shape expected_shape(const ModelConfig& c, TensorRole role) {
     case TensorRole::kMlpGate:
     case TensorRole::kMlpUp: return {c.intermediate_size, c.hidden_size};
     case TensorRole::kMlpDown: return {c.hidden_size, c.intermediate_size};
+    case TensorRole::kAttnQBias: return {c.q_dim()};
+    case TensorRole::kAttnKBias:
+    case TensorRole::kAttnVBias: return {c.kv_dim()};
   }
   return {};
 }
+
+bool has_role(const ModelConfig& config, TensorRole role) { return !is_bias(role) || config.qkv_bias; }
 
 int64_t Model::parameter_count() const {
   int64_t n = embedding.numel() + final_norm.numel();
@@ -117,7 +94,7 @@ int64_t Model::parameter_count() const {
   for (const auto& l : layers) {
     for (size_t r = 0; r < kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
-      if (is_per_layer(role)) n += l.get(role).numel();
+      if (is_per_layer(role) && has_role(config, role)) n += l.get(role).numel();
     }
   }
   return n;
@@ -150,10 +127,19 @@ Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool) {
   for (int64_t i = 0; i < m.config.num_layers; ++i) {
     for (size_t r = 0; r < kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
-      if (is_per_layer(role)) m.layers[static_cast<size_t>(i)].get(role) = load_role(role, i);
+      if (is_per_layer(role) && has_role(m.config, role)) m.layers[static_cast<size_t>(i)].get(role) = load_role(role, i);
     }
   }
   return m;
+}
+
+Model load_model(const std::filesystem::path& path, ThreadPool& pool) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status)) fail(ErrorKind::kNotFound, "{}: no such file or folder", path.string());
+  if (std::filesystem::is_directory(status)) return load_hf_model(path, pool);
+  if (std::filesystem::is_regular_file(status)) return load_gguf_model(path, pool);
+  fail(ErrorKind::kUnsupported, "{}: expected a Hugging Face model folder or a GGUF file", path.string());
 }
 
 ModelSummary inspect_hf_model(const std::filesystem::path& folder) {
@@ -167,17 +153,7 @@ ModelSummary inspect_hf_model(const std::filesystem::path& folder) {
     s.tensors.push_back({name, std::string(dtype_name(info.dtype)), info.shape});
     if (!(s.config.tie_word_embeddings && name == output_name)) s.parameter_count += shape_numel(info.shape);
   }
-  // Model order (embedding, layer 0 by role, layer 1, ..., final norm, head) reads better than
-  // the alphabetical order of the file, where layer 10 sorts before layer 2.
-  const auto order_key = [&](const SourceTensor& t) {
-    const auto parsed = parse_hf_tensor_name(*arch, t.name);
-    if (!parsed) return std::tuple<int64_t, int, std::string>{INT64_MAX, 0, t.name};
-    int64_t group = parsed->layer;
-    if (parsed->layer < 0) group = parsed->role == TensorRole::kTokenEmbedding ? -1 : INT64_MAX - 1;
-    return std::tuple<int64_t, int, std::string>{group, static_cast<int>(parsed->role), t.name};
-  };
-  std::stable_sort(s.tensors.begin(), s.tensors.end(),
-                   [&](const SourceTensor& a, const SourceTensor& b) { return order_key(a) < order_key(b); });
+  sort_in_model_order(s.tensors, *arch, /*gguf=*/false);
   return s;
 }
 

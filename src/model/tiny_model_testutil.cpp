@@ -5,9 +5,11 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <stdexcept>
 #include <string>
 
 #include "core/mapped_file.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 
 namespace calq::model::testutil {
@@ -32,8 +34,15 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
   std::filesystem::create_directories(folder);
   ModelConfig c = tiny_config(o.tied);
   c.num_layers = o.layers;
-  nlohmann::json cfg = {{"model_type", "llama"},
-                        {"architectures", {"LlamaForCausalLM"}},
+  c.model_type = o.model_type;
+  const Architecture* arch = find_architecture(o.model_type);
+  if (arch == nullptr) throw std::invalid_argument("write_tiny_model: unknown model_type " + o.model_type);
+  c.qkv_bias = has_slot(*arch, TensorRole::kAttnQBias);
+  const char* class_name = o.model_type == "qwen2"     ? "Qwen2ForCausalLM"
+                           : o.model_type == "mistral" ? "MistralForCausalLM"
+                                                       : "LlamaForCausalLM";
+  nlohmann::json cfg = {{"model_type", o.model_type},
+                        {"architectures", {class_name}},
                         {"vocab_size", c.vocab_size},
                         {"hidden_size", c.hidden_size},
                         {"intermediate_size", c.intermediate_size},
@@ -44,18 +53,25 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
                         {"rope_theta", c.rope_theta},
                         {"hidden_act", "silu"},
                         {"tie_word_embeddings", c.tie_word_embeddings}};
+  if (o.model_type == "mistral") {
+    cfg["sliding_window"] = o.sliding_window > 0 ? nlohmann::json(o.sliding_window) : nlohmann::json(nullptr);
+  } else if (o.model_type == "qwen2") {
+    cfg["use_sliding_window"] = o.sliding_window > 0;
+    // Real Qwen2 configs carry a window value even when it is off.
+    cfg["sliding_window"] = o.sliding_window > 0 ? o.sliding_window : 4096;
+    cfg["max_window_layers"] = o.max_window_layers;
+  }
   const std::string cfg_text = cfg.dump(2);
   write_file_atomic(folder / "config.json", std::as_bytes(std::span(cfg_text.data(), cfg_text.size())));
 
-  const Architecture* arch = find_architecture("llama");
   std::mt19937 rng(o.seed);
   std::vector<std::string> names;
   std::vector<Shape> shapes;
   std::vector<std::vector<std::byte>> blobs;
   const auto add = [&](TensorRole role, int64_t layer) {
     const Shape shape = expected_shape(c, role);
-    const bool norm = !is_linear(role) && role != TensorRole::kTokenEmbedding;
-    std::normal_distribution<float> d(norm ? 1.0f : 0.0f, norm ? 0.1f : 0.3f);
+    const bool norm = !is_linear(role) && role != TensorRole::kTokenEmbedding && !is_bias(role);
+    std::normal_distribution<float> d(norm ? 1.0f : 0.0f, norm ? 0.1f : is_bias(role) ? 0.8f : 0.3f);
     const auto n = static_cast<size_t>(shape_numel(shape));
     std::vector<std::byte> blob(n * dtype_size(o.dtype));
     for (size_t i = 0; i < n; ++i) {
@@ -73,8 +89,8 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
   };
   add(TensorRole::kTokenEmbedding, -1);
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    for (size_t r = 0; r < kNumTensorRoles; ++r) {
-      if (is_per_layer(static_cast<TensorRole>(r))) add(static_cast<TensorRole>(r), l);
+    for (const auto& slot : arch->slots) {
+      if (is_per_layer(slot.role)) add(slot.role, l);
     }
   }
   add(TensorRole::kFinalNorm, -1);
@@ -82,6 +98,93 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
   std::vector<io::TensorToWrite> tensors;
   for (size_t i = 0; i < names.size(); ++i) tensors.push_back({names[i], o.dtype, shapes[i], blobs[i]});
   io::write_sharded_safetensors(folder, tensors, o.shards);
+}
+
+namespace {
+
+// convert_hf_to_gguf.py's LlamaModel.permute, index by index: the [rows, cols] matrix viewed as
+// [n_head, 2, rows / n_head / 2, cols] with axes 1 and 2 swapped.
+std::vector<float> converter_permute(const float* w, int64_t rows, int64_t cols, int64_t n_head) {
+  const int64_t half = rows / n_head / 2;
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t h = 0; h < n_head; ++h) {
+    for (int64_t a = 0; a < half; ++a) {    // axis 1 of the result
+      for (int64_t b = 0; b < 2; ++b) {     // axis 2 of the result
+        const int64_t dst_row = (h * half + a) * 2 + b;
+        const int64_t src_row = (h * 2 + b) * half + a;
+        for (int64_t col = 0; col < cols; ++col) out[dst_row * cols + col] = w[src_row * cols + col];
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<std::byte> encode(const std::vector<float>& v, DType dtype) {
+  std::vector<std::byte> out(v.size() * dtype_size(dtype));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(out.data() + 4 * i, &v[i], 4);
+    } else {
+      const uint16_t h = dtype == DType::kBF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void write_tiny_gguf(const Model& m, const std::filesystem::path& path, DType dtype) {
+  const ModelConfig& c = m.config;
+  const Architecture& arch = *m.arch;
+  const std::string a(arch.gguf_arch);
+  io::GgufMetadata meta;
+  meta.emplace_back("general.architecture", io::GgufValue::of_string(a));
+  meta.emplace_back("general.name", io::GgufValue::of_string("tiny"));
+  meta.emplace_back(a + ".block_count", io::GgufValue::of_uint32(static_cast<uint32_t>(c.num_layers)));
+  meta.emplace_back(a + ".context_length", io::GgufValue::of_uint32(static_cast<uint32_t>(c.max_position_embeddings)));
+  meta.emplace_back(a + ".embedding_length", io::GgufValue::of_uint32(static_cast<uint32_t>(c.hidden_size)));
+  meta.emplace_back(a + ".feed_forward_length", io::GgufValue::of_uint32(static_cast<uint32_t>(c.intermediate_size)));
+  meta.emplace_back(a + ".attention.head_count", io::GgufValue::of_uint32(static_cast<uint32_t>(c.num_heads)));
+  meta.emplace_back(a + ".attention.head_count_kv", io::GgufValue::of_uint32(static_cast<uint32_t>(c.num_kv_heads)));
+  meta.emplace_back(a + ".rope.freq_base", io::GgufValue::of_float32(static_cast<float>(c.rope_theta)));
+  meta.emplace_back(a + ".attention.layer_norm_rms_epsilon", io::GgufValue::of_float32(static_cast<float>(c.rms_norm_eps)));
+  if (c.sliding_window > 0) {
+    if (!arch.gguf_window_all_layers) throw std::invalid_argument("write_tiny_gguf: no GGUF key for this window");
+    meta.emplace_back(a + ".attention.sliding_window", io::GgufValue::of_uint32(static_cast<uint32_t>(c.sliding_window)));
+  }
+  // The converter writes <arch>.vocab_size for llama; Qwen2's vocabulary size is the token list's.
+  if (a == "llama") meta.emplace_back(a + ".vocab_size", io::GgufValue::of_uint32(static_cast<uint32_t>(c.vocab_size)));
+  meta.emplace_back(a + ".rope.dimension_count", io::GgufValue::of_uint32(static_cast<uint32_t>(c.head_dim)));
+  std::vector<std::string> tokens;
+  for (int64_t i = 0; i < c.vocab_size; ++i) tokens.push_back(fmt::format("t{}", i));
+  meta.emplace_back("tokenizer.ggml.tokens", io::GgufValue::of_strings(tokens));
+
+  std::vector<std::vector<std::byte>> blobs;
+  std::vector<io::GgufWriteTensor> tensors;
+  blobs.reserve(3 + kNumTensorRoles * static_cast<size_t>(c.num_layers));
+  const auto add = [&](TensorRole role, int64_t layer, const Tensor& t) {
+    std::vector<float> v(t.f32(), t.f32() + t.numel());
+    const TensorRole target = is_bias(role) ? bias_target(role) : role;
+    if (arch.gguf_permutes_qk && (target == TensorRole::kAttnQ || target == TensorRole::kAttnK)) {
+      const int64_t heads = target == TensorRole::kAttnQ ? c.num_heads : c.num_kv_heads;
+      v = converter_permute(v.data(), t.dim(0), t.rank() == 2 ? t.dim(1) : 1, heads);
+    }
+    const DType out = (t.rank() == 1) ? DType::kF32 : dtype;  // the converter keeps 1-d tensors in F32
+    blobs.push_back(encode(v, out));
+    const uint32_t type = out == DType::kF32 ? io::kGgmlF32 : out == DType::kF16 ? io::kGgmlF16 : io::kGgmlBF16;
+    tensors.push_back({gguf_tensor_name(arch, role, layer), std::vector<int64_t>(t.shape().rbegin(), t.shape().rend()),
+                       type, blobs.back()});
+  };
+  add(TensorRole::kTokenEmbedding, -1, m.embedding);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    for (const auto& slot : arch.slots) {
+      if (is_per_layer(slot.role)) add(slot.role, l, m.layers[static_cast<size_t>(l)].get(slot.role));
+    }
+  }
+  add(TensorRole::kFinalNorm, -1, m.final_norm);
+  if (!c.tie_word_embeddings) add(TensorRole::kOutput, -1, m.output);
+  io::write_gguf(path, meta, tensors);
 }
 
 namespace {
@@ -111,6 +214,13 @@ std::vector<double> linear(const std::vector<double>& x, int64_t rows, const Ten
   return y;
 }
 
+void add_bias(std::vector<double>& y, int64_t rows, const Tensor& b) {
+  const int64_t n = b.dim(0);
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t o = 0; o < n; ++o) y[t * n + o] += b.f32()[o];
+  }
+}
+
 void rope(std::vector<double>& x, int64_t rows, int64_t heads, int64_t hd, double theta) {
   const int64_t half = hd / 2;
   for (int64_t t = 0; t < rows; ++t) {
@@ -128,12 +238,20 @@ void rope(std::vector<double>& x, int64_t rows, int64_t heads, int64_t hd, doubl
 
 }  // namespace
 
-void naive_decoder_layer(const ModelConfig& c, const LayerWeights& w, std::vector<double>& h, int64_t T) {
+void naive_decoder_layer(const ModelConfig& c, const LayerWeights& w, std::vector<double>& h, int64_t T,
+                         int64_t layer) {
   const int64_t H = c.hidden_size, hd = c.head_dim;
   auto xn = rms_norm(h, T, H, w.attn_norm, c.rms_norm_eps);
   auto q = linear(xn, T, w.wq);
   auto k = linear(xn, T, w.wk);
   auto v = linear(xn, T, w.wv);
+  if (c.qkv_bias) {
+    add_bias(q, T, w.bq);
+    add_bias(k, T, w.bk);
+    add_bias(v, T, w.bv);
+  }
+  // Sliding window: the query at t sees keys t - W < j <= t.
+  const int64_t window = c.window_for_layer(layer);
   rope(q, T, c.num_heads, hd, c.rope_theta);
   rope(k, T, c.num_kv_heads, hd, c.rope_theta);
   std::vector<double> attn(static_cast<size_t>(T * c.q_dim()), 0.0);
@@ -141,17 +259,18 @@ void naive_decoder_layer(const ModelConfig& c, const LayerWeights& w, std::vecto
   for (int64_t head = 0; head < c.num_heads; ++head) {
     const int64_t kvh = head / group;
     for (int64_t t = 0; t < T; ++t) {
-      std::vector<double> p(static_cast<size_t>(t + 1));
+      const int64_t first = window > 0 ? std::max<int64_t>(0, t - window + 1) : 0;
+      std::vector<double> p(static_cast<size_t>(t + 1), 0.0);
       double mx = -1e300;
-      for (int64_t j = 0; j <= t; ++j) {
+      for (int64_t j = first; j <= t; ++j) {
         double s = 0;
         for (int64_t i = 0; i < hd; ++i) s += q[t * c.q_dim() + head * hd + i] * k[j * c.kv_dim() + kvh * hd + i];
         p[j] = s / std::sqrt(static_cast<double>(hd));
         mx = std::max(mx, p[j]);
       }
       double z = 0;
-      for (auto& e : p) z += (e = std::exp(e - mx));
-      for (int64_t j = 0; j <= t; ++j) {
+      for (int64_t j = first; j <= t; ++j) z += (p[j] = std::exp(p[j] - mx));
+      for (int64_t j = first; j <= t; ++j) {
         for (int64_t i = 0; i < hd; ++i) attn[t * c.q_dim() + head * hd + i] += p[j] / z * v[j * c.kv_dim() + kvh * hd + i];
       }
     }
@@ -172,7 +291,7 @@ std::vector<double> naive_forward(const Model& m, const std::vector<int32_t>& id
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t i = 0; i < H; ++i) h[t * H + i] = m.embedding.f32()[ids[t] * H + i];
   }
-  for (const auto& layer : m.layers) naive_decoder_layer(m.config, layer, h, T);
+  for (size_t l = 0; l < m.layers.size(); ++l) naive_decoder_layer(m.config, m.layers[l], h, T, static_cast<int64_t>(l));
   const auto xn = rms_norm(h, T, H, m.final_norm, m.config.rms_norm_eps);
   return linear(xn, T, m.output);
 }

@@ -1,9 +1,11 @@
-// Test-only helpers: a tiny random Llama written with calq's own safetensors writer, and a naive
-// double-precision scalar implementation of the same math to check the runtime against.
+// Test-only helpers: tiny random models (Llama, Mistral, Qwen2) written with calq's own
+// safetensors and GGUF writers, and a naive double-precision scalar implementation of the same
+// math (biases and sliding windows included) to check the runtime against.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include "core/dtype.h"
@@ -17,15 +19,29 @@ struct TinyModelOptions {
   DType dtype = DType::kF32;
   uint32_t seed = 1;
   int64_t layers = 2;
+  std::string model_type = "llama";  // "llama", "mistral" or "qwen2"
+  // mistral: config.json sliding_window (0 writes null). qwen2: 0 writes use_sliding_window
+  // false; W > 0 writes use_sliding_window true, sliding_window W and max_window_layers below.
+  int64_t sliding_window = 0;
+  int64_t max_window_layers = 0;
 };
 
 ModelConfig tiny_config(bool tied);
 
-// Writes config.json and safetensors (sharded if shards > 1) into `folder`.
+// Writes config.json and safetensors (sharded if shards > 1) into `folder`. Qwen2 gets q/k/v
+// biases drawn larger than the weights so that a dropped bias cannot go unnoticed.
 void write_tiny_model(const std::filesystem::path& folder, const TinyModelOptions& options);
 
-// hidden[t, h] updated in place by one decoder layer, computed naively in double.
-void naive_decoder_layer(const ModelConfig& c, const LayerWeights& w, std::vector<double>& hidden, int64_t seq_len);
+// Writes `model` as a GGUF file the way llama.cpp's convert_hf_to_gguf.py would: its tensor
+// names and keys, Q/K rows permuted where the converter permutes them (done here literally as
+// its reshape(n_head, 2, d/2, ...).swapaxes(1, 2)), norms and biases in F32, other weights in
+// `dtype` (F32/F16/BF16). A Mistral window is written as llama.attention.sliding_window.
+void write_tiny_gguf(const Model& model, const std::filesystem::path& path, DType dtype);
+
+// hidden[t, h] updated in place by decoder layer number `layer` (which selects its window),
+// computed naively in double.
+void naive_decoder_layer(const ModelConfig& c, const LayerWeights& w, std::vector<double>& hidden, int64_t seq_len,
+                         int64_t layer = 0);
 
 // Full naive forward: logits [ids.size(), vocab].
 std::vector<double> naive_forward(const Model& m, const std::vector<int32_t>& ids);

@@ -1,14 +1,19 @@
-# Tokenizer: the Hugging Face tokenizer.json pipeline (see src/io/tokenizer.h).
+# Tokenizer: the Hugging Face tokenizer.json pipeline (see src/io/tokenizer.h) and llama.cpp's
+# GGUF-embedded tokenizers (gguf_vocab.h, gguf_tokenizer.h).
 target_sources(calq_io PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/added_tokens.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bpe.cpp
   ${CMAKE_CURRENT_LIST_DIR}/byte_level.cpp
   ${CMAKE_CURRENT_LIST_DIR}/decoders.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_tokenizer.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_vocab.cpp
   ${CMAKE_CURRENT_LIST_DIR}/json_util.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/llama_pretokenize.cpp
   ${CMAKE_CURRENT_LIST_DIR}/normalizers.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pattern.cpp
   ${CMAKE_CURRENT_LIST_DIR}/post_processors.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pre_tokenizers.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/spm.cpp
   ${CMAKE_CURRENT_LIST_DIR}/tokenizer.cpp
   ${CMAKE_CURRENT_LIST_DIR}/unicode.cpp)
 
@@ -17,4 +22,11 @@ calq_add_test(calq_tokenizer_test
     ${CMAKE_CURRENT_LIST_DIR}/reference_test.cpp
     ${CMAKE_CURRENT_LIST_DIR}/components_test.cpp
     ${CMAKE_CURRENT_LIST_DIR}/errors_test.cpp
+  LIBS calq_io nlohmann_json::nlohmann_json)
+
+# llama.cpp's GGUF-embedded tokenizers: its vocab tests, the reference model's GGUF, synthetic vocabs.
+calq_add_test(calq_gguf_vocab_test
+  SOURCES
+    ${CMAKE_CURRENT_LIST_DIR}/gguf_vocab_test.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/gguf_tokenizer_test.cpp
   LIBS calq_io nlohmann_json::nlohmann_json)

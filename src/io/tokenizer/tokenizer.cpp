@@ -8,6 +8,7 @@
 #include "io/tokenizer/added_tokens.h"
 #include "io/tokenizer/bpe.h"
 #include "io/tokenizer/decoders.h"
+#include "io/tokenizer/gguf_tokenizer.h"
 #include "io/tokenizer/json_util.h"
 #include "io/tokenizer/normalizers.h"
 #include "io/tokenizer/post_processors.h"
@@ -22,11 +23,14 @@ using tok::JsonPath;
 class Tokenizer::Impl {
  public:
   Impl(const Json& root, std::string_view origin);
+  // A GGUF-embedded tokenizer: every method forwards to it (the Hugging Face members stay empty).
+  Impl(std::unique_ptr<tok::GgufTokenizer> gguf, bool parse_special)
+      : gguf_(std::move(gguf)), gguf_parse_special_(parse_special) {}
 
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const;
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens) const;
 
-  size_t vocab_size() const { return vocab_size_; }
+  size_t vocab_size() const { return gguf_ ? gguf_->vocab().size() : vocab_size_; }
   std::optional<int32_t> token_to_id(std::string_view token) const;
   std::optional<std::string> id_to_token(int32_t id) const;
 
@@ -41,6 +45,8 @@ class Tokenizer::Impl {
   std::unique_ptr<tok::Decoder> decoder_;
   tok::AddedVocabulary added_;
   size_t vocab_size_ = 0;
+  std::unique_ptr<tok::GgufTokenizer> gguf_;
+  bool gguf_parse_special_ = false;
 };
 
 namespace {
@@ -90,6 +96,7 @@ Tokenizer::Impl::Impl(const Json& root, std::string_view origin) : origin_(origi
 }
 
 std::vector<int32_t> Tokenizer::Impl::encode(std::string_view text, bool add_special_tokens) const {
+  if (gguf_) return gguf_->tokenize(text, add_special_tokens, gguf_parse_special_);
   // HF works on Python str (always valid Unicode); invalid bytes are decoded leniently here.
   std::string repaired;
   if (!tok::is_valid_utf8(text)) {
@@ -134,6 +141,7 @@ const std::string* Tokenizer::Impl::token_text(int32_t id) const {
 }
 
 std::string Tokenizer::Impl::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
+  if (gguf_) return gguf_->detokenize(ids, skip_special_tokens, !skip_special_tokens);
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (const int32_t id : ids) {
@@ -156,11 +164,16 @@ std::string Tokenizer::Impl::decode(std::span<const int32_t> ids, bool skip_spec
 }
 
 std::optional<int32_t> Tokenizer::Impl::token_to_id(std::string_view token) const {
+  if (gguf_) return gguf_->token_to_id(token);
   if (const tok::AddedToken* added = added_.find_content(token)) return added->id;
   return model_->token_to_id(token);
 }
 
 std::optional<std::string> Tokenizer::Impl::id_to_token(int32_t id) const {
+  if (gguf_) {
+    if (id < 0 || static_cast<size_t>(id) >= gguf_->vocab().size()) return std::nullopt;
+    return gguf_->vocab().tokens[static_cast<size_t>(id)];
+  }
   const std::string* text = token_text(id);
   if (text == nullptr) return std::nullopt;
   return *text;
@@ -183,6 +196,11 @@ Tokenizer Tokenizer::from_json_text(std::string_view json_text, std::string_view
     fail(ErrorKind::kFormat, "{}: malformed JSON: {}", origin, e.what());
   }
   return Tokenizer(std::make_unique<Impl>(root, origin));
+}
+
+Tokenizer Tokenizer::from_gguf(const GgufFile& file, bool parse_special) {
+  auto gguf = std::make_unique<tok::GgufTokenizer>(read_gguf_vocab(file));
+  return Tokenizer(std::make_unique<Impl>(std::move(gguf), parse_special));
 }
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

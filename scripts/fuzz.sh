@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Builds calq's libFuzzer targets (fuzz/) with clang into build-fuzz, makes seed corpora from
+# ../shared (fuzz/make_seeds.py), and runs each target for the given seconds. Fails on any crash,
+# sanitizer report, leak, timeout (10 s on one input) or out-of-memory; the input that did it is
+# left in build-fuzz/artifacts/ (turn it into a regression test, e.g. in gguf_hostile_test.cpp).
+# Usage: scripts/fuzz.sh [seconds] [target...]   targets: gguf safetensors tokenizer (default all)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+shared="${CALQ_SHARED_DIR:-$root/../shared}"
+seconds="${1:-60}"
+shift || true
+targets=("$@")
+if ((${#targets[@]} == 0)); then targets=(gguf safetensors tokenizer); fi
+build="${CALQ_FUZZ_BUILD_DIR:-$root/build-fuzz}"
+
+"$root/scripts/install-deps.sh" --fuzz
+if [[ ! -f "$shared/README.md" ]]; then
+  echo "fuzz.sh: shared reference data not found at $shared (set CALQ_SHARED_DIR)" >&2
+  exit 1
+fi
+
+# -O1 keeps the fuzzer fast while asserts stay on (no NDEBUG); cmake/Fuzz.cmake adds the
+# sanitizers and coverage instrumentation.
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DCALQ_FUZZ=ON \
+  -DCALQ_BUILD_TESTS=OFF -DCALQ_BUILD_BENCH=OFF -DCALQ_SHARED_DIR="$shared" >/dev/null
+cmake --build "$build" --parallel "$(nproc)" --target "${targets[@]/#/fuzz_}"
+
+rm -rf "$build/seeds"
+python3 "$root/fuzz/make_seeds.py" --shared "$shared" --out "$build/seeds"
+mkdir -p "$build/artifacts"
+
+# Longest input per target: a little above the largest seed, so mutations can grow them.
+declare -A max_len=([gguf]=16384 [safetensors]=4096 [tokenizer]=32768)
+status=0
+for t in "${targets[@]}"; do
+  corpus="$build/corpus/$t"
+  mkdir -p "$corpus"
+  dict=()
+  if [[ -f "$root/fuzz/$t.dict" ]]; then dict=("-dict=$root/fuzz/$t.dict"); fi
+  echo "== fuzz_$t: ${seconds}s, seeds $build/seeds/$t"
+  if ! ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+       UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+       "$build/fuzz/fuzz_$t" "$corpus" "$build/seeds/$t" "${dict[@]}" \
+         -max_total_time="$seconds" -max_len="${max_len[$t]}" -timeout=10 -rss_limit_mb=2048 \
+         -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" 2>"$build/fuzz_$t.log"; then
+    echo "fuzz_$t: FAILED (log: $build/fuzz_$t.log, input: $build/artifacts/)" >&2
+    tail -n 60 "$build/fuzz_$t.log" >&2
+    status=1
+  else
+    grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+.*DONE)" \
+      "$build/fuzz_$t.log" || true
+  fi
+done
+exit "$status"

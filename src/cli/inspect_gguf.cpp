@@ -1,0 +1,168 @@
+#include "cli/inspect_gguf.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace calq::cli {
+namespace {
+
+using io::GgufValue;
+using io::GgufValueType;
+
+constexpr size_t kMaxShownChars = 60;
+constexpr size_t kMaxShownElements = 4;
+
+// Printable ASCII as is; everything else (token strings hold arbitrary bytes) as \xNN.
+std::string escaped(const std::string& s, size_t max_chars) {
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (out.size() >= max_chars) {
+      out += "...";
+      break;
+    }
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  return out + "\"";
+}
+
+bool is_unsigned_type(GgufValueType t) {
+  return t == GgufValueType::kUint8 || t == GgufValueType::kUint16 || t == GgufValueType::kUint32 ||
+         t == GgufValueType::kUint64;
+}
+bool is_signed_type(GgufValueType t) {
+  return t == GgufValueType::kInt8 || t == GgufValueType::kInt16 || t == GgufValueType::kInt32 ||
+         t == GgufValueType::kInt64;
+}
+
+std::string scalar_text(const GgufValue& v) {
+  if (v.type == GgufValueType::kString) return escaped(v.s, kMaxShownChars);
+  if (v.type == GgufValueType::kBool) return v.u != 0 ? "true" : "false";
+  if (is_unsigned_type(v.type)) return fmt::format("{}", v.u);
+  if (is_signed_type(v.type)) return fmt::format("{}", v.i);
+  // A float32 value is shown as the float it is (1e-05, not its widened 9.99999974e-06).
+  if (v.type == GgufValueType::kFloat32) return fmt::format("{}", static_cast<float>(v.f));
+  return fmt::format("{}", v.f);
+}
+
+std::string array_type_text(const GgufValue& v) {
+  if (v.array_type != GgufValueType::kArray) return std::string(io::gguf_value_type_name(v.array_type));
+  return "array";
+}
+
+std::string first_elements(const GgufValue& v) {
+  std::vector<std::string> parts;
+  const size_t n = std::min(kMaxShownElements, v.array_size());
+  for (size_t k = 0; k < n; ++k) {
+    switch (v.array_type) {
+      case GgufValueType::kString: parts.push_back(escaped(v.strings[k], 24)); break;
+      case GgufValueType::kBool: parts.push_back(v.uints[k] != 0 ? "true" : "false"); break;
+      case GgufValueType::kFloat32: parts.push_back(fmt::format("{}", static_cast<float>(v.floats[k]))); break;
+      case GgufValueType::kFloat64: parts.push_back(fmt::format("{}", v.floats[k])); break;
+      case GgufValueType::kArray: parts.push_back(fmt::format("[{} x {}]", array_type_text(v.arrays[k]),
+                                                              v.arrays[k].array_size())); break;
+      default:
+        parts.push_back(is_signed_type(v.array_type) ? fmt::format("{}", v.ints[k]) : fmt::format("{}", v.uints[k]));
+    }
+  }
+  std::string out = fmt::format("{}", fmt::join(parts, ", "));
+  if (v.array_size() > n) out += ", ...";
+  return out;
+}
+
+std::string ne_string(const std::vector<int64_t>& ne) { return fmt::format("[{}]", fmt::join(ne, ", ")); }
+
+}  // namespace
+
+std::string gguf_value_summary(const GgufValue& v) {
+  if (v.type != GgufValueType::kArray) return scalar_text(v);
+  return fmt::format("[{} x {}] {}", array_type_text(v), v.array_size(), first_elements(v));
+}
+
+void print_gguf_listing(const io::GgufFile& file) {
+  fmt::print("file           {}\n", file.path().string());
+  fmt::print("format         GGUF v{}\n", file.version());
+  fmt::print("alignment      {}\n", file.alignment());
+  fmt::print("data offset    {}\n", file.data_offset());
+  fmt::print("file size      {} bytes\n", file.file_size());
+  fmt::print("metadata keys  {}\n", file.metadata().size());
+  fmt::print("tensors        {}\n\n", file.tensors().size());
+
+  size_t key_width = 3;
+  for (const auto& [key, value] : file.metadata()) key_width = std::max(key_width, key.size());
+  fmt::print("{:<{}}  {:<7}  {}\n", "key", key_width, "type", "value");
+  for (const auto& [key, value] : file.metadata()) {
+    fmt::print("{:<{}}  {:<7}  {}\n", key, key_width, io::gguf_value_type_name(value.type), gguf_value_summary(value));
+  }
+
+  size_t name_width = 4;
+  for (const auto& t : file.tensors()) name_width = std::max(name_width, t.name.size());
+  int64_t total_elements = 0;
+  uint64_t total_bytes = 0;
+  fmt::print("\n{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", "name", name_width, "type", "ne (ggml order)", "elements",
+             "bytes");
+  for (const auto& t : file.tensors()) {
+    const io::GgmlTypeInfo* info = io::ggml_type_info(t.type);
+    const std::string type = info != nullptr ? std::string(info->name) : fmt::format("type{}", t.type);
+    fmt::print("{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", t.name, name_width, type, ne_string(t.ne), t.element_count(),
+               t.size_bytes);
+    total_elements += t.element_count();
+    total_bytes += t.size_bytes;
+  }
+  fmt::print("{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", "total", name_width, "", "", total_elements, total_bytes);
+}
+
+nlohmann::ordered_json gguf_listing_json(const io::GgufFile& file) {
+  nlohmann::ordered_json j;
+  j["file"] = file.path().string();
+  j["format"] = "gguf";
+  j["gguf_version"] = file.version();
+  j["alignment"] = file.alignment();
+  j["data_offset"] = file.data_offset();
+  j["file_size"] = file.file_size();
+  auto& meta = j["metadata"] = nlohmann::ordered_json::array();
+  for (const auto& [key, v] : file.metadata()) {
+    nlohmann::ordered_json m;
+    m["key"] = key;
+    m["type"] = io::gguf_value_type_name(v.type);
+    if (v.type == GgufValueType::kArray) {
+      m["array_type"] = array_type_text(v);
+      m["length"] = v.array_size();
+    } else if (v.type == GgufValueType::kString) {
+      m["value"] = v.s;  // written with invalid UTF-8 replaced (see the dump in cmd_inspect.cpp)
+    } else if (v.type == GgufValueType::kBool) {
+      m["value"] = v.u != 0;
+    } else if (is_unsigned_type(v.type)) {
+      m["value"] = v.u;
+    } else if (is_signed_type(v.type)) {
+      m["value"] = v.i;
+    } else {
+      m["value"] = v.f;
+    }
+    meta.push_back(std::move(m));
+  }
+  auto& tensors = j["tensors"] = nlohmann::ordered_json::array();
+  for (const auto& t : file.tensors()) {
+    const io::GgmlTypeInfo* info = io::ggml_type_info(t.type);
+    std::vector<int64_t> shape(t.ne.rbegin(), t.ne.rend());
+    tensors.push_back({{"name", t.name},
+                       {"type", info != nullptr ? std::string(info->name) : fmt::format("type{}", t.type)},
+                       {"type_id", t.type},
+                       {"ne", t.ne},
+                       {"shape", shape},
+                       {"elements", t.element_count()},
+                       {"offset", t.offset},
+                       {"size_bytes", t.size_bytes}});
+  }
+  return j;
+}
+
+}  // namespace calq::cli

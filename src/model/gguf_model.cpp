@@ -1,0 +1,280 @@
+#include "model/gguf_model.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "model/loader_util.h"
+
+namespace calq::model {
+namespace {
+
+// Reads "<arch>.<suffix>" keys of one file, naming file and key in every error.
+class HparamReader {
+ public:
+  HparamReader(const io::GgufFile& file, std::string_view arch) : file_(file), prefix_(fmt::format("{}.", arch)) {}
+
+  std::string key(std::string_view suffix) const { return prefix_ + std::string(suffix); }
+  std::string what(std::string_view suffix) const { return fmt::format("{}: key '{}'", origin(), key(suffix)); }
+  std::string origin() const { return file_.path().string(); }
+
+  const io::GgufValue* find(std::string_view suffix) const { return file_.find(key(suffix)); }
+
+  int64_t require_int(std::string_view suffix) const {
+    const io::GgufValue* v = find(suffix);
+    if (v == nullptr) fail(ErrorKind::kNotFound, "{}: missing required key '{}'", origin(), key(suffix));
+    return checked(*v, suffix);
+  }
+
+  std::optional<int64_t> optional_int(std::string_view suffix) const {
+    const io::GgufValue* v = find(suffix);
+    if (v == nullptr) return std::nullopt;
+    return checked(*v, suffix);
+  }
+
+  double float_or(std::string_view suffix, double fallback) const {
+    const io::GgufValue* v = find(suffix);
+    return v == nullptr ? fallback : v->as_float(what(suffix));
+  }
+
+ private:
+  int64_t checked(const io::GgufValue& v, std::string_view suffix) const {
+    if (v.type == io::GgufValueType::kArray) {
+      fail(ErrorKind::kUnsupported, "{}: per-layer values are not supported (expected one integer)", what(suffix));
+    }
+    const int64_t value = v.as_int(what(suffix));
+    if (value < 1 || value > (int64_t{1} << 31)) fail(ErrorKind::kFormat, "{} = {} is out of range", what(suffix), value);
+    return value;
+  }
+
+  const io::GgufFile& file_;
+  std::string prefix_;
+};
+
+const Architecture& gguf_architecture(const io::GgufFile& file) {
+  const std::string& name = file.get("general.architecture")
+                                .as_string(fmt::format("{}: key 'general.architecture'", file.path().string()));
+  const Architecture* arch = find_gguf_architecture(name);
+  if (arch == nullptr) {
+    fail(ErrorKind::kUnsupported, "{}: general.architecture '{}' is not supported (supported: {})",
+         file.path().string(), name, fmt::join(supported_gguf_architectures(), ", "));
+  }
+  return *arch;
+}
+
+std::optional<int32_t> token_id(const io::GgufFile& file, std::string_view key) {
+  const io::GgufValue* v = file.find(key);
+  if (v == nullptr) return std::nullopt;
+  return static_cast<int32_t>(v->as_int(fmt::format("{}: key '{}'", file.path().string(), key)));
+}
+
+std::optional<DType> float_dtype(uint32_t ggml_type) {
+  switch (ggml_type) {
+    case io::kGgmlF32: return DType::kF32;
+    case io::kGgmlF16: return DType::kF16;
+    case io::kGgmlBF16: return DType::kBF16;
+    default: return std::nullopt;
+  }
+}
+
+std::string ggml_type_name(uint32_t type) {
+  const io::GgmlTypeInfo* info = io::ggml_type_info(type);
+  return info != nullptr ? std::string(info->name) : fmt::format("type {}", type);
+}
+
+Shape row_major_shape(const std::vector<int64_t>& ne) { return Shape(ne.rbegin(), ne.rend()); }
+
+void check_known_tensors(const io::GgufFile& file, const ModelConfig& config, const Architecture& arch) {
+  for (const auto& t : file.tensors()) {
+    const auto parsed = parse_gguf_tensor_name(arch, t.name);
+    if (!parsed) {
+      fail(ErrorKind::kUnsupported, "{}: tensor '{}' is not part of the '{}' architecture as calq knows it",
+           file.path().string(), t.name, arch.gguf_arch);
+    }
+    if (parsed->layer >= config.num_layers) {
+      fail(ErrorKind::kFormat, "{}: tensor '{}' belongs to layer {} but {}.block_count is {}", file.path().string(),
+           t.name, parsed->layer, arch.gguf_arch, config.num_layers);
+    }
+  }
+}
+
+// The float32 tensor for `name`, checked against the HF shape `expected`.
+Tensor load_tensor(const io::GgufFile& file, const io::GgufTensorInfo& info, const Shape& expected, ThreadPool& pool) {
+  const std::string origin = file.path().string();
+  const Shape shape = row_major_shape(info.ne);
+  if (shape != expected) {
+    fail(ErrorKind::kFormat, "{}: tensor '{}' has ne {} (shape {}) but the metadata implies shape {}", origin,
+         info.name, shape_string(info.ne), shape_string(shape), shape_string(expected));
+  }
+  const std::optional<DType> dtype = float_dtype(info.type);
+  if (!dtype) {
+    fail(ErrorKind::kUnsupported,
+         "{}: tensor '{}' has type {}; calq reads F32, F16 and BF16 GGUF tensors (quantized GGUF tensors are "
+         "decoded by a later version)",
+         origin, info.name, ggml_type_name(info.type));
+  }
+  return widen_checked(*dtype, file.tensor_data(info).data(), expected, pool, origin, info.name);
+}
+
+Tensor unpermuted(const Tensor& t, int64_t n_heads, int64_t head_dim) {
+  Tensor out = Tensor::zeros(DType::kF32, t.shape());
+  const int64_t cols = t.rank() == 2 ? t.dim(1) : 1;
+  unpermute_qk_rows(t.f32(), out.mutable_f32(), n_heads, head_dim, cols);
+  return out;
+}
+
+}  // namespace
+
+void permute_qk_rows(const float* src, float* dst, int64_t n_heads, int64_t head_dim, int64_t cols) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    for (int64_t s = 0; s < 2; ++s) {
+      for (int64_t i = 0; i < half; ++i) {
+        const float* from = src + (h * head_dim + s * half + i) * cols;
+        std::memcpy(dst + (h * head_dim + 2 * i + s) * cols, from, static_cast<size_t>(cols) * sizeof(float));
+      }
+    }
+  }
+}
+
+void unpermute_qk_rows(const float* src, float* dst, int64_t n_heads, int64_t head_dim, int64_t cols) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    for (int64_t s = 0; s < 2; ++s) {
+      for (int64_t i = 0; i < half; ++i) {
+        const float* from = src + (h * head_dim + 2 * i + s) * cols;
+        std::memcpy(dst + (h * head_dim + s * half + i) * cols, from, static_cast<size_t>(cols) * sizeof(float));
+      }
+    }
+  }
+}
+
+ModelConfig gguf_model_config(const io::GgufFile& file) {
+  const Architecture& arch = gguf_architecture(file);
+  const GgufHparamKeys& k = arch.gguf_keys;
+  const HparamReader r(file, arch.gguf_arch);
+  const std::string origin = r.origin();
+
+  ModelConfig c;
+  c.model_type = std::string(arch.model_type);
+  c.num_layers = r.require_int(k.block_count);
+  c.hidden_size = r.require_int(k.embedding_length);
+  c.intermediate_size = r.require_int(k.feed_forward_length);
+  c.num_heads = r.require_int(k.head_count);
+  c.num_kv_heads = r.optional_int(k.head_count_kv).value_or(c.num_heads);
+  if (c.hidden_size % c.num_heads != 0 && r.find(k.key_length) == nullptr) {
+    fail(ErrorKind::kFormat, "{}: {} {} is not divisible by {} {}", origin, r.key(k.embedding_length), c.hidden_size,
+         r.key(k.head_count), c.num_heads);
+  }
+  c.head_dim = r.optional_int(k.key_length).value_or(c.hidden_size / c.num_heads);
+  if (const auto v = r.optional_int(k.value_length); v && *v != c.head_dim) {
+    fail(ErrorKind::kUnsupported, "{}: {} {} differs from the key length {}", origin, r.key(k.value_length), *v,
+         c.head_dim);
+  }
+  if (const auto d = r.optional_int(k.rope_dimension_count); d && *d != c.head_dim) {
+    fail(ErrorKind::kUnsupported, "{}: {} {} is not the head dimension {} (partial rotary is not supported)", origin,
+         r.key(k.rope_dimension_count), *d, c.head_dim);
+  }
+  if (const io::GgufValue* s = r.find(k.rope_scaling_type)) {
+    const std::string& type = s->as_string(r.what(k.rope_scaling_type));
+    if (type != "none") {
+      fail(ErrorKind::kUnsupported, "{}: {} '{}' is not supported (calq supports 'none')", origin,
+           r.key(k.rope_scaling_type), type);
+    }
+  }
+  if (c.head_dim % 2 != 0) fail(ErrorKind::kFormat, "{}: head dimension {} must be even", origin, c.head_dim);
+  if (c.num_heads % c.num_kv_heads != 0) {
+    fail(ErrorKind::kFormat, "{}: {} {} is not a multiple of {} {}", origin, r.key(k.head_count), c.num_heads,
+         r.key(k.head_count_kv), c.num_kv_heads);
+  }
+  // llama.cpp's default when the converter wrote no base (as for configs with rope_parameters).
+  c.rope_theta = r.float_or(k.rope_freq_base, 10000.0);
+  if (!(c.rope_theta > 0.0)) fail(ErrorKind::kFormat, "{}: {} must be positive", origin, r.key(k.rope_freq_base));
+  if (r.find(k.rms_norm_eps) == nullptr) {
+    fail(ErrorKind::kNotFound, "{}: missing required key '{}'", origin, r.key(k.rms_norm_eps));
+  }
+  c.rms_norm_eps = r.float_or(k.rms_norm_eps, 0.0);
+  if (!(c.rms_norm_eps > 0.0)) fail(ErrorKind::kFormat, "{}: {} must be positive", origin, r.key(k.rms_norm_eps));
+  c.max_position_embeddings = r.optional_int(k.context_length).value_or(2048);
+
+  if (const auto v = r.optional_int(k.vocab_size)) {
+    c.vocab_size = *v;
+  } else if (const io::GgufValue* tokens = file.find("tokenizer.ggml.tokens"); tokens != nullptr && tokens->array_size() > 0) {
+    c.vocab_size = static_cast<int64_t>(tokens->array_size());
+  } else if (const io::GgufTensorInfo* emb = file.find_tensor(gguf_tensor_name(arch, TensorRole::kTokenEmbedding, -1));
+             emb != nullptr && emb->ne.size() == 2) {
+    c.vocab_size = emb->ne[1];
+  } else {
+    fail(ErrorKind::kNotFound, "{}: cannot tell the vocabulary size (no '{}', tokenizer.ggml.tokens or {})", origin,
+         r.key(k.vocab_size), gguf_tensor_name(arch, TensorRole::kTokenEmbedding, -1));
+  }
+  c.tie_word_embeddings = file.find_tensor(gguf_tensor_name(arch, TensorRole::kOutput, -1)) == nullptr;
+  c.bos_token_id = token_id(file, "tokenizer.ggml.bos_token_id");
+  c.eos_token_id = token_id(file, "tokenizer.ggml.eos_token_id");
+  c.qkv_bias = has_slot(arch, TensorRole::kAttnQBias);
+  if (const auto w = r.optional_int(k.sliding_window)) {
+    if (!arch.gguf_window_all_layers) {
+      fail(ErrorKind::kUnsupported, "{}: key '{}' is not supported for architecture '{}'", origin,
+           r.key(k.sliding_window), arch.gguf_arch);
+    }
+    c.sliding_window = *w;
+    c.layer_window.assign(static_cast<size_t>(c.num_layers), true);
+  }
+  return c;
+}
+
+Model load_gguf_model(const io::GgufFile& file, ThreadPool& pool) {
+  Model m;
+  m.config = gguf_model_config(file);
+  m.arch = &gguf_architecture(file);
+  m.source = file.path();
+  check_known_tensors(file, m.config, *m.arch);
+
+  const auto load_role = [&](TensorRole role, int64_t layer) {
+    const std::string name = gguf_tensor_name(*m.arch, role, layer);
+    const io::GgufTensorInfo* info = file.find_tensor(name);
+    if (info == nullptr) fail(ErrorKind::kNotFound, "{}: tensor '{}' not found", file.path().string(), name);
+    Tensor t = load_tensor(file, *info, expected_shape(m.config, role), pool);
+    if (m.arch->gguf_permutes_qk) {
+      const TensorRole target = is_bias(role) ? bias_target(role) : role;
+      if (target == TensorRole::kAttnQ) t = unpermuted(t, m.config.num_heads, m.config.head_dim);
+      if (target == TensorRole::kAttnK) t = unpermuted(t, m.config.num_kv_heads, m.config.head_dim);
+    }
+    return t;
+  };
+  m.embedding = load_role(TensorRole::kTokenEmbedding, -1);
+  m.final_norm = load_role(TensorRole::kFinalNorm, -1);
+  m.output = m.config.tie_word_embeddings ? m.embedding : load_role(TensorRole::kOutput, -1);
+  m.layers.resize(static_cast<size_t>(m.config.num_layers));
+  for (int64_t i = 0; i < m.config.num_layers; ++i) {
+    for (size_t r = 0; r < kNumTensorRoles; ++r) {
+      const auto role = static_cast<TensorRole>(r);
+      if (is_per_layer(role) && has_role(m.config, role)) m.layers[static_cast<size_t>(i)].get(role) = load_role(role, i);
+    }
+  }
+  return m;
+}
+
+Model load_gguf_model(const std::filesystem::path& path, ThreadPool& pool) {
+  return load_gguf_model(io::GgufFile::open(path), pool);
+}
+
+ModelSummary inspect_gguf_model(const std::filesystem::path& path) {
+  const io::GgufFile file = io::GgufFile::open(path);
+  ModelSummary s;
+  s.config = gguf_model_config(file);
+  for (const auto& t : file.tensors()) {
+    s.tensors.push_back({t.name, ggml_type_name(t.type), row_major_shape(t.ne)});
+    s.parameter_count += t.element_count();
+  }
+  sort_in_model_order(s.tensors, gguf_architecture(file), /*gguf=*/true);
+  return s;
+}
+
+}  // namespace calq::model

@@ -1,0 +1,49 @@
+// Models from GGUF files as llama.cpp's convert_hf_to_gguf.py writes them (F32/F16/BF16 tensors).
+//
+// Contract:
+//  * `general.architecture` selects the architecture table (architecture.h): "llama" (which is
+//    also how the converter writes Mistral) or "qwen2"; anything else is kUnsupported, listing
+//    the supported names. Hyper-parameters come from the "<arch>." keys in the table
+//    (block_count, embedding_length, feed_forward_length, attention.head_count[_kv],
+//    attention.key_length, attention.layer_norm_rms_epsilon, rope.freq_base (default 10000, as
+//    llama.cpp), context_length, attention.sliding_window); the vocabulary size from
+//    `<arch>.vocab_size`, else the length of tokenizer.ggml.tokens, else token_embd's rows.
+//    Partial rotary, rope scaling and per-layer head counts are refused (kUnsupported).
+//  * Every tensor the table needs must exist with ne = the reverse of the Hugging Face shape
+//    (ne[0] is the contiguous dimension, so a [out, in] weight has ne = {in, out}) and type F32,
+//    F16 or BF16; a quantized type is kUnsupported naming the file, tensor and type. Tensors the
+//    table does not know are refused; a missing output.weight means tied embeddings.
+//  * Where the table says the converter permuted Q/K rows for llama.cpp's interleaved rotary
+//    embedding, the loader undoes it, so the Model is the one load_hf_model() gives for the
+//    source folder up to the file's rounding, and runs with the same forward pass.
+//  * Errors are calq::Error naming the file and the key or tensor.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+
+#include "core/thread_pool.h"
+#include "io/gguf.h"
+#include "model/model.h"
+
+namespace calq::model {
+
+// The config the metadata of `file` describes (reads no tensor data).
+ModelConfig gguf_model_config(const io::GgufFile& file);
+
+Model load_gguf_model(const io::GgufFile& file, ThreadPool& pool);
+Model load_gguf_model(const std::filesystem::path& path, ThreadPool& pool);
+
+// Metadata and tensor infos only, for `calq inspect`: tensors carry their GGUF names, ggml type
+// names ("F16", "Q4_K") and shapes in row-major order (the reverse of ne).
+ModelSummary inspect_gguf_model(const std::filesystem::path& path);
+
+// llama.cpp's converter reorders the rows of each head of Q/K from Hugging Face's rotate_half
+// layout (pairs (i, i + d/2)) to interleaved pairs (2i, 2i + 1):
+//   permuted row h*d + 2*i + s  =  original row h*d + s*(d/2) + i      (s in {0, 1}, i < d/2)
+// for `n_heads` heads of `head_dim` rows of `cols` values (cols = 1 for a bias). These apply the
+// permutation and its inverse from `src` to `dst` (distinct buffers).
+void permute_qk_rows(const float* src, float* dst, int64_t n_heads, int64_t head_dim, int64_t cols);
+void unpermute_qk_rows(const float* src, float* dst, int64_t n_heads, int64_t head_dim, int64_t cols);
+
+}  // namespace calq::model

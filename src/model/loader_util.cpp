@@ -1,0 +1,62 @@
+#include "model/loader_util.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+#include "core/error.h"
+
+namespace calq::model {
+
+Tensor widen_checked(DType dtype, const std::byte* src, const Shape& shape, ThreadPool& pool,
+                     std::string_view origin, std::string_view name) {
+  Tensor out = Tensor::zeros(DType::kF32, shape);
+  const size_t n = static_cast<size_t>(out.numel());
+  const size_t elem = dtype_size(dtype);
+  constexpr size_t kBlock = 1 << 16;
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<uint8_t> bad(blocks, 0);
+  float* dst = out.mutable_f32();
+  pool.parallel_for(0, blocks, Grain{.min_items = 4}, [&](size_t b0, size_t b1) {
+    for (size_t b = b0; b < b1; ++b) {
+      const size_t i0 = b * kBlock;
+      const size_t len = std::min(kBlock, n - i0);
+      convert_to_f32(dtype, src + i0 * elem, dst + i0, len);
+      for (size_t i = i0; i < i0 + len; ++i) {
+        if (!std::isfinite(dst[i])) {
+          bad[b] = 1;
+          break;
+        }
+      }
+    }
+  });
+  // The first bad block in index order names the first bad element, whatever the thread count.
+  for (size_t b = 0; b < blocks; ++b) {
+    if (!bad[b]) continue;
+    for (size_t i = b * kBlock; i < n; ++i) {
+      if (!std::isfinite(dst[i])) {
+        fail(ErrorKind::kFormat, "{}: tensor '{}' holds a non-finite value ({}) at flat index {}", origin, name,
+             dst[i], i);
+      }
+    }
+  }
+  return out;
+}
+
+void sort_in_model_order(std::vector<SourceTensor>& tensors, const Architecture& arch, bool gguf) {
+  using Key = std::tuple<int64_t, int64_t, std::string>;
+  const auto key = [&](const SourceTensor& t) {
+    const auto parsed = gguf ? parse_gguf_tensor_name(arch, t.name) : parse_hf_tensor_name(arch, t.name);
+    if (!parsed) return Key{INT64_MAX, 0, t.name};
+    int64_t group = parsed->layer;
+    if (parsed->layer < 0) group = parsed->role == TensorRole::kTokenEmbedding ? -1 : INT64_MAX - 1;
+    const auto slot_index = static_cast<int64_t>(find_slot(arch, parsed->role) - arch.slots.data());
+    return Key{group, slot_index, t.name};
+  };
+  std::stable_sort(tensors.begin(), tensors.end(),
+                   [&](const SourceTensor& a, const SourceTensor& b) { return key(a) < key(b); });
+}
+
+}  // namespace calq::model
