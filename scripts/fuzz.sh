@@ -30,6 +30,10 @@ rm -rf "$build/seeds"
 python3 "$root/fuzz/make_seeds.py" --shared "$shared" --out "$build/seeds"
 mkdir -p "$build/artifacts"
 
+# A fixed seed keeps CI reproducible (a failure can be replayed with the same command); set
+# CALQ_FUZZ_SEED=0 for a fresh random seed when fuzzing by hand.
+seed="${CALQ_FUZZ_SEED:-1}"
+
 # Longest input per target: a little above the largest seed, so mutations can grow them.
 declare -A max_len=([gguf]=16384 [safetensors]=4096 [tokenizer]=32768)
 status=0
@@ -38,10 +42,13 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus"
   dict=()
   if [[ -f "$root/fuzz/$t.dict" ]]; then dict=("-dict=$root/fuzz/$t.dict"); fi
-  echo "== fuzz_$t: ${seconds}s, seeds $build/seeds/$t"
+  # Inputs that once crashed a target stay in its corpus for good.
+  regressions=()
+  if [[ -d "$root/fuzz/regressions/$t" ]]; then regressions=("$root/fuzz/regressions/$t"); fi
+  echo "== fuzz_$t: ${seconds}s, seed $seed, seeds $build/seeds/$t ${regressions[*]}"
   if ! ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-       "$build/fuzz/fuzz_$t" "$corpus" "$build/seeds/$t" "${dict[@]}" \
+       "$build/fuzz/fuzz_$t" "$corpus" "$build/seeds/$t" "${regressions[@]}" "${dict[@]}" -seed="$seed" \
          -max_total_time="$seconds" -max_len="${max_len[$t]}" -timeout=10 -rss_limit_mb=2048 \
          -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" 2>"$build/fuzz_$t.log"; then
     echo "fuzz_$t: FAILED (log: $build/fuzz_$t.log, input: $build/artifacts/)" >&2

@@ -91,7 +91,12 @@ void print_gguf_listing(const io::GgufFile& file) {
   fmt::print("file           {}\n", file.path().string());
   fmt::print("format         GGUF v{}\n", file.version());
   fmt::print("alignment      {}\n", file.alignment());
-  fmt::print("data offset    {}\n", file.data_offset());
+  // A file without tensors (a vocabulary-only GGUF) has no data section; gguf-py does not pad it.
+  if (file.tensors().empty()) {
+    fmt::print("data offset    - (no tensors)\n");
+  } else {
+    fmt::print("data offset    {}\n", file.data_offset());
+  }
   fmt::print("file size      {} bytes\n", file.file_size());
   fmt::print("metadata keys  {}\n", file.metadata().size());
   fmt::print("tensors        {}\n\n", file.tensors().size());

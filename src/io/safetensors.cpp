@@ -59,7 +59,7 @@ json parse_header(const std::string& file, const char* first, const char* last) 
       }
       return true;
     });
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
     fail(ErrorKind::kFormat, "{}: header is not valid JSON: {}", file, e.what());
   }
   if (!header.is_object()) {
@@ -308,7 +308,7 @@ SafetensorsModel SafetensorsModel::open_folder(const std::filesystem::path& fold
   json index;
   try {
     index = json::parse(read_text_file(index_path));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
     fail(ErrorKind::kFormat, "{}: not valid JSON: {}", index_file, e.what());
   }
   if (!index.is_object()) {

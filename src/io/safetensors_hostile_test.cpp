@@ -79,6 +79,12 @@ TEST_F(SafetensorsHostile, MalformedHeaderJson) {
                     {path_.string(), "not valid JSON"});
 }
 
+// Found by fuzz_safetensors: a number too large for a double makes nlohmann throw out_of_range,
+// not parse_error; it escaped as a foreign exception and aborted the process.
+TEST_F(SafetensorsHostile, HeaderNumberOverflow) {
+  expect_open_error(R"({"q": 77e777777})", 0, ErrorKind::kFormat, {path_.string(), "not valid JSON"});
+}
+
 TEST_F(SafetensorsHostile, HeaderNotAnObject) {
   expect_open_error(R"([1, 2, 3])", 0, ErrorKind::kFormat,
                     {path_.string(), "must be a JSON object", "array"});

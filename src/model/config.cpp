@@ -140,7 +140,7 @@ ModelConfig parse_hf_config_text(std::string_view json_text, std::string_view or
   json root;
   try {
     root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
     fail(ErrorKind::kFormat, "{}: malformed JSON: {}", origin, e.what());
   }
   if (!root.is_object()) fail(ErrorKind::kFormat, "{}: top level must be a JSON object", origin);

@@ -117,6 +117,11 @@ TEST(Config, Qwen2BiasAndWindowRules) {
 
 TEST(Config, MalformedJson) { expect_error("{\"model_type\": ", ErrorKind::kFormat, {"dir/config.json"}); }
 
+// A number too large for a double (nlohmann's out_of_range) is bad JSON too, not a crash.
+TEST(Config, NumberOverflow) {
+  expect_error("{\"model_type\": \"llama\", \"rope_theta\": 1e999}", ErrorKind::kFormat, {"dir/config.json"});
+}
+
 TEST(Config, MissingKeyIsNamed) {
   std::string text = kGood;
   text.replace(text.find("\"hidden_size\""), 17, "\"hidden_sizes\": 64");

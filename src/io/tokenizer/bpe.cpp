@@ -59,6 +59,12 @@ std::unique_ptr<BpeModel> BpeModel::from_json(const Json& model, const JsonPath&
     bpe->vocab_.emplace(token, value);
     max_id = std::max(max_id, value);
   }
+  // The id -> token table is a dense vector. LLM vocabularies number their tokens 0..N-1; a
+  // hostile file with one id of 2^31 would otherwise allocate gigabytes (found by fuzz_tokenizer).
+  if (static_cast<size_t>(max_id) >= 2 * vocab.size() + 1024) {
+    fail(ErrorKind::kUnsupported, "{}: {}: token ids are sparse (largest id {} for {} tokens); calq needs ids 0..N-1",
+         at.origin(), vocab_at.path(), max_id, vocab.size());
+  }
   bpe->tokens_by_id_.assign(static_cast<size_t>(max_id + 1), nullptr);
   for (const auto& [token, id] : bpe->vocab_) bpe->tokens_by_id_[static_cast<size_t>(id)] = &token;
 

@@ -77,6 +77,13 @@ TEST(TokenizerErrors, UnknownPostProcessor) {
                {"my/tokenizer.json", "post_processor.processors[1]", "unsupported post-processor type 'Bar'"});
 }
 
+// Found by fuzz_tokenizer: one huge id made the dense id table allocate gigabytes.
+TEST(TokenizerErrors, SparseTokenIdsAreRefused) {
+  json doc = minimal_tokenizer();
+  doc["model"]["vocab"]["ab"] = 300000000;
+  expect_error(load_error(doc), ErrorKind::kUnsupported, {"my/tokenizer.json", "model.vocab", "sparse", "300000000"});
+}
+
 TEST(TokenizerErrors, MalformedJson) {
   std::string text = minimal_tokenizer().dump();
   text.pop_back();  // drop the closing brace
