@@ -11,28 +11,14 @@
 #include "core/mapped_file.h"
 #include "io/safetensors.h"
 #include "model/tiny_model_testutil.h"
+#include "cli/cli_test_util.h"
 #include "support/shared_dir.h"
 
 namespace calq {
 namespace {
 
-struct RunResult {
-  int status = -1;
-  std::string output;  // stdout + stderr
-};
-
-RunResult run_calq(const std::string& args) {
-  const std::string cmd = std::string(CALQ_BINARY) + " " + args + " 2>&1";
-  RunResult r;
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int raw = ::pclose(pipe);
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-  return r;
-}
+using testing::RunResult;
+using testing::run_calq;
 
 void write_text(const std::filesystem::path& p, const std::string& s) {
   std::ofstream(p, std::ios::binary) << s;

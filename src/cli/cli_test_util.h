@@ -1,0 +1,31 @@
+// Test-only: runs the `calq` executable (path in the CALQ_BINARY compile definition of the test
+// target) through the shell and captures its exit status and combined stdout + stderr.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <string>
+
+namespace calq::testing {
+
+struct RunResult {
+  int status = -1;
+  std::string output;  // stdout + stderr
+};
+
+inline RunResult run_calq(const std::string& args) {
+  const std::string cmd = std::string(CALQ_BINARY) + " " + args + " 2>&1";
+  RunResult r;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int raw = ::pclose(pipe);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+  return r;
+}
+
+}  // namespace calq::testing
