@@ -33,28 +33,6 @@ constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;
 constexpr uint64_t kMaxReserve = 1 << 16;
 size_t reserve_count(uint64_t n) { return static_cast<size_t>(std::min(n, kMaxReserve)); }
 
-bool is_valid_value_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufValueType::kFloat64); }
-
-// Bytes one element of `type` occupies at least (exactly, for fixed-size types).
-uint64_t min_value_bytes(GgufValueType type) {
-  switch (type) {
-    case GgufValueType::kUint8:
-    case GgufValueType::kInt8:
-    case GgufValueType::kBool: return 1;
-    case GgufValueType::kUint16:
-    case GgufValueType::kInt16: return 2;
-    case GgufValueType::kUint32:
-    case GgufValueType::kInt32:
-    case GgufValueType::kFloat32: return 4;
-    case GgufValueType::kUint64:
-    case GgufValueType::kInt64:
-    case GgufValueType::kFloat64:
-    case GgufValueType::kString: return 8;  // strings: the length alone
-    case GgufValueType::kArray: return 4 + 8;
-  }
-  return 1;
-}
-
 // A cursor over the raw bytes. Every read checks the remaining length first; `what` says what
 // was being read so a truncation error points at the key or tensor.
 class Cursor {
@@ -128,7 +106,7 @@ class Parser {
  private:
   GgufValueType value_type(std::string_view what) {
     const uint32_t t = cur_.u32(what);
-    if (!is_valid_value_type(t)) {
+    if (!gguf_is_value_type(t)) {
       fail(ErrorKind::kFormat, "{}: {}: unknown value type {}", origin_, what, t);
     }
     return static_cast<GgufValueType>(t);
@@ -172,7 +150,7 @@ class Parser {
     }
     v.array_type = value_type(what);
     const uint64_t n = cur_.u64(what);
-    const uint64_t each = min_value_bytes(v.array_type);
+    const uint64_t each = gguf_value_min_bytes(v.array_type);
     if (n > cur_.remaining() / each) {
       fail(ErrorKind::kFormat,
            "{}: {}: array of {} {} values cannot fit in the {} bytes left (each needs {})", origin_,

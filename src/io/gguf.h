@@ -61,6 +61,11 @@ enum class GgufValueType : uint32_t {
 };
 
 std::string_view gguf_value_type_name(GgufValueType type);
+// Whether `id` is a GGUF metadata value type (0..12).
+bool gguf_is_value_type(uint32_t id);
+// Bytes one value of `type` occupies in a file at least: exactly, for the fixed-size scalars;
+// the u64 length for a string; the u32 element type + u64 count for an array.
+uint64_t gguf_value_min_bytes(GgufValueType type);
 
 // One metadata value. Scalars use the field matching their type (unsigned ints and bool: `u`;
 // signed ints: `i`; floats: `f`; string: `s`). Arrays set `array_type` and fill exactly one of

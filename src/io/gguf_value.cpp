@@ -7,6 +7,27 @@
 
 namespace calq::io {
 
+bool gguf_is_value_type(uint32_t id) { return id <= static_cast<uint32_t>(GgufValueType::kFloat64); }
+
+uint64_t gguf_value_min_bytes(GgufValueType type) {
+  switch (type) {
+    case GgufValueType::kUint8:
+    case GgufValueType::kInt8:
+    case GgufValueType::kBool: return 1;
+    case GgufValueType::kUint16:
+    case GgufValueType::kInt16: return 2;
+    case GgufValueType::kUint32:
+    case GgufValueType::kInt32:
+    case GgufValueType::kFloat32: return 4;
+    case GgufValueType::kUint64:
+    case GgufValueType::kInt64:
+    case GgufValueType::kFloat64:
+    case GgufValueType::kString: return 8;
+    case GgufValueType::kArray: return 4 + 8;
+  }
+  return 1;
+}
+
 std::string_view gguf_value_type_name(GgufValueType type) {
   switch (type) {
     case GgufValueType::kUint8: return "uint8";

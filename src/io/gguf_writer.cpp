@@ -53,38 +53,24 @@ class HeaderBuilder {
   std::vector<std::byte> out_;
 };
 
-size_t scalar_bytes(GgufValueType t) {
-  switch (t) {
-    case GgufValueType::kUint8:
-    case GgufValueType::kInt8:
-    case GgufValueType::kBool: return 1;
-    case GgufValueType::kUint16:
-    case GgufValueType::kInt16: return 2;
-    case GgufValueType::kUint32:
-    case GgufValueType::kInt32:
-    case GgufValueType::kFloat32: return 4;
-    default: return 8;
-  }
-}
-
-bool valid_type(GgufValueType t) {
-  return static_cast<uint32_t>(t) <= static_cast<uint32_t>(GgufValueType::kFloat64);
-}
-
 // Writes values after checking they are representable in their declared type.
 class ValueWriter {
  public:
   ValueWriter(HeaderBuilder& out, const std::string& key) : out_(out), key_(key) {}
 
   void value(const GgufValue& v, int depth) {
-    if (!valid_type(v.type)) bad("value type {} is not a GGUF type", static_cast<uint32_t>(v.type));
+    if (const auto t = static_cast<uint32_t>(v.type); !gguf_is_value_type(t)) {
+      bad("value type {} is not a GGUF type", t);
+    }
     if (v.type != GgufValueType::kArray) {
       scalar(v.type, v.u, v.i, v.f, v.s);
       return;
     }
     if (depth >= kGgufMaxArrayDepth) bad("arrays nested deeper than {} levels", kGgufMaxArrayDepth);
     const GgufValueType at = v.array_type;
-    if (!valid_type(at)) bad("array element type {} is not a GGUF type", static_cast<uint32_t>(at));
+    if (const auto t = static_cast<uint32_t>(at); !gguf_is_value_type(t)) {
+      bad("array element type {} is not a GGUF type", t);
+    }
     // Exactly the vector array_type selects may be filled; anything else would be dropped.
     const size_t filled = !v.uints.empty() + !v.ints.empty() + !v.floats.empty() +
                           !v.strings.empty() + !v.arrays.empty();
@@ -125,7 +111,7 @@ class ValueWriter {
   }
 
   void scalar(GgufValueType t, uint64_t u, int64_t i, double f, const std::string& s) {
-    const size_t n = scalar_bytes(t);
+    const uint64_t n = gguf_value_min_bytes(t);
     switch (t) {
       case GgufValueType::kString: out_.string(s); return;
       case GgufValueType::kFloat32:

@@ -16,20 +16,6 @@
 namespace calq::model {
 namespace {
 
-Model load_tiny(const std::string& tag, const testutil::TinyModelOptions& o, ThreadPool& pool) {
-  const auto dir = testing::temp_dir(tag);
-  testutil::write_tiny_model(dir, o);
-  Model m = load_hf_model(dir, pool);
-  std::filesystem::remove_all(dir);
-  return m;
-}
-
-std::vector<int32_t> some_ids(int64_t n, int64_t vocab) {
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>((i * 37 + 11) % vocab);
-  return ids;
-}
-
 double max_abs_diff(const Tensor& a, const std::vector<double>& b) {
   double e = 0;
   for (size_t i = 0; i < b.size(); ++i) e = std::max(e, std::abs(a.f32()[i] - b[i]));
@@ -45,7 +31,8 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
 TEST(Qwen2, BiasPathMatchesNaive) {
   ThreadPool pool(2);
   for (const bool tied : {true, false}) {
-    const Model m = load_tiny("qwen2", {.tied = tied, .model_type = "qwen2"}, pool);
+    const Model m =
+        testutil::load_tiny_model(testing::temp_dir("qwen2"), {.tied = tied, .model_type = "qwen2"}, pool);
     EXPECT_EQ(m.config.model_type, "qwen2");
     ASSERT_TRUE(m.config.qkv_bias);
     EXPECT_EQ(m.config.sliding_window, 0);  // use_sliding_window false: the stored value is ignored
@@ -54,7 +41,7 @@ TEST(Qwen2, BiasPathMatchesNaive) {
     const int64_t per_layer = 2 * 32 + 32 * 32 + 2 * 16 * 32 + 32 * 32 + 3 * 32 * 48 + 32 + 2 * 16;
     EXPECT_EQ(m.parameter_count(), 61 * 32 * (tied ? 1 : 2) + 32 + 2 * per_layer);
 
-    const auto ids = some_ids(21, m.config.vocab_size);
+    const auto ids = testutil::test_token_ids(21, m.config.vocab_size);
     const Tensor logits = forward(m, ids, pool);
     EXPECT_LT(max_abs_diff(logits, testutil::naive_forward(m, ids)), 5e-5);
 
@@ -70,23 +57,25 @@ TEST(Qwen2, BiasPathMatchesNaive) {
 TEST(Qwen2, WindowAppliesFromMaxWindowLayers) {
   ThreadPool pool(2);
   const Model m =
-      load_tiny("qwen2w", {.model_type = "qwen2", .sliding_window = 5, .max_window_layers = 1}, pool);
+      testutil::load_tiny_model(testing::temp_dir("qwen2w"),
+                                {.model_type = "qwen2", .sliding_window = 5, .max_window_layers = 1}, pool);
   EXPECT_EQ(m.config.sliding_window, 5);
   EXPECT_EQ(m.config.window_for_layer(0), 0);
   EXPECT_EQ(m.config.window_for_layer(1), 5);
-  const auto ids = some_ids(23, m.config.vocab_size);
+  const auto ids = testutil::test_token_ids(23, m.config.vocab_size);
   EXPECT_LT(max_abs_diff(forward(m, ids, pool), testutil::naive_forward(m, ids)), 5e-5);
 }
 
 TEST(Mistral, SlidingWindowShorterThanSequenceMatchesNaive) {
   ThreadPool pool(2);
-  const Model m = load_tiny("mistral", {.tied = false, .model_type = "mistral", .sliding_window = 4}, pool);
+  const Model m = testutil::load_tiny_model(testing::temp_dir("mistral"),
+                                            {.tied = false, .model_type = "mistral", .sliding_window = 4}, pool);
   EXPECT_EQ(m.config.model_type, "mistral");
   EXPECT_FALSE(m.config.qkv_bias);
   EXPECT_EQ(m.config.window_for_layer(0), 4);
   EXPECT_EQ(m.config.window_for_layer(1), 4);
   // 70 tokens: more than one 64-row query block, so blocks that start past the window are covered.
-  const auto ids = some_ids(70, m.config.vocab_size);
+  const auto ids = testutil::test_token_ids(70, m.config.vocab_size);
   const Tensor windowed = forward(m, ids, pool);
   EXPECT_LT(max_abs_diff(windowed, testutil::naive_forward(m, ids)), 5e-5);
 
@@ -107,7 +96,7 @@ TEST(Mistral, SlidingWindowShorterThanSequenceMatchesNaive) {
 
 TEST(Mistral, NullWindowIsFullAttention) {
   ThreadPool pool(1);
-  const Model m = load_tiny("mistral0", {.model_type = "mistral"}, pool);
+  const Model m = testutil::load_tiny_model(testing::temp_dir("mistral0"), {.model_type = "mistral"}, pool);
   EXPECT_EQ(m.config.sliding_window, 0);
   EXPECT_EQ(m.config.window_for_layer(1), 0);
 }
@@ -115,8 +104,9 @@ TEST(Mistral, NullWindowIsFullAttention) {
 TEST(ArchModels, ThreadCountDoesNotChangeLogits) {
   ThreadPool one(1), three(3);
   for (const char* type : {"qwen2", "mistral"}) {
-    const Model m = load_tiny("threads", {.model_type = type, .sliding_window = 7}, one);
-    const auto ids = some_ids(90, m.config.vocab_size);
+    const Model m =
+        testutil::load_tiny_model(testing::temp_dir("threads"), {.model_type = type, .sliding_window = 7}, one);
+    const auto ids = testutil::test_token_ids(90, m.config.vocab_size);
     const Tensor a = forward(m, ids, one);
     const Tensor b = forward(m, ids, three);
     EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0) << type;
@@ -125,8 +115,8 @@ TEST(ArchModels, ThreadCountDoesNotChangeLogits) {
 
 TEST(ArchModels, HookSeesInputBeforeBias) {
   ThreadPool pool(1);
-  const Model m = load_tiny("hookbias", {.model_type = "qwen2"}, pool);
-  const auto ids = some_ids(5, m.config.vocab_size);
+  const Model m = testutil::load_tiny_model(testing::temp_dir("hookbias"), {.model_type = "qwen2"}, pool);
+  const auto ids = testutil::test_token_ids(5, m.config.vocab_size);
   std::vector<float> q_input;
   const LinearHook hook = [&](const LinearInput& in) {
     if (in.layer == 0 && in.role == TensorRole::kAttnQ) q_input.assign(in.x, in.x + in.rows * in.cols);

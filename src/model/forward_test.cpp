@@ -14,25 +14,11 @@
 namespace calq::model {
 namespace {
 
-Model load_tiny(const std::string& tag, const testutil::TinyModelOptions& o, ThreadPool& pool) {
-  const auto dir = testing::temp_dir(tag);
-  testutil::write_tiny_model(dir, o);
-  Model m = load_hf_model(dir, pool);
-  std::filesystem::remove_all(dir);
-  return m;
-}
-
-std::vector<int32_t> some_ids(int64_t n, int64_t vocab) {
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 37 + 11) % vocab);
-  return ids;
-}
-
 TEST(Forward, DecoderLayerMatchesNaiveScalar) {
   ThreadPool pool(2);
-  const Model m = load_tiny("layer", {.tied = true}, pool);
+  const Model m = testutil::load_tiny_model(testing::temp_dir("layer"), {.tied = true}, pool);
   const int64_t T = 19, H = m.config.hidden_size;
-  const auto ids = some_ids(T, m.config.vocab_size);
+  const auto ids = testutil::test_token_ids(T, m.config.vocab_size);
   std::vector<float> hidden(static_cast<size_t>(T * H));
   embed_tokens(m, ids, hidden.data());
   std::vector<double> naive(hidden.begin(), hidden.end());
@@ -52,8 +38,8 @@ TEST(Forward, DecoderLayerMatchesNaiveScalar) {
 
 TEST(Forward, HooksSeeEveryLinearInput) {
   ThreadPool pool(2);
-  const Model m = load_tiny("hooks", {.tied = false}, pool);
-  const auto ids = some_ids(7, m.config.vocab_size);
+  const Model m = testutil::load_tiny_model(testing::temp_dir("hooks"), {.tied = false}, pool);
+  const auto ids = testutil::test_token_ids(7, m.config.vocab_size);
   std::vector<std::pair<int64_t, TensorRole>> calls;
   std::map<std::pair<int64_t, TensorRole>, std::vector<float>> inputs;
   const LinearHook hook = [&](const LinearInput& in) {
@@ -83,8 +69,8 @@ TEST(Forward, HooksSeeEveryLinearInput) {
 
 TEST(Forward, ThreadCountDoesNotChangeLogits) {
   ThreadPool one(1), three(3);
-  const Model m = load_tiny("threads", {.tied = true}, one);
-  const auto ids = some_ids(33, m.config.vocab_size);
+  const Model m = testutil::load_tiny_model(testing::temp_dir("threads"), {.tied = true}, one);
+  const auto ids = testutil::test_token_ids(33, m.config.vocab_size);
   const Tensor a = forward(m, ids, one);
   const Tensor b = forward(m, ids, three);
   ASSERT_EQ(a.nbytes(), b.nbytes());
@@ -93,7 +79,7 @@ TEST(Forward, ThreadCountDoesNotChangeLogits) {
 
 TEST(Forward, RejectsOutOfVocabularyIds) {
   ThreadPool pool(1);
-  const Model m = load_tiny("oov", {.tied = true}, pool);
+  const Model m = testutil::load_tiny_model(testing::temp_dir("oov"), {.tied = true}, pool);
   const std::vector<int32_t> ids = {1, 2, static_cast<int32_t>(m.config.vocab_size)};
   EXPECT_THROW(forward(m, ids, pool), Error);
 }

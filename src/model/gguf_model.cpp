@@ -251,13 +251,7 @@ Model load_gguf_model(const io::GgufFile& file, ThreadPool& pool) {
   m.embedding = load_role(TensorRole::kTokenEmbedding, -1);
   m.final_norm = load_role(TensorRole::kFinalNorm, -1);
   m.output = m.config.tie_word_embeddings ? m.embedding : load_role(TensorRole::kOutput, -1);
-  m.layers.resize(static_cast<size_t>(m.config.num_layers));
-  for (int64_t i = 0; i < m.config.num_layers; ++i) {
-    for (size_t r = 0; r < kNumTensorRoles; ++r) {
-      const auto role = static_cast<TensorRole>(r);
-      if (is_per_layer(role) && has_role(m.config, role)) m.layers[static_cast<size_t>(i)].get(role) = load_role(role, i);
-    }
-  }
+  load_layers(m, load_role);
   return m;
 }
 

@@ -59,4 +59,15 @@ void sort_in_model_order(std::vector<SourceTensor>& tensors, const Architecture&
                    [&](const SourceTensor& a, const SourceTensor& b) { return key(a) < key(b); });
 }
 
+void load_layers(Model& m, const std::function<Tensor(TensorRole, int64_t)>& load_role) {
+  m.layers.resize(static_cast<size_t>(m.config.num_layers));
+  for (int64_t i = 0; i < m.config.num_layers; ++i) {
+    for (size_t r = 0; r < kNumTensorRoles; ++r) {
+      const auto role = static_cast<TensorRole>(r);
+      if (!is_per_layer(role) || !has_role(m.config, role)) continue;
+      m.layers[static_cast<size_t>(i)].get(role) = load_role(role, i);
+    }
+  }
+}
+
 }  // namespace calq::model

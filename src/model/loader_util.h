@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -17,6 +19,10 @@ namespace calq::model {
 // tensor `name` and the flat index of the first one.
 Tensor widen_checked(DType dtype, const std::byte* src, const Shape& shape, ThreadPool& pool,
                      std::string_view origin, std::string_view name);
+
+// Fills m.layers (m.config.num_layers of them) with load_role(role, layer) for every per-layer
+// role the config has (biases only where the architecture uses them).
+void load_layers(Model& m, const std::function<Tensor(TensorRole, int64_t)>& load_role);
 
 // Sorts tensors into model order (embedding, layer 0 in table order, layer 1, ..., final norm,
 // head; names the table does not know last) — layer 10 would sort before layer 2 by name.

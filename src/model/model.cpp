@@ -123,13 +123,7 @@ Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool) {
     fail(ErrorKind::kNotFound, "{}: tensor '{}' not found (config.json says tie_word_embeddings = false)",
          folder.string(), output_name);
   }
-  m.layers.resize(static_cast<size_t>(m.config.num_layers));
-  for (int64_t i = 0; i < m.config.num_layers; ++i) {
-    for (size_t r = 0; r < kNumTensorRoles; ++r) {
-      const auto role = static_cast<TensorRole>(r);
-      if (is_per_layer(role) && has_role(m.config, role)) m.layers[static_cast<size_t>(i)].get(role) = load_role(role, i);
-    }
-  }
+  load_layers(m, load_role);
   return m;
 }
 

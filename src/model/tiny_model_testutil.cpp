@@ -296,4 +296,17 @@ std::vector<double> naive_forward(const Model& m, const std::vector<int32_t>& id
   return linear(xn, T, m.output);
 }
 
+Model load_tiny_model(const std::filesystem::path& folder, const TinyModelOptions& options, ThreadPool& pool) {
+  write_tiny_model(folder, options);
+  Model m = load_hf_model(folder, pool);
+  std::filesystem::remove_all(folder);
+  return m;
+}
+
+std::vector<int32_t> test_token_ids(int64_t n, int64_t vocab) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ids[static_cast<size_t>(i)] = static_cast<int32_t>((i * 37 + 11) % vocab);
+  return ids;
+}
+
 }  // namespace calq::model::testutil

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/thread_pool.h"
 #include "model/model.h"
 
 namespace calq::model::testutil {
@@ -37,6 +38,13 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
 // its reshape(n_head, 2, d/2, ...).swapaxes(1, 2)), norms and biases in F32, other weights in
 // `dtype` (F32/F16/BF16). A Mistral window is written as llama.attention.sliding_window.
 void write_tiny_gguf(const Model& model, const std::filesystem::path& path, DType dtype);
+
+// Writes a tiny model into `folder` (created by the caller, removed here after loading) and loads it
+// with load_hf_model.
+Model load_tiny_model(const std::filesystem::path& folder, const TinyModelOptions& options, ThreadPool& pool);
+
+// n deterministic token ids spread over [0, vocab).
+std::vector<int32_t> test_token_ids(int64_t n, int64_t vocab);
 
 // hidden[t, h] updated in place by decoder layer number `layer` (which selects its window),
 // computed naively in double.

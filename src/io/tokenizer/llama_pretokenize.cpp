@@ -95,6 +95,16 @@ class PieceScanner {
 
 // 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ as llama.cpp's
 // unicode_regex_split_custom_gpt2 matches it.
+// The last alternatives both regexes share, at a run of `spaces` whitespace characters (maybe 0)
+// starting at `pos`: \s+(?!\S) leaves the run's last character to the next piece when a non-space
+// follows, \s+ takes the whole run at the end of the text, and anything else is one character.
+// Returns where the piece ends.
+size_t end_of_whitespace_or_char(const PieceScanner& s, size_t pos, size_t spaces) {
+  if (spaces > 1 && s.cpt(pos + spaces) != kOutOfRange) return pos + spaces - 1;
+  if (spaces > 0) return pos + spaces;
+  return pos + 1;
+}
+
 void split_gpt2(PieceScanner& s, size_t pos) {
   while (pos < s.end()) {
     const uint32_t c = s.cpt(pos);
@@ -119,17 +129,8 @@ void split_gpt2(PieceScanner& s, size_t pos) {
     }
     size_t spaces = 0;
     while (s.flags(pos + spaces).whitespace) ++spaces;
-    if (spaces > 1 && s.cpt(pos + spaces) != kOutOfRange) {  // \s+(?!\S): leave the last one
-      pos += spaces - 1;
-      s.add(pos);
-      continue;
-    }
-    if (spaces > 0) {
-      pos += spaces;
-      s.add(pos);
-      continue;
-    }
-    s.add(++pos);
+    pos = end_of_whitespace_or_char(s, pos, spaces);
+    s.add(pos);
   }
 }
 
@@ -182,17 +183,8 @@ void split_llama3(PieceScanner& s, size_t pos) {
       s.add(pos);
       continue;
     }
-    if (spaces > 1 && s.cpt(pos + spaces) != kOutOfRange) {
-      pos += spaces - 1;
-      s.add(pos);
-      continue;
-    }
-    if (spaces > 0) {
-      pos += spaces;
-      s.add(pos);
-      continue;
-    }
-    s.add(++pos);
+    pos = end_of_whitespace_or_char(s, pos, spaces);
+    s.add(pos);
   }
 }
 
