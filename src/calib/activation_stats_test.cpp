@@ -99,7 +99,7 @@ TEST(ActivationStats, ObserverSeesEveryLinearRoleOfEveryLayer) {
     EXPECT_EQ(in[i].role, order[i % 7]);
     EXPECT_EQ(in[i].rows, 9);
     // Each input is as wide as its weight's input dimension.
-    EXPECT_EQ(in[i].cols, m.layers[i / 7].get(order[i % 7]).dim(1));
+    EXPECT_EQ(in[i].cols, m.layers[i / 7].linear(order[i % 7]).cols());
     EXPECT_GT(in[i].absmax[0], 0.0f);
   }
   EXPECT_EQ(in[3].cols, c.q_dim());

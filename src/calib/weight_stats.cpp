@@ -121,9 +121,10 @@ std::vector<ModelWeightStats> model_weight_stats(const model::Model& model, cons
                                                  ThreadPool& pool) {
   using model::TensorRole;
   std::vector<ModelWeightStats> out;
-  const auto add = [&](int64_t layer, TensorRole role, const Tensor& t, bool tied) {
+  // A quantized weight is described as it computes: its dequantized values.
+  const auto add = [&](int64_t layer, TensorRole role, const model::LinearWeight& w, bool tied) {
     try {
-      out.push_back({.layer = layer, .role = role, .tied = tied, .stats = weight_stats(t, options, pool)});
+      out.push_back({.layer = layer, .role = role, .tied = tied, .stats = weight_stats(w.to_dense(pool), options, pool)});
     } catch (const Error& e) {
       fail(e.kind(), "{}: layer {} {}: {}", model.source.string(), layer, model::role_name(role), e.what());
     }
@@ -132,10 +133,10 @@ std::vector<ModelWeightStats> model_weight_stats(const model::Model& model, cons
     for (size_t r = 0; r < model::kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
       if (!model::is_linear(role) || !model::is_per_layer(role)) continue;
-      add(static_cast<int64_t>(l), role, model.layers[l].get(role), false);
+      add(static_cast<int64_t>(l), role, model.layers[l].linear(role), false);
     }
   }
-  const bool tied = model.output.data() == model.embedding.data();
+  const bool tied = model.output.same_storage(model.embedding);
   add(-1, TensorRole::kOutput, model.output, tied);
   if (!tied) add(-1, TensorRole::kTokenEmbedding, model.embedding, false);
   return out;

@@ -131,7 +131,7 @@ TEST(WeightStats, ModelCoversEveryLinearWeight) {
     for (size_t i = 0; i < 21; ++i) {
       EXPECT_EQ(all[i].layer, static_cast<int64_t>(i / 7));
       EXPECT_EQ(all[i].role, order[i % 7]);
-      const Tensor& t = m.layers[i / 7].get(order[i % 7]);
+      const Tensor& t = m.layers[i / 7].linear(order[i % 7]).dense();
       EXPECT_EQ(all[i].stats.rows, t.dim(0));
       EXPECT_EQ(all[i].stats.cols, t.dim(1));
       EXPECT_EQ(all[i].stats.std, weight_stats(t, {}, pool).std);

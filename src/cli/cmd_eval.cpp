@@ -2,7 +2,7 @@
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
-#include <optional>
+#include <memory>
 
 #include "cli/commands.h"
 #include "cli/model_paths.h"
@@ -70,16 +70,17 @@ void run_eval(const EvalFlags& f) {
   }
   ThreadPool pool(f.threads);
   const ModelLocation loc = resolve_model(f.model);
-  std::optional<io::GgufFile> gguf;
-  if (loc.format == ModelFormat::kGguf) gguf.emplace(io::GgufFile::open(loc.path));
-  const io::Tokenizer tokenizer = load_tokenizer(f, loc, gguf ? &*gguf : nullptr);
+  // Shared with the Model, whose quantized weights view the mapped file.
+  std::shared_ptr<const io::GgufFile> gguf;
+  if (loc.format == ModelFormat::kGguf) gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(loc.path));
+  const io::Tokenizer tokenizer = load_tokenizer(f, loc, gguf.get());
   const std::string tokenizer_source = !f.tokenizer.empty() ? f.tokenizer
                                        : gguf                ? loc.path.string() + " (GGUF metadata)"
                                                              : (loc.path / "tokenizer.json").string();
   const std::string text = read_text_file(f.text);
   const std::vector<int32_t> ids = tokenizer.encode(text, /*add_special_tokens=*/false);
   if (!f.quiet) fmt::print(stderr, "calq eval: {} tokens from {}; loading {}\n", ids.size(), f.text, f.model);
-  const model::Model model = gguf ? model::load_gguf_model(*gguf, pool) : model::load_hf_model(loc.path, pool);
+  const model::Model model = gguf ? model::load_gguf_model(gguf, pool) : model::load_hf_model(loc.path, pool);
 
   ProgressBar bar("windows", f.ctx, !f.quiet);
   const eval::PerplexityResult r = eval::evaluate_perplexity(

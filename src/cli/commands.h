@@ -9,5 +9,6 @@ namespace calq::cli {
 
 void register_eval(CLI::App& app);
 void register_inspect(CLI::App& app);
+void register_quantize(CLI::App& app);
 
 }  // namespace calq::cli

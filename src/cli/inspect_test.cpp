@@ -199,7 +199,7 @@ TEST_F(InspectOutliers, WeightAndActivationTablesAndJson) {
   // The JSON holds exactly what the library computes.
   ThreadPool pool(1);
   const model::Model m = model::load_hf_model(model_, pool);
-  const auto direct = calib::weight_stats(m.layers[1].w_down, {}, pool);
+  const auto direct = calib::weight_stats(m.layers[1].w_down.dense(), {}, pool);
   const auto& row = j["weight_stats"]["tensors"][13];
   EXPECT_EQ(row["name"], "model.layers.1.mlp.down_proj.weight");
   EXPECT_EQ(row["std"].get<double>(), direct.std);

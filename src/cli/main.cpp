@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(CALQ_VERSION));
   calq::cli::register_eval(app);
   calq::cli::register_inspect(app);
+  calq::cli::register_quantize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

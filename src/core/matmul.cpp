@@ -7,11 +7,9 @@
 
 namespace calq {
 namespace {
-// Every product is computed as sgemm calls on fixed blocks of this many output columns, whatever
-// the thread count: OpenBLAS's rounding of an element depends on the shape of the call it is in,
-// so fixing the blocks is what makes results identical on 1 or N threads. 256 columns keep the
-// cost of re-packing x per call small (~5% on the reference model's output head).
-constexpr int64_t kColumnBlock = 256;
+// See kMatmulColumnBlock (matmul.h). 256 columns keep the cost of re-packing x per call small
+// (~5% on the reference model's output head).
+constexpr int64_t kColumnBlock = kMatmulColumnBlock;
 }  // namespace
 
 void init_blas_threading() {

@@ -13,6 +13,12 @@
 
 namespace calq {
 
+// Every product is computed as sgemm calls on fixed blocks of this many output columns (rows of
+// w), whatever the thread count: OpenBLAS's rounding of an element depends on the shape of the
+// call it is in, so fixing the blocks is what makes results identical on 1 or N threads. Kernels
+// that produce w block by block (formats/qtensor.h) use the same blocks to get the same bits.
+inline constexpr int64_t kMatmulColumnBlock = 256;
+
 struct MatmulArgs {
   const float* x = nullptr;
   int64_t ldx = 0;  // row stride of x (>= k)

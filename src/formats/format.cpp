@@ -1,5 +1,6 @@
 #include "formats/format.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 
@@ -7,12 +8,6 @@
 
 namespace calq {
 namespace {
-
-// Rows per parallel_for chunk: enough elements that the hand-off cost is noise.
-Grain row_grain(int64_t cols) {
-  const int64_t per_chunk = 16384;
-  return Grain{.min_items = static_cast<size_t>(std::max<int64_t>(1, per_chunk / std::max<int64_t>(cols, 1)))};
-}
 
 void validate(const Format& f, const float* src, int64_t rows, int64_t cols, std::span<std::byte> dst,
               const QuantizeOptions& o) {
@@ -72,23 +67,35 @@ void Format::quantize_reference(const float* src, int64_t rows, int64_t cols, st
   do_quantize(nullptr, src, rows, cols, dst.data(), options);
 }
 
+void Format::for_each_row_range(ThreadPool* pool, int64_t rows, int64_t cols,
+                                const std::function<void(int64_t, int64_t)>& fn) {
+  if (pool == nullptr) {
+    fn(0, rows);
+    return;
+  }
+  // Rows per parallel_for chunk: enough elements that the hand-off cost is noise.
+  const int64_t per_chunk = 16384;
+  const Grain grain{.min_items = static_cast<size_t>(std::max<int64_t>(1, per_chunk / std::max<int64_t>(cols, 1)))};
+  pool->parallel_for(0, static_cast<size_t>(rows), grain,
+                     [&](size_t r0, size_t r1) { fn(static_cast<int64_t>(r0), static_cast<int64_t>(r1)); });
+}
+
 void Format::dequantize(ThreadPool& pool, const std::byte* data, int64_t rows, int64_t cols, float* out) const {
-  pool.parallel_for(0, static_cast<size_t>(rows), row_grain(cols), [&](size_t r0, size_t r1) {
-    dequantize_rows(data, rows, cols, static_cast<int64_t>(r0), static_cast<int64_t>(r1),
-                    out + static_cast<int64_t>(r0) * cols);
-  });
+  for_each_row_range(&pool, rows, cols,
+                     [&](int64_t r0, int64_t r1) { dequantize_rows(data, rows, cols, r0, r1, out + r0 * cols); });
 }
 
 void RowFormat::do_quantize(ThreadPool* pool, const float* src, int64_t rows, int64_t cols, std::byte* dst,
                             const QuantizeOptions& options) const {
-  const size_t rb = row_bytes(cols);
-  if (pool == nullptr) {
-    for (int64_t r = 0; r < rows; ++r) quantize_row(src + r * cols, cols, options.importance, dst + r * rb);
-    return;
-  }
-  pool->parallel_for(0, static_cast<size_t>(rows), row_grain(cols), [&](size_t r0, size_t r1) {
-    for (size_t r = r0; r < r1; ++r) {
-      quantize_row_fast(src + static_cast<int64_t>(r) * cols, cols, options.importance, dst + r * rb);
+  const auto rb = static_cast<int64_t>(row_bytes(cols));
+  const bool fast = pool != nullptr;  // the reference path runs the scalar row encoder
+  for_each_row_range(pool, rows, cols, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      if (fast) {
+        quantize_row_fast(src + r * cols, cols, options.importance, dst + r * rb);
+      } else {
+        quantize_row(src + r * cols, cols, options.importance, dst + r * rb);
+      }
     }
   });
 }

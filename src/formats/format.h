@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -26,6 +27,8 @@
 #include "core/thread_pool.h"
 
 namespace calq {
+
+class RangeChooser;  // formats/range.h
 
 struct FormatTraits {
   std::string name;         // registry key, lower case: "q4_k", "int4-g128-asym", "nf4-dq", "fp8-e4m3"
@@ -44,6 +47,9 @@ struct QuantizeOptions {
   // Per-input-column importance (llama.cpp's imatrix: mean of x² per column), length cols, all finite
   // and >= 0; nullptr for none. Encoders that use it minimise Σ importance[j]·(x_j − q_j)².
   const float* importance = nullptr;
+  // How formats with a free clipping range (int*) choose it; nullptr = the format's default
+  // (min-max / absmax). Formats whose scale is fixed by their definition (fp8, mx, nf4) ignore it.
+  const RangeChooser* range = nullptr;
 };
 
 class Format {
@@ -77,6 +83,11 @@ class Format {
   void dequantize(ThreadPool& pool, const std::byte* data, int64_t rows, int64_t cols, float* out) const;
 
  protected:
+  // Calls fn(r0, r1) over row ranges covering [0, rows): once with [0, rows) on the calling thread
+  // when pool == nullptr, else over the pool in chunks of at least ~16384 elements' worth of rows.
+  static void for_each_row_range(ThreadPool* pool, int64_t rows, int64_t cols,
+                                 const std::function<void(int64_t, int64_t)>& fn);
+
   // Called after validation. pool == nullptr: the scalar reference path on the calling thread;
   // otherwise the fast path over the pool (may use SIMD; must give the same bytes).
   virtual void do_quantize(ThreadPool* pool, const float* src, int64_t rows, int64_t cols, std::byte* dst,

@@ -87,9 +87,8 @@ void call_hook(const LinearHook* hook, int64_t layer, TensorRole role, const flo
   if (hook != nullptr && *hook) (*hook)(LinearInput{layer, role, x, rows, cols});
 }
 
-void linear(ThreadPool& pool, const float* x, int64_t rows, const Tensor& w, float* y) {
-  matmul_nt(pool, MatmulArgs{.x = x, .ldx = w.dim(1), .w = w.f32(), .ldw = w.dim(1), .y = y, .ldy = w.dim(0),
-                             .m = rows, .n = w.dim(0), .k = w.dim(1)});
+void linear(ThreadPool& pool, const float* x, int64_t rows, const LinearWeight& w, float* y) {
+  linear_nt(pool, x, w.cols(), rows, w, y, w.rows());
 }
 
 // y[t, :] += bias for every row (the bias of a linear layer, added after the product as
@@ -181,8 +180,7 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
              s.rope_sin_.data(), pool);
   attention(cfg, s.q_.data(), s.k_.data(), s.v_.data(), s.attn_.data(), seq_len, cfg.window_for_layer(layer), pool);
   call_hook(hook, layer, TensorRole::kAttnOut, s.attn_.data(), seq_len, cfg.q_dim());
-  matmul_nt(pool, MatmulArgs{.x = s.attn_.data(), .ldx = cfg.q_dim(), .w = w.wo.f32(), .ldw = cfg.q_dim(),
-                             .y = hidden, .ldy = hs, .m = seq_len, .n = hs, .k = cfg.q_dim(), .accumulate = true});
+  linear_nt(pool, s.attn_.data(), cfg.q_dim(), seq_len, w.wo, hidden, hs, /*accumulate=*/true);
 
   // MLP block: down(silu(gate(x)) * up(x)).
   rms_norm_rows(hidden, w.mlp_norm.f32(), s.norm_.data(), seq_len, hs, cfg.rms_norm_eps, pool);
@@ -195,8 +193,7 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
     silu_mul(s.gate_.data() + off, s.up_.data() + off, static_cast<int64_t>(r1 - r0) * inter);
   });
   call_hook(hook, layer, TensorRole::kMlpDown, s.gate_.data(), seq_len, inter);
-  matmul_nt(pool, MatmulArgs{.x = s.gate_.data(), .ldx = inter, .w = w.w_down.f32(), .ldw = inter, .y = hidden,
-                             .ldy = hs, .m = seq_len, .n = hs, .k = inter, .accumulate = true});
+  linear_nt(pool, s.gate_.data(), inter, seq_len, w.w_down, hidden, hs, /*accumulate=*/true);
 }
 
 void embed_tokens(const Model& m, std::span<const int32_t> ids, float* hidden) {
@@ -207,7 +204,8 @@ void embed_tokens(const Model& m, std::span<const int32_t> ids, float* hidden) {
       fail(ErrorKind::kInvalidArgument, "token id {} at position {} is outside the vocabulary [0, {})", id, t,
            m.config.vocab_size);
     }
-    std::copy_n(m.embedding.f32() + static_cast<int64_t>(id) * hs, hs, hidden + static_cast<int64_t>(t) * hs);
+    // One row: a copy for a dense embedding, one dequantized row for a quantized one.
+    m.embedding.rows_f32(id, id + 1, hidden + static_cast<int64_t>(t) * hs);
   }
 }
 

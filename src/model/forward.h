@@ -1,6 +1,8 @@
 // The CPU reference forward pass of a Llama-layout decoder (Llama, Mistral, Qwen2), in float32:
 // optional q/k/v biases (config.qkv_bias) and per-layer sliding windows
-// (config.window_for_layer) are the only differences between them.
+// (config.window_for_layer) are the only differences between them. Linear weights, the embedding
+// and the head may be quantized (LinearWeight): products then dequantize blocks of weight rows on
+// the fly (linear_nt), an embedding lookup one row, with the same bits as a float copy would give.
 //
 // One decoder layer is callable on its own (decoder_layer_forward) so calibration can run a
 // model layer by layer; a LinearHook sees the input of every linear layer before it is applied.

@@ -4,12 +4,15 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "formats/format.h"
 #include "model/loader_util.h"
 
 namespace calq::model {
@@ -104,22 +107,66 @@ void check_known_tensors(const io::GgufFile& file, const ModelConfig& config, co
   }
 }
 
-// The float32 tensor for `name`, checked against the HF shape `expected`.
-Tensor load_tensor(const io::GgufFile& file, const io::GgufTensorInfo& info, const Shape& expected, ThreadPool& pool) {
-  const std::string origin = file.path().string();
+// The GGUF types calq can load: the float ones, and every registered format's ggml type.
+std::string decodable_types() {
+  std::string list = "F32, F16, BF16";
+  for (const Format* f : all_formats()) {
+    const auto& id = f->traits().ggml_type;
+    if (id && !float_dtype(*id)) list += ", " + ggml_type_name(*id);
+  }
+  return list;
+}
+
+void check_shape(const io::GgufFile& file, const io::GgufTensorInfo& info, const Shape& expected) {
   const Shape shape = row_major_shape(info.ne);
   if (shape != expected) {
-    fail(ErrorKind::kFormat, "{}: tensor '{}' has ne {} (shape {}) but the metadata implies shape {}", origin,
-         info.name, shape_string(info.ne), shape_string(shape), shape_string(expected));
+    fail(ErrorKind::kFormat, "{}: tensor '{}' has ne {} (shape {}) but the metadata implies shape {}",
+         file.path().string(), info.name, shape_string(info.ne), shape_string(shape), shape_string(expected));
   }
+}
+
+// Where quantized tensors keep their bytes: a view of the file kept alive by `keep_alive`, or (null)
+// an owned copy, when the caller did not hand over the file.
+struct Source {
+  const io::GgufFile& file;
+  std::shared_ptr<const void> keep_alive;
+};
+
+// A norm or bias: float32, widened from F32/F16/BF16.
+Tensor load_vector(const Source& src, const io::GgufTensorInfo& info, const Shape& expected, ThreadPool& pool) {
+  check_shape(src.file, info, expected);
   const std::optional<DType> dtype = float_dtype(info.type);
   if (!dtype) {
-    fail(ErrorKind::kUnsupported,
-         "{}: tensor '{}' has type {}; calq reads F32, F16 and BF16 GGUF tensors (quantized GGUF tensors are "
-         "decoded by a later version)",
-         origin, info.name, ggml_type_name(info.type));
+    fail(ErrorKind::kUnsupported, "{}: tensor '{}' has type {}; calq reads norms and biases as F32, F16 or BF16",
+         src.file.path().string(), info.name, ggml_type_name(info.type));
   }
-  return widen_checked(*dtype, file.tensor_data(info).data(), expected, pool, origin, info.name);
+  return widen_checked(*dtype, src.file.tensor_data(info).data(), expected, pool, src.file.path().string(), info.name);
+}
+
+// A [rows, cols] weight: float types are widened to float32 (the dense path, as before); a type
+// with a registered format stays in it, its bytes untouched.
+LinearWeight load_matrix(const Source& src, const io::GgufTensorInfo& info, const Shape& expected, ThreadPool& pool) {
+  const std::string origin = src.file.path().string();
+  check_shape(src.file, info, expected);
+  if (const std::optional<DType> dtype = float_dtype(info.type)) {
+    return widen_checked(*dtype, src.file.tensor_data(info).data(), expected, pool, origin, info.name);
+  }
+  const Format* format = format_by_ggml_type(info.type);
+  if (format == nullptr) {
+    fail(ErrorKind::kUnsupported, "{}: tensor '{}' has ggml type {}, which calq cannot decode (it decodes {})", origin,
+         info.name, ggml_type_name(info.type), decodable_types());
+  }
+  const int64_t rows = expected[0];
+  const int64_t cols = expected[1];
+  const std::span<const std::byte> bytes = src.file.tensor_data(info);
+  if (cols % format->traits().block_size != 0 || bytes.size() != format->tensor_bytes(rows, cols)) {
+    fail(ErrorKind::kFormat, "{}: tensor '{}' of type {} has {} bytes for shape {}, which {} cannot hold", origin,
+         info.name, ggml_type_name(info.type), bytes.size(), shape_string(expected), format->name());
+  }
+  QuantizedTensor q = src.keep_alive ? QuantizedTensor::view(*format, rows, cols, bytes, src.keep_alive)
+                                     : QuantizedTensor::copy_of(*format, rows, cols, bytes);
+  check_finite(q, pool, origin, info.name);
+  return q;
 }
 
 Tensor unpermuted(const Tensor& t, int64_t n_heads, int64_t head_dim) {
@@ -127,6 +174,70 @@ Tensor unpermuted(const Tensor& t, int64_t n_heads, int64_t head_dim) {
   const int64_t cols = t.rank() == 2 ? t.dim(1) : 1;
   unpermute_qk_rows(t.f32(), out.mutable_f32(), n_heads, head_dim, cols);
   return out;
+}
+
+LinearWeight unpermuted(const LinearWeight& w, int64_t n_heads, int64_t head_dim) {
+  if (w.is_quantized()) return unpermute_qk_rows(w.quantized(), n_heads, head_dim);
+  return unpermuted(w.dense(), n_heads, head_dim);
+}
+
+// Row r of the permuted tensor is row qk_source_rows(...)[r] of the original (`inverse`: the other way).
+std::vector<int64_t> qk_source_rows(int64_t n_heads, int64_t head_dim, bool inverse) {
+  const int64_t half = head_dim / 2;
+  std::vector<int64_t> src(static_cast<size_t>(n_heads * head_dim));
+  for (int64_t h = 0; h < n_heads; ++h) {
+    for (int64_t s = 0; s < 2; ++s) {
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t interleaved = h * head_dim + 2 * i + s;
+        const int64_t rotate_half = h * head_dim + s * half + i;
+        if (inverse) {
+          src[static_cast<size_t>(rotate_half)] = interleaved;
+        } else {
+          src[static_cast<size_t>(interleaved)] = rotate_half;
+        }
+      }
+    }
+  }
+  return src;
+}
+
+Model load_gguf_model_from(const Source& src, ThreadPool& pool) {
+  const io::GgufFile& file = src.file;
+  Model m;
+  m.config = gguf_model_config(file);
+  m.arch = &gguf_architecture(file);
+  m.source = file.path();
+  check_known_tensors(file, m.config, *m.arch);
+
+  const auto find = [&](TensorRole role, int64_t layer) -> const io::GgufTensorInfo& {
+    const std::string name = gguf_tensor_name(*m.arch, role, layer);
+    const io::GgufTensorInfo* info = file.find_tensor(name);
+    if (info == nullptr) fail(ErrorKind::kNotFound, "{}: tensor '{}' not found", file.path().string(), name);
+    return *info;
+  };
+  // The converter's Q/K row permutation, undone (weights and biases alike).
+  const auto heads_if_permuted = [&](TensorRole role) -> int64_t {
+    if (!m.arch->gguf_permutes_qk) return 0;
+    const TensorRole target = is_bias(role) ? bias_target(role) : role;
+    if (target == TensorRole::kAttnQ) return m.config.num_heads;
+    if (target == TensorRole::kAttnK) return m.config.num_kv_heads;
+    return 0;
+  };
+  const auto load_linear = [&](TensorRole role, int64_t layer) {
+    LinearWeight w = load_matrix(src, find(role, layer), expected_shape(m.config, role), pool);
+    if (const int64_t heads = heads_if_permuted(role)) w = unpermuted(w, heads, m.config.head_dim);
+    return w;
+  };
+  const auto load_vec = [&](TensorRole role, int64_t layer) {
+    Tensor t = load_vector(src, find(role, layer), expected_shape(m.config, role), pool);
+    if (const int64_t heads = heads_if_permuted(role)) t = unpermuted(t, heads, m.config.head_dim);
+    return t;
+  };
+  m.embedding = load_linear(TensorRole::kTokenEmbedding, -1);
+  m.final_norm = load_vec(TensorRole::kFinalNorm, -1);
+  m.output = m.config.tie_word_embeddings ? m.embedding : load_linear(TensorRole::kOutput, -1);
+  load_layers(m, load_linear, load_vec);
+  return m;
 }
 
 }  // namespace
@@ -229,34 +340,27 @@ ModelConfig gguf_model_config(const io::GgufFile& file) {
   return c;
 }
 
-Model load_gguf_model(const io::GgufFile& file, ThreadPool& pool) {
-  Model m;
-  m.config = gguf_model_config(file);
-  m.arch = &gguf_architecture(file);
-  m.source = file.path();
-  check_known_tensors(file, m.config, *m.arch);
+QuantizedTensor permute_qk_rows(const QuantizedTensor& t, int64_t n_heads, int64_t head_dim) {
+  assert(t.rows == n_heads * head_dim);
+  return gather_rows(t, qk_source_rows(n_heads, head_dim, /*inverse=*/false));
+}
 
-  const auto load_role = [&](TensorRole role, int64_t layer) {
-    const std::string name = gguf_tensor_name(*m.arch, role, layer);
-    const io::GgufTensorInfo* info = file.find_tensor(name);
-    if (info == nullptr) fail(ErrorKind::kNotFound, "{}: tensor '{}' not found", file.path().string(), name);
-    Tensor t = load_tensor(file, *info, expected_shape(m.config, role), pool);
-    if (m.arch->gguf_permutes_qk) {
-      const TensorRole target = is_bias(role) ? bias_target(role) : role;
-      if (target == TensorRole::kAttnQ) t = unpermuted(t, m.config.num_heads, m.config.head_dim);
-      if (target == TensorRole::kAttnK) t = unpermuted(t, m.config.num_kv_heads, m.config.head_dim);
-    }
-    return t;
-  };
-  m.embedding = load_role(TensorRole::kTokenEmbedding, -1);
-  m.final_norm = load_role(TensorRole::kFinalNorm, -1);
-  m.output = m.config.tie_word_embeddings ? m.embedding : load_role(TensorRole::kOutput, -1);
-  load_layers(m, load_role);
-  return m;
+QuantizedTensor unpermute_qk_rows(const QuantizedTensor& t, int64_t n_heads, int64_t head_dim) {
+  assert(t.rows == n_heads * head_dim);
+  return gather_rows(t, qk_source_rows(n_heads, head_dim, /*inverse=*/true));
+}
+
+Model load_gguf_model(const io::GgufFile& file, ThreadPool& pool) {
+  return load_gguf_model_from(Source{.file = file, .keep_alive = nullptr}, pool);
+}
+
+Model load_gguf_model(std::shared_ptr<const io::GgufFile> file, ThreadPool& pool) {
+  const io::GgufFile& f = *file;
+  return load_gguf_model_from(Source{.file = f, .keep_alive = std::move(file)}, pool);
 }
 
 Model load_gguf_model(const std::filesystem::path& path, ThreadPool& pool) {
-  return load_gguf_model(io::GgufFile::open(path), pool);
+  return load_gguf_model(std::make_shared<const io::GgufFile>(io::GgufFile::open(path)), pool);
 }
 
 ModelSummary inspect_gguf_model(const std::filesystem::path& path) {

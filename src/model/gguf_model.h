@@ -1,4 +1,4 @@
-// Models from GGUF files as llama.cpp's convert_hf_to_gguf.py writes them (F32/F16/BF16 tensors).
+// Models from GGUF files as llama.cpp's convert_hf_to_gguf.py and llama-quantize write them.
 //
 // Contract:
 //  * `general.architecture` selects the architecture table (architecture.h): "llama" (which is
@@ -10,19 +10,30 @@
 //    `<arch>.vocab_size`, else the length of tokenizer.ggml.tokens, else token_embd's rows.
 //    Partial rotary, rope scaling and per-layer head counts are refused (kUnsupported).
 //  * Every tensor the table needs must exist with ne = the reverse of the Hugging Face shape
-//    (ne[0] is the contiguous dimension, so a [out, in] weight has ne = {in, out}) and type F32,
-//    F16 or BF16; a quantized type is kUnsupported naming the file, tensor and type. Tensors the
-//    table does not know are refused; a missing output.weight means tied embeddings.
+//    (ne[0] is the contiguous dimension, so a [out, in] weight has ne = {in, out}). F32, F16 and
+//    BF16 tensors are widened to float32 (as ever). Linear weights, the embedding and the output
+//    head may also have any ggml type that has a registered format (format_by_ggml_type): they stay
+//    in it (a LinearWeight holding a QuantizedTensor) and are multiplied in that format; norms
+//    and biases must be float. Another type is kUnsupported naming the file, tensor and type and
+//    listing the decodable ones. A quantized tensor that decodes to a NaN/Inf is kFormat. Tensors
+//    the table does not know are refused; a missing output.weight means tied embeddings.
 //  * Where the table says the converter permuted Q/K rows for llama.cpp's interleaved rotary
-//    embedding, the loader undoes it, so the Model is the one load_hf_model() gives for the
+//    embedding, the loader undoes it (for a quantized weight by moving whole rows of bytes: rows
+//    of GGUF block types are independent), so the Model is the one load_hf_model() gives for the
 //    source folder up to the file's rounding, and runs with the same forward pass.
+//  * Quantized bytes: load_gguf_model(shared_ptr) and load_gguf_model(path) keep views of the
+//    file's (memory-mapped) bytes, the Model holding the file open; load_gguf_model(const&) copies
+//    them, so that Model does not depend on the file's lifetime. Only the Q/K weights are copied
+//    (their rows are reordered) either way.
 //  * Errors are calq::Error naming the file and the key or tensor.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 
 #include "core/thread_pool.h"
+#include "formats/qtensor.h"
 #include "io/gguf.h"
 #include "model/model.h"
 
@@ -32,6 +43,7 @@ namespace calq::model {
 ModelConfig gguf_model_config(const io::GgufFile& file);
 
 Model load_gguf_model(const io::GgufFile& file, ThreadPool& pool);
+Model load_gguf_model(std::shared_ptr<const io::GgufFile> file, ThreadPool& pool);
 Model load_gguf_model(const std::filesystem::path& path, ThreadPool& pool);
 
 // Metadata and tensor infos only, for `calq inspect`: tensors carry their GGUF names, ggml type
@@ -45,5 +57,9 @@ ModelSummary inspect_gguf_model(const std::filesystem::path& path);
 // permutation and its inverse from `src` to `dst` (distinct buffers).
 void permute_qk_rows(const float* src, float* dst, int64_t n_heads, int64_t head_dim, int64_t cols);
 void unpermute_qk_rows(const float* src, float* dst, int64_t n_heads, int64_t head_dim, int64_t cols);
+// The same on the rows of a quantized [n_heads × head_dim, cols] weight (whole rows of bytes;
+// asserts the row count and a trailer-free format); the result owns its bytes.
+QuantizedTensor permute_qk_rows(const QuantizedTensor& t, int64_t n_heads, int64_t head_dim);
+QuantizedTensor unpermute_qk_rows(const QuantizedTensor& t, int64_t n_heads, int64_t head_dim);
 
 }  // namespace calq::model

@@ -45,6 +45,36 @@ Tensor widen_checked(DType dtype, const std::byte* src, const Shape& shape, Thre
   return out;
 }
 
+void check_finite(const QuantizedTensor& t, ThreadPool& pool, std::string_view origin, std::string_view name) {
+  // Rows per block: ~64K values, so a thread's scratch stays small.
+  const int64_t block_rows = std::max<int64_t>(1, (int64_t{1} << 16) / t.cols);
+  const auto blocks = static_cast<size_t>((t.rows + block_rows - 1) / block_rows);
+  std::vector<int64_t> first_bad(blocks, -1);  // flat index of the first non-finite value per block
+  pool.parallel_for(0, blocks, Grain{.min_items = 1}, [&](size_t b0, size_t b1) {
+    std::vector<float> buf(static_cast<size_t>(block_rows * t.cols));
+    for (size_t b = b0; b < b1; ++b) {
+      const int64_t r0 = static_cast<int64_t>(b) * block_rows;
+      const int64_t r1 = std::min(t.rows, r0 + block_rows);
+      t.dequantize_rows(r0, r1, buf.data());
+      const int64_t n = (r1 - r0) * t.cols;
+      for (int64_t i = 0; i < n; ++i) {
+        if (!std::isfinite(buf[static_cast<size_t>(i)])) {
+          first_bad[b] = r0 * t.cols + i;
+          break;
+        }
+      }
+    }
+  });
+  for (const int64_t i : first_bad) {
+    if (i < 0) continue;
+    std::vector<float> row(static_cast<size_t>(t.cols));
+    t.dequantize_rows(i / t.cols, i / t.cols + 1, row.data());
+    const float v = row[static_cast<size_t>(i % t.cols)];
+    fail(ErrorKind::kFormat, "{}: tensor '{}' ({}) decodes to a non-finite value ({}) at flat index {}", origin, name,
+         t.format->name(), v, i);
+  }
+}
+
 void sort_in_model_order(std::vector<SourceTensor>& tensors, const Architecture& arch, bool gguf) {
   using Key = std::tuple<int64_t, int64_t, std::string>;
   const auto key = [&](const SourceTensor& t) {
@@ -59,13 +89,19 @@ void sort_in_model_order(std::vector<SourceTensor>& tensors, const Architecture&
                    [&](const SourceTensor& a, const SourceTensor& b) { return key(a) < key(b); });
 }
 
-void load_layers(Model& m, const std::function<Tensor(TensorRole, int64_t)>& load_role) {
+void load_layers(Model& m, const std::function<LinearWeight(TensorRole, int64_t)>& load_linear,
+                 const std::function<Tensor(TensorRole, int64_t)>& load_vector) {
   m.layers.resize(static_cast<size_t>(m.config.num_layers));
   for (int64_t i = 0; i < m.config.num_layers; ++i) {
+    LayerWeights& layer = m.layers[static_cast<size_t>(i)];
     for (size_t r = 0; r < kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
       if (!is_per_layer(role) || !has_role(m.config, role)) continue;
-      m.layers[static_cast<size_t>(i)].get(role) = load_role(role, i);
+      if (is_linear(role)) {
+        layer.linear(role) = load_linear(role, i);
+      } else {
+        layer.vector(role) = load_vector(role, i);
+      }
     }
   }
 }

@@ -20,9 +20,15 @@ namespace calq::model {
 Tensor widen_checked(DType dtype, const std::byte* src, const Shape& shape, ThreadPool& pool,
                      std::string_view origin, std::string_view name);
 
-// Fills m.layers (m.config.num_layers of them) with load_role(role, layer) for every per-layer
-// role the config has (biases only where the architecture uses them).
-void load_layers(Model& m, const std::function<Tensor(TensorRole, int64_t)>& load_role);
+// Dequantizes `t` block by block (never all of it at once) and fails like widen_checked when a
+// value is not finite — a NaN/Inf scale in a quantized file — naming the first one in row order.
+void check_finite(const QuantizedTensor& t, ThreadPool& pool, std::string_view origin, std::string_view name);
+
+// Fills m.layers (m.config.num_layers of them) for every per-layer role the config has (biases
+// only where the architecture uses them): load_linear(role, layer) for linear roles,
+// load_vector(role, layer) for norms and biases.
+void load_layers(Model& m, const std::function<LinearWeight(TensorRole, int64_t)>& load_linear,
+                 const std::function<Tensor(TensorRole, int64_t)>& load_vector);
 
 // Sorts tensors into model order (embedding, layer 0 in table order, layer 1, ..., final norm,
 // head; names the table does not know last) — layer 10 would sort before layer 2 by name.

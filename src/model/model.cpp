@@ -43,26 +43,36 @@ void check_known_tensors(const io::SafetensorsModel& st, const ModelConfig& conf
 
 }  // namespace
 
-const Tensor& LayerWeights::get(TensorRole role) const {
+const LinearWeight& LayerWeights::linear(TensorRole role) const {
   switch (role) {
-    case TensorRole::kAttnNorm: return attn_norm;
     case TensorRole::kAttnQ: return wq;
     case TensorRole::kAttnK: return wk;
     case TensorRole::kAttnV: return wv;
     case TensorRole::kAttnOut: return wo;
-    case TensorRole::kMlpNorm: return mlp_norm;
     case TensorRole::kMlpGate: return w_gate;
     case TensorRole::kMlpUp: return w_up;
     case TensorRole::kMlpDown: return w_down;
-    case TensorRole::kAttnQBias: return bq;
-    case TensorRole::kAttnKBias: return bk;
-    case TensorRole::kAttnVBias: return bv;
-    default: assert(false && "not a per-layer role"); return wq;
+    default: assert(false && "not a per-layer linear role"); return wq;
   }
 }
 
-Tensor& LayerWeights::get(TensorRole role) {
-  return const_cast<Tensor&>(static_cast<const LayerWeights&>(*this).get(role));
+LinearWeight& LayerWeights::linear(TensorRole role) {
+  return const_cast<LinearWeight&>(static_cast<const LayerWeights&>(*this).linear(role));
+}
+
+const Tensor& LayerWeights::vector(TensorRole role) const {
+  switch (role) {
+    case TensorRole::kAttnNorm: return attn_norm;
+    case TensorRole::kMlpNorm: return mlp_norm;
+    case TensorRole::kAttnQBias: return bq;
+    case TensorRole::kAttnKBias: return bk;
+    case TensorRole::kAttnVBias: return bv;
+    default: assert(false && "not a per-layer norm or bias role"); return attn_norm;
+  }
+}
+
+Tensor& LayerWeights::vector(TensorRole role) {
+  return const_cast<Tensor&>(static_cast<const LayerWeights&>(*this).vector(role));
 }
 
 Shape expected_shape(const ModelConfig& c, TensorRole role) {
@@ -94,7 +104,8 @@ int64_t Model::parameter_count() const {
   for (const auto& l : layers) {
     for (size_t r = 0; r < kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
-      if (is_per_layer(role) && has_role(config, role)) n += l.get(role).numel();
+      if (!is_per_layer(role) || !has_role(config, role)) continue;
+      n += is_linear(role) ? l.linear(role).numel() : l.vector(role).numel();
     }
   }
   return n;
@@ -123,7 +134,7 @@ Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool) {
     fail(ErrorKind::kNotFound, "{}: tensor '{}' not found (config.json says tie_word_embeddings = false)",
          folder.string(), output_name);
   }
-  load_layers(m, load_role);
+  load_layers(m, load_role, load_role);
   return m;
 }
 

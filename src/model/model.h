@@ -1,4 +1,6 @@
-// Model — a loaded decoder-only transformer: config plus float32 weights, by role.
+// Model — a loaded decoder-only transformer: config plus weights, by role. Norms and biases are
+// float32; linear weights, the embedding and the output head are LinearWeights (linear_weight.h):
+// dense float32, or quantized in a registered number format (as read from a quantized GGUF).
 //
 // Contract: load_hf_model() reads a Hugging Face folder (config.json + safetensors, sharded or
 // not), checks every tensor the architecture needs exists with the expected shape and finite
@@ -17,26 +19,30 @@
 #include "core/thread_pool.h"
 #include "model/architecture.h"
 #include "model/config.h"
+#include "model/linear_weight.h"
 
 namespace calq::model {
 
 struct LayerWeights {
-  Tensor attn_norm;  // [hidden]
-  Tensor wq;         // [q_dim, hidden]
-  Tensor wk;         // [kv_dim, hidden]
-  Tensor wv;         // [kv_dim, hidden]
-  Tensor wo;         // [hidden, q_dim]
-  Tensor mlp_norm;   // [hidden]
-  Tensor w_gate;     // [intermediate, hidden]
-  Tensor w_up;       // [intermediate, hidden]
-  Tensor w_down;     // [hidden, intermediate]
-  Tensor bq;         // [q_dim] when config.qkv_bias, else empty
-  Tensor bk;         // [kv_dim] when config.qkv_bias, else empty
-  Tensor bv;         // [kv_dim] when config.qkv_bias, else empty
+  Tensor attn_norm;     // [hidden]
+  LinearWeight wq;      // [q_dim, hidden]
+  LinearWeight wk;      // [kv_dim, hidden]
+  LinearWeight wv;      // [kv_dim, hidden]
+  LinearWeight wo;      // [hidden, q_dim]
+  Tensor mlp_norm;      // [hidden]
+  LinearWeight w_gate;  // [intermediate, hidden]
+  LinearWeight w_up;    // [intermediate, hidden]
+  LinearWeight w_down;  // [hidden, intermediate]
+  Tensor bq;            // [q_dim] when config.qkv_bias, else empty
+  Tensor bk;            // [kv_dim] when config.qkv_bias, else empty
+  Tensor bv;            // [kv_dim] when config.qkv_bias, else empty
 
-  // The weight of a per-layer role (asserts the role is per-layer).
-  const Tensor& get(TensorRole role) const;
-  Tensor& get(TensorRole role);
+  // The weight of a per-layer linear role (asserts is_linear(role) and per-layer).
+  const LinearWeight& linear(TensorRole role) const;
+  LinearWeight& linear(TensorRole role);
+  // The float32 vector of a per-layer norm or bias role (asserts it is one).
+  const Tensor& vector(TensorRole role) const;
+  Tensor& vector(TensorRole role);
 };
 
 // What a tensor looked like in the source file (for `calq inspect`).
@@ -50,10 +56,10 @@ struct Model {
   ModelConfig config;
   const Architecture* arch = nullptr;
   std::filesystem::path source;
-  Tensor embedding;  // [vocab, hidden]
+  LinearWeight embedding;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
-  Tensor final_norm;  // [hidden]
-  Tensor output;      // [vocab, hidden]; same bytes as `embedding` when tied
+  Tensor final_norm;    // [hidden]
+  LinearWeight output;  // [vocab, hidden]; same storage as `embedding` when tied
 
   int64_t parameter_count() const;  // unique parameters (tied weights counted once)
 };

@@ -176,14 +176,16 @@ void write_tiny_gguf(const Model& m, const std::filesystem::path& path, DType dt
     tensors.push_back({gguf_tensor_name(arch, role, layer), std::vector<int64_t>(t.shape().rbegin(), t.shape().rend()),
                        type, blobs.back()});
   };
-  add(TensorRole::kTokenEmbedding, -1, m.embedding);
+  add(TensorRole::kTokenEmbedding, -1, m.embedding.dense());
   for (int64_t l = 0; l < c.num_layers; ++l) {
     for (const auto& slot : arch.slots) {
-      if (is_per_layer(slot.role)) add(slot.role, l, m.layers[static_cast<size_t>(l)].get(slot.role));
+      if (!is_per_layer(slot.role)) continue;
+      const LayerWeights& w = m.layers[static_cast<size_t>(l)];
+      add(slot.role, l, is_linear(slot.role) ? w.linear(slot.role).dense() : w.vector(slot.role));
     }
   }
   add(TensorRole::kFinalNorm, -1, m.final_norm);
-  if (!c.tie_word_embeddings) add(TensorRole::kOutput, -1, m.output);
+  if (!c.tie_word_embeddings) add(TensorRole::kOutput, -1, m.output.dense());
   io::write_gguf(path, meta, tensors);
 }
 
@@ -200,14 +202,20 @@ std::vector<double> rms_norm(const std::vector<double>& x, int64_t rows, int64_t
   return y;
 }
 
-// y[t, o] = sum_i x[t, i] * W[o, i]
-std::vector<double> linear(const std::vector<double>& x, int64_t rows, const Tensor& w) {
-  const int64_t out = w.dim(0), in = w.dim(1);
+// y[t, o] = sum_i x[t, i] * W[o, i] (a quantized W is dequantized with the scalar reference kernel)
+std::vector<double> linear(const std::vector<double>& x, int64_t rows, const LinearWeight& weight) {
+  const int64_t out = weight.rows(), in = weight.cols();
+  std::vector<float> w(static_cast<size_t>(out * in));
+  if (weight.is_quantized()) {
+    weight.quantized().dequantize_rows_reference(0, out, w.data());
+  } else {
+    weight.rows_f32(0, out, w.data());
+  }
   std::vector<double> y(static_cast<size_t>(rows * out));
   for (int64_t t = 0; t < rows; ++t) {
     for (int64_t o = 0; o < out; ++o) {
       double acc = 0;
-      for (int64_t i = 0; i < in; ++i) acc += x[t * in + i] * w.f32()[o * in + i];
+      for (int64_t i = 0; i < in; ++i) acc += x[t * in + i] * w[o * in + i];
       y[t * out + o] = acc;
     }
   }
@@ -288,8 +296,10 @@ void naive_decoder_layer(const ModelConfig& c, const LayerWeights& w, std::vecto
 std::vector<double> naive_forward(const Model& m, const std::vector<int32_t>& ids) {
   const int64_t T = static_cast<int64_t>(ids.size()), H = m.config.hidden_size;
   std::vector<double> h(static_cast<size_t>(T * H));
+  std::vector<float> row(static_cast<size_t>(H));
   for (int64_t t = 0; t < T; ++t) {
-    for (int64_t i = 0; i < H; ++i) h[t * H + i] = m.embedding.f32()[ids[t] * H + i];
+    m.embedding.rows_f32(ids[t], ids[t] + 1, row.data());
+    for (int64_t i = 0; i < H; ++i) h[t * H + i] = row[i];
   }
   for (size_t l = 0; l < m.layers.size(); ++l) naive_decoder_layer(m.config, m.layers[l], h, T, static_cast<int64_t>(l));
   const auto xn = rms_norm(h, T, H, m.final_norm, m.config.rms_norm_eps);

@@ -1,0 +1,120 @@
+// `calq quantize` on a tiny model GGUF written here: the output file has the mix's types and
+// calq's keys, progress goes to stderr, the same bytes come out for any --threads, an existing
+// output is refused without --force, and bad input exits 2 with a clear message.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "cli/cli_test_util.h"
+#include "core/mapped_file.h"
+#include "io/gguf.h"
+#include "model/tiny_model_testutil.h"
+#include "support/shared_dir.h"
+
+namespace calq {
+namespace {
+
+using testing::RunResult;
+using testing::run_calq;
+
+class CliQuantize : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = calq::testing::temp_dir("cli_quantize");
+    in_ = dir_ / "tiny.gguf";
+    ThreadPool pool(1);
+    const model::Model m = model::testutil::load_tiny_model(dir_ / "hf", {.tied = false, .dtype = DType::kF32}, pool);
+    model::testutil::write_tiny_gguf(m, in_, DType::kF16);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string args(const std::string& type, const std::filesystem::path& out, const std::string& extra = "") const {
+    return "quantize --model " + in_.string() + " --out " + out.string() + " --type " + type + " " + extra;
+  }
+
+  std::filesystem::path dir_;
+  std::filesystem::path in_;
+};
+
+TEST_F(CliQuantize, WritesTheMixWithProgressAndCalqKeys) {
+  const std::filesystem::path out = dir_ / "q8.gguf";
+  const RunResult r = run_calq(args("q8_0", out, "--threads 2"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  // One progress line per tensor, naming it and its conversion.
+  EXPECT_NE(r.output.find("blk.0.attn_q.weight"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("F16 -> Q8_0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("F32 (copied)"), std::string::npos) << r.output;
+
+  const io::GgufFile f = io::GgufFile::open(out);
+  const io::GgufFile in = io::GgufFile::open(in_);
+  ASSERT_EQ(f.tensors().size(), in.tensors().size());
+  for (const auto& t : f.tensors()) {
+    const bool is_vector = t.ne.size() == 1 || t.ne[1] == 1;
+    if (is_vector) {
+      EXPECT_EQ(t.type, io::kGgmlF32) << t.name;
+    } else if (t.ne[0] % 32 == 0) {
+      EXPECT_EQ(t.type, 8u) << t.name;  // Q8_0
+    } else {
+      EXPECT_EQ(t.type, io::kGgmlF16) << t.name;  // a row Q8_0's block cannot hold stays F16
+    }
+  }
+  EXPECT_EQ(f.get("general.file_type").as_int("t"), 7);
+  EXPECT_EQ(f.get("calq.recipe").as_string("t"), "mix=q8_0");
+  EXPECT_EQ(f.get("llama.block_count").as_int("t"), in.get("llama.block_count").as_int("t"));
+}
+
+TEST_F(CliQuantize, SameBytesForAnyThreadCount) {
+  ASSERT_EQ(run_calq(args("q8_0", dir_ / "t1.gguf", "--threads 1 --quiet")).status, 0);
+  const RunResult r3 = run_calq(args("q8_0", dir_ / "t3.gguf", "--threads 3 --quiet"));
+  ASSERT_EQ(r3.status, 0) << r3.output;
+  EXPECT_EQ(r3.output.find("blk.0"), std::string::npos) << "--quiet printed progress: " << r3.output;
+  const auto a = MappedFile::open(dir_ / "t1.gguf");
+  const auto b = MappedFile::open(dir_ / "t3.gguf");
+  EXPECT_TRUE(std::equal(a->bytes().begin(), a->bytes().end(), b->bytes().begin(), b->bytes().end()));
+}
+
+TEST_F(CliQuantize, RefusesAnExistingOutputWithoutForce) {
+  const std::filesystem::path out = dir_ / "out.gguf";
+  std::ofstream(out) << "keep me";
+  RunResult r = run_calq(args("bf16", out));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("exists"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--force"), std::string::npos) << r.output;
+  EXPECT_EQ(read_text_file(out), "keep me");
+  r = run_calq(args("bf16", out, "--force --quiet"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(io::GgufFile::open(out).find_tensor("blk.0.attn_q.weight")->type, io::kGgmlBF16);
+  // Not even --force lets it overwrite its own input.
+  r = run_calq("quantize --model " + in_.string() + " --out " + in_.string() + " --type bf16 --force");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("input"), std::string::npos) << r.output;
+}
+
+TEST_F(CliQuantize, BadInputExitsTwoWithAClearMessage) {
+  const std::filesystem::path out = dir_ / "never.gguf";
+  struct Case {
+    std::string args;
+    std::string needle;
+  };
+  model::testutil::write_tiny_model(dir_ / "hf", {});
+  std::ofstream(dir_ / "short.dat", std::ios::binary) << std::string("\x02\x00\x00\x00\x05\x00", 6);
+  const Case cases[] = {
+      {args("q4_k_xl", out), "q4_k_m"},  // unknown mix: the known names are listed
+      {"quantize --model " + (dir_ / "missing.gguf").string() + " --out " + out.string() + " --type q8_0",
+       "missing.gguf"},
+      {"quantize --model " + (dir_ / "hf").string() + " --out " + out.string() + " --type q8_0", "GGUF"},
+      {args("q8_0", out, "--imatrix " + (dir_ / "nope.dat").string()), "nope.dat"},
+      {args("q8_0", out, "--imatrix " + (dir_ / "short.dat").string()), "truncated"},
+      {args("q8_0", dir_ / "no-such-dir" / "x.gguf"), "no-such-dir"},
+      {"quantize --model " + in_.string() + " --type q8_0", "--out"},
+  };
+  for (const Case& c : cases) {
+    const RunResult r = run_calq(c.args);
+    EXPECT_EQ(r.status, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+}  // namespace
+}  // namespace calq
