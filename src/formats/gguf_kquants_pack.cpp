@@ -13,16 +13,11 @@
 #include <cstring>
 
 #include "formats/gguf_kquants.h"
+#include "formats/format_util.h"
 
 namespace calq::kquant {
 namespace {
 
-inline void put_half(std::byte* p, uint16_t h) { std::memcpy(p, &h, 2); }
-inline float get_half(const std::byte* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
 inline const uint8_t* bytes(const std::byte* p) { return reinterpret_cast<const uint8_t*>(p); }
 inline uint8_t* bytes(std::byte* p) { return reinterpret_cast<uint8_t*>(p); }
 
@@ -69,15 +64,15 @@ void pack_q2_k(const AffineBlock& b, std::byte* out) {
   uint8_t* p = bytes(out);
   for (int j = 0; j < 16; ++j) p[kQ2Scales + j] = uint8_t((b.sc[j] & 15) | (b.mn[j] << 4));
   pack_2bit(b.q, p + kQ2Qs);
-  put_half(out + kQ2D, b.d);
-  put_half(out + kQ2Dmin, b.dmin);
+  store_f16(out + kQ2D, b.d);
+  store_f16(out + kQ2Dmin, b.dmin);
 }
 
 void decode_q2_k(const std::byte* in, int64_t n, float* out) {
   assert(n % kSuper == 0);
   for (int64_t blk = 0; blk < n / kSuper; ++blk, in += kQ2Bytes, out += kSuper) {
     const uint8_t* p = bytes(in);
-    const float d = get_half(in + kQ2D), dmin = get_half(in + kQ2Dmin);
+    const float d = load_f16(in + kQ2D), dmin = load_f16(in + kQ2Dmin);
     for (int e = 0; e < kSuper; ++e) {
       const uint8_t s = p[kQ2Scales + e / 16];
       const float dl = d * float(s & 15), ml = dmin * float(s >> 4);
@@ -106,7 +101,7 @@ void pack_q3_k(const SymmetricBlock& b, std::byte* out) {
     s[j % 8] |= uint8_t((u & 15) << (j < 8 ? 0 : 4));
     s[8 + j % 4] |= uint8_t((u >> 4) << (2 * (j / 4)));
   }
-  put_half(out + kQ3D, b.d);
+  store_f16(out + kQ3D, b.d);
 }
 
 void decode_q3_k(const std::byte* in, int64_t n, float* out) {
@@ -114,7 +109,7 @@ void decode_q3_k(const std::byte* in, int64_t n, float* out) {
   for (int64_t blk = 0; blk < n / kSuper; ++blk, in += kQ3Bytes, out += kSuper) {
     const uint8_t* p = bytes(in);
     const uint8_t* s = p + kQ3Scales;
-    const float d = get_half(in + kQ3D);
+    const float d = load_f16(in + kQ3D);
     for (int j = 0; j < 16; ++j) {
       const int u = ((s[j % 8] >> (j < 8 ? 0 : 4)) & 15) | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
       const float dl = d * float(u - 32);
@@ -131,8 +126,8 @@ void decode_q3_k(const std::byte* in, int64_t n, float* out) {
 
 void pack_q4_k(const AffineBlock& b, std::byte* out) {
   uint8_t* p = bytes(out);
-  put_half(out + kQ4D, b.d);
-  put_half(out + kQ4Dmin, b.dmin);
+  store_f16(out + kQ4D, b.d);
+  store_f16(out + kQ4Dmin, b.dmin);
   pack_scales_k4(b.sc, b.mn, p + kQ4Scales);
   for (int c = 0; c < 4; ++c) {
     for (int l = 0; l < 32; ++l) p[kQ4Qs + 32 * c + l] = uint8_t(b.q[64 * c + l] | (b.q[64 * c + 32 + l] << 4));
@@ -143,7 +138,7 @@ void decode_q4_k(const std::byte* in, int64_t n, float* out) {
   assert(n % kSuper == 0);
   for (int64_t blk = 0; blk < n / kSuper; ++blk, in += kQ4Bytes, out += kSuper) {
     const uint8_t* p = bytes(in);
-    const float d = get_half(in + kQ4D), dmin = get_half(in + kQ4Dmin);
+    const float d = load_f16(in + kQ4D), dmin = load_f16(in + kQ4Dmin);
     for (int j = 0; j < 8; ++j) {
       uint8_t sc, mn;
       unpack_scale_k4(p + kQ4Scales, j, sc, mn);
@@ -159,8 +154,8 @@ void decode_q4_k(const std::byte* in, int64_t n, float* out) {
 
 void pack_q5_k(const AffineBlock& b, std::byte* out) {
   uint8_t* p = bytes(out);
-  put_half(out + kQ5D, b.d);
-  put_half(out + kQ5Dmin, b.dmin);
+  store_f16(out + kQ5D, b.d);
+  store_f16(out + kQ5Dmin, b.dmin);
   pack_scales_k4(b.sc, b.mn, p + kQ5Scales);
   std::memset(p + kQ5Qh, 0, 32);
   for (int e = 0; e < kSuper; ++e) {
@@ -177,7 +172,7 @@ void decode_q5_k(const std::byte* in, int64_t n, float* out) {
   assert(n % kSuper == 0);
   for (int64_t blk = 0; blk < n / kSuper; ++blk, in += kQ5Bytes, out += kSuper) {
     const uint8_t* p = bytes(in);
-    const float d = get_half(in + kQ5D), dmin = get_half(in + kQ5Dmin);
+    const float d = load_f16(in + kQ5D), dmin = load_f16(in + kQ5Dmin);
     for (int j = 0; j < 8; ++j) {
       uint8_t sc, mn;
       unpack_scale_k4(p + kQ5Scales, j, sc, mn);
@@ -204,14 +199,14 @@ void pack_q6_k(const SymmetricBlock& b, std::byte* out) {
     p[kQ6Qh + 32 * h + r % 32] |= uint8_t((q >> 4) << (2 * (r / 32)));
   }
   std::memcpy(p + kQ6Scales, b.c, 16);
-  put_half(out + kQ6D, b.d);
+  store_f16(out + kQ6D, b.d);
 }
 
 void decode_q6_k(const std::byte* in, int64_t n, float* out) {
   assert(n % kSuper == 0);
   for (int64_t blk = 0; blk < n / kSuper; ++blk, in += kQ6Bytes, out += kSuper) {
     const uint8_t* p = bytes(in);
-    const float d = get_half(in + kQ6D);
+    const float d = load_f16(in + kQ6D);
     for (int e = 0; e < kSuper; ++e) {
       const int h = e / 128, r = e % 128;
       const int lo = (p[kQ6Ql + 64 * h + r % 64] >> (r < 64 ? 0 : 4)) & 15;

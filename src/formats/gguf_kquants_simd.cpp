@@ -8,17 +8,12 @@
 #endif
 
 #include "formats/gguf_kquants.h"
+#include "formats/format_util.h"
 
 namespace calq::kquant {
 
 #if defined(__AVX2__)
 namespace {
-
-inline float load_half(const std::byte* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
 
 // 8 bytes (as unsigned) -> 8 floats.
 inline __m256 bytes_to_ps(__m128i v8) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v8)); }
@@ -29,7 +24,7 @@ void decode_q4_k_fast(const std::byte* in, int64_t n, float* out) {
   const __m256i low4 = _mm256_set1_epi8(15);
   for (int64_t blk = 0; blk < n / kSuper; ++blk, in += 144, out += kSuper) {
     const auto* p = reinterpret_cast<const uint8_t*>(in);
-    const float d = load_half(in), dmin = load_half(in + 2);
+    const float d = load_f16(in), dmin = load_f16(in + 2);
     for (int c = 0; c < 4; ++c) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 + 32 * c));
       const __m256i nib[2] = {_mm256_and_si256(q, low4), _mm256_and_si256(_mm256_srli_epi16(q, 4), low4)};
@@ -53,7 +48,7 @@ void decode_q6_k_fast(const std::byte* in, int64_t n, float* out) {
   const __m256i low4 = _mm256_set1_epi8(15), two = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
   for (int64_t blk = 0; blk < n / kSuper; ++blk, in += 210, out += kSuper) {
     const auto* p = reinterpret_cast<const uint8_t*>(in);
-    const float d = load_half(in + 208);
+    const float d = load_f16(in + 208);
     const auto* scales = reinterpret_cast<const int8_t*>(p + 192);
     for (int h = 0; h < 2; ++h) {
       const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * h));

@@ -3,25 +3,19 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "formats/format_util.h"
 
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
 namespace calq::simd {
-namespace {
-
-float load_scale(const std::byte* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);  // exact, as is F16C's conversion: both give the one float equal to h
-}
-
-}  // namespace
+// Block scales: load_f16 (format_util.h) is exact, as is F16C's conversion: both give the one
+// float equal to the stored bits.
 
 void dequantize_q8_0_row(const std::byte* in, int64_t blocks, float* out) {
   for (int64_t b = 0; b < blocks; ++b, in += 34, out += 32) {
-    const float d = load_scale(in);
+    const float d = load_f16(in);
 #if defined(__AVX2__)
     const __m256 vd = _mm256_set1_ps(d);
     for (int k = 0; k < 4; ++k) {
@@ -38,7 +32,7 @@ void dequantize_q8_0_row(const std::byte* in, int64_t blocks, float* out) {
 
 void dequantize_q4_0_row(const std::byte* in, int64_t blocks, float* out) {
   for (int64_t b = 0; b < blocks; ++b, in += 18, out += 32) {
-    const float d = load_scale(in);
+    const float d = load_f16(in);
 #if defined(__AVX2__)
     const __m256 vd = _mm256_set1_ps(d);
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2));

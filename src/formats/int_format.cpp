@@ -30,6 +30,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "formats/format.h"
+#include "formats/format_util.h"
 #include "formats/int_pack.h"
 #include "formats/range.h"
 
@@ -221,9 +222,7 @@ class IntFormat final : public Format {
     if (spec_.f32) {
       std::memcpy(&p.scale, in, 4);
     } else {
-      uint16_t h;
-      std::memcpy(&h, in, 2);
-      p.scale = f16_to_f32(h);
+      p.scale = load_f16(in);
     }
     if (!spec_.symmetric) p.zero_point = static_cast<int32_t>(in[spec_.f32 ? 4 : 2]);
     return p;
