@@ -1,4 +1,5 @@
-// `calq eval`: perplexity of a model on a text file (protocol gptq-windows).
+// `calq eval`: perplexity of a model on a text file (protocol gptq-windows); with --ref, the
+// comparison of one or more models against a full-precision reference (eval/compare.h).
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -10,6 +11,7 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/sha256.h"
+#include "eval/compare.h"
 #include "eval/perplexity.h"
 #include "io/gguf.h"
 #include "io/tokenizer.h"
@@ -21,7 +23,8 @@ namespace calq::cli {
 namespace {
 
 struct EvalFlags {
-  std::string model;
+  std::vector<std::string> models;
+  std::string ref;  // full-precision reference: compare every --model against it
   std::string text;
   std::string protocol = "gptq-windows";
   int64_t ctx = 512;
@@ -64,12 +67,10 @@ io::Tokenizer load_tokenizer(const EvalFlags& f, const ModelLocation& loc, const
   return io::Tokenizer::from_file(loc.path / "tokenizer.json");
 }
 
-void run_eval(const EvalFlags& f) {
-  if (f.protocol != "gptq-windows") {
-    fail(ErrorKind::kInvalidArgument, "--protocol '{}' is not supported (supported: gptq-windows)", f.protocol);
-  }
+void run_single(const EvalFlags& f) {
   ThreadPool pool(f.threads);
-  const ModelLocation loc = resolve_model(f.model);
+  const std::string& model_path = f.models.front();
+  const ModelLocation loc = resolve_model(model_path);
   // Shared with the Model, whose quantized weights view the mapped file.
   std::shared_ptr<const io::GgufFile> gguf;
   if (loc.format == ModelFormat::kGguf) gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(loc.path));
@@ -79,7 +80,7 @@ void run_eval(const EvalFlags& f) {
                                                              : (loc.path / "tokenizer.json").string();
   const std::string text = read_text_file(f.text);
   const std::vector<int32_t> ids = tokenizer.encode(text, /*add_special_tokens=*/false);
-  if (!f.quiet) fmt::print(stderr, "calq eval: {} tokens from {}; loading {}\n", ids.size(), f.text, f.model);
+  if (!f.quiet) fmt::print(stderr, "calq eval: {} tokens from {}; loading {}\n", ids.size(), f.text, model_path);
   const model::Model model = gguf ? model::load_gguf_model(gguf, pool) : model::load_hf_model(loc.path, pool);
 
   ProgressBar bar("windows", f.ctx, !f.quiet);
@@ -89,7 +90,7 @@ void run_eval(const EvalFlags& f) {
   bar.finish();
   const std::string sha = token_ids_sha256(ids);
 
-  fmt::print("model       {} ({}, {})\n", f.model, format_name(loc.format), model.config.model_type);
+  fmt::print("model       {} ({}, {})\n", model_path, format_name(loc.format), model.config.model_type);
   fmt::print("tokenizer   {}\n", tokenizer_source);
   fmt::print("text        {}\n", f.text);
   fmt::print("protocol    gptq-windows, ctx {}\n", f.ctx);
@@ -103,7 +104,7 @@ void run_eval(const EvalFlags& f) {
     nlohmann::ordered_json j;
     j["protocol"] = "gptq-windows";
     j["ctx"] = f.ctx;
-    j["model"] = f.model;
+    j["model"] = model_path;
     j["model_format"] = format_name(loc.format);
     j["architecture"] = model.config.model_type;
     j["tokenizer"] = tokenizer_source;
@@ -124,12 +125,167 @@ void run_eval(const EvalFlags& f) {
   }
 }
 
+// A model and what keeps its quantized weights alive (the mapped GGUF, if it is one).
+struct LoadedModel {
+  std::string arg;
+  ModelLocation loc;
+  std::shared_ptr<const io::GgufFile> gguf;
+  model::Model model;
+};
+
+LoadedModel load_any_model(const std::string& arg, ThreadPool& pool) {
+  LoadedModel m{.arg = arg, .loc = resolve_model(arg), .gguf = nullptr, .model = {}};
+  if (m.loc.format == ModelFormat::kGguf) m.gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(m.loc.path));
+  m.model = m.gguf ? model::load_gguf_model(m.gguf, pool) : model::load_hf_model(m.loc.path, pool);
+  return m;
+}
+
+nlohmann::json interval_json(const eval::Interval& i) { return nlohmann::json::array({i.lo, i.hi}); }
+
+std::string display_name(const LoadedModel& m) {
+  const std::filesystem::path p = m.loc.path.has_filename() ? m.loc.path : m.loc.path.parent_path();
+  return p.filename().string();
+}
+
+// Every --model against --ref on the token ids of one tokenizer: --tokenizer if given, else the
+// reference's own (so all models see identical ids, whatever tokenizer a candidate GGUF embeds).
+void run_compare(const EvalFlags& f) {
+  ThreadPool pool(f.threads);
+  const ModelLocation ref_loc = resolve_model(f.ref);
+  std::shared_ptr<const io::GgufFile> ref_gguf;
+  if (ref_loc.format == ModelFormat::kGguf) ref_gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(ref_loc.path));
+  const io::Tokenizer tokenizer = load_tokenizer(f, ref_loc, ref_gguf.get());
+  const std::string tokenizer_source = !f.tokenizer.empty() ? f.tokenizer
+                                       : ref_gguf            ? ref_loc.path.string() + " (GGUF metadata)"
+                                                             : (ref_loc.path / "tokenizer.json").string();
+  const std::string text = read_text_file(f.text);
+  const std::vector<int32_t> ids = tokenizer.encode(text, /*add_special_tokens=*/false);
+  if (!f.quiet) {
+    fmt::print(stderr, "calq eval: {} tokens from {}; loading {} and {} model(s)\n", ids.size(), f.text, f.ref,
+               f.models.size());
+  }
+  LoadedModel ref{.arg = f.ref, .loc = ref_loc, .gguf = ref_gguf, .model = {}};
+  ref.model = ref_gguf ? model::load_gguf_model(ref_gguf, pool) : model::load_hf_model(ref_loc.path, pool);
+  std::vector<LoadedModel> cands;
+  cands.reserve(f.models.size());
+  for (const std::string& m : f.models) cands.push_back(load_any_model(m, pool));
+  std::vector<const model::Model*> cand_ptrs;
+  for (const LoadedModel& c : cands) cand_ptrs.push_back(&c.model);
+
+  ProgressBar bar("windows", f.ctx, !f.quiet);
+  const eval::CompareReport rep = eval::compare_models(
+      ref.model, cand_ptrs, ids,
+      {.ctx = f.ctx, .max_windows = f.max_windows, .on_progress = [&](int64_t d, int64_t t) { bar.update(d, t); }}, pool);
+  bar.finish();
+  const std::string sha = token_ids_sha256(ids);
+
+  fmt::print("reference   {} ({}, {})\n", f.ref, format_name(ref_loc.format), ref.model.config.model_type);
+  fmt::print("tokenizer   {} (for every model)\n", tokenizer_source);
+  fmt::print("text        {}\n", f.text);
+  fmt::print("protocol    gptq-windows, ctx {}\n", f.ctx);
+  fmt::print("tokens      {} (sha256 {})\n", ids.size(), sha);
+  fmt::print("windows     {} ({} predicted tokens); 95% CIs over windows\n\n", rep.n_windows, rep.n_predicted);
+  size_t name_w = 5;
+  for (const LoadedModel& c : cands) name_w = std::max(name_w, display_name(c).size());
+  fmt::print("{:<{}}  {:>9}  {:>9}  {:>28}  {:>22}  {:>9}  {:>9}  {:>9}  {:>17}\n", "model", name_w, "PPL ref", "PPL",
+             "ΔPPL [95% CI]", "KLD mean ± 95%", "KLD med", "KLD p99", "KLD max", "top-1 % ± 95%");
+  for (size_t i = 0; i < cands.size(); ++i) {
+    const eval::CompareResult& r = rep.candidates[i];
+    fmt::print("{:<{}}  {:>9.4f}  {:>9.4f}  {:>28}  {:>22}  {:>9.6f}  {:>9.5f}  {:>9.4f}  {:>17}\n",
+               display_name(cands[i]), name_w, r.ppl_ref, r.ppl,
+               fmt::format("{:+.4f} [{:+.4f}, {:+.4f}]", r.delta_ppl, r.delta_ppl_ci.lo, r.delta_ppl_ci.hi),
+               fmt::format("{:.6f} ± {:.6f}", r.kld_mean, r.kld_mean_ci.hi - r.kld_mean), r.kld.median, r.kld.p99,
+               r.kld.max,
+               fmt::format("{:.3f} ± {:.3f}", 100 * r.top1_agreement, 100 * (r.top1_agreement_ci.hi - r.top1_agreement)));
+  }
+  fmt::print("\nspeed       {:.1f} s on {} threads; tokens/s: reference {:.0f}", rep.seconds, pool.num_threads(),
+             rep.ref_tokens_per_second);
+  for (size_t i = 0; i < cands.size(); ++i) {
+    fmt::print(", {} {:.0f}", display_name(cands[i]), rep.candidates[i].tokens_per_second);
+  }
+  fmt::print("\n");
+
+  if (f.json_out.empty()) return;
+  nlohmann::ordered_json j;
+  j["protocol"] = "gptq-windows";
+  j["ctx"] = f.ctx;
+  j["reference"] = {{"model", f.ref},
+                    {"model_format", format_name(ref_loc.format)},
+                    {"architecture", ref.model.config.model_type}};
+  j["tokenizer"] = tokenizer_source;
+  j["text"] = f.text;
+  j["n_tokens"] = ids.size();
+  j["n_windows"] = rep.n_windows;
+  j["n_predicted"] = rep.n_predicted;
+  j["token_ids_sha256"] = sha;
+  j["ci"] = "95%, Student t over per-window values (windows as independent units); null with one window";
+  j["kld_percentile_method"] = "linear interpolation between order statistics (Hyndman-Fan type 7)";
+  j["ppl_ref"] = rep.candidates.empty() ? 0.0 : rep.candidates[0].ppl_ref;
+  j["nll_ref_per_window"] = rep.candidates.empty() ? std::vector<double>{} : rep.candidates[0].nll_ref_per_window;
+  j["ref_forward_seconds"] = rep.ref_forward_seconds;
+  j["ref_tokens_per_second"] = rep.ref_tokens_per_second;
+  j["seconds"] = rep.seconds;
+  j["threads"] = pool.num_threads();
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < cands.size(); ++i) {
+    const eval::CompareResult& r = rep.candidates[i];
+    nlohmann::ordered_json c;
+    c["model"] = cands[i].arg;
+    c["model_format"] = format_name(cands[i].loc.format);
+    c["architecture"] = cands[i].model.config.model_type;
+    c["bits_per_weight"] = cands[i].model.bits_per_weight();
+    c["ppl_ref"] = r.ppl_ref;
+    c["ppl"] = r.ppl;
+    c["delta_ppl"] = r.delta_ppl;
+    c["delta_ppl_ci95"] = interval_json(r.delta_ppl_ci);
+    c["ppl_ratio"] = r.ppl_ratio;
+    c["ppl_ratio_ci95"] = interval_json(r.ppl_ratio_ci);
+    c["kld_mean"] = r.kld_mean;
+    c["kld_mean_ci95"] = interval_json(r.kld_mean_ci);
+    c["kld_median"] = r.kld.median;
+    c["kld_p90"] = r.kld.p90;
+    c["kld_p99"] = r.kld.p99;
+    c["kld_p999"] = r.kld.p999;
+    c["kld_max"] = r.kld.max;
+    c["top1_agreement"] = r.top1_agreement;
+    c["top1_agreement_ci95"] = interval_json(r.top1_agreement_ci);
+    c["n_windows"] = r.n_windows;
+    c["n_predicted"] = r.n_predicted;
+    c["nll_per_window"] = r.nll_per_window;
+    c["kld_per_window"] = r.kld_per_window;
+    c["top1_per_window"] = r.top1_per_window;
+    c["forward_seconds"] = r.forward_seconds;
+    c["tokens_per_second"] = r.tokens_per_second;
+    list.push_back(std::move(c));
+  }
+  j["candidates"] = std::move(list);
+  const std::string out = j.dump(1) + "\n";
+  write_file_atomic(f.json_out, std::as_bytes(std::span(out.data(), out.size())));
+}
+
+void run_eval(const EvalFlags& f) {
+  if (f.protocol != "gptq-windows") {
+    fail(ErrorKind::kInvalidArgument, "--protocol '{}' is not supported (supported: gptq-windows)", f.protocol);
+  }
+  if (!f.ref.empty()) return run_compare(f);
+  if (f.models.size() != 1) {
+    fail(ErrorKind::kInvalidArgument, "{} --model given; evaluating several models needs --ref (the full-precision "
+         "reference they are compared with)", f.models.size());
+  }
+  run_single(f);
+}
+
 }  // namespace
 
 void register_eval(CLI::App& app) {
   auto flags = std::make_shared<EvalFlags>();
-  CLI::App* cmd = app.add_subcommand("eval", "Perplexity of a model on a text file");
-  cmd->add_option("--model", flags->model, "Hugging Face model folder or GGUF file")->required();
+  CLI::App* cmd = app.add_subcommand("eval", "Perplexity of a model on a text file, or models against a reference");
+  cmd->add_option("--model", flags->models,
+                  "Hugging Face model folder or GGUF file (repeatable with --ref: each is compared with it)")
+      ->required()
+      ->allow_extra_args(false);
+  cmd->add_option("--ref", flags->ref,
+                  "Full-precision reference model: report ΔPPL, KL(ref‖model), top-1 agreement with 95% CIs");
   cmd->add_option("--text", flags->text, "Plain-text file to evaluate on")->required();
   cmd->add_option("--protocol", flags->protocol, "Evaluation protocol")->capture_default_str();
   cmd->add_option("--ctx", flags->ctx, "Window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
@@ -138,7 +294,8 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--threads", flags->threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
   cmd->add_option("--json", flags->json_out, "Write the full result as JSON to this file");
   cmd->add_option("--tokenizer", flags->tokenizer,
-                  "tokenizer.json to use instead of the model's own (e.g. the HF tokenizer for a GGUF)");
+                  "tokenizer.json to use instead of the model's own (e.g. the HF tokenizer for a GGUF); with --ref, "
+                  "instead of the reference's, for all models");
   cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_eval(*flags); });
 }

@@ -1,14 +1,21 @@
-// `calq quantize`: a whole model to a GGUF file with a named mix (first form: GGUF in, GGUF out,
-// llama.cpp's mixes, optional imatrix).
+// `calq quantize`: a whole model to a GGUF file.
+//  * --type MIX: llama.cpp's mixes, GGUF in, GGUF out, optional imatrix (pipeline/gguf_quantize.h).
+//  * --format FORMAT: any registered format, Hugging Face or GGUF in, with calibration (--calib or
+//    --stats), a range observer and per-tensor rules (pipeline/model_quantize.h); the output is a
+//    GGUF llama.cpp loads when every type is GGUF-native, else a calq GGUF (docs/formats.md).
 //
-// Flag parsing (QuantizeFlags, register_quantize) and the work (run_quantize) are kept apart so
-// later forms (Hugging Face input, calibration, methods) add flags and steps without touching the
-// GGUF path.
+// Flag parsing (QuantizeFlags, register_quantize) and the work are kept apart per form.
 #include <fmt/format.h>
 
+#include <chrono>
 #include <filesystem>
+#include <memory>
+#include <span>
 #include <optional>
 
+#include "calib/collectors.h"
+#include "calib/observer.h"
+#include "cli/calib_flags.h"
 #include "cli/commands.h"
 #include "cli/model_paths.h"
 #include "core/error.h"
@@ -17,6 +24,8 @@
 #include "pipeline/gguf_quantize.h"
 #include "pipeline/imatrix.h"
 #include "pipeline/mix.h"
+#include "pipeline/model_quantize.h"
+#include "model/gguf_export.h"
 
 namespace calq::cli {
 namespace {
@@ -29,6 +38,17 @@ struct QuantizeFlags {
   size_t threads = 0;
   bool force = false;
   bool quiet = false;
+  // --format form
+  std::string format;
+  std::string method = "rtn";
+  std::string observer = "minmax";
+  double percentile = 99.99;
+  std::vector<std::string> rules;
+  std::string head_format;
+  CalibFlags calib;
+  std::string stats;
+  bool float_inputs = false;
+  bool no_importance = false;
 };
 
 std::string type_name(uint32_t type) {
@@ -63,7 +83,17 @@ void check_paths(const QuantizeFlags& f, const ModelLocation& loc) {
   }
 }
 
+void run_quantize_format(const QuantizeFlags& f);
+
 void run_quantize(const QuantizeFlags& f) {
+  if (!f.format.empty()) {
+    if (!f.type.empty()) fail(ErrorKind::kInvalidArgument, "give either --type (a llama.cpp mix) or --format, not both");
+    if (!f.imatrix.empty()) {
+      fail(ErrorKind::kInvalidArgument, "--imatrix goes with --type; with --format use --calib or --stats");
+    }
+    return run_quantize_format(f);
+  }
+  if (f.type.empty()) fail(ErrorKind::kInvalidArgument, "calq quantize needs --type MIX or --format FORMAT");
   const pipeline::QuantMix& mix = pipeline::mix_by_name(f.type);
   const ModelLocation loc = resolve_model(f.model);
   check_paths(f, loc);
@@ -109,17 +139,134 @@ void run_quantize(const QuantizeFlags& f) {
              r.seconds_write);
 }
 
+std::string recipe_text(const QuantizeFlags& f, const pipeline::ModelQuantizeOptions& o, bool calibrated) {
+  std::string r = fmt::format("method={};format={};observer={}", f.method, o.format->name(), f.observer);
+  if (f.observer == "percentile") r += fmt::format(";percentile={}", f.percentile);
+  if (!f.head_format.empty()) r += ";head=" + f.head_format;
+  for (const auto& rule : f.rules) r += ";rule=" + rule;
+  if (calibrated) {
+    r += fmt::format(";calib={};samples={};seq_len={};seed={};sequential={}",
+                     std::filesystem::path(f.calib.calib).filename().string(), f.calib.samples, f.calib.seq_len,
+                     f.calib.seed, f.float_inputs ? "float" : "true");
+  } else if (!f.stats.empty()) {
+    r += ";stats=" + std::filesystem::path(f.stats).filename().string();
+  }
+  r += fmt::format(";importance={}", f.no_importance ? "off" : "e[x^2]");
+  return r;
+}
+
+void run_quantize_format(const QuantizeFlags& f) {
+  if (f.method != "rtn") {
+    fail(ErrorKind::kInvalidArgument, "--method {}: unknown method (available: rtn)", f.method);
+  }
+  if (!f.calib.calib.empty() && !f.stats.empty()) {
+    fail(ErrorKind::kInvalidArgument, "give either --calib (calibrate now) or --stats (reuse a statistics file)");
+  }
+  pipeline::ModelQuantizeOptions options{.format = &format_by_name(f.format)};
+  for (const auto& rule : f.rules) options.rules.push_back(pipeline::parse_tensor_rule(rule));
+  if (!f.head_format.empty()) options.head_format = &format_by_name(f.head_format);
+  const std::unique_ptr<calib::Observer> observer =
+      calib::make_observer(f.observer, {.percentile = f.percentile});
+  options.observer = observer.get();
+  options.use_importance = !f.no_importance;
+
+  ThreadPool pool(f.threads);
+  check_output_path(f.out, resolve_model(f.model).path, f.force);
+  std::optional<calib::CalibrationStats> stats;
+  if (!f.stats.empty()) stats.emplace(calib::read_stats_file(f.stats));
+  cli::LoadedModel m = load_model_for_calibration(f.model, pool);
+  if (stats) pipeline::check_stats_match(*stats, m.model, f.stats);
+  // Fail on rules and shapes before the (long) calibration.
+  const std::vector<pipeline::TensorAssignment> plan = pipeline::plan_model_quantization(m.model, options);
+
+  std::optional<io::CalibrationSet> set;
+  std::string tokenizer_source;
+  if (!f.calib.calib.empty()) {
+    const io::Tokenizer tokenizer = load_model_tokenizer(m, f.calib.tokenizer, tokenizer_source);
+    set.emplace(load_calibration(f.calib, tokenizer, m.model.config, f.quiet));
+  } else if (!f.quiet && f.stats.empty()) {
+    fmt::print(stderr, "calq quantize: no --calib or --stats: rounding without importance statistics\n");
+  }
+  if (!f.quiet) {
+    fmt::print(stderr, "calq quantize: {} -> {} ({} {}, observer {}, {} threads{})\n", f.model, f.out, f.method,
+               options.format->name(), f.observer, pool.num_threads(),
+               set ? fmt::format(", {} samples x {} tokens", set->samples.size(), f.calib.seq_len) : "");
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t width = std::to_string(plan.size()).size();
+  size_t done = 0;
+  const pipeline::ModelQuantizeResult r = pipeline::quantize_model(
+      m.model, options, set ? std::span<const std::vector<int32_t>>(set->samples) : std::span<const std::vector<int32_t>>{},
+      {.stats = calib::StatSet().with(calib::StatKind::kMeanSq).with(calib::StatKind::kAbsMax),
+       .true_sequential = !f.float_inputs,
+       .on_layer =
+           [&](const pipeline::LayerProgress& p) {
+             if (!f.quiet) {
+               fmt::print(stderr, "  layer {}/{}: statistics {:.2f} s, quantize {:.2f} s, outputs {:.2f} s\n",
+                          p.layer + 1, p.n_layers, p.seconds_stats, p.seconds_quantize, p.seconds_outputs);
+             }
+           }},
+      stats ? &*stats : nullptr,
+      [&](const pipeline::QuantizeProgress& p) {
+        ++done;
+        if (f.quiet) return;
+        const pipeline::TensorAssignment& a = *p.tensor;
+        fmt::print(stderr, "[{:>{}}/{}] {:<28} [{}, {}] -> {}{}{}\n", done, width, plan.size(), a.name, a.rows, a.cols,
+                   a.format != nullptr ? a.format->name() : std::string("f32"), a.fell_back ? " (fallback)" : "",
+                   p.used_importance ? " +importance" : "");
+      },
+      pool);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  model::GgufExportOptions export_options;
+  export_options.extra_metadata.emplace_back("calq.recipe", io::GgufValue::of_string(recipe_text(f, options, set.has_value())));
+  if (set) export_options.extra_metadata.emplace_back("calq.calib_sha256", io::GgufValue::of_string(set->file_sha256));
+  if (stats) {
+    export_options.extra_metadata.emplace_back("calq.calib_sha256", io::GgufValue::of_strings(stats->calib_sha256));
+  }
+  model::write_gguf_model(m.model, f.out, export_options, pool);
+
+  fmt::print("wrote {}: {} ({}), {:.4f} bits per weight, {} tensors quantized ({} with importance)\n", f.out,
+             options.format->name(), f.method, m.model.bits_per_weight(), r.plan.size(), r.n_with_importance);
+  if (r.calibration) {
+    fmt::print("calibration {} samples x {} tokens: {:.2f} s in forward passes ({}), activations {:.1f} MiB\n",
+               r.calibration->samples, r.calibration->seq_len, r.calibration->seconds_forward,
+               f.float_inputs ? "float inputs" : "true sequential: each layer twice",
+               static_cast<double>(r.calibration->activation_bytes) / (1024.0 * 1024.0));
+  }
+  fmt::print("time {:.2f} s (encode {:.2f} s), peak RSS {:.1f} MiB\n", seconds, r.seconds_quantize, peak_rss_mib());
+}
+
 }  // namespace
 
 void register_quantize(CLI::App& app) {
   auto flags = std::make_shared<QuantizeFlags>();
   CLI::App* cmd = app.add_subcommand("quantize", "Quantize a model into a GGUF file");
-  cmd->add_option("--model", flags->model, "GGUF model file (F32/F16/BF16 tensors)")->required();
+  cmd->add_option("--model", flags->model,
+                  "Model: a GGUF file (F32/F16/BF16 tensors) for --type; a Hugging Face folder or GGUF for --format")
+      ->required();
   cmd->add_option("--out", flags->out, "Output GGUF file")->required();
   cmd->add_option("--type", flags->type,
                   "Mix: llama.cpp's q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k, q8_0, or one type for every "
-                  "weight (q4_0, q4_1, q5_0, q5_1, q3_k, q4_k, q5_k, iq4_nl, iq4_xs, f16, bf16, pure-<type>)")
-      ->required();
+                  "weight (q4_0, q4_1, q5_0, q5_1, q3_k, q4_k, q5_k, iq4_nl, iq4_xs, f16, bf16, pure-<type>)");
+  cmd->add_option("--format", flags->format,
+                  "Any registered number format for the linear weights (e.g. int4-g128-asym, nf4-dq, fp8-e4m3, q4_k; "
+                  "docs/formats.md lists them)");
+  cmd->add_option("--method", flags->method, "Quantization method: rtn (round to nearest)")->capture_default_str();
+  cmd->add_option("--observer", flags->observer, "Weight range observer: minmax, percentile, kl, mse")
+      ->capture_default_str();
+  cmd->add_option("--percentile", flags->percentile, "Percentile of the percentile observer")->capture_default_str();
+  cmd->add_option("--rule", flags->rules,
+                  "Per-tensor format 'REGEX=FORMAT' (repeatable, first match wins; FORMAT may be f32), matched on "
+                  "GGUF or Hugging Face tensor names");
+  cmd->add_option("--head-format", flags->head_format,
+                  "Format of the token embedding and output head (default: q6_k below 6.5 bits, else q8_0)");
+  add_calib_flags(cmd, flags->calib);
+  cmd->add_option("--stats", flags->stats, "Statistics file from calq calibrate (instead of --calib)");
+  cmd->add_flag("--float-inputs", flags->float_inputs,
+                "Calibrate every layer on the float model's activations (default: true sequential, each layer "
+                "sees the outputs of the already quantized layers before it)");
+  cmd->add_flag("--no-importance", flags->no_importance, "Do not weight the rounding error by E[x^2]");
   cmd->add_option("--imatrix", flags->imatrix, "Importance matrix (llama.cpp's imatrix.dat or GGUF imatrix)");
   cmd->add_option("--threads", flags->threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--force", flags->force, "Overwrite an existing output file");

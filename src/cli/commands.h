@@ -7,6 +7,8 @@
 
 namespace calq::cli {
 
+void register_calibrate(CLI::App& app);
+void register_check(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_quantize(CLI::App& app);

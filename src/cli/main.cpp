@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   CLI::App app{"calq: quantize LLMs after training, and measure the result"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(CALQ_VERSION));
+  calq::cli::register_calibrate(app);
+  calq::cli::register_check(app);
   calq::cli::register_eval(app);
   calq::cli::register_inspect(app);
   calq::cli::register_quantize(app);

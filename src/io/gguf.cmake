@@ -1,6 +1,7 @@
 # GGUF reader/writer and the ggml type table (included from src/io/CMakeLists.txt).
 target_sources(calq_io PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/gguf.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_check.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_types.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_value.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_writer.cpp)
@@ -12,4 +13,9 @@ calq_add_test(calq_gguf_test
 # hostile file can cause.
 calq_add_test(calq_gguf_hostile_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/gguf_hostile_test.cpp
+  LIBS calq_io)
+
+# llama.cpp layout rules as findings (`calq check`): llama.cpp's own files pass, broken ones are flagged.
+calq_add_test(calq_gguf_check_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/gguf_check_test.cpp
   LIBS calq_io)

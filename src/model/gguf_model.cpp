@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "formats/format.h"
+#include "model/gguf_export.h"
 #include "model/loader_util.h"
 
 namespace calq::model {
@@ -76,6 +77,8 @@ std::optional<int32_t> token_id(const io::GgufFile& file, std::string_view key) 
   if (v == nullptr) return std::nullopt;
   return static_cast<int32_t>(v->as_int(fmt::format("{}: key '{}'", file.path().string(), key)));
 }
+
+constexpr uint32_t kGgmlI8 = 24;
 
 std::optional<DType> float_dtype(uint32_t ggml_type) {
   switch (ggml_type) {
@@ -143,10 +146,65 @@ Tensor load_vector(const Source& src, const io::GgufTensorInfo& info, const Shap
   return widen_checked(*dtype, src.file.tensor_data(info).data(), expected, pool, src.file.path().string(), info.name);
 }
 
-// A [rows, cols] weight: float types are widened to float32 (the dense path, as before); a type
-// with a registered format stays in it, its bytes untouched.
-LinearWeight load_matrix(const Source& src, const io::GgufTensorInfo& info, const Shape& expected, ThreadPool& pool) {
+// A calq-specific tensor (gguf_export.h): I8 bytes described by calq.qtensor.<name>.format/.shape;
+// rows in Hugging Face order. Validates the format, the shape and the byte count.
+LinearWeight load_calq_matrix(const Source& src, const io::GgufTensorInfo& info, const io::GgufValue& format_value,
+                              const Shape& expected, ThreadPool& pool) {
   const std::string origin = src.file.path().string();
+  const std::string format_key = calq_qtensor_format_key(info.name);
+  const std::string shape_key = calq_qtensor_shape_key(info.name);
+  const std::string& name = format_value.as_string(fmt::format("{}: key '{}'", origin, format_key));
+  const Format* format = find_format(name);
+  if (format == nullptr) {
+    fail(ErrorKind::kUnsupported, "{}: tensor '{}' is in format '{}' ({}), which this calq build does not know",
+         origin, info.name, name, format_key);
+  }
+  if (format->traits().ggml_type) {
+    fail(ErrorKind::kFormat, "{}: tensor '{}': format '{}' has a ggml type and must be stored as it, not as calq bytes",
+         origin, info.name, name);
+  }
+  const io::GgufValue* shape_value = src.file.find(shape_key);
+  if (shape_value == nullptr) {
+    fail(ErrorKind::kNotFound, "{}: tensor '{}': missing key '{}'", origin, info.name, shape_key);
+  }
+  Shape shape;
+  if (shape_value->type == io::GgufValueType::kArray) {
+    for (const uint64_t v : shape_value->uints) shape.push_back(static_cast<int64_t>(v));
+    for (const int64_t v : shape_value->ints) shape.push_back(v);
+  }
+  if (shape_value->type != io::GgufValueType::kArray || shape_value->array_size() != 2 || shape.size() != 2) {
+    fail(ErrorKind::kFormat, "{}: key '{}' must be an integer array [rows, cols]", origin, shape_key);
+  }
+  if (shape != expected) {
+    fail(ErrorKind::kFormat, "{}: tensor '{}': {} is {} but the metadata implies shape {}", origin, info.name,
+         shape_key, shape_string(shape), shape_string(expected));
+  }
+  if (info.type != kGgmlI8 || info.ne.size() != 1) {
+    fail(ErrorKind::kFormat, "{}: tensor '{}' in calq format '{}' must be a 1-D I8 tensor", origin, info.name, name);
+  }
+  const std::span<const std::byte> bytes = src.file.tensor_data(info);
+  const bool fits = expected[1] % format->traits().block_size == 0;
+  const size_t needed = fits ? format->tensor_bytes(expected[0], expected[1]) : 0;
+  if (!fits || bytes.size() != needed) {
+    fail(ErrorKind::kFormat, "{}: tensor '{}' has {} bytes; format '{}' {} shape {}", origin, info.name, bytes.size(),
+         name, fits ? fmt::format("needs {} for", needed) : std::string("cannot store"), shape_string(expected));
+  }
+  QuantizedTensor q = src.keep_alive ? QuantizedTensor::view(*format, expected[0], expected[1], bytes, src.keep_alive)
+                                     : QuantizedTensor::copy_of(*format, expected[0], expected[1], bytes);
+  check_finite(q, pool, origin, info.name);
+  return q;
+}
+
+// A [rows, cols] weight: float types are widened to float32 (the dense path, as before); a type
+// with a registered format stays in it, its bytes untouched; a calq-specific tensor is read by
+// load_calq_matrix (and `calq_specific` set: its rows are not Q/K-permuted).
+LinearWeight load_matrix(const Source& src, const io::GgufTensorInfo& info, const Shape& expected, ThreadPool& pool,
+                         bool* calq_specific = nullptr) {
+  const std::string origin = src.file.path().string();
+  if (const io::GgufValue* f = src.file.find(calq_qtensor_format_key(info.name))) {
+    if (calq_specific != nullptr) *calq_specific = true;
+    return load_calq_matrix(src, info, *f, expected, pool);
+  }
   check_shape(src.file, info, expected);
   if (const std::optional<DType> dtype = float_dtype(info.type)) {
     return widen_checked(*dtype, src.file.tensor_data(info).data(), expected, pool, origin, info.name);
@@ -224,8 +282,10 @@ Model load_gguf_model_from(const Source& src, ThreadPool& pool) {
     return 0;
   };
   const auto load_linear = [&](TensorRole role, int64_t layer) {
-    LinearWeight w = load_matrix(src, find(role, layer), expected_shape(m.config, role), pool);
-    if (const int64_t heads = heads_if_permuted(role)) w = unpermuted(w, heads, m.config.head_dim);
+    bool calq_specific = false;
+    LinearWeight w = load_matrix(src, find(role, layer), expected_shape(m.config, role), pool, &calq_specific);
+    const int64_t heads = calq_specific ? 0 : heads_if_permuted(role);
+    if (heads != 0) w = unpermuted(w, heads, m.config.head_dim);
     return w;
   };
   const auto load_vec = [&](TensorRole role, int64_t layer) {

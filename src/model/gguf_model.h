@@ -17,6 +17,11 @@
 //    and biases must be float. Another type is kUnsupported naming the file, tensor and type and
 //    listing the decodable ones. A quantized tensor that decodes to a NaN/Inf is kFormat. Tensors
 //    the table does not know are refused; a missing output.weight means tied embeddings.
+//  * calq-specific tensors (gguf_export.h: a 1-D I8 tensor with calq.qtensor.<name>.format/.shape)
+//    are read back into a QuantizedTensor of that format, rows as stored (never Q/K-permuted): the
+//    format must be registered and have no ggml type, the shape must be the one the metadata
+//    implies and the byte count format->tensor_bytes(rows, cols); else an Error naming file and
+//    tensor.
 //  * Where the table says the converter permuted Q/K rows for llama.cpp's interleaved rotary
 //    embedding, the loader undoes it (for a quantized weight by moving whole rows of bytes: rows
 //    of GGUF block types are independent), so the Model is the one load_hf_model() gives for the

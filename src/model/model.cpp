@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cassert>
+#include <memory>
 
 #include "core/error.h"
+#include "formats/format.h"
 #include "io/safetensors.h"
 #include "model/gguf_model.h"
 #include "model/loader_util.h"
@@ -111,30 +113,74 @@ int64_t Model::parameter_count() const {
   return n;
 }
 
-Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool) {
+uint64_t Model::storage_bytes() const {
+  // Norms and biases are float32 in every file calq reads or writes.
+  uint64_t n = embedding.nbytes() + final_norm.nbytes();
+  if (!output.same_storage(embedding)) n += output.nbytes();
+  for (const auto& l : layers) {
+    for (size_t r = 0; r < kNumTensorRoles; ++r) {
+      const auto role = static_cast<TensorRole>(r);
+      if (!is_per_layer(role) || !has_role(config, role)) continue;
+      n += is_linear(role) ? l.linear(role).nbytes() : l.vector(role).nbytes();
+    }
+  }
+  return n;
+}
+
+double Model::bits_per_weight() const {
+  const int64_t p = parameter_count();
+  return p > 0 ? 8.0 * static_cast<double>(storage_bytes()) / static_cast<double>(p) : 0.0;
+}
+
+namespace {
+
+// A bf16/f16 linear weight as a view of the mapped file (see HfLoadOptions), else float32.
+LinearWeight load_linear(const std::shared_ptr<const io::SafetensorsModel>& st, const std::string& name,
+                         const Shape& expected, bool keep_source_dtype, ThreadPool& pool) {
+  if (keep_source_dtype && expected.size() == 2) {
+    const io::TensorInfo& info = st->info(name);
+    const char* format_name = info.dtype == DType::kBF16 ? "bf16" : info.dtype == DType::kF16 ? "f16" : nullptr;
+    if (format_name != nullptr && info.shape == expected) {
+      const Tensor src = st->tensor(name);
+      QuantizedTensor t = QuantizedTensor::view(format_by_name(format_name), expected[0], expected[1],
+                                                src.bytes(), st);
+      check_finite(t, pool, st->folder().string(), name);
+      return t;
+    }
+  }
+  return load_f32(*st, name, expected, pool);
+}
+
+}  // namespace
+
+Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool, const HfLoadOptions& options) {
   Model m;
   m.config = parse_hf_config(folder / "config.json");
   m.arch = find_architecture(m.config.model_type);
   m.source = folder;
-  const auto st = io::SafetensorsModel::open_folder(folder);
-  check_known_tensors(st, m.config, *m.arch);
+  const auto st = std::make_shared<const io::SafetensorsModel>(io::SafetensorsModel::open_folder(folder));
+  check_known_tensors(*st, m.config, *m.arch);
 
-  const auto load_role = [&](TensorRole role, int64_t layer) {
-    return load_f32(st, hf_tensor_name(*m.arch, role, layer), expected_shape(m.config, role), pool);
+  const auto load_vector = [&](TensorRole role, int64_t layer) {
+    return load_f32(*st, hf_tensor_name(*m.arch, role, layer), expected_shape(m.config, role), pool);
   };
-  m.embedding = load_role(TensorRole::kTokenEmbedding, -1);
-  m.final_norm = load_role(TensorRole::kFinalNorm, -1);
+  const auto load_weight = [&](TensorRole role, int64_t layer) {
+    return load_linear(st, hf_tensor_name(*m.arch, role, layer), expected_shape(m.config, role),
+                       options.keep_source_dtype, pool);
+  };
+  m.embedding = load_weight(TensorRole::kTokenEmbedding, -1);
+  m.final_norm = load_vector(TensorRole::kFinalNorm, -1);
   const std::string output_name = hf_tensor_name(*m.arch, TensorRole::kOutput, -1);
   if (m.config.tie_word_embeddings) {
     // HF ignores a stored lm_head when embeddings are tied; so do we, but say nothing is lost.
     m.output = m.embedding;
-  } else if (st.contains(output_name)) {
-    m.output = load_role(TensorRole::kOutput, -1);
+  } else if (st->contains(output_name)) {
+    m.output = load_weight(TensorRole::kOutput, -1);
   } else {
     fail(ErrorKind::kNotFound, "{}: tensor '{}' not found (config.json says tie_word_embeddings = false)",
          folder.string(), output_name);
   }
-  load_layers(m, load_role, load_role);
+  load_layers(m, load_weight, load_vector);
   return m;
 }
 

@@ -62,6 +62,11 @@ struct Model {
   LinearWeight output;  // [vocab, hidden]; same storage as `embedding` when tied
 
   int64_t parameter_count() const;  // unique parameters (tied weights counted once)
+  // Bytes of every weight as held (float32, or the encoded bytes of a quantized weight; tied
+  // weights once) and 8 × that / parameter_count(): the bits per weight of the model as stored,
+  // norms included (as llama.cpp reports a file's BPW).
+  uint64_t storage_bytes() const;
+  double bits_per_weight() const;
 };
 
 // The shape the architecture expects for a role.
@@ -71,7 +76,16 @@ Shape expected_shape(const ModelConfig& config, TensorRole role);
 // output head always, shared with the embedding when tied).
 bool has_role(const ModelConfig& config, TensorRole role);
 
-Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool);
+struct HfLoadOptions {
+  // Keep bf16/f16 linear weights, the embedding and the head in their stored dtype, as views of
+  // the memory-mapped safetensors (a QuantizedTensor in the registered "bf16"/"f16" format; the
+  // Model holds the files open). The forward pass gives the same bits (bf16/f16 widen exactly);
+  // resident memory is what the pass touches instead of a float32 copy of the whole model — what
+  // the layer-sequential calibration pipeline needs to stay within one layer's float32 weights.
+  // Values are still checked finite. float32 sources are copied as before.
+  bool keep_source_dtype = false;
+};
+Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool, const HfLoadOptions& options = {});
 
 // A folder is read as Hugging Face, a file as GGUF (gguf_model.h); anything else is an Error
 // naming the path.

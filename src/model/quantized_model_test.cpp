@@ -407,3 +407,26 @@ TEST(LlamaCppQuants, Q8_0LogitsAreCloseToF16) {
 
 }  // namespace
 }  // namespace calq::model
+
+namespace calq::model {
+namespace {
+
+TEST(HfSourceDtype, KeptAsViewsWithTheSameLogits) {
+  CALQ_REQUIRE_SHARED("models/calq-ref-llama/config.json");
+  ThreadPool pool(2);
+  const auto folder = testing::shared_dir() / "models/calq-ref-llama";
+  const Model f32 = load_hf_model(folder, pool);
+  const Model kept = load_hf_model(folder, pool, {.keep_source_dtype = true});
+  EXPECT_EQ(kept.layers[0].wq.format_name(), "bf16");
+  EXPECT_EQ(kept.embedding.format_name(), "bf16");
+  EXPECT_TRUE(kept.output.same_storage(kept.embedding));
+  EXPECT_EQ(f32.layers[0].wq.format_name(), "f32");
+  const std::vector<int32_t> ids = {5, 99, 1234, 16000, 7, 7, 300};
+  const Tensor a = forward(f32, ids, pool);
+  const Tensor b = forward(kept, ids, pool);
+  ASSERT_EQ(a.numel(), b.numel());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.nbytes()));
+}
+
+}  // namespace
+}  // namespace calq::model

@@ -7,6 +7,7 @@ target_sources(calq_io PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/decoders.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_tokenizer.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_vocab.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/hf_gguf_vocab.cpp
   ${CMAKE_CURRENT_LIST_DIR}/json_util.cpp
   ${CMAKE_CURRENT_LIST_DIR}/llama_pretokenize.cpp
   ${CMAKE_CURRENT_LIST_DIR}/normalizers.cpp
@@ -30,3 +31,8 @@ calq_add_test(calq_gguf_vocab_test
     ${CMAKE_CURRENT_LIST_DIR}/gguf_vocab_test.cpp
     ${CMAKE_CURRENT_LIST_DIR}/gguf_tokenizer_test.cpp
   LIBS calq_io nlohmann_json::nlohmann_json)
+
+# tokenizer.json -> tokenizer.ggml.* as llama.cpp's converter writes it (GGUF export).
+calq_add_test(calq_hf_gguf_vocab_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/hf_gguf_vocab_test.cpp
+  LIBS calq_io)

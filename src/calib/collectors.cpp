@@ -1,0 +1,365 @@
+#include "calib/collectors.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <array>
+#include <cassert>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/matmul.h"
+
+namespace calq::calib {
+namespace {
+
+using model::TensorRole;
+
+constexpr std::array<std::string_view, kNumInputSites> kSiteNames = {"attn_in", "attn_out", "mlp_in",
+                                                                     "mlp_down", "head_in"};
+constexpr std::array<std::string_view, kNumStatKinds> kStatNames = {"absmax", "mean_abs", "mean_sq",
+                                                                    "histogram", "hessian"};
+
+constexpr std::array<TensorRole, 3> kAttnInRoles = {TensorRole::kAttnQ, TensorRole::kAttnK, TensorRole::kAttnV};
+constexpr std::array<TensorRole, 1> kAttnOutRoles = {TensorRole::kAttnOut};
+constexpr std::array<TensorRole, 2> kMlpInRoles = {TensorRole::kMlpGate, TensorRole::kMlpUp};
+constexpr std::array<TensorRole, 1> kMlpDownRoles = {TensorRole::kMlpDown};
+constexpr std::array<TensorRole, 1> kHeadInRoles = {TensorRole::kOutput};
+
+std::string valid_stat_names() {
+  std::string out;
+  for (const auto name : kStatNames) {
+    if (!out.empty()) out += ", ";
+    out += name;
+  }
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+InputSite input_site(TensorRole linear_role) {
+  assert(model::is_linear(linear_role));
+  switch (linear_role) {
+    case TensorRole::kAttnQ:
+    case TensorRole::kAttnK:
+    case TensorRole::kAttnV: return InputSite::kAttnIn;
+    case TensorRole::kAttnOut: return InputSite::kAttnOut;
+    case TensorRole::kMlpGate:
+    case TensorRole::kMlpUp: return InputSite::kMlpIn;
+    case TensorRole::kMlpDown: return InputSite::kMlpDown;
+    case TensorRole::kOutput: return InputSite::kHeadIn;
+    default: break;
+  }
+  assert(false && "input_site: not a linear role");
+  return InputSite::kHeadIn;
+}
+
+std::string_view site_name(InputSite site) {
+  const auto i = static_cast<size_t>(site);
+  assert(i < kSiteNames.size());
+  return kSiteNames[i];
+}
+
+std::optional<InputSite> site_by_name(std::string_view name) {
+  for (size_t i = 0; i < kSiteNames.size(); ++i) {
+    if (kSiteNames[i] == name) return static_cast<InputSite>(i);
+  }
+  return std::nullopt;
+}
+
+std::span<const TensorRole> site_roles(InputSite site) {
+  switch (site) {
+    case InputSite::kAttnIn: return kAttnInRoles;
+    case InputSite::kAttnOut: return kAttnOutRoles;
+    case InputSite::kMlpIn: return kMlpInRoles;
+    case InputSite::kMlpDown: return kMlpDownRoles;
+    case InputSite::kHeadIn: return kHeadInRoles;
+  }
+  assert(false && "site_roles: unknown site");
+  return {};
+}
+
+std::string_view stat_name(StatKind kind) {
+  const auto i = static_cast<size_t>(kind);
+  assert(i < kStatNames.size());
+  return kStatNames[i];
+}
+
+std::optional<StatKind> stat_by_name(std::string_view name) {
+  for (size_t i = 0; i < kStatNames.size(); ++i) {
+    if (kStatNames[i] == name) return static_cast<StatKind>(i);
+  }
+  return std::nullopt;
+}
+
+// ---- StatSet ----
+
+StatSet StatSet::defaults() {
+  return StatSet{}.with(StatKind::kAbsMax).with(StatKind::kMeanAbs).with(StatKind::kMeanSq).with(
+      StatKind::kHistogram);
+}
+
+StatSet StatSet::all() { return defaults().with(StatKind::kHessian); }
+
+StatSet StatSet::parse(std::string_view list) {
+  StatSet set;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = list.find(',', start);
+    const std::string_view item =
+        trim(list.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
+    const auto kind = stat_by_name(item);
+    if (!kind) {
+      if (item.empty()) {
+        fail(ErrorKind::kInvalidArgument, "statistics list '{}': empty name (valid names: {})", list,
+             valid_stat_names());
+      }
+      fail(ErrorKind::kInvalidArgument, "statistics list '{}': unknown statistic '{}' (valid names: {})", list,
+           item, valid_stat_names());
+    }
+    set = set.with(*kind);
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return set;
+}
+
+StatSet StatSet::with(StatKind kind) const {
+  StatSet out = *this;
+  out.bits_ = static_cast<uint8_t>(bits_ | (1u << static_cast<int>(kind)));
+  return out;
+}
+
+StatSet StatSet::without(StatKind kind) const {
+  StatSet out = *this;
+  out.bits_ = static_cast<uint8_t>(bits_ & ~(1u << static_cast<int>(kind)));
+  return out;
+}
+
+std::vector<StatKind> StatSet::kinds() const {
+  std::vector<StatKind> out;
+  for (int i = 0; i < kNumStatKinds; ++i) {
+    if (contains(static_cast<StatKind>(i))) out.push_back(static_cast<StatKind>(i));
+  }
+  return out;
+}
+
+std::vector<std::string> StatSet::names() const {
+  std::vector<std::string> out;
+  for (const StatKind kind : kinds()) out.emplace_back(stat_name(kind));
+  return out;
+}
+
+std::string StatSet::to_string() const {
+  std::string out;
+  for (const StatKind kind : kinds()) {
+    if (!out.empty()) out += ',';
+    out += stat_name(kind);
+  }
+  return out;
+}
+
+// ---- finiteness ----
+
+void check_finite_activations(const float* x, int64_t rows, int64_t cols, int64_t layer, InputSite site) {
+  const int64_t n = rows * cols;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isfinite(x[i])) continue;
+    const std::string_view what = std::isnan(x[i]) ? "nan" : (x[i] > 0 ? "inf" : "-inf");
+    const std::string where =
+        layer < 0 ? fmt::format("the output head input ({})", site_name(site))
+                  : fmt::format("layer {} {} input", layer, site_name(site));
+    fail(ErrorKind::kInvalidArgument,
+         "non-finite activation ({}) at {}, token {}, channel {}: the model or calibration data produces "
+         "NaN/Inf",
+         what, where, i / cols, i % cols);
+  }
+}
+
+// ---- SiteStats ----
+
+SiteStats::SiteStats(int64_t cols, StatSet kinds) : cols_(cols), kinds_(kinds) {
+  assert(cols >= 1);
+  const auto n = static_cast<size_t>(cols);
+  if (kinds.contains(StatKind::kAbsMax)) absmax_.assign(n, 0.0f);
+  if (kinds.contains(StatKind::kMeanAbs)) sum_abs_.assign(n, 0.0);
+  if (kinds.contains(StatKind::kMeanSq)) sum_sq_.assign(n, 0.0);
+  if (kinds.contains(StatKind::kHessian)) hessian_.assign(n * n, 0.0);
+}
+
+void SiteStats::observe(const float* x, int64_t rows, [[maybe_unused]] int64_t cols) {
+  assert(cols == cols_ && rows >= 0);
+  if (rows == 0) return;
+  const auto n = static_cast<size_t>(cols_);
+  const bool want_max = kinds_.contains(StatKind::kAbsMax);
+  const bool want_abs = kinds_.contains(StatKind::kMeanAbs);
+  const bool want_sq = kinds_.contains(StatKind::kMeanSq);
+  // Row by row, in row order: each channel's sums see the rows in the same order for any caller.
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * cols_;
+    if (want_max) {
+      for (size_t c = 0; c < n; ++c) absmax_[c] = std::max(absmax_[c], std::fabs(row[c]));
+    }
+    if (want_abs) {
+      for (size_t c = 0; c < n; ++c) sum_abs_[c] += static_cast<double>(std::fabs(row[c]));
+    }
+    if (want_sq) {
+      // The product of two floats is exact in double.
+      for (size_t c = 0; c < n; ++c) sum_sq_[c] += static_cast<double>(row[c]) * static_cast<double>(row[c]);
+    }
+  }
+  if (kinds_.contains(StatKind::kHistogram)) {
+    histogram_.add(std::span<const float>(x, static_cast<size_t>(rows * cols_)));
+  }
+  if (kinds_.contains(StatKind::kHessian)) observe_hessian(x, rows);
+  rows_ += rows;
+}
+
+void SiteStats::observe_hessian(const float* x, int64_t rows) {
+  init_blas_threading();  // one BLAS thread: its blocking, and so the result, never varies
+  const int64_t n = cols_;
+  std::vector<double> block(static_cast<size_t>(std::min(rows, kHessianRowBlock) * n));
+  for (int64_t r0 = 0; r0 < rows; r0 += kHessianRowBlock) {
+    const int64_t k = std::min(kHessianRowBlock, rows - r0);
+    const float* src = x + r0 * n;
+    for (size_t i = 0; i < static_cast<size_t>(k * n); ++i) block[i] = static_cast<double>(src[i]);
+    // Upper triangle of C += Aᵀ A, A = the [k, n] block.
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<blasint>(n), static_cast<blasint>(k), 1.0,
+                block.data(), static_cast<blasint>(n), 1.0, hessian_.data(), static_cast<blasint>(n));
+  }
+  // Mirror the upper triangle so the stored matrix is the full symmetric one.
+  for (int64_t i = 1; i < n; ++i) {
+    for (int64_t j = 0; j < i; ++j) hessian_[static_cast<size_t>(i * n + j)] = hessian_[static_cast<size_t>(j * n + i)];
+  }
+}
+
+void SiteStats::merge(const SiteStats& other) {
+  assert(other.cols_ == cols_ && other.kinds_ == kinds_);
+  for (size_t c = 0; c < absmax_.size(); ++c) absmax_[c] = std::max(absmax_[c], other.absmax_[c]);
+  for (size_t c = 0; c < sum_abs_.size(); ++c) sum_abs_[c] += other.sum_abs_[c];
+  for (size_t c = 0; c < sum_sq_.size(); ++c) sum_sq_[c] += other.sum_sq_[c];
+  for (size_t c = 0; c < hessian_.size(); ++c) hessian_[c] += other.hessian_[c];
+  if (kinds_.contains(StatKind::kHistogram)) histogram_.merge(other.histogram_);
+  rows_ += other.rows_;
+}
+
+std::span<const float> SiteStats::absmax() const {
+  assert(kinds_.contains(StatKind::kAbsMax));
+  return absmax_;
+}
+
+std::span<const double> SiteStats::sum_abs() const {
+  assert(kinds_.contains(StatKind::kMeanAbs));
+  return sum_abs_;
+}
+
+std::span<const double> SiteStats::sum_sq() const {
+  assert(kinds_.contains(StatKind::kMeanSq));
+  return sum_sq_;
+}
+
+std::vector<float> SiteStats::mean_abs() const {
+  assert(kinds_.contains(StatKind::kMeanAbs));
+  std::vector<float> out(sum_abs_.size(), 0.0f);
+  if (rows_ == 0) return out;
+  for (size_t c = 0; c < out.size(); ++c) out[c] = static_cast<float>(sum_abs_[c] / static_cast<double>(rows_));
+  return out;
+}
+
+std::vector<float> SiteStats::mean_sq() const {
+  assert(kinds_.contains(StatKind::kMeanSq));
+  std::vector<float> out(sum_sq_.size(), 0.0f);
+  if (rows_ == 0) return out;
+  for (size_t c = 0; c < out.size(); ++c) out[c] = static_cast<float>(sum_sq_[c] / static_cast<double>(rows_));
+  return out;
+}
+
+const AbsHistogram& SiteStats::histogram() const {
+  assert(kinds_.contains(StatKind::kHistogram));
+  return histogram_;
+}
+
+std::span<const double> SiteStats::hessian() const {
+  assert(kinds_.contains(StatKind::kHessian));
+  return hessian_;
+}
+
+SiteStats SiteStats::from_parts(int64_t cols, StatSet kinds, Parts parts) {
+  SiteStats s(cols, StatSet{});  // no buffers yet: the parts are moved in
+  s.kinds_ = kinds;
+  s.rows_ = parts.rows;
+  [[maybe_unused]] const auto n = static_cast<size_t>(cols);
+  if (kinds.contains(StatKind::kAbsMax)) {
+    assert(parts.absmax.size() == n);
+    s.absmax_ = std::move(parts.absmax);
+  }
+  if (kinds.contains(StatKind::kMeanAbs)) {
+    assert(parts.sum_abs.size() == n);
+    s.sum_abs_ = std::move(parts.sum_abs);
+  }
+  if (kinds.contains(StatKind::kMeanSq)) {
+    assert(parts.sum_sq.size() == n);
+    s.sum_sq_ = std::move(parts.sum_sq);
+  }
+  if (kinds.contains(StatKind::kHessian)) {
+    assert(parts.hessian.size() == n * n);
+    s.hessian_ = std::move(parts.hessian);
+  }
+  if (kinds.contains(StatKind::kHistogram)) s.histogram_ = std::move(parts.histogram);
+  return s;
+}
+
+// ---- CalibrationStats ----
+
+void CalibrationStats::observe(int64_t layer, InputSite site, const float* x, int64_t rows, int64_t cols) {
+  assert((layer == -1) == (site == InputSite::kHeadIn) && layer >= -1);
+  auto it = sites_.find(Key{layer, site});
+  if (it == sites_.end()) it = sites_.emplace(Key{layer, site}, SiteStats(cols, kinds_)).first;
+  it->second.observe(x, rows, cols);
+}
+
+void CalibrationStats::merge(const CalibrationStats& other) {
+  assert(other.kinds_ == kinds_);
+  for (const auto& [key, stats] : other.sites_) {
+    auto it = sites_.find(key);
+    if (it == sites_.end()) {
+      sites_.emplace(key, stats);
+    } else {
+      it->second.merge(stats);
+    }
+  }
+  samples += other.samples;
+  if (seq_len == 0) seq_len = other.seq_len;
+  if (model_name.empty()) model_name = other.model_name;
+  for (const auto& h : other.calib_sha256) {
+    if (std::find(calib_sha256.begin(), calib_sha256.end(), h) == calib_sha256.end()) calib_sha256.push_back(h);
+  }
+}
+
+const SiteStats* CalibrationStats::find(int64_t layer, InputSite site) const {
+  const auto it = sites_.find(Key{layer, site});
+  return it == sites_.end() ? nullptr : &it->second;
+}
+
+std::vector<std::pair<int64_t, InputSite>> CalibrationStats::sites() const {
+  std::vector<std::pair<int64_t, InputSite>> out;
+  out.reserve(sites_.size());
+  for (const auto& [key, stats] : sites_) out.emplace_back(key.layer, key.site);
+  return out;
+}
+
+void CalibrationStats::add_site(int64_t layer, InputSite site, SiteStats stats) {
+  assert((layer == -1) == (site == InputSite::kHeadIn) && layer >= -1);
+  assert(stats.kinds() == kinds_);
+  const bool inserted = sites_.emplace(Key{layer, site}, std::move(stats)).second;
+  assert(inserted);
+  (void)inserted;
+}
+
+}  // namespace calq::calib

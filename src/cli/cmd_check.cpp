@@ -1,0 +1,68 @@
+// `calq check FILE [--json]`: whether llama.cpp's loader would accept a GGUF file (io/gguf_check.h).
+// Prints one line per finding (or a JSON object with --json) and exits with status 2 when there
+// are errors, 0 when there are none (warnings alone pass).
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "io/gguf_check.h"
+
+namespace calq::cli {
+namespace {
+
+struct CheckFlags {
+  std::string file;
+  bool json = false;
+};
+
+std::string_view level_name(io::GgufFindingLevel level) {
+  return level == io::GgufFindingLevel::kError ? "error" : "warning";
+}
+
+void run_check(const CheckFlags& f) {
+  const io::GgufCheckReport r = io::check_gguf_file(f.file);
+  if (f.json) {
+    nlohmann::json j;
+    j["file"] = r.file;
+    j["ok"] = r.ok();
+    j["calq_only"] = r.calq_only;
+    j["errors"] = r.errors();
+    j["warnings"] = r.warnings();
+    j["findings"] = nlohmann::json::array();
+    for (const io::GgufFinding& x : r.findings) {
+      j["findings"].push_back({{"level", level_name(x.level)}, {"where", x.where}, {"message", x.message}});
+    }
+    fmt::print("{}\n", j.dump(2));
+  } else {
+    for (const io::GgufFinding& x : r.findings) {
+      if (x.where.empty()) {
+        fmt::print("{}: {}\n", level_name(x.level), x.message);
+      } else {
+        fmt::print("{}: {}: {}\n", level_name(x.level), x.where, x.message);
+      }
+    }
+    fmt::print("{}: {} ({} error{}, {} warning{})\n", r.file,
+               r.ok() ? "llama.cpp's loader rules hold" : "llama.cpp would refuse this file", r.errors(),
+               r.errors() == 1 ? "" : "s", r.warnings(), r.warnings() == 1 ? "" : "s");
+  }
+  if (!r.ok()) throw CLI::RuntimeError(2);
+}
+
+}  // namespace
+
+void register_check(CLI::App& app) {
+  auto flags = std::make_shared<CheckFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "check",
+      "Check a GGUF file against llama.cpp's loader rules (ggml types and block sizes, alignment, data inside the "
+      "file, general.architecture, the llama/qwen2 hyper-parameter and tokenizer keys, tensor names and shapes, no "
+      "calq-specific tensors). Exit status 2 when any error is found.");
+  cmd->add_option("file", flags->file, "GGUF file")->required();
+  cmd->add_flag("--json", flags->json, "Print the findings as a JSON object");
+  cmd->callback([flags] { run_check(*flags); });
+}
+
+}  // namespace calq::cli

@@ -1,0 +1,204 @@
+#include "pipeline/model_quantize.h"
+
+#include <fmt/format.h>
+
+#include <cassert>
+#include <chrono>
+#include <map>
+
+#include "core/error.h"
+#include "formats/qtensor.h"
+#include "model/architecture.h"
+
+namespace calq::pipeline {
+namespace {
+
+constexpr model::TensorRole kLayerLinears[] = {
+    model::TensorRole::kAttnQ,   model::TensorRole::kAttnK,  model::TensorRole::kAttnV,
+    model::TensorRole::kAttnOut, model::TensorRole::kMlpGate, model::TensorRole::kMlpUp,
+    model::TensorRole::kMlpDown,
+};
+
+bool can_store(const Format& f, int64_t rows, int64_t cols) {
+  try {
+    f.check_shape(rows, cols);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+const Format* first_fitting(std::initializer_list<const char*> names, int64_t rows, int64_t cols) {
+  for (const char* n : names) {
+    const Format* f = find_format(n);
+    if (f != nullptr && can_store(*f, rows, cols)) return f;
+  }
+  return nullptr;  // float32
+}
+
+// Σ weight importance: the site's E[x²] per input channel, when collected.
+std::vector<float> importance_of(const calib::CalibrationStats* stats, int64_t layer, calib::InputSite site) {
+  if (stats == nullptr || !stats->kinds().contains(calib::StatKind::kMeanSq)) return {};
+  const calib::SiteStats* s = stats->find(layer, site);
+  if (s == nullptr || s->rows() == 0) return {};
+  return s->mean_sq();
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+TensorRule parse_tensor_rule(const std::string& text) {
+  const size_t eq = text.rfind('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
+    fail(ErrorKind::kInvalidArgument, "--rule '{}': expected REGEX=FORMAT, e.g. 'attn_v=q6_k'", text);
+  }
+  TensorRule r;
+  r.text = text;
+  r.pattern = text.substr(0, eq);
+  const std::string format = text.substr(eq + 1);
+  try {
+    r.regex = std::regex(r.pattern, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    fail(ErrorKind::kInvalidArgument, "--rule '{}': invalid regular expression '{}': {}", text, r.pattern, e.what());
+  }
+  if (format != "f32") r.format = &format_by_name(format);
+  return r;
+}
+
+std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, const ModelQuantizeOptions& o) {
+  assert(o.format != nullptr);
+  const model::Architecture& arch = *m.arch;
+  std::vector<TensorAssignment> plan;
+  const auto add = [&](model::TensorRole role, int64_t layer, const model::LinearWeight& w) {
+    TensorAssignment a{.role = role, .layer = layer, .name = model::gguf_tensor_name(arch, role, layer),
+                       .rows = w.rows(), .cols = w.cols()};
+    const std::string hf_name = model::hf_tensor_name(arch, role, layer);
+    for (size_t i = 0; i < o.rules.size(); ++i) {
+      if (std::regex_search(a.name, o.rules[i].regex) || std::regex_search(hf_name, o.rules[i].regex)) {
+        a.rule = static_cast<int>(i);
+        a.format = o.rules[i].format;
+        if (a.format != nullptr && !can_store(*a.format, a.rows, a.cols)) {
+          fail(ErrorKind::kInvalidArgument, "--rule '{}': tensor {} [{}, {}] cannot be stored in {} (rows of {} values)",
+               o.rules[i].text, a.name, a.rows, a.cols, a.format->name(), a.cols);
+        }
+        plan.push_back(a);
+        return;
+      }
+    }
+    const bool head = role == model::TensorRole::kTokenEmbedding || role == model::TensorRole::kOutput;
+    if (head) {
+      a.format = o.head_format != nullptr ? o.head_format
+                 : o.format->traits().bits_per_weight < 6.5 ? first_fitting({"q6_k", "q8_0", "f16"}, a.rows, a.cols)
+                                                            : first_fitting({"q8_0", "f16"}, a.rows, a.cols);
+      if (a.format != nullptr && !can_store(*a.format, a.rows, a.cols)) {
+        fail(ErrorKind::kInvalidArgument, "--head-format {}: tensor {} [{}, {}] cannot be stored in it",
+             a.format->name(), a.name, a.rows, a.cols);
+      }
+    } else if (can_store(*o.format, a.rows, a.cols)) {
+      a.format = o.format;
+    } else {
+      a.format = first_fitting({"q8_0", "f16"}, a.rows, a.cols);
+      a.fell_back = true;
+    }
+    plan.push_back(a);
+  };
+  add(model::TensorRole::kTokenEmbedding, -1, m.embedding);
+  for (int64_t l = 0; l < m.config.num_layers; ++l) {
+    for (const model::TensorRole role : kLayerLinears) add(role, l, m.layers[static_cast<size_t>(l)].linear(role));
+  }
+  if (!m.output.same_storage(m.embedding)) add(model::TensorRole::kOutput, -1, m.output);
+
+  for (size_t i = 0; i < o.rules.size(); ++i) {
+    bool used = false;
+    for (const auto& a : plan) used = used || a.rule == static_cast<int>(i);
+    // A rule shadowed by an earlier one for every tensor it matches also "matches nothing" here.
+    if (!used) {
+      fail(ErrorKind::kInvalidArgument,
+           "--rule '{}' matches no tensor of the model (rules match GGUF names such as 'blk.0.attn_v.weight' or "
+           "Hugging Face names such as 'model.layers.0.self_attn.v_proj.weight'; an earlier rule wins)",
+           o.rules[i].text);
+    }
+  }
+  return plan;
+}
+
+void check_stats_match(const calib::CalibrationStats& stats, const model::Model& m, const std::string& origin) {
+  const auto need = [&](int64_t layer, calib::InputSite site, int64_t cols) {
+    const calib::SiteStats* s = stats.find(layer, site);
+    if (s == nullptr) {
+      fail(ErrorKind::kInvalidArgument, "{}: no statistics for layer {} {} (the file was made for another model?)",
+           origin, layer, calib::site_name(site));
+    }
+    if (s->cols() != cols) {
+      fail(ErrorKind::kInvalidArgument, "{}: statistics of layer {} {} have {} channels but the model has {}", origin,
+           layer, calib::site_name(site), s->cols(), cols);
+    }
+  };
+  const model::ModelConfig& c = m.config;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    need(l, calib::InputSite::kAttnIn, c.hidden_size);
+    need(l, calib::InputSite::kAttnOut, c.q_dim());
+    need(l, calib::InputSite::kMlpIn, c.hidden_size);
+    need(l, calib::InputSite::kMlpDown, c.intermediate_size);
+  }
+  need(-1, calib::InputSite::kHeadIn, c.hidden_size);
+}
+
+ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& o,
+                                   std::span<const std::vector<int32_t>> samples, const SequentialOptions& sequential,
+                                   const calib::CalibrationStats* stats,
+                                   const std::function<void(const QuantizeProgress&)>& on_tensor, ThreadPool& pool) {
+  ModelQuantizeResult r;
+  r.plan = plan_model_quantization(m, o);
+  std::map<std::pair<int64_t, int>, const TensorAssignment*> by_role;
+  for (const auto& a : r.plan) by_role[{a.layer, static_cast<int>(a.role)}] = &a;
+  const RangeChooser* range = o.observer != nullptr ? &o.observer->weight_range() : nullptr;
+
+  const auto quantize_one = [&](model::LinearWeight& w, const TensorAssignment& a, const std::vector<float>& imp) {
+    if (a.format == nullptr) return;  // stays as loaded (float)
+    const auto t0 = std::chrono::steady_clock::now();
+    const Tensor dense = w.to_dense(pool);
+    const bool with_importance = o.use_importance && !imp.empty();
+    w = QuantizedTensor::quantize(pool, *a.format, dense.f32(), a.rows, a.cols,
+                                  {.tensor_name = a.name, .importance = with_importance ? imp.data() : nullptr,
+                                   .range = range});
+    const double s = seconds_since(t0);
+    r.seconds_quantize += s;
+    if (with_importance) ++r.n_with_importance;
+    if (on_tensor) on_tensor({.tensor = &a, .used_importance = with_importance, .seconds = s});
+  };
+  const LayerQuantizer layer_quantizer = [&](int64_t l, model::LayerWeights& weights,
+                                             const calib::CalibrationStats& layer_stats) {
+    for (const model::TensorRole role : kLayerLinears) {
+      quantize_one(weights.linear(role), *by_role.at({l, static_cast<int>(role)}),
+                   importance_of(&layer_stats, l, calib::input_site(role)));
+    }
+  };
+
+  const calib::CalibrationStats* head_stats = stats;
+  if (!samples.empty()) {
+    r.calibration = run_layer_sequential(m, samples, sequential, &layer_quantizer, pool);
+    head_stats = &r.calibration->stats;
+  } else {
+    for (int64_t l = 0; l < m.config.num_layers; ++l) {
+      layer_quantizer(l, m.layers[static_cast<size_t>(l)], stats != nullptr ? *stats : calib::CalibrationStats{});
+    }
+  }
+  // The embedding (tied: it is also the head, whose input statistics then weigh its columns) and
+  // the untied head. The embedding lookup reads rows, so its own "input" has no statistics.
+  const bool tied = m.output.same_storage(m.embedding);
+  const std::vector<float> head_imp = importance_of(head_stats, -1, calib::InputSite::kHeadIn);
+  quantize_one(m.embedding, *by_role.at({-1, static_cast<int>(model::TensorRole::kTokenEmbedding)}),
+               tied ? head_imp : std::vector<float>{});
+  if (tied) {
+    m.output = m.embedding;
+  } else {
+    quantize_one(m.output, *by_role.at({-1, static_cast<int>(model::TensorRole::kOutput)}), head_imp);
+  }
+  return r;
+}
+
+}  // namespace calq::pipeline

@@ -1,0 +1,101 @@
+// Whole-model quantization of a loaded model (Hugging Face or GGUF) into any registered format,
+// driven by the layer-sequential calibration pipeline (sequential.h): `calq quantize --format`.
+//
+// Which format each weight gets (plan_model_quantization):
+//  * --rule 'REGEX=FORMAT' rules, in order, first match wins. A rule matches a tensor when the
+//    regex (ECMAScript, searched, not anchored) matches its GGUF name ("blk.3.attn_v.weight",
+//    "token_embd.weight", "output.weight") or its Hugging Face name
+//    ("model.layers.3.self_attn.v_proj.weight"). FORMAT is a registered format name or "f32" (keep
+//    float). A rule that matches no tensor of the model is an Error (a typo would otherwise pass
+//    silently), as is a matched tensor whose shape FORMAT cannot store.
+//  * Otherwise linear weights get the main format; the token embedding and the output head get
+//    the "head format": by default higher precision, as llama.cpp's mixes give them — q6_k when the
+//    main format has fewer than 6.5 bits per weight, q8_0 otherwise (f16 when the row length fits
+//    neither block). Tied embeddings are one tensor.
+//  * A linear weight whose row length the main format cannot store falls back to q8_0, then f16
+//    (llama.cpp falls back the same way), and the plan says so.
+//
+// Method "rtn": round to nearest in the format, with the observer's ranges (formats with a free
+// clipping range: the int family; the others apply their own fixed scale rule) and, when
+// statistics are available, each weight's importance = E[x²] of its input channels (the
+// importance-weighted encoders of the GGUF k-quants/legacy types and the MSE range search use it).
+// Statistics come from calibration (run layer by layer, true sequential by default) or from a
+// statistics file (calq calibrate); without either the weights are rounded with no importance.
+//
+// Determinism: every step is bitwise reproducible for any thread count (sequential.h, formats).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <regex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "calib/collectors.h"
+#include "calib/observer.h"
+#include "core/thread_pool.h"
+#include "formats/format.h"
+#include "model/model.h"
+#include "pipeline/sequential.h"
+
+namespace calq::pipeline {
+
+struct TensorRule {
+  std::string text;       // as given: "attn_v=q6_k"
+  std::string pattern;
+  std::regex regex;
+  const Format* format = nullptr;  // nullptr: keep float32
+};
+// Parses 'REGEX=FORMAT' (split at the last '='). Errors name the rule: no '=', an invalid regex,
+// an unknown format.
+TensorRule parse_tensor_rule(const std::string& text);
+
+struct ModelQuantizeOptions {
+  const Format* format = nullptr;       // main format (required)
+  std::vector<TensorRule> rules;
+  const Format* head_format = nullptr;  // nullptr: the default above
+  const calib::Observer* observer = nullptr;  // nullptr: min-max
+  bool use_importance = true;
+};
+
+struct TensorAssignment {
+  model::TensorRole role;
+  int64_t layer = -1;         // -1 for the embedding and head
+  std::string name;           // GGUF name
+  int64_t rows = 0, cols = 0;
+  const Format* format = nullptr;  // nullptr: float32
+  int rule = -1;              // index of the matching rule, -1 for defaults
+  bool fell_back = false;
+};
+
+// The format of every linear weight, the embedding and the (untied) head, in model order.
+std::vector<TensorAssignment> plan_model_quantization(const model::Model& model, const ModelQuantizeOptions& options);
+
+struct QuantizeProgress {
+  const TensorAssignment* tensor = nullptr;
+  bool used_importance = false;
+  double seconds = 0;
+};
+
+struct ModelQuantizeResult {
+  std::vector<TensorAssignment> plan;
+  std::optional<SequentialResult> calibration;  // when calibration ran
+  int64_t n_with_importance = 0;
+  double seconds_quantize = 0;  // encoding only
+};
+
+// Quantizes `model` in place. `samples` (calibration token sequences) may be empty; then `stats`
+// (from a statistics file) may give the importance; both absent: no importance.
+// `sequential.on_layer` and `on_tensor` report progress on the calling thread.
+ModelQuantizeResult quantize_model(model::Model& model, const ModelQuantizeOptions& options,
+                                   std::span<const std::vector<int32_t>> samples, const SequentialOptions& sequential,
+                                   const calib::CalibrationStats* stats,
+                                   const std::function<void(const QuantizeProgress&)>& on_tensor, ThreadPool& pool);
+
+// Checks that `stats` describes `model` (every site of every layer present with the model's
+// widths, and carrying mean_sq when importance is wanted); Error naming `origin` otherwise.
+void check_stats_match(const calib::CalibrationStats& stats, const model::Model& model, const std::string& origin);
+
+}  // namespace calq::pipeline

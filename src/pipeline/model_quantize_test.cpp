@@ -1,0 +1,126 @@
+#include "pipeline/model_quantize.h"
+
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "formats/format.h"
+#include "model/tiny_model_testutil.h"
+#include "support/shared_dir.h"
+
+namespace calq::pipeline {
+namespace {
+
+using model::testutil::load_tiny_model;
+using model::testutil::test_token_ids;
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::vector<std::vector<int32_t>> make_samples(int64_t n, int64_t seq, int64_t vocab) {
+  const std::vector<int32_t> ids = test_token_ids(n * seq, vocab);
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t s = 0; s < n; ++s) out.emplace_back(ids.begin() + s * seq, ids.begin() + (s + 1) * seq);
+  return out;
+}
+
+const TensorAssignment& find(const std::vector<TensorAssignment>& plan, const std::string& name) {
+  for (const auto& a : plan) {
+    if (a.name == name) return a;
+  }
+  throw std::runtime_error("no tensor " + name);
+}
+
+TEST(TensorRule, Parsing) {
+  const TensorRule r = parse_tensor_rule("attn_(q|k)=int8-pc-sym");
+  EXPECT_EQ(r.pattern, "attn_(q|k)");
+  EXPECT_EQ(r.format->name(), "int8-pc-sym");
+  EXPECT_EQ(parse_tensor_rule("output=f32").format, nullptr);
+  EXPECT_NE(error_of([] { parse_tensor_rule("attn_q"); }).find("REGEX=FORMAT"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_tensor_rule("attn_(q=q8_0"); }).find("invalid regular expression"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_tensor_rule("attn_q=int17"); }).find("int17"), std::string::npos);
+}
+
+TEST(ModelPlan, DefaultsRulesAndFallbacks) {
+  ThreadPool pool(2);
+  const model::Model m = load_tiny_model(testing::temp_dir("plan"), {.tied = false, .layers = 2}, pool);
+  // hidden 32, intermediate 48: int4-g32 cannot store the down projection (rows of 48).
+  ModelQuantizeOptions o{.format = &format_by_name("int4-g32-asym")};
+  o.rules.push_back(parse_tensor_rule("blk\\.1\\.attn_v=int8-pc-sym"));
+  o.rules.push_back(parse_tensor_rule("model\\.layers\\.0\\.self_attn\\.k_proj=f32"));
+  const auto plan = plan_model_quantization(m, o);
+  EXPECT_EQ(plan.size(), 2u + 2u * 7u);
+  EXPECT_EQ(find(plan, "blk.1.attn_v.weight").format->name(), "int8-pc-sym");
+  EXPECT_EQ(find(plan, "blk.1.attn_v.weight").rule, 0);
+  EXPECT_EQ(find(plan, "blk.0.attn_k.weight").format, nullptr);
+  EXPECT_EQ(find(plan, "blk.0.attn_k.weight").rule, 1);
+  EXPECT_EQ(find(plan, "blk.0.attn_q.weight").format->name(), "int4-g32-asym");
+  const TensorAssignment& down = find(plan, "blk.0.ffn_down.weight");
+  EXPECT_TRUE(down.fell_back);
+  ASSERT_NE(down.format, nullptr);
+  EXPECT_EQ(down.format->name(), "f16");  // 48 fits neither q8_0's 32 nor int4-g32
+  // The head and embedding get higher precision: q6_k needs rows of 256, q8_0 of 32.
+  EXPECT_EQ(find(plan, "token_embd.weight").format->name(), "q8_0");
+  EXPECT_EQ(find(plan, "output.weight").format->name(), "q8_0");
+}
+
+TEST(ModelPlan, RuleErrors) {
+  ThreadPool pool(2);
+  const model::Model m = load_tiny_model(testing::temp_dir("plan_err"), {.layers = 1}, pool);
+  ModelQuantizeOptions o{.format = &format_by_name("int8-pc-sym")};
+  o.rules.push_back(parse_tensor_rule("blk\\.7\\.=q8_0"));
+  std::string msg = error_of([&] { plan_model_quantization(m, o); });
+  EXPECT_NE(msg.find("matches no tensor"), std::string::npos) << msg;
+  o.rules = {parse_tensor_rule("ffn_down=q8_0")};  // rows of 48
+  msg = error_of([&] { plan_model_quantization(m, o); });
+  EXPECT_NE(msg.find("cannot be stored"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("blk.0.ffn_down.weight"), std::string::npos) << msg;
+}
+
+TEST(ModelQuantize, ImportanceCalibratedAndDeterministic) {
+  std::vector<std::vector<std::byte>> outputs;
+  for (const size_t threads : {1u, 3u}) {
+    ThreadPool pool(threads);
+    model::Model m = load_tiny_model(testing::temp_dir("mq"), {.layers = 2}, pool);
+    const auto samples = make_samples(4, 16, m.config.vocab_size);
+    const std::unique_ptr<calib::Observer> obs = calib::make_observer("mse");
+    const ModelQuantizeOptions o{.format = &format_by_name("int4-g32-asym"), .observer = obs.get()};
+    const ModelQuantizeResult r = quantize_model(m, o, samples, {}, nullptr, nullptr, pool);
+    ASSERT_TRUE(r.calibration.has_value());
+    EXPECT_EQ(r.calibration->samples, 4);
+    // Every tensor gets importance; the tied embedding gets the head input's.
+    EXPECT_EQ(r.n_with_importance, static_cast<int64_t>(r.plan.size()));
+    EXPECT_EQ(m.layers[0].wq.format_name(), "int4-g32-asym");
+    EXPECT_TRUE(m.output.same_storage(m.embedding));
+    std::vector<std::byte> all;
+    for (const auto& l : m.layers) {
+      const auto& b = l.wq.quantized().bytes;
+      all.insert(all.end(), b.begin(), b.end());
+    }
+    const auto& e = m.embedding.quantized().bytes;
+    all.insert(all.end(), e.begin(), e.end());
+    outputs.push_back(all);
+  }
+  EXPECT_EQ(outputs[0], outputs[1]);
+}
+
+TEST(ModelQuantize, StatsFromAFileMatchTheModel) {
+  ThreadPool pool(2);
+  model::Model m = load_tiny_model(testing::temp_dir("mq_stats"), {.layers = 2}, pool);
+  model::Model other = load_tiny_model(testing::temp_dir("mq_stats2"), {.layers = 1}, pool);
+  const auto samples = make_samples(2, 8, m.config.vocab_size);
+  const SequentialResult r = run_layer_sequential(other, samples, {}, nullptr, pool);
+  const std::string msg = error_of([&] { check_stats_match(r.stats, m, "stats.gguf"); });
+  EXPECT_NE(msg.find("stats.gguf"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("layer 1"), std::string::npos) << msg;
+  const SequentialResult good = run_layer_sequential(m, samples, {}, nullptr, pool);
+  EXPECT_NO_THROW(check_stats_match(good.stats, m, "stats.gguf"));
+}
+
+}  // namespace
+}  // namespace calq::pipeline

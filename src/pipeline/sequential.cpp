@@ -1,0 +1,142 @@
+#include "pipeline/sequential.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "core/error.h"
+#include "model/forward.h"
+
+namespace calq::pipeline {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Runs fn(sample, slot) for every sample, one per worker at a time; `slot` (< batch) indexes
+// per-worker buffers. Returns after all ran; after each batch, after_batch(b0, b1) runs on the
+// calling thread (to merge per-sample results in sample order).
+void for_each_sample(ThreadPool& pool, int64_t n, const std::function<void(int64_t, size_t)>& fn,
+                     const std::function<void(int64_t, int64_t)>& after_batch) {
+  const auto batch = static_cast<int64_t>(pool.num_threads());
+  for (int64_t b0 = 0; b0 < n; b0 += batch) {
+    const int64_t b1 = std::min(n, b0 + batch);
+    pool.parallel_for(static_cast<size_t>(b0), static_cast<size_t>(b1), Grain{.min_items = 1},
+                      [&](size_t s0, size_t s1) {
+                        for (size_t s = s0; s < s1; ++s) fn(static_cast<int64_t>(s), s - static_cast<size_t>(b0));
+                      });
+    if (after_batch) after_batch(b0, b1);
+  }
+}
+
+}  // namespace
+
+SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vector<int32_t>> samples,
+                                      const SequentialOptions& o, const LayerQuantizer* quantize, ThreadPool& pool) {
+  const auto t_start = std::chrono::steady_clock::now();
+  if (samples.empty()) fail(ErrorKind::kInvalidArgument, "calibration: no samples to run");
+  const auto seq = static_cast<int64_t>(samples[0].size());
+  for (const auto& s : samples) {
+    if (static_cast<int64_t>(s.size()) != seq || seq < 1) {
+      fail(ErrorKind::kInvalidArgument, "calibration: samples must all have the same non-zero length");
+    }
+  }
+  const auto n = static_cast<int64_t>(samples.size());
+  const int64_t hs = m.config.hidden_size;
+  const size_t stride = static_cast<size_t>(seq * hs);
+  const auto batch = static_cast<size_t>(pool.num_threads());
+
+  SequentialResult r;
+  r.samples = n;
+  r.seq_len = seq;
+  r.stats = calib::CalibrationStats(o.stats);
+  r.activation_bytes = n * seq * hs * static_cast<int64_t>(sizeof(float));
+  std::vector<float> hidden(static_cast<size_t>(n) * stride);
+  for_each_sample(
+      pool, n, [&](int64_t s, size_t) { model::embed_tokens(m, samples[static_cast<size_t>(s)], &hidden[s * stride]); },
+      nullptr);
+
+  const bool second_pass = quantize != nullptr && o.true_sequential;
+  std::vector<model::LayerScratch> scratch;
+  scratch.reserve(batch);
+  for (size_t i = 0; i < batch; ++i) scratch.emplace_back(m.config, seq);
+  std::vector<std::vector<float>> copies(second_pass ? batch : 0, std::vector<float>(second_pass ? stride : 0));
+  std::vector<calib::CalibrationStats> partial(batch, calib::CalibrationStats(o.stats));
+
+  // A hook observing each site once (the first role that reads it), after a finiteness check.
+  const auto make_hook = [](calib::CalibrationStats& into) {
+    return model::LinearHook([&into](const model::LinearInput& in) {
+      const calib::InputSite site = calib::input_site(in.role);
+      if (calib::site_roles(site).front() != in.role) return;
+      calib::check_finite_activations(in.x, in.rows, in.cols, in.layer, site);
+      into.observe(in.layer, site, in.x, in.rows, in.cols);
+    });
+  };
+
+  for (int64_t l = 0; l < m.config.num_layers; ++l) {
+    LayerProgress progress{.layer = l, .n_layers = m.config.num_layers};
+    model::LayerWeights& weights = m.layers[static_cast<size_t>(l)];
+    calib::CalibrationStats layer_stats(o.stats);
+
+    auto t0 = std::chrono::steady_clock::now();
+    for_each_sample(
+        pool, n,
+        [&](int64_t s, size_t slot) {
+          partial[slot] = calib::CalibrationStats(o.stats);
+          const model::LinearHook hook = make_hook(partial[slot]);
+          float* h = &hidden[s * stride];
+          if (second_pass) {
+            std::memcpy(copies[slot].data(), h, stride * sizeof(float));
+            h = copies[slot].data();
+          }
+          model::decoder_layer_forward(m.config, weights, l, h, seq, scratch[slot], pool, &hook);
+        },
+        [&](int64_t b0, int64_t b1) {
+          for (int64_t s = b0; s < b1; ++s) layer_stats.merge(partial[static_cast<size_t>(s - b0)]);
+        });
+    progress.seconds_stats = seconds_since(t0);
+
+    if (quantize != nullptr) {
+      t0 = std::chrono::steady_clock::now();
+      (*quantize)(l, weights, layer_stats);
+      progress.seconds_quantize = seconds_since(t0);
+    }
+    if (second_pass) {
+      t0 = std::chrono::steady_clock::now();
+      for_each_sample(
+          pool, n,
+          [&](int64_t s, size_t slot) {
+            model::decoder_layer_forward(m.config, weights, l, &hidden[s * stride], seq, scratch[slot], pool, nullptr);
+          },
+          nullptr);
+      progress.seconds_outputs = seconds_since(t0);
+    }
+    r.seconds_forward += progress.seconds_stats + progress.seconds_outputs;
+    r.stats.merge(layer_stats);
+    if (o.on_layer) o.on_layer(progress);
+  }
+
+  // The output head's input: the final norm of every sample's last hidden state.
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::vector<float>> normed(batch, std::vector<float>(stride));
+  for_each_sample(
+      pool, n,
+      [&](int64_t s, size_t slot) {
+        partial[slot] = calib::CalibrationStats(o.stats);
+        model::rms_norm_rows(&hidden[s * stride], m.final_norm.f32(), normed[slot].data(), seq, hs,
+                             m.config.rms_norm_eps, pool);
+        const model::LinearHook hook = make_hook(partial[slot]);
+        hook(model::LinearInput{-1, model::TensorRole::kOutput, normed[slot].data(), seq, hs});
+      },
+      [&](int64_t b0, int64_t b1) {
+        for (int64_t s = b0; s < b1; ++s) r.stats.merge(partial[static_cast<size_t>(s - b0)]);
+      });
+  r.seconds_forward += seconds_since(t0);
+  r.stats.samples = n;
+  r.stats.seq_len = seq;
+  r.seconds = seconds_since(t_start);
+  return r;
+}
+
+}  // namespace calq::pipeline

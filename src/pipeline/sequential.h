@@ -1,0 +1,73 @@
+// The layer-sequential calibration pipeline: run calibration samples through a model one decoder
+// layer at a time, collecting statistics of every linear layer's input and (optionally)
+// quantizing each layer before the next one sees its outputs.
+//
+// Per layer i (all samples):
+//  1. statistics pass — layer i runs on every sample's hidden state; the hook feeds the input of
+//     each site (q/k/v share one, gate/up another; calib/collectors.h) to a per-sample
+//     CalibrationStats after checking it is finite (a NaN/Inf is an Error naming layer, site,
+//     token and channel); the per-sample stats are merged into the total in sample order.
+//  2. quantize — the LayerQuantizer (if any) replaces layer i's linear weights, given the
+//     statistics of layer i's sites.
+//  3. outputs — "true sequential" (the default when quantizing): layer i runs again, now with its
+//     quantized weights, and those outputs are layer i+1's inputs, so every layer is calibrated on
+//     the activations the quantized model will really produce. With true_sequential = false (or
+//     no quantizer) the float outputs of pass 1 are kept and no second pass runs.
+// After the last layer the final norm runs and the output head's input (site head_in, layer -1)
+// is observed; the head itself is left to the caller.
+//
+// Memory: the hidden states of all samples (samples × seq_len × hidden float32) plus, per worker,
+// one sample's copy and the layer's scratch, plus one layer's weights in float32 while the
+// quantizer converts them; the model's weights may stay in their stored dtype (HfLoadOptions).
+//
+// Determinism: samples run in parallel, one per worker, each forward pass single-threaded inside;
+// statistics are merged in sample order; the quantizer is called on the calling thread. So the
+// statistics and the quantized weights are bitwise identical for any thread count.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "calib/collectors.h"
+#include "core/thread_pool.h"
+#include "model/model.h"
+
+namespace calq::pipeline {
+
+// Quantizes (replaces) the linear weights of `layer` given the statistics of its sites
+// (`layer_stats` holds only layer `layer`). Called on the calling thread; may use the pool.
+using LayerQuantizer =
+    std::function<void(int64_t layer, model::LayerWeights& weights, const calib::CalibrationStats& layer_stats)>;
+
+struct LayerProgress {
+  int64_t layer = 0;
+  int64_t n_layers = 0;
+  double seconds_stats = 0;     // pass 1
+  double seconds_quantize = 0;  // step 2
+  double seconds_outputs = 0;   // pass 3 (0 when not run)
+};
+
+struct SequentialOptions {
+  calib::StatSet stats = calib::StatSet::defaults();
+  bool true_sequential = true;
+  std::function<void(const LayerProgress&)> on_layer;  // after each layer, on the calling thread
+};
+
+struct SequentialResult {
+  calib::CalibrationStats stats;
+  int64_t samples = 0;
+  int64_t seq_len = 0;
+  int64_t activation_bytes = 0;  // the hidden states held for all samples
+  double seconds = 0;
+  double seconds_forward = 0;    // passes 1 and 3 (statistics included)
+};
+
+// `samples`: equal-length token sequences (at least one; ids inside the vocabulary, else Error).
+// `quantize` may be null (statistics only).
+SequentialResult run_layer_sequential(model::Model& model, std::span<const std::vector<int32_t>> samples,
+                                      const SequentialOptions& options, const LayerQuantizer* quantize,
+                                      ThreadPool& pool);
+
+}  // namespace calq::pipeline
