@@ -38,19 +38,6 @@ LoadedModel load_model_for_calibration(const std::string& path, ThreadPool& pool
   return m;
 }
 
-io::Tokenizer load_model_tokenizer(const LoadedModel& m, const std::string& tokenizer_override, std::string& source) {
-  if (!tokenizer_override.empty()) {
-    source = tokenizer_override;
-    return io::Tokenizer::from_file(tokenizer_override);
-  }
-  if (m.gguf) {
-    source = m.location.path.string() + " (GGUF vocabulary)";
-    return io::Tokenizer::from_gguf(*m.gguf);
-  }
-  source = (m.location.path / "tokenizer.json").string();
-  return io::Tokenizer::from_file(m.location.path / "tokenizer.json");
-}
-
 io::CalibrationSet load_calibration(const CalibFlags& f, const io::Tokenizer& tokenizer,
                                     const model::ModelConfig& config, bool quiet) {
   if (f.samples < 128 && !quiet) {

@@ -37,10 +37,6 @@ struct LoadedModel {
 };
 LoadedModel load_model_for_calibration(const std::string& path, ThreadPool& pool);
 
-// The model's tokenizer: --tokenizer when given, else tokenizer.json beside an HF model or the
-// vocabulary embedded in a GGUF. `source` receives a description for reports.
-io::Tokenizer load_model_tokenizer(const LoadedModel& m, const std::string& tokenizer_override, std::string& source);
-
 // The calibration samples (io::load_calibration_set with the model's EOS between documents).
 // Warns on stderr (unless quiet) below 128 samples, the smallest count the literature advises.
 io::CalibrationSet load_calibration(const CalibFlags& flags, const io::Tokenizer& tokenizer,

@@ -67,7 +67,7 @@ void run_calibrate(const CalibrateFlags& f) {
   LoadedModel m = load_model_for_calibration(f.model, pool);
   check_output_path(f.out, m.location.path, f.force);
   std::string tokenizer_source;
-  const io::Tokenizer tokenizer = load_model_tokenizer(m, f.calib.tokenizer, tokenizer_source);
+  const io::Tokenizer tokenizer = load_model_tokenizer(m.location, m.gguf.get(), f.calib.tokenizer, tokenizer_source);
   const io::CalibrationSet set = load_calibration(f.calib, tokenizer, m.model.config, f.quiet);
   if (!f.quiet) {
     fmt::print(stderr, "calq calibrate: {} samples x {} tokens from {} ({} documents, {} windows), {} threads, stats {}\n",

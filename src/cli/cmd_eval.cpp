@@ -55,16 +55,12 @@ void warn_if_flat_spm_scores(const io::GgufFile& gguf) {
              gguf.path().string(), first);
 }
 
-// The model's own tokenizer — tokenizer.json beside an HF model, the tokenizer.ggml.* metadata of
-// a GGUF (with llama.cpp's segmentation, which need not equal Hugging Face's) — unless
-// --tokenizer names a tokenizer.json to use instead.
-io::Tokenizer load_tokenizer(const EvalFlags& f, const ModelLocation& loc, const io::GgufFile* gguf) {
-  if (!f.tokenizer.empty()) return io::Tokenizer::from_file(f.tokenizer);
-  if (gguf != nullptr) {
-    warn_if_flat_spm_scores(*gguf);
-    return io::Tokenizer::from_gguf(*gguf);
-  }
-  return io::Tokenizer::from_file(loc.path / "tokenizer.json");
+// The model's own tokenizer (model_paths.h) unless --tokenizer names a tokenizer.json; a GGUF's
+// embedded vocabulary segments as llama.cpp does, which need not equal Hugging Face's (warned).
+io::Tokenizer load_tokenizer(const EvalFlags& f, const ModelLocation& loc, const io::GgufFile* gguf,
+                             std::string& source) {
+  if (f.tokenizer.empty() && gguf != nullptr) warn_if_flat_spm_scores(*gguf);
+  return load_model_tokenizer(loc, gguf, f.tokenizer, source);
 }
 
 void run_single(const EvalFlags& f) {
@@ -74,10 +70,8 @@ void run_single(const EvalFlags& f) {
   // Shared with the Model, whose quantized weights view the mapped file.
   std::shared_ptr<const io::GgufFile> gguf;
   if (loc.format == ModelFormat::kGguf) gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(loc.path));
-  const io::Tokenizer tokenizer = load_tokenizer(f, loc, gguf.get());
-  const std::string tokenizer_source = !f.tokenizer.empty() ? f.tokenizer
-                                       : gguf                ? loc.path.string() + " (GGUF metadata)"
-                                                             : (loc.path / "tokenizer.json").string();
+  std::string tokenizer_source;
+  const io::Tokenizer tokenizer = load_tokenizer(f, loc, gguf.get(), tokenizer_source);
   const std::string text = read_text_file(f.text);
   const std::vector<int32_t> ids = tokenizer.encode(text, /*add_special_tokens=*/false);
   if (!f.quiet) fmt::print(stderr, "calq eval: {} tokens from {}; loading {}\n", ids.size(), f.text, model_path);
@@ -154,10 +148,8 @@ void run_compare(const EvalFlags& f) {
   const ModelLocation ref_loc = resolve_model(f.ref);
   std::shared_ptr<const io::GgufFile> ref_gguf;
   if (ref_loc.format == ModelFormat::kGguf) ref_gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(ref_loc.path));
-  const io::Tokenizer tokenizer = load_tokenizer(f, ref_loc, ref_gguf.get());
-  const std::string tokenizer_source = !f.tokenizer.empty() ? f.tokenizer
-                                       : ref_gguf            ? ref_loc.path.string() + " (GGUF metadata)"
-                                                             : (ref_loc.path / "tokenizer.json").string();
+  std::string tokenizer_source;
+  const io::Tokenizer tokenizer = load_tokenizer(f, ref_loc, ref_gguf.get(), tokenizer_source);
   const std::string text = read_text_file(f.text);
   const std::vector<int32_t> ids = tokenizer.encode(text, /*add_special_tokens=*/false);
   if (!f.quiet) {

@@ -182,7 +182,7 @@ void run_quantize_format(const QuantizeFlags& f) {
   std::optional<io::CalibrationSet> set;
   std::string tokenizer_source;
   if (!f.calib.calib.empty()) {
-    const io::Tokenizer tokenizer = load_model_tokenizer(m, f.calib.tokenizer, tokenizer_source);
+    const io::Tokenizer tokenizer = load_model_tokenizer(m.location, m.gguf.get(), f.calib.tokenizer, tokenizer_source);
     set.emplace(load_calibration(f.calib, tokenizer, m.model.config, f.quiet));
   } else if (!f.quiet && f.stats.empty()) {
     fmt::print(stderr, "calq quantize: no --calib or --stats: rounding without importance statistics\n");

@@ -42,4 +42,18 @@ std::filesystem::path require_hf_folder(const std::filesystem::path& path) {
   return path;
 }
 
+io::Tokenizer load_model_tokenizer(const ModelLocation& loc, const io::GgufFile* gguf, const std::string& override_path,
+                                   std::string& source) {
+  if (!override_path.empty()) {
+    source = override_path;
+    return io::Tokenizer::from_file(override_path);
+  }
+  if (gguf != nullptr) {
+    source = loc.path.string() + " (GGUF metadata)";
+    return io::Tokenizer::from_gguf(*gguf);
+  }
+  source = (loc.path / "tokenizer.json").string();
+  return io::Tokenizer::from_file(loc.path / "tokenizer.json");
+}
+
 }  // namespace calq::cli
