@@ -8,6 +8,7 @@ find_package(OpenSSL REQUIRED COMPONENTS Crypto)  # libssl-dev (SHA-256 of token
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)   # libpcre2-dev
 pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc) # libutf8proc-dev
 pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)  # libopenblas-dev
+pkg_check_modules(LAPACKE REQUIRED IMPORTED_TARGET lapacke)    # liblapacke-dev
 if(CALQ_BUILD_TESTS)
   find_package(GTest REQUIRED)                    # libgtest-dev
 endif()

@@ -4,6 +4,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libopenblas-dev          # sgemm for the forward pass
+  liblapacke-dev           # Cholesky factorisation/inverse of GPTQ's Hessian (LAPACK via OpenBLAS)
   nlohmann-json3-dev       # config.json, tokenizer.json, safetensors headers, JSON reports
   libcli11-dev             # command line
   libfmt-dev               # formatting

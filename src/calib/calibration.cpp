@@ -37,7 +37,7 @@ void run_linear_inputs(const model::Model& m, std::span<const int32_t> ids, cons
   }
   // The output head's input, as model::output_logits() forms it (a test checks they agree).
   std::vector<float> normed(hidden.size());
-  model::rms_norm_rows(hidden.data(), m.final_norm.f32(), normed.data(), seq_len, hs, m.config.rms_norm_eps, pool);
+  model::final_norm_rows(m, hidden.data(), seq_len, normed.data(), pool);
   if (hook) hook(model::LinearInput{-1, model::TensorRole::kOutput, normed.data(), seq_len, hs});
 }
 

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "io/gguf.h"
 #include "support/random_data.h"
+#include "support/error_of.h"
 
 namespace calq::calib {
 namespace {
@@ -65,15 +66,7 @@ void write_bytes(const fs::path& p, const std::vector<char>& bytes) {
 }
 
 // The message of the calq::Error `fn` throws ("" and a test failure if none).
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no calq::Error";
-  return "";
-}
+using calq::testing::error_of;
 
 TEST_F(StatsFileTest, WriteReadRoundTripIsExact) {
   for (const StatSet kinds : {StatSet::all(), StatSet::defaults(), StatSet::parse("mean_sq"), StatSet{}}) {

@@ -18,9 +18,62 @@
 #include "io/tokenizer/gguf_vocab.h"
 #include "model/gguf_model.h"
 #include "model/model.h"
+#include "quant/act_quant.h"
 
 namespace calq::cli {
 namespace {
+
+// Per layer: the tensors' activation-quantization counters summed (LLM.int8(): outlier columns
+// over columns seen; int8-tensor: saturated values over values).
+struct LayerActCounts {
+  int64_t layer = 0;
+  std::string kind;
+  int64_t columns = 0, outlier_columns = 0, saturated = 0;
+};
+
+std::vector<LayerActCounts> by_layer(const std::vector<quant::ActQuantLayerCounts>& counts) {
+  std::vector<LayerActCounts> out;
+  for (const auto& c : counts) {
+    if (out.empty() || out.back().layer != c.layer) out.push_back({.layer = c.layer, .kind = std::string(model::activation_quant_name(c.spec.kind))});
+    LayerActCounts& l = out.back();
+    l.columns += c.counts.columns;
+    l.outlier_columns += c.counts.outlier_columns;
+    l.saturated += c.counts.saturated;
+  }
+  return out;
+}
+
+void print_act_quant_counts(const std::string& name, const std::vector<quant::ActQuantLayerCounts>& counts) {
+  if (counts.empty()) return;
+  fmt::print("activations {}: {}", name, model::activation_quant_name(counts.front().spec.kind));
+  for (const auto& l : by_layer(counts)) {
+    if (l.kind == "llm-int8") {
+      fmt::print("{} {}: {:.2f}% outlier columns", l.layer == counts.front().layer ? ";" : ",",
+                 l.layer < 0 ? std::string("head") : fmt::format("layer {}", l.layer),
+                 l.columns > 0 ? 100.0 * static_cast<double>(l.outlier_columns) / static_cast<double>(l.columns) : 0.0);
+    } else if (l.kind == "int8-tensor") {
+      fmt::print("{} {}: {} saturated", l.layer == counts.front().layer ? ";" : ",",
+                 l.layer < 0 ? std::string("head") : fmt::format("layer {}", l.layer), l.saturated);
+    }
+  }
+  fmt::print("\n");
+}
+
+nlohmann::ordered_json act_counts_json(const std::vector<quant::ActQuantLayerCounts>& counts) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const auto& c : counts) {
+    list.push_back({{"layer", c.layer},
+                    {"role", model::role_name(c.role)},
+                    {"kind", model::activation_quant_name(c.spec.kind)},
+                    {"calls", c.counts.calls},
+                    {"rows", c.counts.rows},
+                    {"columns", c.counts.columns},
+                    {"outlier_columns", c.counts.outlier_columns},
+                    {"outlier_share", c.outlier_share()},
+                    {"saturated", c.counts.saturated}});
+  }
+  return list;
+}
 
 struct EvalFlags {
   std::vector<std::string> models;
@@ -196,6 +249,13 @@ void run_compare(const EvalFlags& f) {
     fmt::print(", {} {:.0f}", display_name(cands[i]), rep.candidates[i].tokens_per_second);
   }
   fmt::print("\n");
+  // Models with simulated activation quantization: what it did, per layer (LLM.int8()'s share of
+  // outlier columns kept in float; values a static int8 scale saturated).
+  std::vector<std::vector<quant::ActQuantLayerCounts>> act_counts;
+  for (size_t i = 0; i < cands.size(); ++i) {
+    act_counts.push_back(quant::activation_quant_counts(cands[i].model));
+    print_act_quant_counts(display_name(cands[i]), act_counts.back());
+  }
 
   if (f.json_out.empty()) return;
   nlohmann::ordered_json j;
@@ -246,6 +306,7 @@ void run_compare(const EvalFlags& f) {
     c["nll_per_window"] = r.nll_per_window;
     c["kld_per_window"] = r.kld_per_window;
     c["top1_per_window"] = r.top1_per_window;
+    if (!act_counts[i].empty()) c["activation_quant"] = act_counts_json(act_counts[i]);
     c["forward_seconds"] = r.forward_seconds;
     c["tokens_per_second"] = r.tokens_per_second;
     list.push_back(std::move(c));

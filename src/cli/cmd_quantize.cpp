@@ -49,7 +49,40 @@ struct QuantizeFlags {
   std::string stats;
   bool float_inputs = false;
   bool no_importance = false;
+  // method steps and their most used options
+  std::string recipe;
+  std::optional<double> damp;
+  bool act_order = false;
+  std::optional<double> sq_alpha;
+  std::optional<uint64_t> rotate_seed;
+  bool rotate_down = false;
+  std::string act_quant = "none";
+  float llm_int8_threshold = 6.0f;
 };
+
+// The recipe from --method or --recipe, with the option flags written into their steps (a flag
+// for a step the recipe does not have is an Error: it would silently do nothing).
+quant::Recipe build_recipe(const QuantizeFlags& f) {
+  if (!f.recipe.empty() && f.method != "rtn") {
+    fail(ErrorKind::kInvalidArgument, "give either --method or --recipe, not both");
+  }
+  quant::Recipe r = f.recipe.empty() ? quant::parse_method_chain(f.method) : quant::read_recipe_file(f.recipe);
+  const auto set = [&](const char* flag, const char* method, const char* key, nlohmann::json value) {
+    for (auto& step : r.steps) {
+      if (step.method == method) {
+        step.options[key] = std::move(value);
+        return;
+      }
+    }
+    fail(ErrorKind::kInvalidArgument, "{} applies to the {} step, which {} does not have", flag, method, r.origin);
+  };
+  if (f.damp) set("--damp", "gptq", "damp", *f.damp);
+  if (f.act_order) set("--act-order", "gptq", "act_order", true);
+  if (f.sq_alpha) set("--sq-alpha", "smoothquant", "alpha", *f.sq_alpha);
+  if (f.rotate_seed) set("--rotate-seed", "rotate", "seed", *f.rotate_seed);
+  if (f.rotate_down) set("--rotate-down", "rotate", "rotate_down", true);
+  return r;
+}
 
 std::string type_name(uint32_t type) {
   const io::GgmlTypeInfo* info = io::ggml_type_info(type);
@@ -140,7 +173,14 @@ void run_quantize(const QuantizeFlags& f) {
 }
 
 std::string recipe_text(const QuantizeFlags& f, const pipeline::ModelQuantizeOptions& o, bool calibrated) {
-  std::string r = fmt::format("method={};format={};observer={}", f.method, o.format->name(), f.observer);
+  std::string r = fmt::format("method={};format={};observer={}", o.recipe.to_string(), o.format->name(), f.observer);
+  bool with_options = false;
+  for (const auto& step : o.recipe.steps) with_options = with_options || !step.options.empty();
+  if (with_options) r += ";steps=" + o.recipe.to_json()["steps"].dump();
+  if (o.act != pipeline::ActivationScheme::kNone) {
+    r += fmt::format(";act_quant={}", pipeline::activation_scheme_name(o.act));
+    if (o.act == pipeline::ActivationScheme::kLlmInt8) r += fmt::format(";threshold={}", o.llm_int8_threshold);
+  }
   if (f.observer == "percentile") r += fmt::format(";percentile={}", f.percentile);
   if (!f.head_format.empty()) r += ";head=" + f.head_format;
   for (const auto& rule : f.rules) r += ";rule=" + rule;
@@ -155,10 +195,23 @@ std::string recipe_text(const QuantizeFlags& f, const pipeline::ModelQuantizeOpt
   return r;
 }
 
-void run_quantize_format(const QuantizeFlags& f) {
-  if (f.method != "rtn") {
-    fail(ErrorKind::kInvalidArgument, "--method {}: unknown method (available: rtn)", f.method);
+void print_method_events(const std::vector<pipeline::MethodEvent>& events) {
+  for (const auto& e : events) {
+    if (e.step == "awq") {
+      fmt::print(stderr, "  layer {} awq {}: alpha {:.2f}, output error {:.4g} (rtn) -> {:.4g}, {:.2f} s\n", e.layer,
+                 e.target, e.value, e.error_before, e.error_after, e.seconds);
+    } else if (e.step == "smoothquant") {
+      fmt::print(stderr, "  layer {} smoothquant {}: alpha {:.2f}\n", e.layer, e.target, e.value);
+    } else if (e.step == "gptq") {
+      fmt::print(stderr, "  gptq {}: damp {:.3g}, output error {:.4g}, {:.2f} s\n", e.target, e.value, e.error_after,
+                 e.seconds);
+    } else {
+      fmt::print(stderr, "  {} {}: {:.2f} s\n", e.step, e.target, e.seconds);
+    }
   }
+}
+
+void run_quantize_format(const QuantizeFlags& f) {
   if (!f.calib.calib.empty() && !f.stats.empty()) {
     fail(ErrorKind::kInvalidArgument, "give either --calib (calibrate now) or --stats (reuse a statistics file)");
   }
@@ -169,6 +222,10 @@ void run_quantize_format(const QuantizeFlags& f) {
       calib::make_observer(f.observer, {.percentile = f.percentile});
   options.observer = observer.get();
   options.use_importance = !f.no_importance;
+  options.recipe = build_recipe(f);
+  options.act = pipeline::parse_activation_scheme(f.act_quant);
+  options.llm_int8_threshold = f.llm_int8_threshold;
+  if (!(f.llm_int8_threshold > 0)) fail(ErrorKind::kInvalidArgument, "--llm-int8-threshold must be > 0");
 
   ThreadPool pool(f.threads);
   check_output_path(f.out, resolve_model(f.model).path, f.force);
@@ -188,7 +245,8 @@ void run_quantize_format(const QuantizeFlags& f) {
     fmt::print(stderr, "calq quantize: no --calib or --stats: rounding without importance statistics\n");
   }
   if (!f.quiet) {
-    fmt::print(stderr, "calq quantize: {} -> {} ({} {}, observer {}, {} threads{})\n", f.model, f.out, f.method,
+    fmt::print(stderr, "calq quantize: {} -> {} ({} {}, observer {}, {} threads{})\n", f.model, f.out,
+               options.recipe.to_string(),
                options.format->name(), f.observer, pool.num_threads(),
                set ? fmt::format(", {} samples x {} tokens", set->samples.size(), f.calib.seq_len) : "");
   }
@@ -227,7 +285,9 @@ void run_quantize_format(const QuantizeFlags& f) {
   model::write_gguf_model(m.model, f.out, export_options, pool);
 
   fmt::print("wrote {}: {} ({}), {:.4f} bits per weight, {} tensors quantized ({} with importance)\n", f.out,
-             options.format->name(), f.method, m.model.bits_per_weight(), r.plan.size(), r.n_with_importance);
+             options.format->name(), options.recipe.to_string(), m.model.bits_per_weight(), r.plan.size(),
+             r.n_with_importance);
+  if (!f.quiet) print_method_events(r.events);
   if (r.calibration) {
     fmt::print("calibration {} samples x {} tokens: {:.2f} s in forward passes ({}), activations {:.1f} MiB\n",
                r.calibration->samples, r.calibration->seq_len, r.calibration->seconds_forward,
@@ -252,7 +312,23 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--format", flags->format,
                   "Any registered number format for the linear weights (e.g. int4-g128-asym, nf4-dq, fp8-e4m3, q4_k; "
                   "docs/formats.md lists them)");
-  cmd->add_option("--method", flags->method, "Quantization method: rtn (round to nearest)")->capture_default_str();
+  cmd->add_option("--method", flags->method,
+                  "Method chain, e.g. rtn, gptq, awq, awq+gptq, rotate+gptq, smoothquant (transforms first, then "
+                  "rtn or gptq; rtn is appended when no weight quantizer is named)")
+      ->capture_default_str();
+  cmd->add_option("--recipe", flags->recipe,
+                  "Recipe file (JSON): {\"steps\": [{\"method\": \"awq\"}, {\"method\": \"gptq\", \"act_order\": true}]}");
+  cmd->add_option("--damp", flags->damp, "gptq: dampening, times the mean diagonal of the Hessian (default 0.01)");
+  cmd->add_flag("--act-order", flags->act_order, "gptq: quantize columns by descending Hessian diagonal");
+  cmd->add_option("--sq-alpha", flags->sq_alpha, "smoothquant: migration strength alpha in [0, 1] (default 0.5)");
+  cmd->add_option("--rotate-seed", flags->rotate_seed, "rotate: seed of the random Hadamard signs (default 0)");
+  cmd->add_flag("--rotate-down", flags->rotate_down, "rotate: also rotate the MLP intermediate online");
+  cmd->add_option("--act-quant", flags->act_quant,
+                  "Activation quantization simulated at every linear input: none, int8-token (dynamic), int8-tensor "
+                  "(static, from calibration), llm-int8 (outlier columns in float)")
+      ->capture_default_str();
+  cmd->add_option("--llm-int8-threshold", flags->llm_int8_threshold, "llm-int8: outlier threshold on |x|")
+      ->capture_default_str();
   cmd->add_option("--observer", flags->observer, "Weight range observer: minmax, percentile, kl, mse")
       ->capture_default_str();
   cmd->add_option("--percentile", flags->percentile, "Percentile of the percentile observer")->capture_default_str();

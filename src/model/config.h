@@ -39,6 +39,18 @@ struct ModelConfig {
   bool qkv_bias = false;          // q/k/v projections add a bias (Qwen2)
   int64_t sliding_window = 0;     // 0 = none
   std::vector<bool> layer_window;  // per layer: whether `sliding_window` applies (empty = none)
+  // Set by rotate_model (model/rotate.h): the weights are rotated by Hadamard rotations; the
+  // forward pass applies their online parts. Persisted as calq.rotation.* GGUF keys.
+  struct Rotation {
+    uint64_t residual_seed = 0;  // residual stream rotated by Q = randomized Hadamard(hidden_size, seed)
+    // Runtime applies x·Q after the embedding lookup and x·Qᵀ before the final norm (tied
+    // embeddings, which stay unrotated); false: folded entirely into the weights.
+    bool residual_online = false;
+    // Runtime applies x·Q_d (randomized Hadamard(intermediate_size, seed)) to the MLP
+    // intermediate activation before w_down.
+    std::optional<uint64_t> down_seed;
+  };
+  std::optional<Rotation> rotation;
 
   int64_t q_dim() const { return num_heads * head_dim; }
   int64_t kv_dim() const { return num_kv_heads * head_dim; }

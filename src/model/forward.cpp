@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/hadamard.h"
 #include "core/matmul.h"
 #include "core/vec_math.h"
 
@@ -192,6 +193,10 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
     const int64_t off = static_cast<int64_t>(r0) * inter;
     silu_mul(s.gate_.data() + off, s.up_.data() + off, static_cast<int64_t>(r1 - r0) * inter);
   });
+  if (cfg.rotation && cfg.rotation->down_seed) {
+    // Online rotation of the intermediate (rotate.h): w_down holds W_down·Q_d.
+    RandomizedHadamard(inter, *cfg.rotation->down_seed).apply_rows(s.gate_.data(), seq_len, pool);
+  }
   call_hook(hook, layer, TensorRole::kMlpDown, s.gate_.data(), seq_len, inter);
   linear_nt(pool, s.gate_.data(), inter, seq_len, w.w_down, hidden, hs, /*accumulate=*/true);
 }
@@ -207,13 +212,30 @@ void embed_tokens(const Model& m, std::span<const int32_t> ids, float* hidden) {
     // One row: a copy for a dense embedding, one dequantized row for a quantized one.
     m.embedding.rows_f32(id, id + 1, hidden + static_cast<int64_t>(t) * hs);
   }
+  if (m.config.rotation && m.config.rotation->residual_online) {
+    // The layers read and write the residual stream rotated by Q; the embedding is not (rotate.h).
+    RandomizedHadamard(hs, m.config.rotation->residual_seed)
+        .apply_rows_serial(hidden, static_cast<int64_t>(ids.size()));
+  }
+}
+
+void final_norm_rows(const Model& m, const float* hidden, int64_t seq_len, float* normed, ThreadPool& pool) {
+  const int64_t hs = m.config.hidden_size;
+  if (m.config.rotation && m.config.rotation->residual_online) {
+    // Undo the residual rotation: the final norm and the head see the unrotated stream.
+    std::copy(hidden, hidden + seq_len * hs, normed);
+    RandomizedHadamard(hs, m.config.rotation->residual_seed).apply_transpose_rows(normed, seq_len, pool);
+    rms_norm_rows(normed, m.final_norm.f32(), normed, seq_len, hs, m.config.rms_norm_eps, pool);
+    return;
+  }
+  rms_norm_rows(hidden, m.final_norm.f32(), normed, seq_len, hs, m.config.rms_norm_eps, pool);
 }
 
 void output_logits(const Model& m, const float* hidden, int64_t seq_len, float* logits, ThreadPool& pool,
                    const LinearHook* hook) {
   const int64_t hs = m.config.hidden_size;
   std::vector<float> normed(static_cast<size_t>(seq_len * hs));
-  rms_norm_rows(hidden, m.final_norm.f32(), normed.data(), seq_len, hs, m.config.rms_norm_eps, pool);
+  final_norm_rows(m, hidden, seq_len, normed.data(), pool);
   call_hook(hook, -1, TensorRole::kOutput, normed.data(), seq_len, hs);
   linear(pool, normed.data(), seq_len, m.output, logits);
 }

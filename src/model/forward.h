@@ -48,14 +48,21 @@ class LayerScratch {
 
 // hidden[seq_len, hidden_size] is updated in place: h += attn(norm(h)); h += mlp(norm(h)).
 // Positions are 0..seq_len-1 (one causal sequence). `layer_index` selects the layer's attention
-// window. `hook` may be null; it sees the input of q/k/v (before any bias is involved).
+// window. `hook` may be null; it sees the input of q/k/v (before any bias is involved) and, with
+// an online down rotation (config.rotation->down_seed), the rotated input of w_down.
 void decoder_layer_forward(const ModelConfig& config, const LayerWeights& weights, int64_t layer_index,
                            float* hidden, int64_t seq_len, LayerScratch& scratch, ThreadPool& pool,
                            const LinearHook* hook = nullptr);
 
-// Writes the embeddings of `ids` into hidden[ids.size(), hidden_size]. Ids outside the
+// Writes the embeddings of `ids` into hidden[ids.size(), hidden_size] (rotated by Q when the
+// model has a runtime residual rotation, config.rotation->residual_online). Ids outside the
 // vocabulary are an ErrorKind::kInvalidArgument error.
 void embed_tokens(const Model& model, std::span<const int32_t> ids, float* hidden);
+
+// normed[seq_len, hidden_size] = final_norm(hidden): the output head's input (with a runtime
+// residual rotation, config.rotation->residual_online, hidden·Qᵀ is normed). `normed` may not
+// alias `hidden`.
+void final_norm_rows(const Model& model, const float* hidden, int64_t seq_len, float* normed, ThreadPool& pool);
 
 // logits[seq_len, vocab] = output(final_norm(hidden)).
 void output_logits(const Model& model, const float* hidden, int64_t seq_len, float* logits, ThreadPool& pool,

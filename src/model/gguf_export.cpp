@@ -212,6 +212,12 @@ std::string calq_qtensor_format_key(std::string_view tensor_name) {
 std::string calq_qtensor_shape_key(std::string_view tensor_name) {
   return fmt::format("calq.qtensor.{}.shape", tensor_name);
 }
+std::string calq_act_quant_key(std::string_view tensor_name) {
+  return fmt::format("{}{}", kCalqActQuantPrefix, tensor_name);
+}
+std::string calq_act_quant_value_key(std::string_view tensor_name) {
+  return fmt::format("{}{}.value", kCalqActQuantPrefix, tensor_name);
+}
 
 io::GgufMetadata gguf_model_metadata(const Model& m, const GgufExportOptions& options) {
   assert(m.arch != nullptr);
@@ -260,6 +266,33 @@ io::GgufMetadata gguf_model_metadata(const Model& m, const GgufExportOptions& op
     shape.array_type = io::GgufValueType::kUint64;
     shape.uints = {static_cast<uint64_t>(w.rows()), static_cast<uint64_t>(w.cols())};
     calq_keys.emplace_back(calq_qtensor_shape_key(it.gguf_name), std::move(shape));
+  }
+  // Activation quantization specs; a tied head's under its own name (it has no tensor of its own).
+  const auto act_quant_keys = [&](const LinearWeight& w, const std::string& name) {
+    const ActivationQuant& a = w.act_quant();
+    if (!a.enabled()) return;
+    calq_only = true;
+    calq_keys.emplace_back(calq_act_quant_key(name),
+                           io::GgufValue::of_string(std::string(activation_quant_name(a.kind))));
+    if (a.kind == ActivationQuant::Kind::kInt8PerTensor || a.kind == ActivationQuant::Kind::kLlmInt8) {
+      const float v = a.kind == ActivationQuant::Kind::kInt8PerTensor ? a.scale : a.threshold;
+      calq_keys.emplace_back(calq_act_quant_value_key(name), io::GgufValue::of_float32(v));
+    }
+  };
+  for (const Item& it : items) {
+    if (is_matrix(it.role)) act_quant_keys(linear_of(m, it), it.gguf_name);
+  }
+  if (m.output.same_storage(m.embedding) && has_slot(*m.arch, TensorRole::kOutput)) {
+    act_quant_keys(m.output, gguf_tensor_name(*m.arch, TensorRole::kOutput, -1));
+  }
+  // Hadamard rotation (rotate.h): its seeds; a rotation the runtime applies needs calq to run.
+  if (const std::optional<ModelConfig::Rotation>& rot = m.config.rotation) {
+    if (rot->residual_online || rot->down_seed) calq_only = true;
+    calq_keys.emplace_back(std::string(kCalqRotationResidualSeedKey), io::GgufValue::of_uint64(rot->residual_seed));
+    calq_keys.emplace_back(std::string(kCalqRotationResidualOnlineKey), io::GgufValue::of_bool(rot->residual_online));
+    if (rot->down_seed) {
+      calq_keys.emplace_back(std::string(kCalqRotationDownSeedKey), io::GgufValue::of_uint64(*rot->down_seed));
+    }
   }
   if (calq_only) out.emplace_back(std::string(kCalqRequiresCalqKey), io::GgufValue::of_bool(true));
   for (auto& kv : calq_keys) out.push_back(std::move(kv));

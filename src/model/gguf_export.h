@@ -59,6 +59,23 @@ struct GgufExportOptions {
 std::string calq_qtensor_format_key(std::string_view tensor_name);  // "calq.qtensor.<name>.format"
 std::string calq_qtensor_shape_key(std::string_view tensor_name);   // "calq.qtensor.<name>.shape"
 inline constexpr std::string_view kCalqRequiresCalqKey = "calq.requires_calq";
+// Hadamard rotation of a rotated model (ModelConfig::rotation, model/rotate.h): residual seed
+// (uint64) and whether the runtime applies it (bool), both written for every rotated model; the
+// down-projection seed (uint64) only when the runtime rotates the MLP intermediate. A runtime
+// rotation sets calq.requires_calq (llama.cpp would run the model unrotated).
+inline constexpr std::string_view kCalqRotationResidualSeedKey = "calq.rotation.residual_seed";
+inline constexpr std::string_view kCalqRotationResidualOnlineKey = "calq.rotation.residual_online";
+inline constexpr std::string_view kCalqRotationDownSeedKey = "calq.rotation.down_seed";
+// Activation quantization of a linear weight (LinearWeight::act_quant, docs/formats.md):
+// "calq.act_quant.<name>" = "int8-token" | "int8-tensor" | "llm-int8", and for the latter two
+// "calq.act_quant.<name>.value" = f32 scale / threshold. Written for every weight whose spec is
+// enabled (the output head under "output.weight" even when tied to the embedding and so not
+// stored); any such key sets calq.requires_calq. The loader applies them and refuses an unknown
+// kind, a missing, mistyped, non-finite or non-positive value, a value for int8-token and a key
+// naming no linear weight of the model (Errors naming file and key).
+std::string calq_act_quant_key(std::string_view tensor_name);        // "calq.act_quant.<name>"
+std::string calq_act_quant_value_key(std::string_view tensor_name);  // "calq.act_quant.<name>.value"
+inline constexpr std::string_view kCalqActQuantPrefix = "calq.act_quant.";
 
 // The metadata write_gguf_model writes for `model` (without reading any tensor data).
 io::GgufMetadata gguf_model_metadata(const Model& model, const GgufExportOptions& options);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/hadamard.h"
 #include "formats/format.h"
 #include "model/gguf_export.h"
 #include "model/loader_util.h"
@@ -227,6 +228,90 @@ LinearWeight load_matrix(const Source& src, const io::GgufTensorInfo& info, cons
   return q;
 }
 
+// The activation quantization stored for tensor `name` (gguf_export.h: calq.act_quant.<name>
+// and .value), kNone when there is none; malformed keys are Errors naming file and key.
+ActivationQuant read_act_quant(const io::GgufFile& file, const std::string& name) {
+  const std::string kind_key = calq_act_quant_key(name);
+  const std::string value_key = calq_act_quant_value_key(name);
+  const io::GgufValue* kind_value = file.find(kind_key);
+  const io::GgufValue* value = file.find(value_key);
+  const std::string origin = file.path().string();
+  if (kind_value == nullptr) {
+    if (value != nullptr) fail(ErrorKind::kFormat, "{}: key '{}' without key '{}'", origin, value_key, kind_key);
+    return {};
+  }
+  const std::string& kind_name = kind_value->as_string(fmt::format("{}: key '{}'", origin, kind_key));
+  const std::optional<ActivationQuant::Kind> kind = activation_quant_by_name(kind_name);
+  if (!kind || *kind == ActivationQuant::Kind::kNone) {
+    fail(ErrorKind::kFormat, "{}: key '{}' is '{}'; expected int8-token, int8-tensor or llm-int8", origin, kind_key,
+         kind_name);
+  }
+  ActivationQuant spec{.kind = *kind};
+  if (*kind == ActivationQuant::Kind::kInt8PerToken) {
+    if (value != nullptr) fail(ErrorKind::kFormat, "{}: key '{}': int8-token takes no value", origin, value_key);
+    return spec;
+  }
+  if (value == nullptr) fail(ErrorKind::kFormat, "{}: missing key '{}' for {}", origin, value_key, kind_name);
+  if (value->type != io::GgufValueType::kFloat32) {
+    fail(ErrorKind::kFormat, "{}: key '{}' must be a float32", origin, value_key);
+  }
+  const auto v = static_cast<float>(value->f);
+  (*kind == ActivationQuant::Kind::kInt8PerTensor ? spec.scale : spec.threshold) = v;
+  if (!spec.valid()) {
+    fail(ErrorKind::kFormat, "{}: key '{}' = {} must be positive and finite", origin, value_key, value->f);
+  }
+  return spec;
+}
+
+// Every calq.act_quant.* key must belong to a linear weight the model has (`names`).
+void check_act_quant_keys(const io::GgufFile& file, const std::vector<std::string>& names) {
+  constexpr std::string_view kValueSuffix = ".value";
+  for (const auto& [key, v] : file.metadata()) {
+    if (key.rfind(kCalqActQuantPrefix, 0) != 0) continue;
+    std::string name = key.substr(kCalqActQuantPrefix.size());
+    if (std::find(names.begin(), names.end(), name) != names.end()) continue;
+    if (name.size() > kValueSuffix.size() &&
+        name.compare(name.size() - kValueSuffix.size(), kValueSuffix.size(), kValueSuffix) == 0) {
+      name.resize(name.size() - kValueSuffix.size());
+      if (std::find(names.begin(), names.end(), name) != names.end()) continue;
+    }
+    fail(ErrorKind::kFormat, "{}: key '{}' names no linear weight of this model", file.path().string(), key);
+  }
+}
+
+// The Hadamard rotation of a rotated model (gguf_export.h: calq.rotation.*), nullopt if none;
+// malformed keys are Errors naming file and key.
+std::optional<ModelConfig::Rotation> read_rotation(const io::GgufFile& file, const ModelConfig& c) {
+  const std::string origin = file.path().string();
+  const auto seed = [&](std::string_view key) -> std::optional<uint64_t> {
+    const io::GgufValue* v = file.find(key);
+    if (v == nullptr) return std::nullopt;
+    if (v->type != io::GgufValueType::kUint64) fail(ErrorKind::kFormat, "{}: key '{}' must be a uint64", origin, key);
+    return v->u;
+  };
+  const std::optional<uint64_t> residual = seed(kCalqRotationResidualSeedKey);
+  const io::GgufValue* online = file.find(kCalqRotationResidualOnlineKey);
+  const std::optional<uint64_t> down = seed(kCalqRotationDownSeedKey);
+  if (!residual) {
+    if (online != nullptr || down) {
+      fail(ErrorKind::kFormat, "{}: calq.rotation keys without key '{}'", origin, kCalqRotationResidualSeedKey);
+    }
+    return std::nullopt;
+  }
+  ModelConfig::Rotation rot{.residual_seed = *residual, .down_seed = down};
+  if (online == nullptr) fail(ErrorKind::kFormat, "{}: missing key '{}'", origin, kCalqRotationResidualOnlineKey);
+  rot.residual_online = online->as_bool(fmt::format("{}: key '{}'", origin, kCalqRotationResidualOnlineKey));
+  if (rot.residual_online && !hadamard_supported(c.hidden_size)) {
+    fail(ErrorKind::kFormat, "{}: key '{}': hidden size {} has no Hadamard transform", origin,
+         kCalqRotationResidualOnlineKey, c.hidden_size);
+  }
+  if (down && !hadamard_supported(c.intermediate_size)) {
+    fail(ErrorKind::kFormat, "{}: key '{}': intermediate size {} has no Hadamard transform", origin,
+         kCalqRotationDownSeedKey, c.intermediate_size);
+  }
+  return rot;
+}
+
 Tensor unpermuted(const Tensor& t, int64_t n_heads, int64_t head_dim) {
   Tensor out = Tensor::zeros(DType::kF32, t.shape());
   const int64_t cols = t.rank() == 2 ? t.dim(1) : 1;
@@ -281,11 +366,15 @@ Model load_gguf_model_from(const Source& src, ThreadPool& pool) {
     if (target == TensorRole::kAttnK) return m.config.num_kv_heads;
     return 0;
   };
+  std::vector<std::string> matrix_names;  // that may carry calq.act_quant.* keys
   const auto load_linear = [&](TensorRole role, int64_t layer) {
     bool calq_specific = false;
-    LinearWeight w = load_matrix(src, find(role, layer), expected_shape(m.config, role), pool, &calq_specific);
+    const io::GgufTensorInfo& info = find(role, layer);
+    LinearWeight w = load_matrix(src, info, expected_shape(m.config, role), pool, &calq_specific);
     const int64_t heads = calq_specific ? 0 : heads_if_permuted(role);
     if (heads != 0) w = unpermuted(w, heads, m.config.head_dim);
+    w.set_act_quant(read_act_quant(file, info.name));
+    matrix_names.push_back(info.name);
     return w;
   };
   const auto load_vec = [&](TensorRole role, int64_t layer) {
@@ -296,7 +385,14 @@ Model load_gguf_model_from(const Source& src, ThreadPool& pool) {
   m.embedding = load_linear(TensorRole::kTokenEmbedding, -1);
   m.final_norm = load_vec(TensorRole::kFinalNorm, -1);
   m.output = m.config.tie_word_embeddings ? m.embedding : load_linear(TensorRole::kOutput, -1);
+  if (m.config.tie_word_embeddings && has_slot(*m.arch, TensorRole::kOutput)) {
+    // A tied head has no tensor, but may have its own activation quantization.
+    const std::string name = gguf_tensor_name(*m.arch, TensorRole::kOutput, -1);
+    m.output.set_act_quant(read_act_quant(file, name));
+    matrix_names.push_back(name);
+  }
   load_layers(m, load_linear, load_vec);
+  check_act_quant_keys(file, matrix_names);
   return m;
 }
 
@@ -397,6 +493,7 @@ ModelConfig gguf_model_config(const io::GgufFile& file) {
     c.sliding_window = *w;
     c.layer_window.assign(static_cast<size_t>(c.num_layers), true);
   }
+  c.rotation = read_rotation(file, c);
   return c;
 }
 

@@ -22,6 +22,9 @@
 //    format must be registered and have no ggml type, the shape must be the one the metadata
 //    implies and the byte count format->tensor_bytes(rows, cols); else an Error naming file and
 //    tensor.
+//  * calq.act_quant.<name> keys (gguf_export.h) set the activation quantization of that linear
+//    weight (LinearWeight::set_act_quant; a tied head's under "output.weight"); malformed ones and
+//    keys naming no linear weight are kFormat Errors naming file and key.
 //  * Where the table says the converter permuted Q/K rows for llama.cpp's interleaved rotary
 //    embedding, the loader undoes it (for a quantized weight by moving whole rows of bytes: rows
 //    of GGUF block types are independent), so the Model is the one load_hf_model() gives for the

@@ -14,19 +14,12 @@
 #include "model/forward.h"
 #include "model/tiny_model_testutil.h"
 #include "support/shared_dir.h"
+#include "support/error_of.h"
 
 namespace calq::model {
 namespace {
 
-std::string error_of(const std::function<void()>& fn, ErrorKind* kind = nullptr) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    if (kind != nullptr) *kind = e.kind();
-    return e.what();
-  }
-  return "";
-}
+using calq::testing::error_of;
 
 bool same_bytes(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;

@@ -2,11 +2,76 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <utility>
+#include <vector>
 
 #include "core/matmul.h"
 
 namespace calq::model {
+namespace {
+
+// Rows per chunk of the fake quantization (a row is k values; a few rows amortise the dispatch).
+constexpr Grain kActRowGrain{.min_items = 8};
+// Columns per chunk of the LLM.int8() outlier scan (each chunk reads its columns of every row).
+constexpr Grain kActColumnGrain{.min_items = 64};
+constexpr float kInt8Max = 127.0f;
+
+// The product of x with the weight as stored (no activation quantization).
+void plain_product(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const LinearWeight& w, float* y,
+                   int64_t ldy, bool accumulate) {
+  if (w.is_quantized()) {
+    matmul_nt_quantized(pool, QuantMatmulArgs{.x = x, .ldx = ldx, .w = &w.quantized(), .y = y, .ldy = ldy, .m = m,
+                                              .accumulate = accumulate});
+    return;
+  }
+  const Tensor& d = w.dense();
+  matmul_nt(pool, MatmulArgs{.x = x, .ldx = ldx, .w = d.f32(), .ldw = d.dim(1), .y = y, .ldy = ldy, .m = m,
+                             .n = d.dim(0), .k = d.dim(1), .accumulate = accumulate});
+}
+
+// q = round(v / s) clamped to [−127, 127]; x̂ = q · s. Counts |v / s| rounding past 127.
+inline float fake_int8(float v, float s, int64_t& saturated) {
+  float q = std::nearbyint(v / s);
+  if (q > kInt8Max) {
+    q = kInt8Max;
+    ++saturated;
+  } else if (q < -kInt8Max) {
+    q = -kInt8Max;
+    ++saturated;
+  }
+  return q * s;
+}
+
+}  // namespace
+
+bool ActivationQuant::valid() const {
+  switch (kind) {
+    case Kind::kNone:
+    case Kind::kInt8PerToken: return true;
+    case Kind::kInt8PerTensor: return std::isfinite(scale) && scale > 0.0f;
+    case Kind::kLlmInt8: return std::isfinite(threshold) && threshold > 0.0f;
+  }
+  return false;
+}
+
+std::string_view activation_quant_name(ActivationQuant::Kind kind) {
+  switch (kind) {
+    case ActivationQuant::Kind::kNone: return "none";
+    case ActivationQuant::Kind::kInt8PerToken: return "int8-token";
+    case ActivationQuant::Kind::kInt8PerTensor: return "int8-tensor";
+    case ActivationQuant::Kind::kLlmInt8: return "llm-int8";
+  }
+  return "?";
+}
+
+std::optional<ActivationQuant::Kind> activation_quant_by_name(std::string_view name) {
+  for (const auto kind : {ActivationQuant::Kind::kNone, ActivationQuant::Kind::kInt8PerToken,
+                          ActivationQuant::Kind::kInt8PerTensor, ActivationQuant::Kind::kLlmInt8}) {
+    if (activation_quant_name(kind) == name) return kind;
+  }
+  return std::nullopt;
+}
 
 LinearWeight::LinearWeight(Tensor dense) : dense_(std::move(dense)) {
   assert(dense_.empty() || (dense_.dtype() == DType::kF32 && dense_.rank() == 2));
@@ -60,16 +125,99 @@ Tensor LinearWeight::to_dense(ThreadPool& pool) const {
   return out;
 }
 
+void LinearWeight::set_act_quant(const ActivationQuant& spec) {
+  assert(spec.valid() && "invalid activation quantization parameters");
+  act_quant_ = spec;
+  counters_ = spec.enabled() ? std::make_shared<Counters>() : nullptr;
+}
+
+ActivationQuantCounts LinearWeight::act_quant_counts() const {
+  if (!counters_) return {};
+  return {.calls = counters_->calls.load(),
+          .rows = counters_->rows.load(),
+          .columns = counters_->columns.load(),
+          .outlier_columns = counters_->outlier_columns.load(),
+          .saturated = counters_->saturated.load()};
+}
+
+void LinearWeight::reset_act_quant_counts() const {
+  if (!counters_) return;
+  counters_->calls = 0;
+  counters_->rows = 0;
+  counters_->columns = 0;
+  counters_->outlier_columns = 0;
+  counters_->saturated = 0;
+}
+
+int64_t fake_quantize_activations(ThreadPool& pool, const ActivationQuant& spec, const float* x, int64_t ldx,
+                                  int64_t m, int64_t k, float* xq, int64_t* saturated) {
+  assert(spec.enabled() && spec.valid() && ldx >= k);
+  using Kind = ActivationQuant::Kind;
+  // LLM.int8(): a column is an outlier when any row exceeds the threshold. Column chunks each
+  // scan all rows of their columns: the flags do not depend on the split.
+  std::vector<uint8_t> outlier;
+  int64_t n_outliers = 0;
+  if (spec.kind == Kind::kLlmInt8) {
+    outlier.assign(static_cast<size_t>(k), 0);
+    pool.parallel_for(0, static_cast<size_t>(k), kActColumnGrain, [&](size_t c0, size_t c1) {
+      for (int64_t r = 0; r < m; ++r) {
+        const float* xr = x + r * ldx;
+        for (size_t c = c0; c < c1; ++c) {
+          if (std::fabs(xr[c]) > spec.threshold) outlier[c] = 1;
+        }
+      }
+    });
+    for (const uint8_t o : outlier) n_outliers += o;
+  }
+  // Per-row work; saturation counts per chunk are integers, summed in any order.
+  std::atomic<int64_t> clipped{0};
+  pool.parallel_for(0, static_cast<size_t>(m), kActRowGrain, [&](size_t r0, size_t r1) {
+    int64_t chunk_clipped = 0;
+    for (auto r = static_cast<int64_t>(r0); r < static_cast<int64_t>(r1); ++r) {
+      const float* xr = x + r * ldx;
+      float* qr = xq + r * k;
+      if (spec.kind == Kind::kInt8PerTensor) {
+        for (int64_t c = 0; c < k; ++c) qr[c] = fake_int8(xr[c], spec.scale, chunk_clipped);
+        continue;
+      }
+      const bool split = spec.kind == Kind::kLlmInt8 && n_outliers > 0;
+      float absmax = 0.0f;
+      for (int64_t c = 0; c < k; ++c) {
+        if (!split || outlier[static_cast<size_t>(c)] == 0) absmax = std::max(absmax, std::fabs(xr[c]));
+      }
+      const float s = absmax / kInt8Max;
+      if (!(s > 0.0f)) {  // ±0 (or NaN) values only: copied, so a NaN still shows
+        std::copy(xr, xr + k, qr);
+        continue;
+      }
+      int64_t never = 0;  // per-token scales cannot saturate
+      for (int64_t c = 0; c < k; ++c) {
+        qr[c] = split && outlier[static_cast<size_t>(c)] != 0 ? xr[c] : fake_int8(xr[c], s, never);
+      }
+    }
+    clipped += chunk_clipped;
+  });
+  if (saturated != nullptr) *saturated += clipped.load();
+  return n_outliers;
+}
+
 void linear_nt(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const LinearWeight& w, float* y, int64_t ldy,
                bool accumulate) {
-  if (w.is_quantized()) {
-    matmul_nt_quantized(pool, QuantMatmulArgs{.x = x, .ldx = ldx, .w = &w.quantized(), .y = y, .ldy = ldy, .m = m,
-                                              .accumulate = accumulate});
+  if (w.act_quant_.enabled()) {
+    const int64_t k = w.cols();
+    std::vector<float> xq(static_cast<size_t>(m * k));
+    int64_t saturated = 0;
+    const int64_t outliers = fake_quantize_activations(pool, w.act_quant_, x, ldx, m, k, xq.data(), &saturated);
+    LinearWeight::Counters& c = *w.counters_;
+    c.calls += 1;
+    c.rows += m;
+    c.columns += k;
+    c.outlier_columns += outliers;
+    c.saturated += saturated;
+    plain_product(pool, xq.data(), k, m, w, y, ldy, accumulate);
     return;
   }
-  const Tensor& d = w.dense();
-  matmul_nt(pool, MatmulArgs{.x = x, .ldx = ldx, .w = d.f32(), .ldw = d.dim(1), .y = y, .ldy = ldy, .m = m,
-                             .n = d.dim(0), .k = d.dim(1), .accumulate = accumulate});
+  plain_product(pool, x, ldx, m, w, y, ldy, accumulate);
 }
 
 }  // namespace calq::model

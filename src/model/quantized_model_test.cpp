@@ -23,6 +23,7 @@
 #include "model/gguf_model.h"
 #include "model/tiny_model_testutil.h"
 #include "support/shared_dir.h"
+#include "support/error_of.h"
 
 namespace calq::model {
 namespace {
@@ -254,15 +255,7 @@ TEST(QkPermutation, QuantizedRowsRoundTrip) {
   EXPECT_GT(tested, 0);
 }
 
-std::string error_of(const std::function<void()>& fn, ErrorKind* kind) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    *kind = e.kind();
-    return e.what();
-  }
-  return "";
-}
+using calq::testing::error_of;
 
 // The F32 GGUF of a random model with tensor `name` replaced by `bytes` of ggml type `type`.
 std::filesystem::path with_tensor(const std::filesystem::path& dir, const std::string& name, uint32_t type,

@@ -12,6 +12,7 @@
 #include "model/forward.h"
 #include "model/tiny_model_testutil.h"
 #include "support/shared_dir.h"
+#include "support/error_of.h"
 
 namespace calq::model {
 namespace {
@@ -26,14 +27,7 @@ void expect_full_forward_matches_naive(const Model& m, ThreadPool& pool) {
   EXPECT_LT(max_err, 5e-5);
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using calq::testing::error_of;
 
 struct Variant {
   bool tied;

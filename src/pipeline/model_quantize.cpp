@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "formats/qtensor.h"
 #include "model/architecture.h"
+#include "model/rotate.h"
 
 namespace calq::pipeline {
 namespace {
@@ -42,6 +43,16 @@ std::vector<float> importance_of(const calib::CalibrationStats* stats, int64_t l
   const calib::SiteStats* s = stats->find(layer, site);
   if (s == nullptr || s->rows() == 0) return {};
   return s->mean_sq();
+}
+
+// Every weight as dense float32 (rotation rewrites them all); tied embeddings stay one tensor.
+void make_dense(model::Model& m, ThreadPool& pool) {
+  const bool tied = m.output.same_storage(m.embedding);
+  m.embedding = m.embedding.to_dense(pool);
+  m.output = tied ? m.embedding : m.output.to_dense(pool);
+  for (auto& layer : m.layers) {
+    for (const model::TensorRole role : kLayerLinears) layer.linear(role) = layer.linear(role).to_dense(pool);
+  }
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -152,6 +163,21 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
                                    const calib::CalibrationStats* stats,
                                    const std::function<void(const QuantizeProgress&)>& on_tensor, ThreadPool& pool) {
   ModelQuantizeResult r;
+  const quant::Recipe recipe = o.recipe.steps.empty() ? quant::parse_method_chain("rtn") : o.recipe;
+  if (const quant::MethodStep* rot = recipe.find("rotate")) {
+    // The statistics must describe the rotated model, so they come from calibrating it.
+    if (samples.empty())
+      fail(ErrorKind::kInvalidArgument, "{}: rotate needs calibration data (--calib): statistics from a file "
+           "describe the unrotated model", recipe.origin);
+    quant::check_step_keys(*rot, recipe, {"seed", "rotate_down"});
+    const auto t0 = std::chrono::steady_clock::now();
+    make_dense(m, pool);
+    model::rotate_model(m,
+                        {.seed = static_cast<uint64_t>(quant::step_number(*rot, recipe, "seed", 0)),
+                         .rotate_down = quant::step_bool(*rot, recipe, "rotate_down", false)},
+                        pool);
+    r.events.push_back({.layer = -1, .step = "rotate", .target = "model", .seconds = seconds_since(t0)});
+  }
   r.plan = plan_model_quantization(m, o);
   std::map<std::pair<int64_t, int>, const TensorAssignment*> by_role;
   for (const auto& a : r.plan) by_role[{a.layer, static_cast<int>(a.role)}] = &a;
@@ -170,25 +196,37 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
     if (with_importance) ++r.n_with_importance;
     if (on_tensor) on_tensor({.tensor = &a, .used_importance = with_importance, .seconds = s});
   };
+  LayerMethods methods(m.config, r.plan, recipe, o, o.act, o.llm_int8_threshold, pool);
   const LayerQuantizer layer_quantizer = [&](int64_t l, model::LayerWeights& weights,
                                              const calib::CalibrationStats& layer_stats) {
-    for (const model::TensorRole role : kLayerLinears) {
-      quantize_one(weights.linear(role), *by_role.at({l, static_cast<int>(role)}),
-                   importance_of(&layer_stats, l, calib::input_site(role)));
+    const auto t0 = std::chrono::steady_clock::now();
+    methods.apply(l, weights, layer_stats);
+    if (on_tensor) {
+      const double s = seconds_since(t0);
+      for (const model::TensorRole role : kLayerLinears) {
+        const TensorAssignment* a = by_role.at({l, static_cast<int>(role)});
+        if (a->format != nullptr) on_tensor({.tensor = a, .used_importance = o.use_importance, .seconds = s / 7});
+      }
     }
   };
 
   const calib::CalibrationStats* head_stats = stats;
   if (!samples.empty()) {
-    r.calibration = run_layer_sequential(m, samples, sequential, &layer_quantizer, pool);
+    SequentialOptions seq = sequential;
+    for (const calib::StatKind k : required_stats(recipe, o.act).kinds()) seq.stats = seq.stats.with(k);
+    r.calibration = run_layer_sequential(m, samples, seq, &layer_quantizer, pool);
     head_stats = &r.calibration->stats;
   } else {
     for (int64_t l = 0; l < m.config.num_layers; ++l) {
       layer_quantizer(l, m.layers[static_cast<size_t>(l)], stats != nullptr ? *stats : calib::CalibrationStats{});
     }
   }
+  r.seconds_quantize += methods.seconds_quantize();
+  r.n_with_importance += methods.n_with_importance();
+  r.events.insert(r.events.end(), methods.events().begin(), methods.events().end());
   // The embedding (tied: it is also the head, whose input statistics then weigh its columns) and
-  // the untied head. The embedding lookup reads rows, so its own "input" has no statistics.
+  // the untied head, always round to nearest. The embedding lookup reads rows, so its own "input"
+  // has no statistics.
   const bool tied = m.output.same_storage(m.embedding);
   const std::vector<float> head_imp = importance_of(head_stats, -1, calib::InputSite::kHeadIn);
   quantize_one(m.embedding, *by_role.at({-1, static_cast<int>(model::TensorRole::kTokenEmbedding)}),

@@ -38,7 +38,9 @@
 #include "core/thread_pool.h"
 #include "formats/format.h"
 #include "model/model.h"
+#include "pipeline/layer_methods.h"
 #include "pipeline/sequential.h"
+#include "quant/recipe.h"
 
 namespace calq::pipeline {
 
@@ -58,6 +60,10 @@ struct ModelQuantizeOptions {
   const Format* head_format = nullptr;  // nullptr: the default above
   const calib::Observer* observer = nullptr;  // nullptr: min-max
   bool use_importance = true;
+  // Method steps (quant/recipe.h, applied per layer by layer_methods.h); empty: "rtn".
+  quant::Recipe recipe;
+  ActivationScheme act = ActivationScheme::kNone;
+  float llm_int8_threshold = 6.0f;
 };
 
 struct TensorAssignment {
@@ -83,7 +89,8 @@ struct ModelQuantizeResult {
   std::vector<TensorAssignment> plan;
   std::optional<SequentialResult> calibration;  // when calibration ran
   int64_t n_with_importance = 0;
-  double seconds_quantize = 0;  // encoding only
+  double seconds_quantize = 0;  // encoding only (and the methods' searches)
+  std::vector<MethodEvent> events;  // what the method steps did, per layer
 };
 
 // Quantizes `model` in place. `samples` (calibration token sequences) may be empty; then `stats`

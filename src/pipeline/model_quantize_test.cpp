@@ -6,6 +6,7 @@
 #include "formats/format.h"
 #include "model/tiny_model_testutil.h"
 #include "support/shared_dir.h"
+#include "support/error_of.h"
 
 namespace calq::pipeline {
 namespace {
@@ -13,14 +14,7 @@ namespace {
 using model::testutil::load_tiny_model;
 using model::testutil::test_token_ids;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using calq::testing::error_of;
 
 std::vector<std::vector<int32_t>> make_samples(int64_t n, int64_t seq, int64_t vocab) {
   const std::vector<int32_t> ids = test_token_ids(n * seq, vocab);

@@ -124,8 +124,7 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
       pool, n,
       [&](int64_t s, size_t slot) {
         partial[slot] = calib::CalibrationStats(o.stats);
-        model::rms_norm_rows(&hidden[s * stride], m.final_norm.f32(), normed[slot].data(), seq, hs,
-                             m.config.rms_norm_eps, pool);
+        model::final_norm_rows(m, &hidden[s * stride], seq, normed[slot].data(), pool);
         const model::LinearHook hook = make_hook(partial[slot]);
         hook(model::LinearInput{-1, model::TensorRole::kOutput, normed[slot].data(), seq, hs});
       },

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "support/shared_dir.h"
+#include "support/error_of.h"
 
 namespace calq::io {
 namespace {
@@ -23,14 +24,7 @@ const Tokenizer& ref_tokenizer() {
   return t;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using calq::testing::error_of;
 
 TEST(CalibDocuments, PlainTextSplitsOnBlankLines) {
   const auto p = write_file("calib_plain", "first doc\nline two\n\n  \t\n\nsecond\r\n\nthird\n");
