@@ -44,13 +44,7 @@ class CliCalibrate : public ::testing::Test {
     std::ofstream(p, std::ios::binary) << text;
     return p;
   }
-  bool no_outputs_in_dir() const {
-    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
-      const std::string n = e.path().filename().string();
-      if (n.find(".gguf") != std::string::npos || n.find(".tmp") != std::string::npos) return false;
-    }
-    return true;
-  }
+  bool no_outputs_in_dir() const { return testing::no_outputs_in_dir(dir_); }
 
   std::filesystem::path dir_;
   std::string model_, calib_;

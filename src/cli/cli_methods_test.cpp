@@ -33,13 +33,7 @@ class CliMethods : public ::testing::Test {
     return "quantize --model " + model_ + " --calib " + calib_ + " --samples 4 --seq-len 64 --out " + out.string() +
            " -q --force --rule '^blk\\.[2-5]\\.=f32' " + extra;
   }
-  bool no_outputs_in_dir() const {
-    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
-      const std::string n = e.path().filename().string();
-      if (n.find(".gguf") != std::string::npos || n.find(".tmp") != std::string::npos) return false;
-    }
-    return true;
-  }
+  bool no_outputs_in_dir() const { return testing::no_outputs_in_dir(dir_); }
 
   std::filesystem::path dir_;
   std::string model_, calib_;

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 namespace calq::testing {
@@ -26,6 +27,16 @@ inline RunResult run_calq(const std::string& args) {
   const int raw = ::pclose(pipe);
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
   return r;
+}
+
+// True when `dir` holds no GGUF output and no temporary file: what a refused or failed command
+// must leave behind.
+inline bool no_outputs_in_dir(const std::filesystem::path& dir) {
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.find(".gguf") != std::string::npos || n.find(".tmp") != std::string::npos) return false;
+  }
+  return true;
 }
 
 }  // namespace calq::testing
