@@ -4,6 +4,7 @@
 #include <lapacke.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cmath>
 #include <functional>
@@ -22,7 +23,9 @@ namespace {
 // order (H⁻¹ = UᵀU), and which inputs are dead.
 struct Prepared {
   std::vector<int64_t> perm;  // perm[j]: the storage column swept j-th
-  std::vector<float> u;       // [cols × cols] row-major, upper triangle (lower is zero)
+  // [cols × cols] row-major; only the upper triangle is written or read. The lower one is left
+  // uninitialised: zero-filling it cost about a tenth of a 4096² sweep (page faults).
+  std::unique_ptr<float[]> u;
   std::vector<uint8_t> dead;  // storage order
   int64_t dead_count = 0;
   double damp_used = 0;
@@ -89,13 +92,18 @@ void validate(const Format& format, const float* w, int64_t rows, int64_t cols, 
 
 // Runs fn(t) for t in [0, tasks): over the pool, or inline when pool == nullptr. The tasks are
 // fixed by the caller (tile sizes), never by the thread count, so results do not depend on it.
+// Each thread takes the next task when it is done with one: the factorisation's tiles shrink
+// along the diagonal (the first does ~n²·tile work, the last tile²·tile), so equal contiguous
+// shares would leave one thread with most of it.
 void for_tasks(ThreadPool* pool, int64_t tasks, const std::function<void(int64_t)>& fn) {
   if (pool == nullptr) {
     for (int64_t t = 0; t < tasks; ++t) fn(t);
     return;
   }
-  pool->parallel_for(0, static_cast<size_t>(tasks), Grain{.min_items = 1}, [&](size_t a, size_t b) {
-    for (size_t t = a; t < b; ++t) fn(static_cast<int64_t>(t));
+  std::atomic<int64_t> next{0};
+  const size_t lanes = std::min(pool->num_threads(), static_cast<size_t>(tasks));
+  pool->parallel_for(0, lanes, Grain{.min_items = 1}, [&](size_t, size_t) {
+    for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) fn(t);
   });
 }
 
@@ -105,9 +113,9 @@ constexpr int64_t kTile = 256;  // factorisation tile (columns)
 // in place), tiles of kTile: potrf of the diagonal tile, trsm of the panel below it (row tiles in
 // parallel), then syrk/gemm of the trailing matrix (column tiles in parallel), BLAS on one thread
 // per task. False when a pivot is not positive.
-bool cholesky_lower(ThreadPool* pool, std::vector<double>& a, int64_t n) {
+bool cholesky_lower(ThreadPool* pool, double* a, int64_t n) {
   const auto ld = static_cast<blasint>(n);
-  const auto at = [&](int64_t i, int64_t k) { return a.data() + i + k * n; };
+  const auto at = [&](int64_t i, int64_t k) { return a + i + k * n; };
   for (int64_t k0 = 0; k0 < n; k0 += kTile) {
     const int64_t kb = std::min(kTile, n - k0);
     if (LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', static_cast<lapack_int>(kb), at(k0, k0), ld) != 0) return false;
@@ -134,10 +142,11 @@ bool cholesky_lower(ThreadPool* pool, std::vector<double>& a, int64_t n) {
   return true;
 }
 
+constexpr int64_t kCopyRows = 16;  // rows of a tile copied together (so the strided reads stay in L1)
+
 // U = J L⁻¹ J as float (row-major, upper): column tile [c0, c0 + cb) of L⁻¹ solves
 // L[c0:, c0:] X = I[c0:, c0:c0+cb] (one trsm per tile, in parallel), then lands reversed in U.
-void inverse_reversed(ThreadPool* pool, const std::vector<double>& l, int64_t n, std::vector<float>& u) {
-  u.assign(static_cast<size_t>(n * n), 0.0f);
+void inverse_reversed(ThreadPool* pool, const double* l, int64_t n, float* u) {
   const int64_t tiles = (n + kTile - 1) / kTile;
   for_tasks(pool, tiles, [&](int64_t t) {
     const int64_t c0 = t * kTile;
@@ -146,11 +155,17 @@ void inverse_reversed(ThreadPool* pool, const std::vector<double>& l, int64_t n,
     std::vector<double> x(static_cast<size_t>(m * cb), 0.0);
     for (int64_t c = 0; c < cb; ++c) x[static_cast<size_t>(c + c * m)] = 1.0;
     cblas_dtrsm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, static_cast<blasint>(m),
-                static_cast<blasint>(cb), 1.0, l.data() + c0 + c0 * n, static_cast<blasint>(n), x.data(),
+                static_cast<blasint>(cb), 1.0, l + c0 + c0 * n, static_cast<blasint>(n), x.data(),
                 static_cast<blasint>(m));
-    for (int64_t i = 0; i < m; ++i) {  // L⁻¹[c0 + i][c0 + c] → U[n−1−c0−i][n−1−c0−c], c <= i
-      float* urow = u.data() + (n - 1 - c0 - i) * n + (n - 1 - c0);
-      for (int64_t c = 0; c < std::min(cb, i + 1); ++c) urow[-c] = static_cast<float>(x[static_cast<size_t>(i + c * m)]);
+    // L⁻¹[c0 + i][c0 + c] → U[n−1−c0−i][n−1−c0−c] for c <= i, kCopyRows rows of x at a time.
+    for (int64_t i0 = 0; i0 < m; i0 += kCopyRows) {
+      const int64_t i1 = std::min(m, i0 + kCopyRows);
+      for (int64_t c = 0; c < std::min(cb, i1); ++c) {
+        const double* xc = x.data() + c * m;
+        for (int64_t i = std::max(i0, c); i < i1; ++i) {
+          u[(n - 1 - c0 - i) * n + (n - 1 - c0 - c)] = static_cast<float>(xc[i]);
+        }
+      }
     }
   });
 }
@@ -158,9 +173,9 @@ void inverse_reversed(ThreadPool* pool, const std::vector<double>& l, int64_t n,
 // The upper factor U with A⁻¹ = UᵀU for A = H + λI in sweep order (GPTQ's "Cholesky of H⁻¹"),
 // from one Cholesky and one triangular inverse: with J the reversal, JAJ = LLᵀ gives A = MMᵀ with
 // M = JLJ upper, so A⁻¹ = (M⁻¹)ᵀM⁻¹ and U = M⁻¹ = J L⁻¹ J (Cholesky factors are unique, so this
-// is the U of potrf(potri(potrf(A))) at half the cost). `b` holds JAJ (symmetric, so row- and
-// column-major agree). False when A is not positive definite.
-bool factor_reversed(ThreadPool* pool, std::vector<double>& b, int64_t n, std::vector<float>& u) {
+// is the U of potrf(potri(potrf(A))) at half the cost). `b` holds JAJ's lower triangle
+// (column-major). False when A is not positive definite.
+bool factor_reversed(ThreadPool* pool, double* b, int64_t n, float* u) {
   if (!cholesky_lower(pool, b, n)) return false;
   inverse_reversed(pool, b, n, u);
   return true;
@@ -187,7 +202,10 @@ Prepared prepare(ThreadPool* pool, std::span<const double> hessian, int64_t cols
     });
   }
   const double mean_diag = std::accumulate(diag.begin(), diag.end(), 0.0) / static_cast<double>(n);
-  std::vector<double> b(n * n);
+  // Neither buffer is zero-filled first: b's lower triangle is written below, u's upper one by the
+  // inverse, and nothing reads the other halves (the tasks touch the pages, in parallel).
+  const auto b = std::make_unique_for_overwrite<double[]>(n * n);
+  p.u = std::make_unique_for_overwrite<float[]>(n * n);
   double damp = o.damp;
   for (int attempt = 0;; ++attempt) {
     if (attempt == kGptqDampTries) {
@@ -197,17 +215,22 @@ Prepared prepare(ThreadPool* pool, std::span<const double> hessian, int64_t cols
            o.tensor_name, damp / 10, kGptqDampTries, o.damp);
     }
     const double lambda = damp * mean_diag;
-    for (size_t i = 0; i < n; ++i) {  // b = J·(H + λI)·J in sweep order
-      const auto pi = static_cast<size_t>(p.perm[n - 1 - i]);
-      for (size_t k = 0; k < n; ++k) {
-        const auto pk = static_cast<size_t>(p.perm[n - 1 - k]);
-        // A dead input's row and column are zero in any Σxᵀx; zeroing them keeps it decoupled
-        // (so it receives no error) even when H came from elsewhere.
-        b[i * n + k] = p.dead[pi] || p.dead[pk] ? 0.0 : hessian[pi * n + pk];
+    const int64_t row_tiles = (cols + kTile - 1) / kTile;
+    // b = J·(H + λI)·J in sweep order; column-major, only the lower triangle, the one the
+    // factorisation reads (row-major row i, k >= i, is column-major column i).
+    for_tasks(pool, row_tiles, [&](int64_t t) {
+      for (size_t i = static_cast<size_t>(t * kTile); i < std::min(n, static_cast<size_t>((t + 1) * kTile)); ++i) {
+        const auto pi = static_cast<size_t>(p.perm[n - 1 - i]);
+        for (size_t k = i; k < n; ++k) {
+          const auto pk = static_cast<size_t>(p.perm[n - 1 - k]);
+          // A dead input's row and column are zero in any Σxᵀx; zeroing them keeps it decoupled
+          // (so it receives no error) even when H came from elsewhere.
+          b[i * n + k] = p.dead[pi] || p.dead[pk] ? 0.0 : hessian[pi * n + pk];
+        }
+        b[i * n + i] = diag[pi] + lambda;  // dead inputs: 1 + λ
       }
-      b[i * n + i] = diag[pi] + lambda;  // dead inputs: 1 + λ
-    }
-    if (factor_reversed(pool, b, cols, p.u)) {
+    });
+    if (factor_reversed(pool, b.get(), cols, p.u.get())) {
       p.damp_used = damp;
       p.lambda = lambda;
       break;
@@ -236,7 +259,7 @@ Sums sweep_rows(const Sweep& s, int64_t c0, int64_t c1, int64_t width) {
   const int64_t nr = c1 - c0;
   const int64_t cols = s.cols;
   const auto at = [cols](int64_t r, int64_t j) { return static_cast<size_t>(r * cols + j); };
-  const float* u = s.prep.u.data();
+  const float* u = s.prep.u.get();
   // The weights with dead inputs zeroed (w'), in storage order, then in sweep order.
   std::vector<float> orig(static_cast<size_t>(nr * cols));
   for (int64_t r = 0; r < nr; ++r) {
