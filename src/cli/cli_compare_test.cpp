@@ -112,6 +112,56 @@ TEST_F(CliCompare, BadCombinationsExitTwo) {
   EXPECT_NE(r.output.find("text.txt"), std::string::npos) << r.output;
 }
 
+TEST_F(CliCompare, KvCacheTasksAndCalibrationColumns) {
+  // HellaSwag-style items over the tiny tokenizer's letters.
+  std::ofstream(dir_ / "mc.jsonl") << R"({"ctx": "abcab", "endings": ["cde", "aa", "bcd", "e"], "label": 2}
+{"ctx": "ddeab", "endings": ["a", "bb", "ccc", "dddd"], "label": 0}
+{"ctx": "eeee", "endings": ["ab", "ba", "cd", "dc"], "label": 3}
+)";
+  const std::string hf = (dir_ / "hf").string();
+  const auto j = eval_json("--ref " + hf + " --model " + hf + " --kv-cache f32,int8,int2-pc-sym --text " +
+                               text_.string() + " --ctx 16 --hellaswag " + (dir_ / "mc.jsonl").string() +
+                               " --generate abc --max-new-tokens 5",
+                           dir_ / "kv.json");
+  ASSERT_FALSE(j.empty());
+  ASSERT_EQ(j["candidates"].size(), 3u);  // one model × three caches
+  EXPECT_EQ(j["candidates"][0]["kv_cache"], "f32");
+  EXPECT_EQ(j["candidates"][1]["kv_cache"], "int8-pc-sym");
+  EXPECT_EQ(j["candidates"][2]["kv_cache"], "int2-pc-sym");
+  // The float cache is the reference itself; the quantized caches move the logits, 2 bits most.
+  EXPECT_EQ(j["candidates"][0]["kld_mean"], 0.0);
+  EXPECT_EQ(j["candidates"][0]["ece"], j["ref_ece"]);
+  EXPECT_EQ(j["candidates"][0]["flips_lost"], 0);
+  EXPECT_GT(j["candidates"][1]["kld_mean"].get<double>(), 0.0);
+  EXPECT_GT(j["candidates"][2]["kld_mean"].get<double>(), j["candidates"][1]["kld_mean"].get<double>());
+  const double ref_acc = j["ref_accuracy"].get<double>();
+  EXPECT_GE(ref_acc, 0.0);
+  EXPECT_LE(ref_acc, 1.0);
+  EXPECT_NEAR(j["candidates"][2]["ece_delta"].get<double>(),
+              j["candidates"][2]["ece"].get<double>() - j["ref_ece"].get<double>(), 1e-15);
+  const auto& mc = j["multiple_choice"];
+  EXPECT_EQ(mc["n_items"], 3);
+  ASSERT_EQ(mc["models"].size(), 4u);  // the reference, then the three candidates
+  EXPECT_EQ(mc["models"][1]["agreement_with_ref"], 1.0);  // float cache: the same answers
+  EXPECT_EQ(mc["models"][1]["chosen"], mc["models"][0]["chosen"]);
+  const auto& gen = j["generate"];
+  ASSERT_EQ(gen.size(), 1u);
+  ASSERT_EQ(gen[0]["outputs"].size(), 4u);
+  EXPECT_EQ(gen[0]["outputs"][0]["ids"].size(), 5u);
+  EXPECT_EQ(gen[0]["outputs"][1]["ids"], gen[0]["outputs"][0]["ids"]);
+  EXPECT_EQ(gen[0]["outputs"][1]["same_prefix_as_first"], 5);
+
+  // A cache format whose blocks do not fit the tiny model's 8-value heads, and nothing to do.
+  RunResult r = run_calq("eval --quiet --ref " + hf + " --model " + hf + " --kv-cache q8_0 --text " + text_.string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("KV cache"), std::string::npos) << r.output;
+  r = run_calq("eval --quiet --model " + hf);
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("nothing to evaluate"), std::string::npos) << r.output;
+  r = run_calq("eval --quiet --model " + hf + " --kv-cache int8,q4_0 --text " + text_.string());
+  EXPECT_EQ(r.status, 2) << r.output;
+}
+
 TEST(CliCompareReference, ReferenceModelAgainstItself) {
   CALQ_REQUIRE_SHARED("models/calq-ref-llama/model.safetensors");
   const auto dir = testing::temp_dir("cli_compare_ref");

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/eval_tasks.h"
 #include "cli/model_paths.h"
 #include "cli/progress.h"
 #include "core/error.h"
@@ -17,6 +18,7 @@
 #include "io/tokenizer.h"
 #include "io/tokenizer/gguf_vocab.h"
 #include "model/gguf_model.h"
+#include "model/kv_cache.h"
 #include "model/model.h"
 #include "quant/act_quant.h"
 
@@ -85,8 +87,41 @@ struct EvalFlags {
   size_t threads = 0;
   std::string json_out;
   std::string tokenizer;  // tokenizer.json overriding the model's own
+  std::vector<std::string> kv_cache;  // KV-cache formats (model/kv_cache.h); each --model runs once per entry
+  std::string hellaswag;              // multiple-choice JSONL (eval/multiple_choice.h)
+  int64_t mc_items = 0;
+  std::vector<std::string> generate;  // prompts for greedy generation
+  int64_t max_new_tokens = 48;
   bool quiet = false;
 };
+
+// --hellaswag and --generate over `models` (the reference first when has_reference), into `j`.
+void run_tasks(const EvalFlags& f, std::span<const TaskModel> models, bool has_reference,
+               const io::Tokenizer& tokenizer, ThreadPool& pool, nlohmann::ordered_json& j) {
+  if (!f.hellaswag.empty()) {
+    j["multiple_choice"] = run_multiple_choice_task(f.hellaswag, f.mc_items, models, has_reference, tokenizer, f.quiet, pool);
+  }
+  if (!f.generate.empty()) j["generate"] = run_generate_task(f.generate, f.max_new_tokens, models, tokenizer, pool);
+}
+
+void write_json(const EvalFlags& f, const nlohmann::ordered_json& j) {
+  if (f.json_out.empty()) return;
+  const std::string out = j.dump(1) + "\n";
+  write_file_atomic(f.json_out, std::as_bytes(std::span(out.data(), out.size())));
+}
+
+// The --kv-cache entries as formats (nullptr: float cache); none given = one float run.
+std::vector<const Format*> kv_cache_formats(const EvalFlags& f) {
+  std::vector<const Format*> out;
+  for (const std::string& name : f.kv_cache) out.push_back(model::kv_cache_format_by_name(name));
+  if (out.empty()) out.push_back(nullptr);
+  return out;
+}
+
+void set_kv_cache(model::Model& m, const Format* format) {
+  if (format != nullptr) model::check_kv_cache_format(*format, m.config);
+  m.config.kv_cache = format;
+}
 
 // llama.cpp's converter gives a SentencePiece-style ("llama") vocabulary built from a BPE
 // tokenizer.json the placeholder score -1000 for every token and no merges; llama.cpp's
@@ -116,6 +151,10 @@ io::Tokenizer load_tokenizer(const EvalFlags& f, const ModelLocation& loc, const
   return load_model_tokenizer(loc, gguf, f.tokenizer, source);
 }
 
+void run_single_perplexity(const EvalFlags& f, const model::Model& model, const ModelLocation& loc,
+                           const io::Tokenizer& tokenizer, const std::string& tokenizer_source, ThreadPool& pool,
+                           nlohmann::ordered_json& j);
+
 void run_single(const EvalFlags& f) {
   ThreadPool pool(f.threads);
   const std::string& model_path = f.models.front();
@@ -125,11 +164,27 @@ void run_single(const EvalFlags& f) {
   if (loc.format == ModelFormat::kGguf) gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(loc.path));
   std::string tokenizer_source;
   const io::Tokenizer tokenizer = load_tokenizer(f, loc, gguf.get(), tokenizer_source);
+  if (!f.quiet) fmt::print(stderr, "calq eval: loading {}\n", model_path);
+  model::Model model = gguf ? model::load_gguf_model(gguf, pool) : model::load_hf_model(loc.path, pool);
+  const std::vector<const Format*> kv = kv_cache_formats(f);
+  if (kv.size() > 1) {
+    fail(ErrorKind::kInvalidArgument, "--kv-cache lists {} formats; one model without --ref takes one", kv.size());
+  }
+  set_kv_cache(model, kv.front());
+  nlohmann::ordered_json j;
+  if (!f.text.empty()) run_single_perplexity(f, model, loc, tokenizer, tokenizer_source, pool, j);
+  const TaskModel task_models[] = {{.name = model_path, .model = &model}};
+  run_tasks(f, task_models, /*has_reference=*/false, tokenizer, pool, j);
+  write_json(f, j);
+}
+
+void run_single_perplexity(const EvalFlags& f, const model::Model& model, const ModelLocation& loc,
+                           const io::Tokenizer& tokenizer, const std::string& tokenizer_source, ThreadPool& pool,
+                           nlohmann::ordered_json& j) {
+  const std::string& model_path = f.models.front();
   const std::string text = read_text_file(f.text);
   const std::vector<int32_t> ids = tokenizer.encode(text, /*add_special_tokens=*/false);
-  if (!f.quiet) fmt::print(stderr, "calq eval: {} tokens from {}; loading {}\n", ids.size(), f.text, model_path);
-  const model::Model model = gguf ? model::load_gguf_model(gguf, pool) : model::load_hf_model(loc.path, pool);
-
+  if (!f.quiet) fmt::print(stderr, "calq eval: {} tokens from {}\n", ids.size(), f.text);
   ProgressBar bar("windows", f.ctx, !f.quiet);
   const eval::PerplexityResult r = eval::evaluate_perplexity(
       model, ids, {.ctx = f.ctx, .max_windows = f.max_windows, .on_progress = [&](int64_t d, int64_t t) { bar.update(d, t); }},
@@ -143,12 +198,12 @@ void run_single(const EvalFlags& f) {
   fmt::print("protocol    gptq-windows, ctx {}\n", f.ctx);
   fmt::print("tokens      {} (sha256 {})\n", ids.size(), sha);
   fmt::print("windows     {} ({} predicted tokens)\n", r.n_windows, r.n_predicted);
+  if (model.config.kv_cache != nullptr) fmt::print("KV cache    {}\n", model.config.kv_cache->name());
   fmt::print("PPL         {:.4f}\n", r.ppl);
   fmt::print("speed       {:.1f} s, {:.0f} tokens/s on {} threads\n", r.seconds, r.tokens_per_second,
              pool.num_threads());
 
-  if (!f.json_out.empty()) {
-    nlohmann::ordered_json j;
+  {
     j["protocol"] = "gptq-windows";
     j["ctx"] = f.ctx;
     j["model"] = model_path;
@@ -161,14 +216,13 @@ void run_single(const EvalFlags& f) {
     j["n_predicted"] = r.n_predicted;
     j["token_ids_sha256"] = sha;
     j["first_64_ids"] = std::vector<int32_t>(ids.begin(), ids.begin() + std::min<size_t>(64, ids.size()));
+    j["kv_cache"] = model.config.kv_cache != nullptr ? model.config.kv_cache->name() : "f32";
     j["ppl"] = r.ppl;
     if (r.n_windows >= 8) j["ppl_first_8_windows"] = eval::ppl_of_prefix(r, 8);
     j["nll_per_window"] = r.nll_per_window;
     j["seconds"] = r.seconds;
     j["tokens_per_second"] = r.tokens_per_second;
     j["threads"] = pool.num_threads();
-    const std::string out = j.dump(1) + "\n";
-    write_file_atomic(f.json_out, std::as_bytes(std::span(out.data(), out.size())));
   }
 }
 
@@ -180,10 +234,11 @@ struct LoadedModel {
   model::Model model;
 };
 
-LoadedModel load_any_model(const std::string& arg, ThreadPool& pool) {
+LoadedModel load_any_model(const std::string& arg, const Format* kv_cache, ThreadPool& pool) {
   LoadedModel m{.arg = arg, .loc = resolve_model(arg), .gguf = nullptr, .model = {}};
   if (m.loc.format == ModelFormat::kGguf) m.gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(m.loc.path));
   m.model = m.gguf ? model::load_gguf_model(m.gguf, pool) : model::load_hf_model(m.loc.path, pool);
+  set_kv_cache(m.model, kv_cache);
   return m;
 }
 
@@ -191,8 +246,13 @@ nlohmann::json interval_json(const eval::Interval& i) { return nlohmann::json::a
 
 std::string display_name(const LoadedModel& m) {
   const std::filesystem::path p = m.loc.path.has_filename() ? m.loc.path : m.loc.path.parent_path();
-  return p.filename().string();
+  const Format* kv = m.model.config.kv_cache;
+  return kv != nullptr ? p.filename().string() + " kv:" + kv->name() : p.filename().string();
 }
+
+void compare_on_text(const EvalFlags& f, const LoadedModel& ref, const std::vector<LoadedModel>& cands,
+                     const io::Tokenizer& tokenizer, const std::string& tokenizer_source, ThreadPool& pool,
+                     nlohmann::ordered_json& j);
 
 // Every --model against --ref on the token ids of one tokenizer: --tokenizer if given, else the
 // reference's own (so all models see identical ids, whatever tokenizer a candidate GGUF embeds).
@@ -203,17 +263,29 @@ void run_compare(const EvalFlags& f) {
   if (ref_loc.format == ModelFormat::kGguf) ref_gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(ref_loc.path));
   std::string tokenizer_source;
   const io::Tokenizer tokenizer = load_tokenizer(f, ref_loc, ref_gguf.get(), tokenizer_source);
-  const std::string text = read_text_file(f.text);
-  const std::vector<int32_t> ids = tokenizer.encode(text, /*add_special_tokens=*/false);
-  if (!f.quiet) {
-    fmt::print(stderr, "calq eval: {} tokens from {}; loading {} and {} model(s)\n", ids.size(), f.text, f.ref,
-               f.models.size());
-  }
+  if (!f.quiet) fmt::print(stderr, "calq eval: loading {} and {} model(s)\n", f.ref, f.models.size());
   LoadedModel ref{.arg = f.ref, .loc = ref_loc, .gguf = ref_gguf, .model = {}};
   ref.model = ref_gguf ? model::load_gguf_model(ref_gguf, pool) : model::load_hf_model(ref_loc.path, pool);
   std::vector<LoadedModel> cands;
   cands.reserve(f.models.size());
-  for (const std::string& m : f.models) cands.push_back(load_any_model(m, pool));
+  for (const std::string& m : f.models) {
+    for (const Format* kv : kv_cache_formats(f)) cands.push_back(load_any_model(m, kv, pool));
+  }
+  nlohmann::ordered_json j;
+  if (!f.text.empty()) compare_on_text(f, ref, cands, tokenizer, tokenizer_source, pool, j);
+  std::vector<TaskModel> task_models = {{.name = "reference", .model = &ref.model}};
+  for (const LoadedModel& c : cands) task_models.push_back({.name = display_name(c), .model = &c.model});
+  run_tasks(f, task_models, /*has_reference=*/true, tokenizer, pool, j);
+  write_json(f, j);
+}
+
+void compare_on_text(const EvalFlags& f, const LoadedModel& ref, const std::vector<LoadedModel>& cands,
+                     const io::Tokenizer& tokenizer, const std::string& tokenizer_source, ThreadPool& pool,
+                     nlohmann::ordered_json& j) {
+  const ModelLocation& ref_loc = ref.loc;
+  const std::string text = read_text_file(f.text);
+  const std::vector<int32_t> ids = tokenizer.encode(text, /*add_special_tokens=*/false);
+  if (!f.quiet) fmt::print(stderr, "calq eval: {} tokens from {}\n", ids.size(), f.text);
   std::vector<const model::Model*> cand_ptrs;
   for (const LoadedModel& c : cands) cand_ptrs.push_back(&c.model);
 
@@ -243,6 +315,16 @@ void run_compare(const EvalFlags& f) {
                r.kld.max,
                fmt::format("{:.3f} ± {:.3f}", 100 * r.top1_agreement, 100 * (r.top1_agreement_ci.hi - r.top1_agreement)));
   }
+  // Next-token accuracy, calibration (ECE, 15 bins) and flips against the actual next token.
+  fmt::print("\n{:<{}}  {:>10}  {:>9}  {:>10}  {:>12}  {:>14}\n", "model", name_w, "accuracy", "ECE", "ΔECE",
+             "flips lost", "flips gained");
+  fmt::print("{:<{}}  {:>9.3f}%  {:>9.5f}  {:>10}  {:>12}  {:>14}\n", "reference", name_w, 100 * rep.ref_accuracy,
+             rep.ref_ece, "", "", "");
+  for (size_t i = 0; i < cands.size(); ++i) {
+    const eval::CompareResult& r = rep.candidates[i];
+    fmt::print("{:<{}}  {:>9.3f}%  {:>9.5f}  {:>+10.5f}  {:>12}  {:>14}\n", display_name(cands[i]), name_w,
+               100 * r.accuracy, r.ece, r.ece_delta, r.flips_lost, r.flips_gained);
+  }
   fmt::print("\nspeed       {:.1f} s on {} threads; tokens/s: reference {:.0f}", rep.seconds, pool.num_threads(),
              rep.ref_tokens_per_second);
   for (size_t i = 0; i < cands.size(); ++i) {
@@ -257,8 +339,6 @@ void run_compare(const EvalFlags& f) {
     print_act_quant_counts(display_name(cands[i]), act_counts.back());
   }
 
-  if (f.json_out.empty()) return;
-  nlohmann::ordered_json j;
   j["protocol"] = "gptq-windows";
   j["ctx"] = f.ctx;
   j["reference"] = {{"model", f.ref},
@@ -274,6 +354,9 @@ void run_compare(const EvalFlags& f) {
   j["kld_percentile_method"] = "linear interpolation between order statistics (Hyndman-Fan type 7)";
   j["ppl_ref"] = rep.candidates.empty() ? 0.0 : rep.candidates[0].ppl_ref;
   j["nll_ref_per_window"] = rep.candidates.empty() ? std::vector<double>{} : rep.candidates[0].nll_ref_per_window;
+  j["ref_accuracy"] = rep.ref_accuracy;
+  j["ref_ece"] = rep.ref_ece;
+  j["ece_bins"] = eval::kEceBins;
   j["ref_forward_seconds"] = rep.ref_forward_seconds;
   j["ref_tokens_per_second"] = rep.ref_tokens_per_second;
   j["seconds"] = rep.seconds;
@@ -286,6 +369,7 @@ void run_compare(const EvalFlags& f) {
     c["model_format"] = format_name(cands[i].loc.format);
     c["architecture"] = cands[i].model.config.model_type;
     c["bits_per_weight"] = cands[i].model.bits_per_weight();
+    c["kv_cache"] = cands[i].model.config.kv_cache != nullptr ? cands[i].model.config.kv_cache->name() : "f32";
     c["ppl_ref"] = r.ppl_ref;
     c["ppl"] = r.ppl;
     c["delta_ppl"] = r.delta_ppl;
@@ -301,6 +385,11 @@ void run_compare(const EvalFlags& f) {
     c["kld_max"] = r.kld.max;
     c["top1_agreement"] = r.top1_agreement;
     c["top1_agreement_ci95"] = interval_json(r.top1_agreement_ci);
+    c["accuracy"] = r.accuracy;
+    c["ece"] = r.ece;
+    c["ece_delta"] = r.ece_delta;
+    c["flips_lost"] = r.flips_lost;
+    c["flips_gained"] = r.flips_gained;
     c["n_windows"] = r.n_windows;
     c["n_predicted"] = r.n_predicted;
     c["nll_per_window"] = r.nll_per_window;
@@ -312,13 +401,18 @@ void run_compare(const EvalFlags& f) {
     list.push_back(std::move(c));
   }
   j["candidates"] = std::move(list);
-  const std::string out = j.dump(1) + "\n";
-  write_file_atomic(f.json_out, std::as_bytes(std::span(out.data(), out.size())));
 }
 
 void run_eval(const EvalFlags& f) {
   if (f.protocol != "gptq-windows") {
     fail(ErrorKind::kInvalidArgument, "--protocol '{}' is not supported (supported: gptq-windows)", f.protocol);
+  }
+  if (f.text.empty() && f.hellaswag.empty() && f.generate.empty()) {
+    fail(ErrorKind::kInvalidArgument, "nothing to evaluate: give --text (perplexity, and with --ref the comparison), "
+         "--hellaswag or --generate");
+  }
+  if (f.mc_items < 0 || f.max_new_tokens < 0) {
+    fail(ErrorKind::kInvalidArgument, "--mc-items and --max-new-tokens must be >= 0");
   }
   if (!f.ref.empty()) return run_compare(f);
   if (f.models.size() != 1) {
@@ -339,7 +433,7 @@ void register_eval(CLI::App& app) {
       ->allow_extra_args(false);
   cmd->add_option("--ref", flags->ref,
                   "Full-precision reference model: report ΔPPL, KL(ref‖model), top-1 agreement with 95% CIs");
-  cmd->add_option("--text", flags->text, "Plain-text file to evaluate on")->required();
+  cmd->add_option("--text", flags->text, "Plain-text file for perplexity (and, with --ref, the comparison)");
   cmd->add_option("--protocol", flags->protocol, "Evaluation protocol")->capture_default_str();
   cmd->add_option("--ctx", flags->ctx, "Window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--max-windows", flags->max_windows, "Evaluate at most this many windows (0 = all)")
@@ -349,6 +443,20 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--tokenizer", flags->tokenizer,
                   "tokenizer.json to use instead of the model's own (e.g. the HF tokenizer for a GGUF); with --ref, "
                   "instead of the reference's, for all models");
+  cmd->add_option("--kv-cache", flags->kv_cache,
+                  "Quantize the KV cache of every --model (not the reference): keys after RoPE and values stored "
+                  "token by token in a format and read back before attention. f32 (none), int8 (int8-pc-sym: "
+                  "per head and token), int4 (int4-g32-sym), fp8 (fp8-e4m3), or any format, e.g. q8_0, q4_0; a "
+                  "comma-separated list runs each --model once per entry")
+      ->delimiter(',');
+  cmd->add_option("--hellaswag", flags->hellaswag,
+                  "Multiple-choice accuracy (acc and length-normalized acc_norm) on a HellaSwag JSONL file, e.g. "
+                  "../shared/data/hellaswag-val-1000.jsonl; with --ref also each model's agreement with the reference");
+  cmd->add_option("--mc-items", flags->mc_items, "Score at most this many multiple-choice items (0 = all)");
+  cmd->add_option("--generate", flags->generate,
+                  "Greedy generation from this prompt by every model (the reference first), side by side "
+                  "(repeatable)");
+  cmd->add_option("--max-new-tokens", flags->max_new_tokens, "Tokens to generate per prompt")->capture_default_str();
   cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_eval(*flags); });
 }

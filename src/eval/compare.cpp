@@ -43,7 +43,8 @@ double sum_in_order(std::span<const double> v) {
 // Per-window values of one candidate, written by the worker that owns the window.
 struct CandidateAccum {
   std::vector<double> nll, kld, seconds;
-  std::vector<int64_t> top1;
+  std::vector<int64_t> top1, correct, lost, gained;
+  std::vector<EceBins> ece;
   std::vector<double> kld_per_token;
 };
 
@@ -89,6 +90,16 @@ CompareResult finish_candidate(CandidateAccum& a, const std::vector<double>& nll
   r.top1_agreement = static_cast<double>(agree) / n_pred;
   r.top1_agreement_ci = around(r.top1_agreement, ci95_half_width(per_window));
 
+  int64_t correct = 0;
+  for (size_t w = 0; w < diff.size(); ++w) {
+    correct += a.correct[w];
+    r.flips_lost += a.lost[w];
+    r.flips_gained += a.gained[w];
+    r.ece_bins.merge(a.ece[w]);
+  }
+  r.accuracy = static_cast<double>(correct) / n_pred;
+  r.ece = r.ece_bins.ece();
+
   r.kld = kld_percentiles(a.kld_per_token);
   r.forward_seconds = sum_in_order(a.seconds);
   r.tokens_per_second =
@@ -102,6 +113,44 @@ CompareResult finish_candidate(CandidateAccum& a, const std::vector<double>& nll
 }
 
 }  // namespace
+
+int EceBins::bin_of(double p) {
+  const int b = static_cast<int>(std::ceil(p * kEceBins)) - 1;
+  return std::clamp(b, 0, kEceBins - 1);
+}
+
+void EceBins::add(double p, bool is_correct) {
+  const int b = bin_of(p);
+  ++count[static_cast<size_t>(b)];
+  confidence[static_cast<size_t>(b)] += p;
+  correct[static_cast<size_t>(b)] += is_correct ? 1 : 0;
+}
+
+void EceBins::merge(const EceBins& o) {
+  for (size_t b = 0; b < kEceBins; ++b) {
+    count[b] += o.count[b];
+    confidence[b] += o.confidence[b];
+    correct[b] += o.correct[b];
+  }
+}
+
+int64_t EceBins::total() const {
+  int64_t n = 0;
+  for (const int64_t c : count) n += c;
+  return n;
+}
+
+double EceBins::ece() const {
+  const int64_t n = total();
+  if (n == 0) return 0.0;
+  double e = 0.0;
+  for (size_t b = 0; b < kEceBins; ++b) {
+    if (count[b] == 0) continue;
+    const auto nb = static_cast<double>(count[b]);
+    e += nb / static_cast<double>(n) * std::fabs(static_cast<double>(correct[b]) / nb - confidence[b] / nb);
+  }
+  return e;
+}
 
 double log_sum_exp(const float* row, int64_t n) {
   const double mx = *std::max_element(row, row + n);
@@ -189,12 +238,18 @@ CompareReport compare_models(const model::Model& ref, std::span<const model::Mod
   const auto nw = static_cast<size_t>(n_windows);
 
   std::vector<double> nll_ref(nw), ref_seconds(nw);
+  std::vector<int64_t> ref_correct(nw, 0);
+  std::vector<EceBins> ref_ece(nw);
   std::vector<CandidateAccum> acc(candidates.size());
   for (auto& a : acc) {
     a.nll.assign(nw, 0.0);
     a.kld.assign(nw, 0.0);
     a.seconds.assign(nw, 0.0);
     a.top1.assign(nw, 0);
+    a.correct.assign(nw, 0);
+    a.lost.assign(nw, 0);
+    a.gained.assign(nw, 0);
+    a.ece.assign(nw, EceBins{});
     a.kld_per_token.assign(static_cast<size_t>(n_windows * rows), 0.0);
   }
 
@@ -212,8 +267,14 @@ CompareReport compare_models(const model::Model& ref, std::span<const model::Mod
       const float* rl = ref_logits.f32();
       nll_ref[w] = sequence_nll(rl, ctx, vocab, window.subspan(1));
       for (int64_t t = 0; t < rows; ++t) {
-        ref_log_z[static_cast<size_t>(t)] = log_sum_exp(rl + t * vocab, vocab);
-        ref_top[static_cast<size_t>(t)] = argmax_row(rl + t * vocab, vocab);
+        const float* row = rl + t * vocab;
+        const double lz = log_sum_exp(row, vocab);
+        const int64_t top = argmax_row(row, vocab);
+        ref_log_z[static_cast<size_t>(t)] = lz;
+        ref_top[static_cast<size_t>(t)] = top;
+        const bool ok = top == window[static_cast<size_t>(t + 1)];
+        ref_correct[w] += ok ? 1 : 0;
+        ref_ece[w].add(std::exp(static_cast<double>(row[top]) - lz), ok);
       }
       for (size_t c = 0; c < candidates.size(); ++c) {
         CandidateAccum& a = acc[c];
@@ -227,11 +288,20 @@ CompareReport compare_models(const model::Model& ref, std::span<const model::Mod
         double* kl_out = a.kld_per_token.data() + w * static_cast<size_t>(rows);
         for (int64_t t = 0; t < rows; ++t) {
           const float* q_row = ql + t * vocab;
-          const double kl = kl_divergence_row(rl + t * vocab, ref_log_z[static_cast<size_t>(t)], q_row,
-                                              log_sum_exp(q_row, vocab), vocab);
+          const double q_log_z = log_sum_exp(q_row, vocab);
+          const double kl = kl_divergence_row(rl + t * vocab, ref_log_z[static_cast<size_t>(t)], q_row, q_log_z, vocab);
           kl_out[t] = kl;
           kl_sum += kl;
-          agree += argmax_row(q_row, vocab) == ref_top[static_cast<size_t>(t)] ? 1 : 0;
+          const int64_t top = argmax_row(q_row, vocab);
+          const int64_t rtop = ref_top[static_cast<size_t>(t)];
+          agree += top == rtop ? 1 : 0;
+          const int32_t target = window[static_cast<size_t>(t + 1)];
+          const bool ok = top == target;
+          const bool ref_ok = rtop == target;
+          a.correct[w] += ok ? 1 : 0;
+          a.lost[w] += ref_ok && !ok ? 1 : 0;
+          a.gained[w] += !ref_ok && ok ? 1 : 0;
+          a.ece[w].add(std::exp(static_cast<double>(q_row[top]) - q_log_z), ok);
         }
         a.kld[w] = kl_sum;
         a.top1[w] = agree;
@@ -252,7 +322,17 @@ CompareReport compare_models(const model::Model& ref, std::span<const model::Mod
   report.ref_forward_seconds = sum_in_order(ref_seconds);
   report.ref_tokens_per_second = static_cast<double>(n_windows * ctx) / report.ref_forward_seconds *
                                  static_cast<double>(report.workers);
-  for (auto& a : acc) report.candidates.push_back(finish_candidate(a, nll_ref, ctx, n_windows, report.workers));
+  int64_t correct = 0;
+  for (size_t w = 0; w < nw; ++w) {  // window order
+    correct += ref_correct[w];
+    report.ref_ece_bins.merge(ref_ece[w]);
+  }
+  report.ref_accuracy = static_cast<double>(correct) / static_cast<double>(report.n_predicted);
+  report.ref_ece = report.ref_ece_bins.ece();
+  for (auto& a : acc) {
+    report.candidates.push_back(finish_candidate(a, nll_ref, ctx, n_windows, report.workers));
+    report.candidates.back().ece_delta = report.candidates.back().ece - report.ref_ece;
+  }
   return report;
 }
 

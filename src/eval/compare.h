@@ -9,6 +9,10 @@
 //    in double (std::exp/std::log in double, not the float polynomial of the perplexity path);
 //  * top-1 agreement: whether argmax_v of both logit rows is the same token (ties go to the
 //    lowest index).
+//  * next-token accuracy: whether each model's argmax is the actual next token; "flips" count the
+//    positions where the reference was right and the candidate wrong (lost) and the reverse (gained);
+//  * calibration: expected calibration error (Guo et al. 2017) of each model's top-1 probability
+//    against its top-1 correctness, over kEceBins equal-width bins (EceBins below).
 // Window-level sums give 95% confidence intervals that treat windows as the independent units
 // (tokens of one window are correlated): Student-t intervals of the mean over windows for KLD,
 // top-1 agreement and the paired per-window NLL difference d; ΔPPL's interval is that of d mapped
@@ -25,6 +29,7 @@
 // for one window is an ErrorKind::kInvalidArgument error.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -57,6 +62,21 @@ struct KldPercentiles {
   double max = 0.0;
 };
 
+inline constexpr int kEceBins = 15;
+
+// Expected calibration error of top-1 predictions: bin b (0-based) holds confidences p in
+// (b/M, (b+1)/M] (p = 0 in bin 0), M = kEceBins; ECE = Σ_b (n_b / N)·|accuracy_b − mean p_b|.
+struct EceBins {
+  std::array<int64_t, kEceBins> count{};
+  std::array<double, kEceBins> confidence{};  // Σ p in the bin
+  std::array<int64_t, kEceBins> correct{};    // top-1 correct in the bin
+  static int bin_of(double p);
+  void add(double p, bool is_correct);
+  void merge(const EceBins& other);
+  int64_t total() const;
+  double ece() const;  // 0 when empty
+};
+
 // One candidate against the reference.
 struct CompareResult {
   int64_t ctx = 0;
@@ -73,6 +93,12 @@ struct CompareResult {
   KldPercentiles kld;
   double top1_agreement = 0.0;  // share of predicted positions with equal argmax
   Interval top1_agreement_ci;
+  double accuracy = 0.0;      // share of predicted positions where argmax is the next token
+  double ece = 0.0;           // EceBins::ece() of this model
+  double ece_delta = 0.0;     // ece − the reference's
+  int64_t flips_lost = 0;     // reference right, candidate wrong
+  int64_t flips_gained = 0;   // reference wrong, candidate right
+  EceBins ece_bins;
   std::vector<double> nll_ref_per_window;  // NLL sums, as PerplexityResult::nll_per_window
   std::vector<double> nll_per_window;
   std::vector<double> kld_per_window;     // KL sums of each window
@@ -90,6 +116,9 @@ struct CompareReport {
   double ref_forward_seconds = 0.0;    // the reference's forward passes, summed over workers
   double ref_tokens_per_second = 0.0;
   double seconds = 0.0;                // wall time of the whole comparison
+  double ref_accuracy = 0.0;           // the reference's next-token accuracy
+  double ref_ece = 0.0;
+  EceBins ref_ece_bins;
   std::vector<CompareResult> candidates;  // in the order given
 };
 

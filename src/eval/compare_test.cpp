@@ -99,6 +99,40 @@ TEST(CompareIntervals, StudentTAgainstTables) {
   EXPECT_TRUE(std::isnan(one.lo) && std::isnan(one.hi));
 }
 
+TEST(CompareEce, HandMadeProbabilities) {
+  // Bins are (b/15, (b+1)/15]: the edges belong to the lower bin.
+  EXPECT_EQ(EceBins::bin_of(0.0), 0);
+  EXPECT_EQ(EceBins::bin_of(1.0 / 15.0), 0);
+  EXPECT_EQ(EceBins::bin_of(1.0 / 15.0 + 1e-9), 1);
+  EXPECT_EQ(EceBins::bin_of(0.5), 7);
+  EXPECT_EQ(EceBins::bin_of(1.0), 14);
+  EceBins e;
+  EXPECT_EQ(e.ece(), 0.0);
+  // Bin 14: 0.95 twice, one right (|0.5 − 0.95| = 0.45); bin 5: 0.35 three times, one right
+  // (|1/3 − 0.35| = 1/60); bin 0: 0.05 wrong (0.05). ECE = (2·0.45 + 3/60 + 0.05) / 6 = 1/6.
+  for (const auto& [p, ok] : std::vector<std::pair<double, bool>>{
+           {0.95, true}, {0.95, false}, {0.35, true}, {0.35, false}, {0.35, false}, {0.05, false}}) {
+    e.add(p, ok);
+  }
+  EXPECT_EQ(e.total(), 6);
+  EXPECT_EQ(e.count[14], 2);
+  EXPECT_EQ(e.count[5], 3);
+  EXPECT_EQ(e.correct[5], 1);
+  EXPECT_NEAR(e.ece(), 1.0 / 6.0, 1e-12);
+  // Perfectly calibrated: confidence 0.7, 7 of 10 right.
+  EceBins calibrated;
+  for (int i = 0; i < 10; ++i) calibrated.add(0.7, i < 7);
+  EXPECT_NEAR(calibrated.ece(), 0.0, 1e-12);
+  // Always right at confidence 0.2: ECE 0.8. Merging weighs the bins by their counts.
+  EceBins under;
+  for (int i = 0; i < 4; ++i) under.add(0.2, true);
+  EXPECT_NEAR(under.ece(), 0.8, 1e-12);
+  EceBins merged = calibrated;
+  merged.merge(under);
+  EXPECT_EQ(merged.total(), 14);
+  EXPECT_NEAR(merged.ece(), 4.0 / 14.0 * 0.8, 1e-12);
+}
+
 class CompareModels : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -141,6 +175,12 @@ TEST_F(CompareModels, ModelAgainstItselfIsExactlyZero) {
   EXPECT_EQ(r.top1_agreement_ci.lo, 1.0);
   EXPECT_EQ(r.top1_agreement_ci.hi, 1.0);
   for (const double k : r.kld_per_token) ASSERT_EQ(k, 0.0);
+  EXPECT_EQ(r.flips_lost, 0);
+  EXPECT_EQ(r.flips_gained, 0);
+  EXPECT_EQ(r.accuracy, rep.ref_accuracy);
+  EXPECT_EQ(r.ece, rep.ref_ece);
+  EXPECT_EQ(r.ece_delta, 0.0);
+  EXPECT_EQ(rep.ref_ece_bins.total(), 5 * 63);
 }
 
 TEST_F(CompareModels, PerturbedModelAgainstPerplexityAndNaiveMetrics) {
@@ -168,7 +208,8 @@ TEST_F(CompareModels, PerturbedModelAgainstPerplexityAndNaiveMetrics) {
 
   // Every per-token KL and the agreement count, recomputed naively from the two models' logits.
   long double kl_total = 0;
-  int64_t agree = 0;
+  int64_t agree = 0, right_ref = 0, right = 0, lost = 0, gained = 0;
+  EceBins ece_ref, ece;
   const int64_t vocab = ref_.config.vocab_size;
   for (int64_t w = 0; w < 5; ++w) {
     const std::span<const int32_t> win(ids_.data() + w * 64, 64);
@@ -188,6 +229,18 @@ TEST_F(CompareModels, PerturbedModelAgainstPerplexityAndNaiveMetrics) {
         if (rb[v] > rb[ib]) ib = v;
       }
       window_agree += ia == ib ? 1 : 0;
+      const auto target = static_cast<size_t>(win[static_cast<size_t>(t + 1)]);
+      right_ref += ia == target;
+      right += ib == target;
+      lost += ia == target && ib != target;
+      gained += ia != target && ib == target;
+      long double za = 0, zb = 0;
+      for (size_t v = 0; v < ra.size(); ++v) {
+        za += std::exp(static_cast<long double>(ra[v]) - ra[ia]);
+        zb += std::exp(static_cast<long double>(rb[v]) - rb[ib]);
+      }
+      ece_ref.add(static_cast<double>(1 / za), ia == target);
+      ece.add(static_cast<double>(1 / zb), ib == target);
     }
     EXPECT_NEAR(r.kld_per_window[static_cast<size_t>(w)], window_kl, 1e-9 * window_kl);
     EXPECT_EQ(r.top1_per_window[static_cast<size_t>(w)], window_agree);
@@ -196,6 +249,15 @@ TEST_F(CompareModels, PerturbedModelAgainstPerplexityAndNaiveMetrics) {
   EXPECT_NEAR(r.kld_mean, static_cast<double>(kl_total / (5 * 63)), 1e-9 * r.kld_mean);
   EXPECT_EQ(r.top1_agreement, static_cast<double>(agree) / (5 * 63));
   EXPECT_LT(agree, 5 * 63);  // the perturbation flips some argmaxes on this tiny model
+  EXPECT_EQ(rep.ref_accuracy, static_cast<double>(right_ref) / (5 * 63));
+  EXPECT_EQ(r.accuracy, static_cast<double>(right) / (5 * 63));
+  EXPECT_EQ(r.flips_lost, lost);
+  EXPECT_EQ(r.flips_gained, gained);
+  EXPECT_EQ(r.ece_bins.count, ece.count);  // same bins; the sums to rounding
+  EXPECT_NEAR(rep.ref_ece, ece_ref.ece(), 1e-9);
+  EXPECT_NEAR(r.ece, ece.ece(), 1e-9);
+  EXPECT_NEAR(r.ece_delta, ece.ece() - ece_ref.ece(), 1e-9);
+  EXPECT_GT(right_ref, 0);
 }
 
 void expect_same(const CompareResult& a, const CompareResult& b) {
@@ -215,6 +277,10 @@ void expect_same(const CompareResult& a, const CompareResult& b) {
   EXPECT_EQ(a.kld_per_window, b.kld_per_window);
   EXPECT_EQ(a.top1_per_window, b.top1_per_window);
   EXPECT_EQ(a.kld_per_token, b.kld_per_token);
+  EXPECT_EQ(a.ece, b.ece);
+  EXPECT_EQ(a.accuracy, b.accuracy);
+  EXPECT_EQ(a.flips_lost, b.flips_lost);
+  EXPECT_EQ(a.flips_gained, b.flips_gained);
 }
 
 TEST_F(CompareModels, IdenticalForAnyThreadCountAndCandidateList) {

@@ -19,6 +19,10 @@
 #include <string_view>
 #include <vector>
 
+namespace calq {
+class Format;  // formats/format.h
+}  // namespace calq
+
 namespace calq::model {
 
 struct ModelConfig {
@@ -51,6 +55,9 @@ struct ModelConfig {
     std::optional<uint64_t> down_seed;
   };
   std::optional<Rotation> rotation;
+  // Runtime only, never persisted (model/kv_cache.h): keys and values pass through this format
+  // before attention, token by token; nullptr = a float cache.
+  const Format* kv_cache = nullptr;
 
   int64_t q_dim() const { return num_heads * head_dim; }
   int64_t kv_dim() const { return num_kv_heads * head_dim; }

@@ -7,6 +7,7 @@
 #include "core/hadamard.h"
 #include "core/matmul.h"
 #include "core/vec_math.h"
+#include "model/kv_cache.h"
 
 namespace calq::model {
 namespace {
@@ -179,6 +180,10 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
              s.rope_sin_.data(), pool);
   apply_rope(s.k_.data(), cfg.kv_dim(), seq_len, cfg.num_kv_heads, cfg.head_dim, s.rope_cos_.data(),
              s.rope_sin_.data(), pool);
+  if (cfg.kv_cache != nullptr) {  // what a quantized cache would hand back (kv_cache.h)
+    quantize_kv_rows(*cfg.kv_cache, s.k_.data(), seq_len, cfg.num_kv_heads, cfg.head_dim, pool);
+    quantize_kv_rows(*cfg.kv_cache, s.v_.data(), seq_len, cfg.num_kv_heads, cfg.head_dim, pool);
+  }
   attention(cfg, s.q_.data(), s.k_.data(), s.v_.data(), s.attn_.data(), seq_len, cfg.window_for_layer(layer), pool);
   call_hook(hook, layer, TensorRole::kAttnOut, s.attn_.data(), seq_len, cfg.q_dim());
   linear_nt(pool, s.attn_.data(), cfg.q_dim(), seq_len, w.wo, hidden, hs, /*accumulate=*/true);
