@@ -3,6 +3,9 @@
 //  * --format FORMAT: any registered format, Hugging Face or GGUF in, with calibration (--calib or
 //    --stats), a range observer and per-tensor rules (pipeline/model_quantize.h); the output is a
 //    GGUF llama.cpp loads when every type is GGUF-native, else a calq GGUF (docs/formats.md).
+//  * --target-bpw B --candidates LIST --sensitivity FILE: the --format form with one exact rule per
+//    tensor from the bit allocation (pipeline/bit_alloc.h, cli/quantize_target.h); --format, when
+//    given, is the format of linear weights outside the map.
 //
 // Flag parsing (QuantizeFlags, register_quantize) and the work are kept apart per form.
 #include <fmt/format.h>
@@ -18,12 +21,14 @@
 #include "cli/calib_flags.h"
 #include "cli/commands.h"
 #include "cli/model_paths.h"
+#include "cli/quantize_target.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "io/gguf.h"
 #include "pipeline/gguf_quantize.h"
 #include "pipeline/imatrix.h"
 #include "pipeline/mix.h"
+#include "pipeline/bit_alloc.h"
 #include "pipeline/model_quantize.h"
 #include "model/gguf_export.h"
 
@@ -58,6 +63,7 @@ struct QuantizeFlags {
   bool rotate_down = false;
   std::string act_quant = "none";
   float llm_int8_threshold = 6.0f;
+  TargetFlags target;  // --target-bpw bit allocation
 };
 
 // The recipe from --method or --recipe, with the option flags written into their steps (a flag
@@ -119,8 +125,12 @@ void check_paths(const QuantizeFlags& f, const ModelLocation& loc) {
 void run_quantize_format(const QuantizeFlags& f);
 
 void run_quantize(const QuantizeFlags& f) {
-  if (!f.format.empty()) {
-    if (!f.type.empty()) fail(ErrorKind::kInvalidArgument, "give either --type (a llama.cpp mix) or --format, not both");
+  check_target_flags(f.target);
+  if (!f.format.empty() || f.target.active()) {
+    if (!f.type.empty()) {
+      fail(ErrorKind::kInvalidArgument, "give either --type (a llama.cpp mix) or {}, not both",
+           f.target.active() ? "--target-bpw" : "--format");
+    }
     if (!f.imatrix.empty()) {
       fail(ErrorKind::kInvalidArgument, "--imatrix goes with --type; with --format use --calib or --stats");
     }
@@ -172,8 +182,10 @@ void run_quantize(const QuantizeFlags& f) {
              r.seconds_write);
 }
 
-std::string recipe_text(const QuantizeFlags& f, const pipeline::ModelQuantizeOptions& o, bool calibrated) {
-  std::string r = fmt::format("method={};format={};observer={}", o.recipe.to_string(), o.format->name(), f.observer);
+std::string recipe_text(const QuantizeFlags& f, const pipeline::ModelQuantizeOptions& o, bool calibrated,
+                        const pipeline::TargetAllocation* alloc) {
+  std::string r = fmt::format("method={};format={};observer={}", o.recipe.to_string(),
+                              alloc != nullptr && f.format.empty() ? "alloc" : o.format->name(), f.observer);
   bool with_options = false;
   for (const auto& step : o.recipe.steps) with_options = with_options || !step.options.empty();
   if (with_options) r += ";steps=" + o.recipe.to_json()["steps"].dump();
@@ -184,6 +196,12 @@ std::string recipe_text(const QuantizeFlags& f, const pipeline::ModelQuantizeOpt
   if (f.observer == "percentile") r += fmt::format(";percentile={}", f.percentile);
   if (!f.head_format.empty()) r += ";head=" + f.head_format;
   for (const auto& rule : f.rules) r += ";rule=" + rule;
+  if (alloc != nullptr) {
+    r += fmt::format(";target_bpw={};candidates={};sensitivity={};predicted_kld={:.6g}", *f.target.target_bpw,
+                     f.target.candidates, std::filesystem::path(f.target.sensitivity).filename().string(),
+                     alloc->predicted_kld());
+    for (const auto& rule : alloc->rule_texts()) r += ";rule=" + rule;
+  }
   if (calibrated) {
     r += fmt::format(";calib={};samples={};seq_len={};seed={};sequential={}",
                      std::filesystem::path(f.calib.calib).filename().string(), f.calib.samples, f.calib.seq_len,
@@ -215,7 +233,15 @@ void run_quantize_format(const QuantizeFlags& f) {
   if (!f.calib.calib.empty() && !f.stats.empty()) {
     fail(ErrorKind::kInvalidArgument, "give either --calib (calibrate now) or --stats (reuse a statistics file)");
   }
-  pipeline::ModelQuantizeOptions options{.format = &format_by_name(f.format)};
+  std::vector<const Format*> candidates;
+  std::optional<pipeline::SensitivityFile> sensitivity;
+  if (f.target.active()) {
+    candidates = parse_candidates(f.target.candidates);
+    sensitivity.emplace(pipeline::read_sensitivity_file(f.target.sensitivity));
+  }
+  // With --target-bpw and no --format every linear weight gets an allocation rule; the first
+  // candidate only stands in as the main format the plan requires.
+  pipeline::ModelQuantizeOptions options{.format = f.format.empty() ? candidates.at(0) : &format_by_name(f.format)};
   for (const auto& rule : f.rules) options.rules.push_back(pipeline::parse_tensor_rule(rule));
   if (!f.head_format.empty()) options.head_format = &format_by_name(f.head_format);
   const std::unique_ptr<calib::Observer> observer =
@@ -233,6 +259,25 @@ void run_quantize_format(const QuantizeFlags& f) {
   if (!f.stats.empty()) stats.emplace(calib::read_stats_file(f.stats));
   cli::LoadedModel m = load_model_for_calibration(f.model, pool);
   if (stats) pipeline::check_stats_match(*stats, m.model, f.stats);
+  std::optional<pipeline::TargetAllocation> alloc;
+  std::optional<VerifyPlan> verify;
+  if (sensitivity) {
+    const double bpw = *f.target.target_bpw;
+    if (f.head_format.empty()) {
+      options.head_format = pipeline::head_format_for_target(bpw, m.model.embedding.rows(), m.model.embedding.cols());
+    }
+    alloc.emplace(pipeline::allocate_to_target(m.model, options, *sensitivity,
+                                               {.target_bpw = bpw, .candidates = candidates,
+                                                .allocate_head = f.head_format.empty(),
+                                                .map_must_cover = f.format.empty()}));
+    for (const auto& rule : alloc->rule_texts()) options.rules.push_back(pipeline::parse_tensor_rule(rule));
+    fmt::print("{}", allocation_report(*alloc, *sensitivity, bpw));
+    if (!f.target.verify_text.empty()) {
+      std::string source;
+      const io::Tokenizer tokenizer = load_model_tokenizer(m.location, m.gguf.get(), f.calib.tokenizer, source);
+      verify.emplace(plan_verify(f.target, *sensitivity, tokenizer));
+    }
+  }
   // Fail on rules and shapes before the (long) calibration.
   const std::vector<pipeline::TensorAssignment> plan = pipeline::plan_model_quantization(m.model, options);
 
@@ -277,7 +322,22 @@ void run_quantize_format(const QuantizeFlags& f) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   model::GgufExportOptions export_options;
-  export_options.extra_metadata.emplace_back("calq.recipe", io::GgufValue::of_string(recipe_text(f, options, set.has_value())));
+  export_options.extra_metadata.emplace_back(
+      "calq.recipe", io::GgufValue::of_string(recipe_text(f, options, set.has_value(), alloc ? &*alloc : nullptr)));
+  if (alloc) {
+    // Checked before anything is written: the allocation's accounting is exact, so this only
+    // fails when a method changed how a fixed tensor is stored.
+    const double bpw = m.model.bits_per_weight();
+    if (bpw > *f.target.target_bpw) {
+      fail(ErrorKind::kInvalidArgument,
+           "the quantized model has {:.4f} bits per weight, above --target-bpw {} (predicted {:.4f}); nothing written",
+           bpw, *f.target.target_bpw, alloc->predicted_bpw());
+    }
+    if (m.model.storage_bytes() != alloc->total_bytes()) {
+      fmt::print(stderr, "calq quantize: note: {} bytes stored, the allocation counted {}\n", m.model.storage_bytes(),
+                 alloc->total_bytes());
+    }
+  }
   if (set) export_options.extra_metadata.emplace_back("calq.calib_sha256", io::GgufValue::of_string(set->file_sha256));
   if (stats) {
     export_options.extra_metadata.emplace_back("calq.calib_sha256", io::GgufValue::of_strings(stats->calib_sha256));
@@ -285,7 +345,8 @@ void run_quantize_format(const QuantizeFlags& f) {
   model::write_gguf_model(m.model, f.out, export_options, pool);
 
   fmt::print("wrote {}: {} ({}), {:.4f} bits per weight, {} tensors quantized ({} with importance)\n", f.out,
-             options.format->name(), options.recipe.to_string(), m.model.bits_per_weight(), r.plan.size(),
+             alloc ? "bit allocation" : options.format->name(), options.recipe.to_string(), m.model.bits_per_weight(),
+             r.plan.size(),
              r.n_with_importance);
   if (!f.quiet) print_method_events(r.events);
   if (r.calibration) {
@@ -295,6 +356,15 @@ void run_quantize_format(const QuantizeFlags& f) {
                static_cast<double>(r.calibration->activation_bytes) / (1024.0 * 1024.0));
   }
   fmt::print("time {:.2f} s (encode {:.2f} s), peak RSS {:.1f} MiB\n", seconds, r.seconds_quantize, peak_rss_mib());
+  if (alloc) {
+    fmt::print("target      {} bits per weight: {:.4f} written, predicted KLD {:.6g}\n", *f.target.target_bpw,
+               m.model.bits_per_weight(), alloc->predicted_kld());
+  }
+  if (verify) {
+    // The full-precision reference, loaded again: `m` was quantized in place.
+    const cli::LoadedModel ref = load_model_for_calibration(f.model, pool);
+    verify_allocation(*verify, ref.model, f.out, *alloc, pool);
+  }
 }
 
 }  // namespace
@@ -338,6 +408,7 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--head-format", flags->head_format,
                   "Format of the token embedding and output head (default: q6_k below 6.5 bits, else q8_0)");
   add_calib_flags(cmd, flags->calib);
+  add_target_flags(cmd, flags->target);
   cmd->add_option("--stats", flags->stats, "Statistics file from calq calibrate (instead of --calib)");
   cmd->add_flag("--float-inputs", flags->float_inputs,
                 "Calibrate every layer on the float model's activations (default: true sequential, each layer "

@@ -12,5 +12,8 @@ void register_check(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_quantize(CLI::App& app);
+void register_sensitivity(CLI::App& app);
+void register_bisect(CLI::App& app);
+void register_calib_check(CLI::App& app);
 
 }  // namespace calq::cli

@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
   calq::cli::register_eval(app);
   calq::cli::register_inspect(app);
   calq::cli::register_quantize(app);
+  calq::cli::register_sensitivity(app);
+  calq::cli::register_bisect(app);
+  calq::cli::register_calib_check(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

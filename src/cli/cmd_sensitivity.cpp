@@ -1,0 +1,185 @@
+// `calq sensitivity`: the KLD cost of quantizing each tensor (or layer) alone to one or more
+// formats, everything else in full precision (pipeline/sensitivity.h). Each format quantizes the
+// whole model once through the pipeline (rtn or gptq, with --calib/--stats statistics collected
+// on the float model), then every tensor is swapped alone into the FP model and evaluated.
+// Outputs: a ranked table (stdout), --json (the map `--target-bpw` reads), --svg heat-maps.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <deque>
+#include <memory>
+#include <optional>
+
+#include "calib/observer.h"
+#include "cli/calib_flags.h"
+#include "cli/commands.h"
+#include "cli/diag_util.h"
+#include "cli/progress.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "pipeline/layer_methods.h"
+#include "pipeline/model_quantize.h"
+#include "pipeline/sensitivity.h"
+#include "pipeline/sensitivity_report.h"
+
+namespace calq::cli {
+namespace {
+
+struct SensitivityFlags {
+  std::string model;
+  std::string eval_text;
+  std::vector<std::string> formats;
+  std::string granularity = "tensor";
+  std::string method = "rtn";
+  std::string observer = "minmax";
+  CalibFlags calib;
+  std::string stats;
+  bool no_importance = false;
+  bool no_head = false;
+  int64_t ctx = 512;
+  int64_t max_windows = 8;
+  std::string json_out;
+  std::string svg_out;
+  size_t threads = 0;
+  bool quiet = false;
+};
+
+bool fits(const Format& f, const model::LinearWeight& w) {
+  try {
+    f.check_shape(w.rows(), w.cols());
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+void run_sensitivity(const SensitivityFlags& f) {
+  if (f.formats.empty()) fail(ErrorKind::kInvalidArgument, "calq sensitivity needs --format F[,F2,...]");
+  std::vector<const Format*> formats;
+  for (const std::string& name : f.formats) {
+    const Format* format = &format_by_name(name);
+    if (std::find(formats.begin(), formats.end(), format) != formats.end()) {
+      fail(ErrorKind::kInvalidArgument, "--format lists {} twice", name);
+    }
+    formats.push_back(format);
+  }
+  const pipeline::Granularity granularity = pipeline::granularity_by_name(f.granularity);
+  const quant::Recipe recipe = quant::parse_method_chain(f.method);
+  for (const quant::MethodStep& s : recipe.steps) {
+    // Transforms fold scales into norms and neighbours: one such tensor swapped alone into the FP
+    // model would not be the tensor the method meant.
+    if (s.method != "rtn" && s.method != "gptq") {
+      fail(ErrorKind::kInvalidArgument, "--method {}: sensitivity swaps single tensors, so only rtn and gptq apply",
+           recipe.to_string());
+    }
+  }
+  if (!f.calib.calib.empty() && !f.stats.empty()) {
+    fail(ErrorKind::kInvalidArgument, "give either --calib (calibrate now) or --stats (reuse a statistics file)");
+  }
+  if (recipe.has("gptq") && f.calib.calib.empty() && f.stats.empty()) {
+    fail(ErrorKind::kInvalidArgument, "--method gptq needs --calib or --stats (a Hessian)");
+  }
+  if (f.ctx < 2) fail(ErrorKind::kInvalidArgument, "--ctx must be at least 2, got {}", f.ctx);
+  check_output_folder(f.json_out);
+  check_output_folder(f.svg_out);
+
+  ThreadPool pool(f.threads);
+  LoadedModel fp = load_model_for_calibration(f.model, pool);
+  std::string tokenizer_source;
+  const io::Tokenizer tokenizer = load_model_tokenizer(fp.location, fp.gguf.get(), f.calib.tokenizer, tokenizer_source);
+  const std::vector<int32_t> ids = load_eval_ids(f.eval_text, tokenizer);
+
+  // Statistics of the float model, shared by every format (--float-inputs calibration).
+  std::optional<calib::CalibrationStats> stats;
+  if (!f.stats.empty()) {
+    stats.emplace(calib::read_stats_file(f.stats));
+    pipeline::check_stats_match(*stats, fp.model, f.stats);
+  } else if (!f.calib.calib.empty()) {
+    const io::CalibrationSet set = load_calibration(f.calib, tokenizer, fp.model.config, f.quiet);
+    calib::StatSet kinds = calib::StatSet().with(calib::StatKind::kMeanSq).with(calib::StatKind::kAbsMax);
+    for (const calib::StatKind k : pipeline::required_stats(recipe, pipeline::ActivationScheme::kNone).kinds()) {
+      kinds = kinds.with(k);
+    }
+    if (!f.quiet) fmt::print(stderr, "calq sensitivity: calibrating on {} samples of {}\n", set.samples.size(), f.calib.calib);
+    stats.emplace(pipeline::run_layer_sequential(fp.model, set.samples, {.stats = kinds, .true_sequential = false},
+                                                 nullptr, pool)
+                      .stats);
+  }
+
+  const std::unique_ptr<calib::Observer> observer = calib::make_observer(f.observer, {});
+  std::deque<LoadedModel> quantized;  // stable addresses for the variants
+  std::vector<pipeline::QuantizedVariant> variants;
+  for (const Format* format : formats) {
+    if (!f.quiet) fmt::print(stderr, "calq sensitivity: quantizing {} to {} ({})\n", f.model, format->name(), recipe.to_string());
+    LoadedModel& q = quantized.emplace_back(load_model_for_calibration(f.model, pool));
+    pipeline::ModelQuantizeOptions options{.format = format, .observer = observer.get(),
+                                           .use_importance = !f.no_importance, .recipe = recipe};
+    // The head in the same format when it fits, so its entry measures that format too.
+    if (fits(*format, q.model.embedding) && fits(*format, q.model.output)) options.head_format = format;
+    pipeline::quantize_model(q.model, options, {}, {}, stats ? &*stats : nullptr, nullptr, pool);
+    variants.push_back({.format = format, .model = &q.model});
+  }
+
+  ProgressBar bar("forward passes", f.ctx, !f.quiet);
+  pipeline::KldEvaluator evaluator(fp.model, ids,
+                                   {.ctx = f.ctx, .max_windows = f.max_windows,
+                                    .on_progress = [&](int64_t done, int64_t total) { bar.update(done, total); }},
+                                   pool);
+  if (!f.quiet) {
+    fmt::print(stderr, "calq sensitivity: {} windows x {} tokens of {} ({}), {} threads\n", evaluator.n_windows(), f.ctx,
+               f.eval_text, tokenizer_source, pool.num_threads());
+  }
+  const pipeline::SensitivityMap map =
+      pipeline::measure_sensitivity(fp.model, variants, {.granularity = granularity, .include_head = !f.no_head}, evaluator);
+  bar.finish();
+
+  fmt::print("{}", pipeline::sensitivity_table(map));
+  fmt::print("{} entries x {} formats: {} evaluations of {} windows x {} tokens, {:.1f} s\n", map.entries.size(),
+             map.formats.size(), map.evaluations, map.windows, map.ctx, map.seconds);
+  const pipeline::SensitivityMeta meta{.model = f.model, .eval_text = f.eval_text, .method = recipe.to_string()};
+  if (!f.json_out.empty()) {
+    write_text_atomic(f.json_out, pipeline::sensitivity_json(map, meta).dump(2) + "\n");
+    fmt::print("wrote {}\n", f.json_out);
+  }
+  if (!f.svg_out.empty()) {
+    for (size_t i = 0; i < map.formats.size(); ++i) {
+      const std::string path = per_format_path(f.svg_out, map.formats[i], map.formats.size() > 1);
+      write_text_atomic(path, pipeline::sensitivity_svg(map, i, fmt::format("calq sensitivity: {} ({})",
+                                                                             map.formats[i], f.model)));
+      fmt::print("wrote {}\n", path);
+    }
+  }
+}
+
+}  // namespace
+
+void register_sensitivity(CLI::App& app) {
+  auto flags = std::make_shared<SensitivityFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "sensitivity", "KLD of quantizing each tensor (or layer) alone to a format, everything else in full precision");
+  cmd->add_option("--model", flags->model, "Full-precision model: Hugging Face folder or GGUF file")->required();
+  cmd->add_option("--eval-text", flags->eval_text, "Evaluation text (plain text)")->required();
+  cmd->add_option("--format", flags->formats, "Format(s), comma separated: q3_k,q4_k,q5_k,q6_k,q8_0")
+      ->delimiter(',')
+      ->required();
+  cmd->add_option("--granularity", flags->granularity, "tensor or layer")->capture_default_str();
+  cmd->add_option("--method", flags->method, "Weight quantizer: rtn or gptq (gptq needs --calib or --stats)")
+      ->capture_default_str();
+  cmd->add_option("--observer", flags->observer, "Weight range observer: minmax, percentile, kl, mse")
+      ->capture_default_str();
+  add_calib_flags(cmd, flags->calib);
+  cmd->add_option("--stats", flags->stats, "Statistics file from calq calibrate (instead of --calib)");
+  cmd->add_flag("--no-importance", flags->no_importance, "Do not weight the rounding error by E[x^2]");
+  cmd->add_flag("--no-head", flags->no_head, "Leave the token embedding and output head out of the map");
+  cmd->add_option("--ctx", flags->ctx, "Tokens per evaluation window")->capture_default_str();
+  cmd->add_option("--max-windows", flags->max_windows, "Evaluation windows (0 = the whole text)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  cmd->add_option("--json", flags->json_out, "Write the sensitivity map as JSON");
+  cmd->add_option("--svg", flags->svg_out, "Write the heat-map (several formats: one file each, NAME-<format>.svg)");
+  cmd->add_option("--threads", flags->threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");
+  cmd->callback([flags] { run_sensitivity(*flags); });
+}
+
+}  // namespace calq::cli

@@ -1,0 +1,26 @@
+// Steps shared by the diagnostic commands (`calq sensitivity`, `calq bisect`, `calq calib-check`):
+// the evaluation text as token ids, output paths checked before the long work, atomic writes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/tokenizer.h"
+
+namespace calq::cli {
+
+// The whole file tokenized without special tokens (as `calq eval`); an empty or whitespace-only
+// file is an ErrorKind::kInvalidArgument error naming it.
+std::vector<int32_t> load_eval_ids(const std::string& path, const io::Tokenizer& tokenizer);
+
+// An output file's folder must exist (checked before any work); "" passes.
+void check_output_folder(const std::string& path);
+
+// Writes `text` atomically (temporary file + rename).
+void write_text_atomic(const std::string& path, const std::string& text);
+
+// "out.svg" for one format; "out-q4_k.svg" when several formats each get a file.
+std::string per_format_path(const std::string& path, const std::string& format, bool several);
+
+}  // namespace calq::cli

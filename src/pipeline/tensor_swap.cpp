@@ -1,0 +1,97 @@
+#include "pipeline/tensor_swap.h"
+
+#include "core/error.h"
+#include "model/architecture.h"
+
+namespace calq::pipeline {
+namespace {
+
+constexpr model::TensorRole kLayerLinears[] = {
+    model::TensorRole::kAttnQ,   model::TensorRole::kAttnK,  model::TensorRole::kAttnV,
+    model::TensorRole::kAttnOut, model::TensorRole::kMlpGate, model::TensorRole::kMlpUp,
+    model::TensorRole::kMlpDown,
+};
+
+bool tied(const model::Model& m) { return m.output.same_storage(m.embedding); }
+
+// "blk.3.attn_v.weight" -> "attn_v"; "token_embd.weight" -> "token_embd".
+std::string short_role_of(const std::string& name) {
+  std::string s = name;
+  if (s.rfind("blk.", 0) == 0) {
+    const size_t dot = s.find('.', 4);
+    s = dot == std::string::npos ? s : s.substr(dot + 1);
+  }
+  constexpr std::string_view kSuffix = ".weight";
+  if (s.size() > kSuffix.size() && s.compare(s.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0) {
+    s.resize(s.size() - kSuffix.size());
+  }
+  return s;
+}
+
+WeightRef make_ref(const model::Model& m, model::TensorRole role, int64_t layer) {
+  WeightRef r{.role = role, .layer = layer, .name = model::gguf_tensor_name(*m.arch, role, layer)};
+  r.short_role = short_role_of(r.name);
+  return r;
+}
+
+}  // namespace
+
+std::vector<WeightRef> weight_refs(const model::Model& m) {
+  std::vector<WeightRef> refs;
+  refs.push_back(make_ref(m, model::TensorRole::kTokenEmbedding, -1));
+  for (int64_t l = 0; l < static_cast<int64_t>(m.layers.size()); ++l) {
+    for (const model::TensorRole role : kLayerLinears) refs.push_back(make_ref(m, role, l));
+  }
+  if (!tied(m)) refs.push_back(make_ref(m, model::TensorRole::kOutput, -1));
+  return refs;
+}
+
+const model::LinearWeight& weight_at(const model::Model& m, const WeightRef& ref) {
+  if (ref.role == model::TensorRole::kTokenEmbedding) return m.embedding;
+  if (ref.role == model::TensorRole::kOutput) return m.output;
+  return m.layers.at(static_cast<size_t>(ref.layer)).linear(ref.role);
+}
+
+void set_weight(model::Model& m, const WeightRef& ref, const model::LinearWeight& w) {
+  if (ref.role == model::TensorRole::kTokenEmbedding) {
+    const bool was_tied = tied(m);
+    m.embedding = w;
+    if (was_tied) m.output = w;
+  } else if (ref.role == model::TensorRole::kOutput) {
+    m.output = w;
+  } else {
+    m.layers.at(static_cast<size_t>(ref.layer)).linear(ref.role) = w;
+  }
+}
+
+model::Model hybrid_model(const model::Model& base, const model::Model& donor, std::span<const WeightRef> refs) {
+  model::Model h = base;
+  for (const WeightRef& r : refs) set_weight(h, r, weight_at(donor, r));
+  return h;
+}
+
+void check_same_layout(const model::Model& a, const model::Model& b) {
+  const auto mismatch = [&](const std::string& what) {
+    fail(ErrorKind::kInvalidArgument, "{} and {} do not have the same layout: {}", a.source.string(),
+         b.source.string(), what);
+  };
+  if (a.arch != b.arch) mismatch("different architectures");
+  if (a.config.vocab_size != b.config.vocab_size) {
+    mismatch(fmt::format("vocabulary {} vs {}", a.config.vocab_size, b.config.vocab_size));
+  }
+  if (a.layers.size() != b.layers.size()) mismatch(fmt::format("{} vs {} layers", a.layers.size(), b.layers.size()));
+  if (a.config.num_heads != b.config.num_heads || a.config.num_kv_heads != b.config.num_kv_heads ||
+      a.config.head_dim != b.config.head_dim) {
+    mismatch("different attention heads");
+  }
+  if (tied(a) != tied(b)) mismatch("one has its output head tied to the embedding, the other not");
+  for (const WeightRef& r : weight_refs(a)) {
+    const model::LinearWeight& wa = weight_at(a, r);
+    const model::LinearWeight& wb = weight_at(b, r);
+    if (wa.rows() != wb.rows() || wa.cols() != wb.cols()) {
+      mismatch(fmt::format("tensor {} is [{}, {}] vs [{}, {}]", r.name, wa.rows(), wa.cols(), wb.rows(), wb.cols()));
+    }
+  }
+}
+
+}  // namespace calq::pipeline
