@@ -69,26 +69,34 @@ def print_table(work):
         c = by_path[os.path.abspath(p)]
         peers.append((c["bits_per_weight"], os.path.basename(p).replace("calq-ref-llama-", "").replace(".gguf", ""), c))
     print(f"\nreference PPL {ev['candidates'][0]['ppl_ref']:.4f}, {ev['n_windows']} windows\n")
-    print("| target bpw | bits/weight | tensor types | predicted KLD | measured KLD (95% CI) | ΔPPL | top-1 "
-          "| llama.cpp at ≤ bpw | its KLD | calq's margin |")
-    print("|---:|---:|---|---:|---:|---:|---:|---|---:|---:|")
+    print("| target bpw | bits/weight | tensor types | predicted KLD | measured KLD (95% CI) | measured / predicted "
+          "| ΔPPL | top-1 | llama.cpp at ≤ these bits: KLD, calq's margin | llama.cpp at ≥ these bits: KLD, calq's margin |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---|---|")
+    tol = 5e-4  # bits per weight printed to 3 decimals: equal budgets count as both
+
+    def versus(c, peer):
+        if peer is None:
+            return "—"
+        margin = 1 - c["kld_mean"] / peer[2]["kld_mean"]
+        verdict = f"{100 * margin:.1f} % lower" if margin > 0 else f"{-100 * margin:.1f} % HIGHER"
+        return f"{peer[1]} ({peer[0]:.3f}): {peer[2]['kld_mean']:.5f}, {verdict}"
+
     for r in meta["rows"]:
         c = by_path[os.path.abspath(r["path"])]
-        below = [p for p in peers if p[0] <= r["bpw"] + 1e-9]
-        peer = max(below, key=lambda p: p[0]) if below else None
-        types = r["types"]
+        below = [p for p in peers if p[0] <= r["bpw"] + tol]
+        above = [p for p in peers if p[0] >= r["bpw"] - tol]
         lo, hi = c["kld_mean_ci95"]
-        cells = [f"{r['budget']:g}", f"{r['bpw']:.3f}", types, f"{r['predicted']:.5f}",
-                 f"{c['kld_mean']:.5f} ({lo:.5f}, {hi:.5f})", f"{c['delta_ppl']:+.3f}", f"{100 * c['top1_agreement']:.2f} %"]
-        if peer:
-            margin = 1 - c["kld_mean"] / peer[2]["kld_mean"]
-            cells += [f"{peer[1]} ({peer[0]:.3f})", f"{peer[2]['kld_mean']:.5f}", f"{100 * margin:.1f} % lower"
-                      if margin > 0 else f"{-100 * margin:.1f} % HIGHER"]
-        else:
-            cells += ["—", "—", "—"]
+        cells = [f"{r['budget']:g}", f"{r['bpw']:.3f}", r["types"], f"{r['predicted']:.5f}",
+                 f"{c['kld_mean']:.5f} ({lo:.5f}, {hi:.5f})", f"{c['kld_mean'] / r['predicted']:.2f}",
+                 f"{c['delta_ppl']:+.3f}", f"{100 * c['top1_agreement']:.2f} %",
+                 versus(c, max(below, key=lambda p: p[0]) if below else None),
+                 versus(c, min(above, key=lambda p: p[0]) if above else None)]
         print("| " + " | ".join(cells) + " |")
+    print()
+    print("| llama.cpp file | bits/weight | PPL | ΔPPL (95% CI) | KLD mean (95% CI) | KLD p99 | top-1 agreement |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for bpw, name, c in peers:
-        print(row("llama.cpp " + name, None, bpw, c).replace(" | None |", " |"))
+        print(row(name, None, bpw, c).replace(" | None |", " |"))
 
 
 if __name__ == "__main__":
