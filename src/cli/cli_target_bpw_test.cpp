@@ -4,6 +4,8 @@
 // thread count, --verify-text prints the measured KLD, and bad input exits 2 with no output.
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -154,7 +156,12 @@ TEST_F(CliTargetBpw, BadInputExits2WithoutOutput) {
   const std::string cands = " --candidates q4_k,q6_k,q8_0";
   expect_error("--target-bpw 3" + cands + " --sensitivity " + map_,
                "--target-bpw 3: infeasible; the smallest candidates give 4.5");
-  expect_error("--target-bpw 5" + cands, "--target-bpw needs --sensitivity FILE");
+  expect_error("--target-bpw 5" + cands, "--target-bpw needs one of --sensitivity FILE");
+  expect_error("--target-bpw 5" + cands + " --sensitivity " + map_ + " --sensitivity-text " + map_,
+               "--target-bpw needs one of --sensitivity FILE");
+  expect_error("--target-bpw 5" + cands + " --sensitivity-text " + (dir_ / "nope.txt").string(),
+               "--sensitivity-text file not found");
+  expect_error("--format q4_k --sensitivity-text " + map_, "--sensitivity-text goes with --target-bpw");
   expect_error("--target-bpw 5 --sensitivity " + map_, "--target-bpw needs --candidates");
   expect_error("--format q4_k --candidates q4_k", "--candidates goes with --target-bpw");
   expect_error("--target-bpw 5 --candidates q4_k,q5_k --sensitivity " + map_, "candidate q5_k was not measured");
@@ -170,6 +177,40 @@ TEST_F(CliTargetBpw, BadInputExits2WithoutOutput) {
                "other.json: entry blk.9.ffn_down.weight is not a quantizable tensor");
   expect_error("--target-bpw 5" + cands + " --sensitivity " + map_ + " --verify-text " + (dir_ / "nope.txt").string(),
                "--verify-text file not found");
+}
+
+// The map measured in-process (--sensitivity-text) is the map `calq sensitivity` writes: the same
+// allocation, tensor by tensor. One window and two formats keep it to about a minute.
+TEST_F(CliTargetBpw, MeasuredMapGivesTheSameAllocationAsAMapFile) {
+  CALQ_REQUIRE_SHARED("models/calq-ref-llama/config.json");
+  CALQ_REQUIRE_SHARED("data/calib.txt");
+  const std::string text = (calq::testing::shared_dir() / "data/calib.txt").string();
+  RunResult r = run_calq("sensitivity -q --model " + model_ + " --eval-text " + text +
+                         " --format q6_k,q8_0 --max-windows 1 --no-head --json " + (dir_ / "measured.json").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto table = [](const std::string& out) {  // the allocation lines of the report
+    std::string lines;
+    std::istringstream in(out);
+    for (std::string line; std::getline(in, line);) {
+      if (line.find(".weight ") != std::string::npos || line.rfind("predicted", 0) == 0) lines += line + "\n";
+    }
+    return lines;
+  };
+  const std::string args = " --target-bpw 7.5 --candidates q6_k,q8_0 --head-format q8_0";
+  const RunResult from_file = run_calq("quantize --force --model " + model_ + " --out " + (dir_ / "a.gguf").string() +
+                                       args + " --sensitivity " + (dir_ / "measured.json").string());
+  ASSERT_EQ(from_file.status, 0) << from_file.output;
+  const RunResult measured = run_calq("quantize --force --model " + model_ + " --out " + (dir_ / "b.gguf").string() +
+                                      args + " --sensitivity-text " + text + " --sensitivity-windows 1");
+  ASSERT_EQ(measured.status, 0) << measured.output;
+  const std::string a = table(from_file.output), b = table(measured.output);
+  EXPECT_NE(a.find("q6_k"), std::string::npos) << a;  // a real mix, not one format
+  EXPECT_NE(a.find("q8_0"), std::string::npos) << a;
+  // Identical up to the map's name in the "predicted" line.
+  EXPECT_EQ(a.substr(0, a.find("predicted")), b.substr(0, b.find("predicted")));
+  EXPECT_NE(b.find("predicted"), std::string::npos) << measured.output;
+  const std::string recipe = io::GgufFile::open(dir_ / "b.gguf").get("calq.recipe").as_string("calq.recipe");
+  EXPECT_NE(recipe.find("sensitivity=measured:calib.txt:1"), std::string::npos) << recipe;
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "cli/commands.h"
 #include "cli/model_paths.h"
 #include "cli/quantize_target.h"
+#include "cli/sensitivity_run.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "io/gguf.h"
@@ -30,6 +31,7 @@
 #include "pipeline/mix.h"
 #include "pipeline/bit_alloc.h"
 #include "pipeline/model_quantize.h"
+#include "pipeline/sensitivity_report.h"
 #include "model/gguf_export.h"
 
 namespace calq::cli {
@@ -197,9 +199,13 @@ std::string recipe_text(const QuantizeFlags& f, const pipeline::ModelQuantizeOpt
   if (!f.head_format.empty()) r += ";head=" + f.head_format;
   for (const auto& rule : f.rules) r += ";rule=" + rule;
   if (alloc != nullptr) {
+    const std::string map_source =
+        f.target.sensitivity.empty()
+            ? fmt::format("measured:{}:{}", std::filesystem::path(f.target.sensitivity_text).filename().string(),
+                          f.target.sensitivity_windows)
+            : std::filesystem::path(f.target.sensitivity).filename().string();
     r += fmt::format(";target_bpw={};candidates={};sensitivity={};predicted_kld={:.6g}", *f.target.target_bpw,
-                     f.target.candidates, std::filesystem::path(f.target.sensitivity).filename().string(),
-                     alloc->predicted_kld());
+                     f.target.candidates, map_source, alloc->predicted_kld());
     for (const auto& rule : alloc->rule_texts()) r += ";rule=" + rule;
   }
   if (calibrated) {
@@ -229,6 +235,22 @@ void print_method_events(const std::vector<pipeline::MethodEvent>& events) {
   }
 }
 
+// --target-bpw with --sensitivity-text: the map measured now over the candidates, with this run's
+// method, statistics and observer (cli/sensitivity_run.h), in the form a map file is read.
+pipeline::SensitivityFile measure_target_map(const QuantizeFlags& f, const std::vector<const Format*>& candidates,
+                                             const quant::Recipe& recipe, ThreadPool& pool) {
+  const pipeline::SensitivityMap map = measure_sensitivity_map(
+      {.model = f.model, .eval_text = f.target.sensitivity_text, .formats = candidates, .recipe = recipe,
+       .observer = f.observer, .calib = &f.calib, .stats = f.stats, .use_importance = !f.no_importance,
+       .include_head = f.head_format.empty(), .max_windows = f.target.sensitivity_windows, .quiet = f.quiet,
+       .progress_prefix = "calq quantize: sensitivity"},
+      pool);
+  const pipeline::SensitivityMeta meta{.model = f.model, .eval_text = f.target.sensitivity_text,
+                                       .method = recipe.to_string()};
+  return pipeline::parse_sensitivity_file(pipeline::sensitivity_json(map, meta).dump(),
+                                          "the sensitivity map measured on " + f.target.sensitivity_text);
+}
+
 void run_quantize_format(const QuantizeFlags& f) {
   if (!f.calib.calib.empty() && !f.stats.empty()) {
     fail(ErrorKind::kInvalidArgument, "give either --calib (calibrate now) or --stats (reuse a statistics file)");
@@ -237,7 +259,7 @@ void run_quantize_format(const QuantizeFlags& f) {
   std::optional<pipeline::SensitivityFile> sensitivity;
   if (f.target.active()) {
     candidates = parse_candidates(f.target.candidates);
-    sensitivity.emplace(pipeline::read_sensitivity_file(f.target.sensitivity));
+    if (!f.target.sensitivity.empty()) sensitivity.emplace(pipeline::read_sensitivity_file(f.target.sensitivity));
   }
   // With --target-bpw and no --format every linear weight gets an allocation rule; the first
   // candidate only stands in as the main format the plan requires.
@@ -255,6 +277,7 @@ void run_quantize_format(const QuantizeFlags& f) {
 
   ThreadPool pool(f.threads);
   check_output_path(f.out, resolve_model(f.model).path, f.force);
+  if (f.target.active() && !sensitivity) sensitivity.emplace(measure_target_map(f, candidates, options.recipe, pool));
   std::optional<calib::CalibrationStats> stats;
   if (!f.stats.empty()) stats.emplace(calib::read_stats_file(f.stats));
   cli::LoadedModel m = load_model_for_calibration(f.model, pool);

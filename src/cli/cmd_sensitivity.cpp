@@ -6,19 +6,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <deque>
 #include <memory>
-#include <optional>
 
-#include "calib/observer.h"
 #include "cli/calib_flags.h"
 #include "cli/commands.h"
 #include "cli/diag_util.h"
-#include "cli/progress.h"
+#include "cli/sensitivity_run.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
-#include "pipeline/layer_methods.h"
-#include "pipeline/model_quantize.h"
 #include "pipeline/sensitivity.h"
 #include "pipeline/sensitivity_report.h"
 
@@ -44,15 +39,6 @@ struct SensitivityFlags {
   bool quiet = false;
 };
 
-bool fits(const Format& f, const model::LinearWeight& w) {
-  try {
-    f.check_shape(w.rows(), w.cols());
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
 void run_sensitivity(const SensitivityFlags& f) {
   if (f.formats.empty()) fail(ErrorKind::kInvalidArgument, "calq sensitivity needs --format F[,F2,...]");
   std::vector<const Format*> formats;
@@ -63,75 +49,16 @@ void run_sensitivity(const SensitivityFlags& f) {
     }
     formats.push_back(format);
   }
-  const pipeline::Granularity granularity = pipeline::granularity_by_name(f.granularity);
   const quant::Recipe recipe = quant::parse_method_chain(f.method);
-  for (const quant::MethodStep& s : recipe.steps) {
-    // Transforms fold scales into norms and neighbours: one such tensor swapped alone into the FP
-    // model would not be the tensor the method meant.
-    if (s.method != "rtn" && s.method != "gptq") {
-      fail(ErrorKind::kInvalidArgument, "--method {}: sensitivity swaps single tensors, so only rtn and gptq apply",
-           recipe.to_string());
-    }
-  }
-  if (!f.calib.calib.empty() && !f.stats.empty()) {
-    fail(ErrorKind::kInvalidArgument, "give either --calib (calibrate now) or --stats (reuse a statistics file)");
-  }
-  if (recipe.has("gptq") && f.calib.calib.empty() && f.stats.empty()) {
-    fail(ErrorKind::kInvalidArgument, "--method gptq needs --calib or --stats (a Hessian)");
-  }
-  if (f.ctx < 2) fail(ErrorKind::kInvalidArgument, "--ctx must be at least 2, got {}", f.ctx);
   check_output_folder(f.json_out);
   check_output_folder(f.svg_out);
-
   ThreadPool pool(f.threads);
-  LoadedModel fp = load_model_for_calibration(f.model, pool);
-  std::string tokenizer_source;
-  const io::Tokenizer tokenizer = load_model_tokenizer(fp.location, fp.gguf.get(), f.calib.tokenizer, tokenizer_source);
-  const std::vector<int32_t> ids = load_eval_ids(f.eval_text, tokenizer);
-
-  // Statistics of the float model, shared by every format (--float-inputs calibration).
-  std::optional<calib::CalibrationStats> stats;
-  if (!f.stats.empty()) {
-    stats.emplace(calib::read_stats_file(f.stats));
-    pipeline::check_stats_match(*stats, fp.model, f.stats);
-  } else if (!f.calib.calib.empty()) {
-    const io::CalibrationSet set = load_calibration(f.calib, tokenizer, fp.model.config, f.quiet);
-    calib::StatSet kinds = calib::StatSet().with(calib::StatKind::kMeanSq).with(calib::StatKind::kAbsMax);
-    for (const calib::StatKind k : pipeline::required_stats(recipe, pipeline::ActivationScheme::kNone).kinds()) {
-      kinds = kinds.with(k);
-    }
-    if (!f.quiet) fmt::print(stderr, "calq sensitivity: calibrating on {} samples of {}\n", set.samples.size(), f.calib.calib);
-    stats.emplace(pipeline::run_layer_sequential(fp.model, set.samples, {.stats = kinds, .true_sequential = false},
-                                                 nullptr, pool)
-                      .stats);
-  }
-
-  const std::unique_ptr<calib::Observer> observer = calib::make_observer(f.observer, {});
-  std::deque<LoadedModel> quantized;  // stable addresses for the variants
-  std::vector<pipeline::QuantizedVariant> variants;
-  for (const Format* format : formats) {
-    if (!f.quiet) fmt::print(stderr, "calq sensitivity: quantizing {} to {} ({})\n", f.model, format->name(), recipe.to_string());
-    LoadedModel& q = quantized.emplace_back(load_model_for_calibration(f.model, pool));
-    pipeline::ModelQuantizeOptions options{.format = format, .observer = observer.get(),
-                                           .use_importance = !f.no_importance, .recipe = recipe};
-    // The head in the same format when it fits, so its entry measures that format too.
-    if (fits(*format, q.model.embedding) && fits(*format, q.model.output)) options.head_format = format;
-    pipeline::quantize_model(q.model, options, {}, {}, stats ? &*stats : nullptr, nullptr, pool);
-    variants.push_back({.format = format, .model = &q.model});
-  }
-
-  ProgressBar bar("forward passes", f.ctx, !f.quiet);
-  pipeline::KldEvaluator evaluator(fp.model, ids,
-                                   {.ctx = f.ctx, .max_windows = f.max_windows,
-                                    .on_progress = [&](int64_t done, int64_t total) { bar.update(done, total); }},
-                                   pool);
-  if (!f.quiet) {
-    fmt::print(stderr, "calq sensitivity: {} windows x {} tokens of {} ({}), {} threads\n", evaluator.n_windows(), f.ctx,
-               f.eval_text, tokenizer_source, pool.num_threads());
-  }
-  const pipeline::SensitivityMap map =
-      pipeline::measure_sensitivity(fp.model, variants, {.granularity = granularity, .include_head = !f.no_head}, evaluator);
-  bar.finish();
+  const pipeline::SensitivityMap map = measure_sensitivity_map(
+      {.model = f.model, .eval_text = f.eval_text, .formats = formats, .recipe = recipe, .observer = f.observer,
+       .calib = &f.calib, .stats = f.stats, .use_importance = !f.no_importance, .include_head = !f.no_head,
+       .granularity = pipeline::granularity_by_name(f.granularity), .ctx = f.ctx, .max_windows = f.max_windows,
+       .quiet = f.quiet},
+      pool);
 
   fmt::print("{}", pipeline::sensitivity_table(map));
   fmt::print("{} entries x {} formats: {} evaluations of {} windows x {} tokens, {:.1f} s\n", map.entries.size(),

@@ -20,6 +20,12 @@ void add_target_flags(CLI::App* cmd, TargetFlags& f) {
   cmd->add_option("--candidates", f.candidates, "--target-bpw: candidate formats, e.g. q3_k,q4_k,q5_k,q6_k,q8_0");
   cmd->add_option("--sensitivity", f.sensitivity,
                   "--target-bpw: sensitivity map JSON from calq sensitivity (per-tensor KLD of every candidate)");
+  cmd->add_option("--sensitivity-text", f.sensitivity_text,
+                  "--target-bpw without --sensitivity: measure the map now (as calq sensitivity --format CANDIDATES "
+                  "with this --method, --stats/--calib and --observer) on this text; use calibration text, not the "
+                  "text the result will be judged on");
+  cmd->add_option("--sensitivity-windows", f.sensitivity_windows, "--sensitivity-text: windows of 512 tokens")
+      ->capture_default_str();
   cmd->add_option("--verify-text", f.verify_text,
                   "--target-bpw: after writing, measure KL(full precision || output) on this text and print it "
                   "beside the prediction");
@@ -29,19 +35,27 @@ void add_target_flags(CLI::App* cmd, TargetFlags& f) {
 
 void check_target_flags(const TargetFlags& f) {
   if (!f.active()) {
-    const char* stray = !f.candidates.empty() ? "--candidates" : !f.sensitivity.empty() ? "--sensitivity"
-                        : !f.verify_text.empty()                                  ? "--verify-text"
-                                                                                  : nullptr;
+    const char* stray = !f.candidates.empty()         ? "--candidates"
+                        : !f.sensitivity.empty()        ? "--sensitivity"
+                        : !f.sensitivity_text.empty()   ? "--sensitivity-text"
+                        : !f.verify_text.empty()        ? "--verify-text"
+                                                        : nullptr;
     if (stray != nullptr) fail(ErrorKind::kInvalidArgument, "{} goes with --target-bpw", stray);
     return;
   }
   if (f.candidates.empty()) {
     fail(ErrorKind::kInvalidArgument, "--target-bpw needs --candidates, e.g. --candidates q3_k,q4_k,q5_k,q6_k,q8_0");
   }
-  if (f.sensitivity.empty()) {
+  if (f.sensitivity.empty() == f.sensitivity_text.empty()) {
     fail(ErrorKind::kInvalidArgument,
-         "--target-bpw needs --sensitivity FILE: the per-tensor KLD map written by `calq sensitivity --format {}`",
+         "--target-bpw needs one of --sensitivity FILE (the per-tensor KLD map written by `calq sensitivity --format "
+         "{}`) or --sensitivity-text TEXT (measure that map now)",
          f.candidates);
+  }
+  if (f.sensitivity_windows < 1) fail(ErrorKind::kInvalidArgument, "--sensitivity-windows must be >= 1");
+  std::error_code ec0;
+  if (!f.sensitivity_text.empty() && !std::filesystem::is_regular_file(f.sensitivity_text, ec0)) {
+    fail(ErrorKind::kIo, "{}: --sensitivity-text file not found", f.sensitivity_text);
   }
   if (f.verify_text.empty() && (f.verify_windows != -1 || f.verify_ctx != 0)) {
     fail(ErrorKind::kInvalidArgument, "--verify-windows and --verify-ctx go with --verify-text");
