@@ -53,6 +53,14 @@ TEST(TensorSwap, RefsHybridsAndLayoutChecks) {
   EXPECT_NE(e.find("tied"), std::string::npos) << e;
   const model::Model deeper = load_tiny_model(testing::temp_dir("swap_d"), {.tied = true, .layers = 3}, pool);
   EXPECT_NE(testing::error_of([&] { check_same_layout(tied, deeper); }).find("layers"), std::string::npos);
+  // Scales folded into a norm (as awq/smoothquant do) make single weights incompatible.
+  model::Model folded = tied;
+  Tensor norm = folded.layers[1].mlp_norm.to_f32();
+  norm.mutable_f32()[3] *= 2.0f;
+  folded.layers[1].mlp_norm = norm;
+  const std::string n = testing::error_of([&] { check_same_layout(tied, folded); });
+  EXPECT_NE(n.find("blk.1.ffn_norm"), std::string::npos) << n;
+  EXPECT_EQ(testing::error_of([&] { check_same_layout(tied, q); }), "");  // quantized weights, same norms
 }
 
 TEST(KldEvaluator, MatchesCompareModelsAndIsDeterministic) {

@@ -1,5 +1,7 @@
 #include "pipeline/tensor_swap.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "model/architecture.h"
 
@@ -85,6 +87,27 @@ void check_same_layout(const model::Model& a, const model::Model& b) {
     mismatch("different attention heads");
   }
   if (tied(a) != tied(b)) mismatch("one has its output head tied to the embedding, the other not");
+  // A weight moved from one model into the other is only the same function when everything around
+  // it is: rotations and scales folded into the norms (rotate, awq, smoothquant) change the basis
+  // the linear weights work in.
+  if (a.config.rotation.has_value() != b.config.rotation.has_value()) {
+    mismatch("one has a Hadamard rotation (calq.rotation.*), the other not; swapping single tensors between "
+             "them mixes two bases");
+  }
+  const auto same_norm = [&](const Tensor& x, const Tensor& y, const std::string& name) {
+    const Tensor fx = x.to_f32(), fy = y.to_f32();
+    if (fx.numel() != fy.numel() ||
+        !std::equal(fx.f32(), fx.f32() + fx.numel(), fy.f32(), [](float u, float v) { return u == v; })) {
+      mismatch(fmt::format("norm weights {} differ (scales folded by awq, smoothquant or rotate?); swapping single "
+                           "tensors between them would mix two different models",
+                           name));
+    }
+  };
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    same_norm(a.layers[l].attn_norm, b.layers[l].attn_norm, fmt::format("blk.{}.attn_norm", l));
+    same_norm(a.layers[l].mlp_norm, b.layers[l].mlp_norm, fmt::format("blk.{}.ffn_norm", l));
+  }
+  same_norm(a.final_norm, b.final_norm, "output_norm");
   for (const WeightRef& r : weight_refs(a)) {
     const model::LinearWeight& wa = weight_at(a, r);
     const model::LinearWeight& wb = weight_at(b, r);

@@ -11,7 +11,9 @@
 //  * Model copies are shallow (LinearWeight and Tensor copies share storage), so a hybrid costs
 //    no weight memory; replacing a weight in a copy never changes the model it was copied from.
 //  * check_same_layout() throws ErrorKind::kInvalidArgument naming both models (their source
-//    paths) and the first tensor whose presence or shape differs.
+//    paths) and the first tensor whose presence or shape differs, or the first norm weight whose
+//    values differ, or a rotation only one of them has (awq/smoothquant/rotate fold scales into the
+//    norms, so single weights of such a model do not fit into the other).
 #pragma once
 
 #include <cstdint>
