@@ -27,12 +27,7 @@ class CliDiag : public ::testing::Test {
   void SetUp() override {
     dir_ = testing::temp_dir("cli_diag");
     model::testutil::write_tiny_model(dir_ / "hf", {.tied = false, .layers = 2});
-    // A character-level tokenizer: every letter of the text is one token.
-    std::ofstream(dir_ / "hf/tokenizer.json") << R"({"version": "1.0", "added_tokens": [], "normalizer": null,
-      "pre_tokenizer": null, "post_processor": null, "decoder": null,
-      "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4}, "merges": [], "byte_fallback": false,
-                "fuse_unk": false, "unk_token": null, "dropout": null,
-                "continuing_subword_prefix": null, "end_of_word_suffix": null}})";
+    testing::write_letter_tokenizer(dir_ / "hf/tokenizer.json", "abcde");  // every letter is one token
     std::string text;
     for (int i = 0; i < 200; ++i) text += "abcde"[(i * i + 3 * i) % 5];
     std::ofstream(text_ = dir_ / "text.txt") << text;

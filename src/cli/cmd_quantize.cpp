@@ -287,7 +287,7 @@ void run_quantize_format(const QuantizeFlags& f) {
   if (sensitivity) {
     const double bpw = *f.target.target_bpw;
     if (f.head_format.empty()) {
-      options.head_format = pipeline::head_format_for_target(bpw, m.model.embedding.rows(), m.model.embedding.cols());
+      options.head_format = pipeline::default_head_format(bpw, m.model.embedding.rows(), m.model.embedding.cols());
     }
     alloc.emplace(pipeline::allocate_to_target(m.model, options, *sensitivity,
                                                {.target_bpw = bpw, .candidates = candidates,

@@ -17,14 +17,7 @@
 namespace calq::cli {
 namespace {
 
-bool fits(const Format& f, const model::LinearWeight& w) {
-  try {
-    f.check_shape(w.rows(), w.cols());
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
+bool fits(const Format& f, const model::LinearWeight& w) { return f.can_store(w.rows(), w.cols()); }
 
 }  // namespace
 

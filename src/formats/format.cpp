@@ -35,6 +35,10 @@ void validate(const Format& f, const float* src, int64_t rows, int64_t cols, std
 
 }  // namespace
 
+bool Format::can_store(int64_t rows, int64_t cols) const {
+  return rows > 0 && cols > 0 && cols % traits().block_size == 0;
+}
+
 void Format::check_shape(int64_t rows, int64_t cols, std::string_view tensor_name) const {
   const auto& t = traits();
   if (rows <= 0 || cols <= 0) {

@@ -60,6 +60,8 @@ class Format {
 
   // Throws Error(kInvalidArgument) naming `tensor_name` when this format cannot store [rows, cols].
   void check_shape(int64_t rows, int64_t cols, std::string_view tensor_name = "<tensor>") const;
+  // Whether check_shape(rows, cols) would pass, without throwing.
+  bool can_store(int64_t rows, int64_t cols) const;
   size_t row_bytes(int64_t cols) const;  // cols / block_size × block_bytes
   virtual size_t trailer_bytes(int64_t rows, int64_t cols) const;  // default 0
   size_t tensor_bytes(int64_t rows, int64_t cols) const { return rows * row_bytes(cols) + trailer_bytes(rows, cols); }

@@ -23,6 +23,12 @@
 
 namespace calq::model {
 
+// The per-layer linear roles, in the order a layer applies them (q, k, v, o, gate, up, down).
+inline constexpr TensorRole kLayerLinearRoles[] = {
+    TensorRole::kAttnQ,   TensorRole::kAttnK,  TensorRole::kAttnV,   TensorRole::kAttnOut,
+    TensorRole::kMlpGate, TensorRole::kMlpUp,  TensorRole::kMlpDown,
+};
+
 struct LayerWeights {
   Tensor attn_norm;     // [hidden]
   LinearWeight wq;      // [q_dim, hidden]
@@ -37,7 +43,8 @@ struct LayerWeights {
   Tensor bk;            // [kv_dim] when config.qkv_bias, else empty
   Tensor bv;            // [kv_dim] when config.qkv_bias, else empty
 
-  // The weight of a per-layer linear role (asserts is_linear(role) and per-layer).
+  // The weight of a per-layer linear role (asserts is_linear(role) and per-layer; the roles are
+  // kLayerLinearRoles).
   const LinearWeight& linear(TensorRole role) const;
   LinearWeight& linear(TensorRole role);
   // The float32 vector of a per-layer norm or bias role (asserts it is one).

@@ -16,15 +16,6 @@
 namespace calq::pipeline {
 namespace {
 
-bool can_store(const Format& f, int64_t rows, int64_t cols) {
-  try {
-    f.check_shape(rows, cols);
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
 bool is_head(model::TensorRole role) {
   return role == model::TensorRole::kTokenEmbedding || role == model::TensorRole::kOutput;
 }
@@ -245,16 +236,6 @@ SensitivityFile read_sensitivity_file(const std::filesystem::path& path) {
   return parse_sensitivity_file(read_text_file(path), path.string());
 }
 
-const Format* head_format_for_target(double target_bpw, int64_t rows, int64_t cols) {
-  std::vector<const char*> names = {"q8_0", "f16"};
-  if (target_bpw < 6.5) names.insert(names.begin(), "q6_k");
-  for (const char* n : names) {
-    const Format* f = find_format(n);
-    if (f != nullptr && can_store(*f, rows, cols)) return f;
-  }
-  return nullptr;
-}
-
 double TargetAllocation::predicted_bpw() const {
   return parameter_count > 0 ? 8.0 * static_cast<double>(total_bytes()) / static_cast<double>(parameter_count) : 0.0;
 }
@@ -320,7 +301,7 @@ TargetAllocation allocate_to_target(const model::Model& model, const ModelQuanti
     BitItem item{.name = a.name, .options = {}};
     std::vector<const Format*> formats;
     for (const Format* c : o.candidates) {
-      if (!can_store(*c, a.rows, a.cols)) continue;
+      if (!c->can_store(a.rows, a.cols)) continue;
       const auto k = e->kld.find(c->name());
       if (k == e->kld.end()) {
         fail(ErrorKind::kInvalidArgument, "{}: entry {} has no KLD for candidate {}", map.origin, a.name, c->name());

@@ -100,11 +100,6 @@ struct SensitivityFile {
 SensitivityFile parse_sensitivity_file(std::string_view json_text, const std::string& origin);
 SensitivityFile read_sensitivity_file(const std::filesystem::path& path);
 
-// The embedding/head format for a target without --head-format, as the pipeline's default rule
-// would give it for a main format of target_bpw bits: q6_k below 6.5, else q8_0 (f16 when the row
-// fits neither).
-const Format* head_format_for_target(double target_bpw, int64_t rows, int64_t cols);
-
 struct TargetOptions {
   double target_bpw = 0.0;
   std::vector<const Format*> candidates;

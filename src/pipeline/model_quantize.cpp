@@ -14,25 +14,10 @@
 namespace calq::pipeline {
 namespace {
 
-constexpr model::TensorRole kLayerLinears[] = {
-    model::TensorRole::kAttnQ,   model::TensorRole::kAttnK,  model::TensorRole::kAttnV,
-    model::TensorRole::kAttnOut, model::TensorRole::kMlpGate, model::TensorRole::kMlpUp,
-    model::TensorRole::kMlpDown,
-};
-
-bool can_store(const Format& f, int64_t rows, int64_t cols) {
-  try {
-    f.check_shape(rows, cols);
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
 const Format* first_fitting(std::initializer_list<const char*> names, int64_t rows, int64_t cols) {
   for (const char* n : names) {
     const Format* f = find_format(n);
-    if (f != nullptr && can_store(*f, rows, cols)) return f;
+    if (f != nullptr && f->can_store(rows, cols)) return f;
   }
   return nullptr;  // float32
 }
@@ -51,7 +36,7 @@ void make_dense(model::Model& m, ThreadPool& pool) {
   m.embedding = m.embedding.to_dense(pool);
   m.output = tied ? m.embedding : m.output.to_dense(pool);
   for (auto& layer : m.layers) {
-    for (const model::TensorRole role : kLayerLinears) layer.linear(role) = layer.linear(role).to_dense(pool);
+    for (const model::TensorRole role : model::kLayerLinearRoles) layer.linear(role) = layer.linear(role).to_dense(pool);
   }
 }
 
@@ -60,6 +45,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 }  // namespace
+
+const Format* default_head_format(double main_bits_per_weight, int64_t rows, int64_t cols) {
+  return main_bits_per_weight < 6.5 ? first_fitting({"q6_k", "q8_0", "f16"}, rows, cols)
+                                    : first_fitting({"q8_0", "f16"}, rows, cols);
+}
 
 TensorRule parse_tensor_rule(const std::string& text) {
   const size_t eq = text.rfind('=');
@@ -91,7 +81,7 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
       if (std::regex_search(a.name, o.rules[i].regex) || std::regex_search(hf_name, o.rules[i].regex)) {
         a.rule = static_cast<int>(i);
         a.format = o.rules[i].format;
-        if (a.format != nullptr && !can_store(*a.format, a.rows, a.cols)) {
+        if (a.format != nullptr && !a.format->can_store(a.rows, a.cols)) {
           fail(ErrorKind::kInvalidArgument, "--rule '{}': tensor {} [{}, {}] cannot be stored in {} (rows of {} values)",
                o.rules[i].text, a.name, a.rows, a.cols, a.format->name(), a.cols);
         }
@@ -102,13 +92,12 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
     const bool head = role == model::TensorRole::kTokenEmbedding || role == model::TensorRole::kOutput;
     if (head) {
       a.format = o.head_format != nullptr ? o.head_format
-                 : o.format->traits().bits_per_weight < 6.5 ? first_fitting({"q6_k", "q8_0", "f16"}, a.rows, a.cols)
-                                                            : first_fitting({"q8_0", "f16"}, a.rows, a.cols);
-      if (a.format != nullptr && !can_store(*a.format, a.rows, a.cols)) {
+                                          : default_head_format(o.format->traits().bits_per_weight, a.rows, a.cols);
+      if (a.format != nullptr && !a.format->can_store(a.rows, a.cols)) {
         fail(ErrorKind::kInvalidArgument, "--head-format {}: tensor {} [{}, {}] cannot be stored in it",
              a.format->name(), a.name, a.rows, a.cols);
       }
-    } else if (can_store(*o.format, a.rows, a.cols)) {
+    } else if (o.format->can_store(a.rows, a.cols)) {
       a.format = o.format;
     } else {
       a.format = first_fitting({"q8_0", "f16"}, a.rows, a.cols);
@@ -118,7 +107,7 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
   };
   add(model::TensorRole::kTokenEmbedding, -1, m.embedding);
   for (int64_t l = 0; l < m.config.num_layers; ++l) {
-    for (const model::TensorRole role : kLayerLinears) add(role, l, m.layers[static_cast<size_t>(l)].linear(role));
+    for (const model::TensorRole role : model::kLayerLinearRoles) add(role, l, m.layers[static_cast<size_t>(l)].linear(role));
   }
   if (!m.output.same_storage(m.embedding)) add(model::TensorRole::kOutput, -1, m.output);
 
@@ -203,7 +192,7 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
     methods.apply(l, weights, layer_stats);
     if (on_tensor) {
       const double s = seconds_since(t0);
-      for (const model::TensorRole role : kLayerLinears) {
+      for (const model::TensorRole role : model::kLayerLinearRoles) {
         const TensorAssignment* a = by_role.at({l, static_cast<int>(role)});
         if (a->format != nullptr) on_tensor({.tensor = a, .used_importance = o.use_importance, .seconds = s / 7});
       }

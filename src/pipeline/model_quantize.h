@@ -54,6 +54,10 @@ struct TensorRule {
 // an unknown format.
 TensorRule parse_tensor_rule(const std::string& text);
 
+// The default "head format" above for a main format of `main_bits_per_weight`: q6_k below 6.5,
+// else q8_0, the first that can store [rows, cols]; nullptr (keep float) when neither can.
+const Format* default_head_format(double main_bits_per_weight, int64_t rows, int64_t cols);
+
 struct ModelQuantizeOptions {
   const Format* format = nullptr;       // main format (required)
   std::vector<TensorRule> rules;

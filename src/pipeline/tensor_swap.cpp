@@ -8,12 +8,6 @@
 namespace calq::pipeline {
 namespace {
 
-constexpr model::TensorRole kLayerLinears[] = {
-    model::TensorRole::kAttnQ,   model::TensorRole::kAttnK,  model::TensorRole::kAttnV,
-    model::TensorRole::kAttnOut, model::TensorRole::kMlpGate, model::TensorRole::kMlpUp,
-    model::TensorRole::kMlpDown,
-};
-
 bool tied(const model::Model& m) { return m.output.same_storage(m.embedding); }
 
 // "blk.3.attn_v.weight" -> "attn_v"; "token_embd.weight" -> "token_embd".
@@ -42,7 +36,7 @@ std::vector<WeightRef> weight_refs(const model::Model& m) {
   std::vector<WeightRef> refs;
   refs.push_back(make_ref(m, model::TensorRole::kTokenEmbedding, -1));
   for (int64_t l = 0; l < static_cast<int64_t>(m.layers.size()); ++l) {
-    for (const model::TensorRole role : kLayerLinears) refs.push_back(make_ref(m, role, l));
+    for (const model::TensorRole role : model::kLayerLinearRoles) refs.push_back(make_ref(m, role, l));
   }
   if (!tied(m)) refs.push_back(make_ref(m, model::TensorRole::kOutput, -1));
   return refs;
