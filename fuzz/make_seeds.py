@@ -299,6 +299,22 @@ def tokenizer_seeds(shared, out):
     write_all(os.path.join(out, "tokenizer"), seeds)
 
 
+# ---- pre-tokenizer texts: a selector byte (which tokenizer.ggml.pre entry) + a text ----
+
+def pretokenize_seeds(shared, out):
+    seeds = {}
+    inp = os.path.join(shared, "peer-tests/llama.cpp-vocab/ggml-vocab-qwen2.gguf.inp")
+    texts = []
+    if os.path.exists(inp):
+        with open(inp, "rb") as f:
+            texts = [t for t in f.read().split(b"\n__ggml_vocab_test__\n") if t]
+    with open(os.path.join(shared, "data/heldout.txt"), "rb") as f:
+        texts.append(f.read(2048))
+    for i, text in enumerate(texts):
+        seeds[f"text-{i:02d}"] = bytes([i * 7 % 256]) + text
+    write_all(os.path.join(out, "pretokenize"), seeds)
+
+
 def write_all(folder, seeds):
     os.makedirs(folder, exist_ok=True)
     for name, data in seeds.items():
@@ -315,6 +331,7 @@ def main():
     gguf_seeds(args.shared, args.out)
     safetensors_seeds(args.shared, args.out)
     tokenizer_seeds(args.shared, args.out)
+    pretokenize_seeds(args.shared, args.out)
 
 
 if __name__ == "__main__":

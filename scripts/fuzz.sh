@@ -3,14 +3,14 @@
 # ../shared (fuzz/make_seeds.py), and runs each target for the given seconds. Fails on any crash,
 # sanitizer report, leak, timeout (10 s on one input) or out-of-memory; the input that did it is
 # left in build-fuzz/artifacts/ (turn it into a regression test, e.g. in gguf_hostile_test.cpp).
-# Usage: scripts/fuzz.sh [seconds] [target...]   targets: gguf safetensors tokenizer (default all)
+# Usage: scripts/fuzz.sh [seconds] [target...]   targets: gguf safetensors tokenizer pretokenize (default all)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 shared="${CALQ_SHARED_DIR:-$root/../shared}"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-if ((${#targets[@]} == 0)); then targets=(gguf safetensors tokenizer); fi
+if ((${#targets[@]} == 0)); then targets=(gguf safetensors tokenizer pretokenize); fi
 build="${CALQ_FUZZ_BUILD_DIR:-$root/build-fuzz}"
 
 "$root/scripts/install-deps.sh" --fuzz
@@ -35,7 +35,7 @@ mkdir -p "$build/artifacts"
 seed="${CALQ_FUZZ_SEED:-1}"
 
 # Longest input per target: a little above the largest seed, so mutations can grow them.
-declare -A max_len=([gguf]=16384 [safetensors]=4096 [tokenizer]=32768)
+declare -A max_len=([gguf]=16384 [safetensors]=4096 [tokenizer]=32768 [pretokenize]=4096)
 status=0
 for t in "${targets[@]}"; do
   corpus="$build/corpus/$t"

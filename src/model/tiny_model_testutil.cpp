@@ -35,6 +35,7 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
   ModelConfig c = tiny_config(o.tied);
   c.num_layers = o.layers;
   c.model_type = o.model_type;
+  if (o.vocab_size > 0) c.vocab_size = o.vocab_size;
   const Architecture* arch = find_architecture(o.model_type);
   if (arch == nullptr) throw std::invalid_argument("write_tiny_model: unknown model_type " + o.model_type);
   c.qkv_bias = has_slot(*arch, TensorRole::kAttnQBias);

@@ -25,6 +25,7 @@ struct TinyModelOptions {
   // false; W > 0 writes use_sliding_window true, sliding_window W and max_window_layers below.
   int64_t sliding_window = 0;
   int64_t max_window_layers = 0;
+  int64_t vocab_size = 0;  // 0: tiny_config's 61 (a real tokenizer needs its own size)
 };
 
 ModelConfig tiny_config(bool tied);

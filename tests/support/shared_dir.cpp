@@ -11,6 +11,11 @@ std::filesystem::path shared_dir() {
   return std::filesystem::path(CALQ_SOURCE_DIR) / ".." / "shared";
 }
 
+std::filesystem::path npm_dir() {
+  if (const char* env = std::getenv("CALQ_NPM_DIR"); env != nullptr && *env != '\0') return env;
+  return CALQ_NPM_DIR_DEFAULT;
+}
+
 bool shared_required() {
   const char* env = std::getenv("CALQ_REQUIRE_SHARED");
   return env != nullptr && std::string(env) == "1";

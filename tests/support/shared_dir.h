@@ -10,6 +10,10 @@ namespace calq::testing {
 
 std::filesystem::path shared_dir();
 
+// The npm prefix holding the test tokenizer packages: env CALQ_NPM_DIR, else the CMake cache
+// entry of the same name (scripts/fetch-test-tokenizers.sh fills it).
+std::filesystem::path npm_dir();
+
 // A fresh, empty temporary directory unique to the running test; removed by the caller if wanted.
 std::filesystem::path temp_dir(const std::string& tag);
 

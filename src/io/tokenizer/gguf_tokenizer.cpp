@@ -1,12 +1,15 @@
 // llama.cpp's tokenize/detokenize over a GGUF vocabulary — see gguf_tokenizer.h.
 #include "io/tokenizer/gguf_tokenizer.h"
 
+#include <cassert>
+
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <queue>
 
+#include "core/error.h"
 #include "io/tokenizer/byte_level.h"
 #include "io/tokenizer/llama_pretokenize.h"
 #include "io/tokenizer/unicode.h"
@@ -100,6 +103,12 @@ GgufTokenizer::GgufTokenizer(GgufVocab vocab) : vocab_(std::move(vocab)) {
     }
     spm_ = std::make_unique<SpmModel>(ids_, vocab_.scores, spm_byte_ids_, vocab_.origin);
   } else {
+    assert(vocab_.pre_spec != nullptr);
+    try {
+      pre_ = LlamaPreTokenizer(vocab_.pre_spec->regexes);
+    } catch (const Error& e) {
+      fail(e.kind(), "{}: tokenizer.ggml.pre '{}': {}", vocab_.origin, vocab_.pre_spec->name, e.what());
+    }
     merge_ranks_.reserve(vocab_.merges.size());
     for (size_t i = 0; i < vocab_.merges.size(); ++i) {
       const std::string& merge = vocab_.merges[i];
@@ -266,7 +275,7 @@ std::vector<int32_t> GgufTokenizer::tokenize(std::string_view text, bool add_spe
         out.push_back(fragment.token);
         continue;
       }
-      for (const std::string& word : llama_pretokenize(text.substr(fragment.offset, fragment.length), vocab_.pre_type)) {
+      for (const std::string& word : pre_.split(text.substr(fragment.offset, fragment.length))) {
         bpe_word(word, out, key);
       }
     }

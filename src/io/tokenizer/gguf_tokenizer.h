@@ -5,7 +5,7 @@
 //   2. each remaining fragment is tokenized alone:
 //      llama (SPM): " " prepended when add_space_prefix and the fragment starts the text or follows
 //        a special token, spaces replaced by U+2581, then score-driven merging (spm.h);
-//      gpt2 (BPE): pre-tokenized (llama_pretokenize.h), byte-encoded, each word merged by merge
+//      gpt2 (BPE): pre-tokenized by the tokenizer.ggml.pre entry's regexes (llama_pretokenize.h), byte-encoded, each word merged by merge
 //        rank (lowest first, ties leftmost); a final symbol that is not a token is replaced by the
 //        tokens of its single bytes where they exist (llama.cpp drops the others);
 //   3. add_special: BOS first when add_bos, EOS last when add_eos.
@@ -30,6 +30,7 @@
 
 #include "io/tokenizer/bpe.h"
 #include "io/tokenizer/gguf_vocab.h"
+#include "io/tokenizer/llama_pretokenize.h"
 #include "io/tokenizer/spm.h"
 
 namespace calq::io::tok {
@@ -65,6 +66,7 @@ class GgufTokenizer {
   std::array<int32_t, 256> spm_byte_ids_{};
   std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> merge_ranks_;  // "left right"
   std::unique_ptr<SpmModel> spm_;
+  LlamaPreTokenizer pre_;  // gpt2 vocabularies
 };
 
 }  // namespace calq::io::tok

@@ -15,51 +15,6 @@ namespace calq::io {
 
 namespace {
 
-struct PreInfo {
-  std::string_view name;
-  GgufPreType type;
-  bool ignore_merges;
-  bool add_bos;
-  bool clean_spaces;
-};
-
-// The gpt2-model pre-tokenizer names whose whole behaviour calq implements, with the flags
-// llama.cpp sets for each (names that also change special-token handling, add a SEP token or use
-// another regex are rejected).
-constexpr std::array kPreTable = {
-    PreInfo{"default", GgufPreType::kDefault, false, false, true},
-    PreInfo{"gpt-2", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"llama-bpe", GgufPreType::kLlama3, true, true, true},
-    PreInfo{"llama3", GgufPreType::kLlama3, true, true, true},
-    PreInfo{"llama-v3", GgufPreType::kLlama3, true, true, true},
-    PreInfo{"falcon3", GgufPreType::kLlama3, true, true, true},
-    PreInfo{"falcon-h1", GgufPreType::kLlama3, true, true, true},
-    PreInfo{"pixtral", GgufPreType::kLlama3, true, true, true},
-    PreInfo{"midm-2.0", GgufPreType::kLlama3, true, true, true},
-    PreInfo{"lfm2", GgufPreType::kLlama3, true, true, true},
-    PreInfo{"dbrx", GgufPreType::kLlama3, false, false, true},
-    PreInfo{"smaug-bpe", GgufPreType::kLlama3, false, false, true},
-    PreInfo{"phi-2", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"jina-es", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"jina-de", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"gigachat", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"a.x-4.0", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"mellum", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"exaone4", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"mpt", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"olmo", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"jais", GgufPreType::kGpt2, false, false, true},
-    PreInfo{"trillion", GgufPreType::kGpt2, false, false, false},
-    PreInfo{"granite-docling", GgufPreType::kGpt2, false, false, false},
-};
-
-constexpr std::array<std::string_view, kPreTable.size()> pre_names() {
-  std::array<std::string_view, kPreTable.size()> names{};
-  for (size_t i = 0; i < kPreTable.size(); ++i) names[i] = kPreTable[i].name;
-  return names;
-}
-constexpr std::array kPreNames = pre_names();
-
 // Token texts llama.cpp treats as end-of-generation; a token with one of these texts is made a
 // control token whatever its stored type.
 constexpr std::array<std::string_view, 22> kEogTexts = {
@@ -217,9 +172,18 @@ void derive_attrs(GgufVocab& vocab, const Reader& reader,
     vocab.attrs[static_cast<size_t>(s_id)] = kNormal;
   }
 
-  // Rules keyed on general.name, applied after the special-token set is fixed.
+  // Rules keyed on the pre-tokenizer, the architecture and general.name, applied after the
+  // special-token set is fixed; the first that applies wins.
   const std::string name = lowercase_ascii(vocab.general_name);
-  if (name.find("phi-3") != std::string::npos || name.find("phi3") != std::string::npos) {
+  std::string arch;
+  if (const GgufValue* a = reader.find("general.architecture"); a != nullptr && a->type == GgufValueType::kString) {
+    arch = a->s;
+  }
+  auto has = [](std::string_view hay, std::string_view needle) { return hay.find(needle) != std::string_view::npos; };
+  if (has(vocab.pre, "jina-v2-de") || has(vocab.pre, "jina-v2-es") || has(vocab.pre, "jina-v2-code") ||
+      has(arch, "nomic-bert-moe") || has(arch, "jina-bert-v3")) {
+    if (const int32_t id = id_of("<mask>"); id >= 0) vocab.attrs[static_cast<size_t>(id)] |= kLstrip;
+  } else if (name.find("phi-3") != std::string::npos || name.find("phi3") != std::string::npos) {
     for (size_t id = 0; id < vocab.size(); ++id) {
       if ((vocab.attrs[id] & (kControl | kUserDefined | kUnknown)) != 0) vocab.attrs[id] |= kRstrip;
     }
@@ -234,7 +198,13 @@ void derive_attrs(GgufVocab& vocab, const Reader& reader,
 
 }  // namespace
 
-const std::span<const std::string_view> kGgufSupportedPre{kPreNames};
+std::vector<std::string_view> gguf_supported_pre() {
+  std::vector<std::string_view> names;
+  for (const GgufPreSpec& spec : gguf_pre_table()) {
+    if (spec.refused.empty()) names.push_back(spec.name);
+  }
+  return names;
+}
 
 GgufVocab read_gguf_vocab(const GgufFile& file) {
   const Reader reader(file);
@@ -261,16 +231,20 @@ GgufVocab read_gguf_vocab(const GgufFile& file) {
     vocab.bos_id = 11;  // llama.cpp's defaults for gpt2 vocabularies
     vocab.eos_id = 11;
     const std::string_view pre = vocab.pre.empty() ? "default" : std::string_view(vocab.pre);
-    const auto it = std::find_if(kPreTable.begin(), kPreTable.end(),
-                                 [&](const PreInfo& info) { return info.name == pre; });
-    if (it == kPreTable.end()) {
-      fail(ErrorKind::kUnsupported, "{}: unsupported pre-tokenizer '{}' (supported: {})",
-           reader.what("tokenizer.ggml.pre"), vocab.pre, fmt::join(kPreNames, ", "));
+    const GgufPreSpec* spec = find_gguf_pre(pre);
+    if (spec == nullptr) {
+      fail(ErrorKind::kUnsupported, "{}: unknown pre-tokenizer '{}' (llama.cpp does not know it either; supported: {})",
+           reader.what("tokenizer.ggml.pre"), vocab.pre, fmt::join(gguf_supported_pre(), ", "));
     }
-    vocab.pre_type = it->type;
-    vocab.ignore_merges = it->ignore_merges;
-    vocab.add_bos = it->add_bos;
-    vocab.clean_spaces = it->clean_spaces;
+    if (!spec->refused.empty()) {
+      fail(ErrorKind::kUnsupported, "{}: unsupported pre-tokenizer '{}': {}", reader.what("tokenizer.ggml.pre"),
+           vocab.pre, spec->refused);
+    }
+    vocab.pre_spec = spec;
+    vocab.ignore_merges = spec->ignore_merges;
+    vocab.add_bos = spec->add_bos;
+    vocab.clean_spaces = spec->clean_spaces;
+    if (spec->drop_bos) vocab.bos_id = -1;
   } else {
     fail(ErrorKind::kUnsupported, "{}: unsupported tokenizer model '{}' (supported: llama, gpt2)",
          reader.what("tokenizer.ggml.model"), vocab.model);

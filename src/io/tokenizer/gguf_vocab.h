@@ -3,8 +3,8 @@
 //
 //   tokenizer.ggml.model       "llama" (SentencePiece-style, score-driven merges, <0xNN> byte
 //                              fallback) or "gpt2" (byte-level BPE with ranked merges)
-//   tokenizer.ggml.pre         pre-tokenizer name, gpt2 only (see kGgufSupportedPre); absent means
-//                              "default"; ignored for llama, as llama.cpp ignores it
+//   tokenizer.ggml.pre         pre-tokenizer name, gpt2 only (llama.cpp's table, gguf_pre_table.h);
+//                              absent or empty means "default"; ignored for llama, as llama.cpp ignores it
 //   tokenizer.ggml.tokens      string array (required); an empty token becomes "[EMPTY_<id>]"
 //   tokenizer.ggml.scores      float32 or int32 array (optional; 0 when absent)
 //   tokenizer.ggml.token_type  int32 array (optional; all normal when absent)
@@ -15,7 +15,8 @@
 // Contract: read_gguf_vocab() throws calq::Error naming the file and the key: kNotFound for a
 // missing required key, kFormat for a mistyped key, an array whose length differs from the token
 // count, a duplicate token, or add_bos/add_eos set without a BOS/EOS id; kUnsupported for another
-// tokenizer.ggml.model or an unknown tokenizer.ggml.pre (the message lists the supported ones).
+// tokenizer.ggml.model, a tokenizer.ggml.pre llama.cpp does not know (the message lists calq's supported
+// ones) or one calq does not reproduce (the message says why).
 // Special-token ids outside the vocabulary keep their default, as llama.cpp does (with a warning).
 #pragma once
 
@@ -24,6 +25,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "io/tokenizer/gguf_pre_table.h"
 
 namespace calq::io {
 
@@ -55,15 +58,8 @@ inline constexpr uint32_t kRstrip = 1u << 8;
 
 enum class GgufVocabType { kSpm, kBpe };  // tokenizer.ggml.model "llama" / "gpt2"
 
-// The pre-tokenizer regex set llama.cpp uses for a gpt2-model vocabulary.
-enum class GgufPreType {
-  kDefault,  // "default": punctuation runs, GPT-2 regex, digit runs, digit triplets
-  kGpt2,     // "gpt-2" and friends: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)
-  kLlama3,   // "llama-bpe" and friends: the Llama-3 regex (\p{N}{1,3}, case-insensitive contractions)
-};
-
-// tokenizer.ggml.pre values calq supports, in the order error messages list them.
-extern const std::span<const std::string_view> kGgufSupportedPre;
+// tokenizer.ggml.pre values calq supports, in llama.cpp's order (error messages list them).
+std::vector<std::string_view> gguf_supported_pre();
 
 struct GgufVocab {
   std::string origin;        // the file, for messages
@@ -71,7 +67,7 @@ struct GgufVocab {
   std::string pre;           // tokenizer.ggml.pre as stored ("" when absent)
   std::string general_name;  // general.name ("" when absent); llama.cpp keys a few rules on it
   GgufVocabType type = GgufVocabType::kSpm;
-  GgufPreType pre_type = GgufPreType::kDefault;
+  const GgufPreSpec* pre_spec = nullptr;  // gpt2 only: the pre-tokenizer's entry
 
   std::vector<std::string> tokens;
   std::vector<float> scores;         // one per token

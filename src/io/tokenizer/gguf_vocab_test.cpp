@@ -15,58 +15,16 @@
 #include "io/tokenizer.h"
 #include "io/tokenizer/gguf_vocab.h"
 #include "io/tokenizer/gguf_test_util.h"
+#include "io/tokenizer/vocab_cases.h"
 #include "support/shared_dir.h"
 
 namespace calq::io {
 namespace {
 
-std::string read_bytes(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-// test-tokenizer-0's reader: inputs separated by "\n__ggml_vocab_test__\n" (the file ends with
-// one), expected ids one line per input, space-separated, surrounding whitespace stripped.
-struct VocabCase {
-  std::string text;
-  std::vector<int32_t> ids;
-};
-
-std::vector<VocabCase> read_vocab_cases(const std::filesystem::path& inp, const std::filesystem::path& out) {
-  const std::string raw = read_bytes(inp);
-  const std::string sep = "\n__ggml_vocab_test__\n";
-  std::vector<std::string> inputs;
-  for (size_t pos = 0; pos < raw.size();) {
-    const size_t next = raw.find(sep, pos);
-    if (next == std::string::npos) {
-      inputs.push_back(raw.substr(pos));
-      break;
-    }
-    inputs.push_back(raw.substr(pos, next - pos));
-    pos = next + sep.size();
-  }
-  std::vector<VocabCase> cases;
-  std::istringstream lines(read_bytes(out));
-  size_t i = 0;
-  for (std::string line; std::getline(lines, line); ++i) {
-    EXPECT_LT(i, inputs.size()) << "more output lines than inputs";
-    if (i >= inputs.size()) break;
-    VocabCase c{inputs[i], {}};
-    std::istringstream ids(line);
-    for (int32_t id; ids >> id;) c.ids.push_back(id);
-    cases.push_back(std::move(c));
-  }
-  EXPECT_EQ(cases.size(), inputs.size()) << "inputs and outputs differ in number";
-  return cases;
-}
-
-std::string show_ids(const std::vector<int32_t>& ids) {
-  std::string s;
-  for (const int32_t id : ids) s += std::to_string(id) + " ";
-  return s;
-}
+using testing_vocab::read_bytes;
+using testing_vocab::read_vocab_cases;
+using testing_vocab::show_ids;
+using testing_vocab::VocabCase;
 
 class LlamaCppVocab : public ::testing::TestWithParam<const char*> {};
 
@@ -146,7 +104,7 @@ TEST(LlamaCppVocabFiles, ResolvedLikeLlamaCpp) {
 
   const GgufVocab bpe = read_gguf_vocab(GgufFile::open(testing::shared_dir() / kDir / "ggml-vocab-gpt-2.gguf"));
   EXPECT_EQ(bpe.type, GgufVocabType::kBpe);
-  EXPECT_EQ(bpe.pre_type, GgufPreType::kGpt2);
+  EXPECT_EQ(bpe.pre_spec, find_gguf_pre("gpt-2"));
   EXPECT_EQ(bpe.size(), 50257u);
   EXPECT_EQ(bpe.merges.size(), 50000u);
   EXPECT_EQ(bpe.bos_id, 50256);

@@ -3,6 +3,8 @@
 
 #include <utf8proc.h>
 
+#include <memory>
+
 #include "core/error.h"
 #include "io/tokenizer/byte_level.h"
 #include "io/tokenizer/unicode.h"
@@ -23,6 +25,7 @@ struct Flags {
   bool number = false;
   bool punctuation = false;
   bool whitespace = false;
+  bool mark = false;
 };
 
 Flags flags_of(uint32_t c) {
@@ -42,6 +45,9 @@ Flags flags_of(uint32_t c) {
     case UTF8PROC_CATEGORY_PE: case UTF8PROC_CATEGORY_PI: case UTF8PROC_CATEGORY_PF:
     case UTF8PROC_CATEGORY_PO:
       f.punctuation = true;
+      break;
+    case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
+      f.mark = true;
       break;
     default:
       break;
@@ -135,8 +141,11 @@ void split_gpt2(PieceScanner& s, size_t pos) {
 }
 
 // (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
-// \s*[\r\n]+|\s+(?!\S)|\s+ as llama.cpp's unicode_regex_split_custom_llama3 matches it.
-void split_llama3(PieceScanner& s, size_t pos) {
+// \s*[\r\n]+|\s+(?!\S)|\s+ as llama.cpp's unicode_regex_split_custom_llama3 matches it; with
+// `digits` 1 its Qwen2 twin (\p{N} one at a time), and with `marks` also its Qwen3.5 twin, where
+// words are runs of letters or marks ([\p{L}\p{M}]+) and marks leave the punctuation runs.
+void split_llama3(PieceScanner& s, size_t pos, size_t digits, bool marks) {
+  auto wordish = [&](const Flags& f) { return f.letter || (marks && f.mark); };
   while (pos < s.end()) {
     const uint32_t c = s.cpt(pos);
     const Flags f = s.flags(pos);
@@ -144,16 +153,16 @@ void split_llama3(PieceScanner& s, size_t pos) {
       pos += s.add(pos + n);
       continue;
     }
-    if (!(c == '\r' || c == '\n' || f.number) && (f.letter || s.flags(pos + 1).letter)) {
+    if (!(c == '\r' || c == '\n' || f.number) && (wordish(f) || wordish(s.flags(pos + 1)))) {
       ++pos;
-      while (s.flags(pos).letter) ++pos;
+      while (wordish(s.flags(pos))) ++pos;
       s.add(pos);
       continue;
     }
     if (f.number) {
       size_t start = pos;
       while (s.flags(pos).number) {
-        if (++pos - start >= 3) {
+        if (++pos - start >= digits) {
           s.add(pos);
           start = pos;
         }
@@ -162,10 +171,11 @@ void split_llama3(PieceScanner& s, size_t pos) {
       continue;
     }
     Flags f2 = c == ' ' ? s.flags(pos + 1) : f;
+    auto other = [&](const Flags& g) { return !(g.whitespace || g.letter || g.number || (marks && g.mark)); };
     // llama.cpp tests the current character's flags here, not f2's (a lone trailing space matches).
-    if (!(f2.whitespace || f2.letter || f2.number) && f.defined) {
+    if (other(f2) && f.defined) {
       pos += c == ' ' ? 1 : 0;
-      while (!(f2.whitespace || f2.letter || f2.number) && f2.defined) f2 = s.flags(++pos);
+      while (other(f2) && f2.defined) f2 = s.flags(++pos);
       for (uint32_t c2 = s.cpt(pos); c2 == '\r' || c2 == '\n'; c2 = s.cpt(++pos)) {
       }
       s.add(pos);
@@ -188,72 +198,32 @@ void split_llama3(PieceScanner& s, size_t pos) {
   }
 }
 
-// A "[class]+" regex as llama.cpp runs it through std::regex: maximal runs of class members are
-// matches; the text between matches stays one piece.
-template <typename InClass>
-void split_runs(PieceScanner& s, size_t lo, InClass&& in_class) {
-  size_t pos = lo;
+// [^\n]+|[\n]+ (unicode_regex_split_custom_newlines): runs of U+000A and runs of anything else.
+void split_newlines(PieceScanner& s, size_t pos) {
   while (pos < s.end()) {
-    const bool member = in_class(s.cpt(pos));
-    while (pos < s.end() && in_class(s.cpt(pos)) == member) ++pos;
+    const bool newline = s.cpt(pos) == '\n';
+    while (pos < s.end() && (s.cpt(pos) == '\n') == newline) ++pos;
     s.add(pos);
   }
 }
 
-// "[0-9][0-9][0-9]": non-overlapping ASCII digit triplets, leftmost first.
-void split_digit_triplets(PieceScanner& s, size_t lo) {
-  auto digit = [&](size_t p) { return s.cpt(p) >= '0' && s.cpt(p) <= '9'; };
-  size_t pos = lo;
-  while (pos + 3 <= s.end()) {
-    if (digit(pos) && digit(pos + 1) && digit(pos + 2)) {
-      s.add(pos);
-      pos += 3;
-      s.add(pos);
-    } else {
+// llama.cpp's digit grouper for \p{AFMoE_digits} and tiny_aya's \d{1,3}(?=(?:\d{3})*\b): each run
+// of n \p{N} characters is cut into a first group of n mod 3 (when not 0) and groups of 3 counted
+// from its end; each cut closes the piece since the previous cut, so text before a run stays glued
+// to its first group, and text after the last run is one piece.
+void split_digit_groups(PieceScanner& s, size_t pos) {
+  while (pos < s.end()) {
+    if (!s.flags(pos).number) {
       ++pos;
+      continue;
     }
+    const size_t run = pos;
+    while (s.flags(pos).number) ++pos;
+    size_t cut = run + (pos - run) % 3;
+    if (cut > run) s.add(cut);
+    while (cut < pos) s.add(cut += 3);
   }
   s.add(s.end());
-}
-
-// The "default" set's first regex, [\p{P}\$\+<=>\^~\|]+, on llama.cpp's collapsed text: ASCII
-// characters by their own class list, others by category (whitespace collapses to \v first).
-bool default_punctuation(uint32_t c) {
-  if (c < 0x80) {
-    return (c >= 0x21 && c <= 0x23) || (c >= 0x25 && c <= 0x2A) || (c >= 0x2C && c <= 0x2F) ||
-           c == 0x3A || c == 0x3B || c == 0x3F || c == 0x40 || (c >= 0x5B && c <= 0x5D) || c == 0x5F ||
-           c == 0x7B || c == 0x7D || c == '$' || c == '+' || c == '<' || c == '=' || c == '>' ||
-           c == '^' || c == '~' || c == '|';
-  }
-  const Flags f = flags_of(c);
-  return !f.whitespace && f.punctuation;
-}
-
-// The "default" set's third regex, \p{N}+, on the collapsed text.
-bool default_number(uint32_t c) {
-  if (c < 0x80) return c >= '0' && c <= '9';
-  const Flags f = flags_of(c);
-  return !f.whitespace && f.number;
-}
-
-enum class Pass { kGpt2, kLlama3, kPunctuationRuns, kNumberRuns, kDigitTriplets };
-
-std::vector<size_t> apply(const std::vector<uint32_t>& cpts, const std::vector<size_t>& pieces, Pass pass) {
-  std::vector<size_t> out;
-  out.reserve(pieces.size() * 2);
-  size_t start = 0;
-  for (const size_t len : pieces) {
-    PieceScanner s(cpts, start, start + len, out);
-    switch (pass) {
-      case Pass::kGpt2: split_gpt2(s, start); break;
-      case Pass::kLlama3: split_llama3(s, start); break;
-      case Pass::kPunctuationRuns: split_runs(s, start, default_punctuation); break;
-      case Pass::kNumberRuns: split_runs(s, start, default_number); break;
-      case Pass::kDigitTriplets: split_digit_triplets(s, start); break;
-    }
-    start += len;
-  }
-  return out;
 }
 
 }  // namespace
@@ -293,23 +263,89 @@ std::vector<uint32_t> llama_code_points(std::string_view text) {
   return cpts;
 }
 
-std::vector<std::string> llama_pretokenize(std::string_view text, GgufPreType type) {
+namespace {
+
+// The exact regex strings llama.cpp's unicode_regex_split_custom answers by hand.
+constexpr std::string_view kGpt2Regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+constexpr std::string_view kLlama3RegexI =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr std::string_view kLlama3Regex =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr std::string_view kQwen2Regex =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr std::string_view kQwen35Regex =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr std::string_view kNewlinesRegex = "[^\\n]+|[\\n]+";
+constexpr std::string_view kAfmoeDigits = "\\p{AFMoE_digits}";
+constexpr std::string_view kTinyAyaDigits = "\\d{1,3}(?=(?:\\d{3})*\\b)";
+
+}  // namespace
+
+bool is_custom_split(std::string_view regex) {
+  for (const std::string_view r : {kGpt2Regex, kLlama3RegexI, kLlama3Regex, kQwen2Regex, kQwen35Regex,
+                                   kNewlinesRegex, kAfmoeDigits, kTinyAyaDigits}) {
+    if (regex == r) return true;
+  }
+  return false;
+}
+
+LlamaPreTokenizer::LlamaPreTokenizer(std::span<const std::string_view> regexes) {
+  for (const std::string_view re : regexes) {
+    Pass pass;
+    if (re == kGpt2Regex) {
+      pass.custom = Custom::kGpt2;
+    } else if (re == kLlama3Regex || re == kLlama3RegexI) {
+      pass.custom = Custom::kLlama3;
+    } else if (re == kQwen2Regex) {
+      pass.custom = Custom::kQwen2;
+    } else if (re == kQwen35Regex) {
+      pass.custom = Custom::kQwen35;
+    } else if (re == kNewlinesRegex) {
+      pass.custom = Custom::kNewlines;
+    } else if (re == kAfmoeDigits || re == kTinyAyaDigits) {
+      pass.custom = Custom::kDigitGroups;
+    } else {
+      pass.custom = Custom::kNone;
+      pass.regex = std::make_shared<const LlamaRegex>(re);
+    }
+    passes_.push_back(std::move(pass));
+  }
+}
+
+std::vector<std::string> LlamaPreTokenizer::split(std::string_view text) const {
   const std::vector<uint32_t> cpts = llama_code_points(text);
   std::vector<size_t> pieces;
   if (!cpts.empty()) pieces.push_back(cpts.size());
-  switch (type) {
-    case GgufPreType::kDefault:
-      pieces = apply(cpts, pieces, Pass::kPunctuationRuns);
-      pieces = apply(cpts, pieces, Pass::kGpt2);
-      pieces = apply(cpts, pieces, Pass::kNumberRuns);
-      pieces = apply(cpts, pieces, Pass::kDigitTriplets);
-      break;
-    case GgufPreType::kGpt2:
-      pieces = apply(cpts, pieces, Pass::kGpt2);
-      break;
-    case GgufPreType::kLlama3:
-      pieces = apply(cpts, pieces, Pass::kLlama3);
-      break;
+  std::vector<uint32_t> collapsed;
+  std::vector<uint32_t> wide;
+  for (const Pass& pass : passes_) {
+    if (pass.regex) {
+      std::vector<uint32_t>& units = pass.regex->collapsed() ? collapsed : wide;
+      if (units.empty()) units = pass.regex->units(cpts);
+      pieces = pass.regex->split(units, pieces);
+      continue;
+    }
+    std::vector<size_t> out;
+    out.reserve(pieces.size() * 2);
+    size_t start = 0;
+    for (const size_t len : pieces) {
+      PieceScanner s(cpts, start, start + len, out);
+      switch (pass.custom) {
+        case Custom::kGpt2: split_gpt2(s, start); break;
+        case Custom::kLlama3: split_llama3(s, start, 3, false); break;
+        case Custom::kQwen2: split_llama3(s, start, 1, false); break;
+        case Custom::kQwen35: split_llama3(s, start, 1, true); break;
+        case Custom::kNewlines: split_newlines(s, start); break;
+        case Custom::kDigitGroups: split_digit_groups(s, start); break;
+        case Custom::kNone: break;
+      }
+      start += len;
+    }
+    pieces = std::move(out);
   }
 
   const auto& alphabet = byte_level_chars();

@@ -9,7 +9,9 @@ target_sources(calq_io PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/gguf_vocab.cpp
   ${CMAKE_CURRENT_LIST_DIR}/hf_gguf_vocab.cpp
   ${CMAKE_CURRENT_LIST_DIR}/json_util.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_pre_table.cpp
   ${CMAKE_CURRENT_LIST_DIR}/llama_pretokenize.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/llama_regex.cpp
   ${CMAKE_CURRENT_LIST_DIR}/normalizers.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pattern.cpp
   ${CMAKE_CURRENT_LIST_DIR}/post_processors.cpp
@@ -30,6 +32,8 @@ calq_add_test(calq_gguf_vocab_test
   SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/gguf_vocab_test.cpp
     ${CMAKE_CURRENT_LIST_DIR}/gguf_tokenizer_test.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/llama_regex_test.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/gguf_vocab_families_test.cpp
   LIBS calq_io nlohmann_json::nlohmann_json)
 
 # tokenizer.json -> tokenizer.ggml.* as llama.cpp's converter writes it (GGUF export).
