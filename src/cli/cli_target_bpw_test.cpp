@@ -161,6 +161,8 @@ TEST_F(CliTargetBpw, BadInputExits2WithoutOutput) {
                "--target-bpw needs one of --sensitivity FILE");
   expect_error("--target-bpw 5" + cands + " --sensitivity-text " + (dir_ / "nope.txt").string(),
                "--sensitivity-text file not found");
+  expect_error("--target-bpw 5" + cands + " --sensitivity-text " + map_ + " --sensitivity-ctx 1",
+               "--sensitivity-ctx must be >= 2");
   expect_error("--format q4_k --sensitivity-text " + map_, "--sensitivity-text goes with --target-bpw");
   expect_error("--target-bpw 5 --sensitivity " + map_, "--target-bpw needs --candidates");
   expect_error("--format q4_k --candidates q4_k", "--candidates goes with --target-bpw");
@@ -180,13 +182,13 @@ TEST_F(CliTargetBpw, BadInputExits2WithoutOutput) {
 }
 
 // The map measured in-process (--sensitivity-text) is the map `calq sensitivity` writes: the same
-// allocation, tensor by tensor. One window and two formats keep it to about a minute.
+// allocation, tensor by tensor. One window of 64 tokens and two formats keep it short.
 TEST_F(CliTargetBpw, MeasuredMapGivesTheSameAllocationAsAMapFile) {
   CALQ_REQUIRE_SHARED("models/calq-ref-llama/config.json");
   CALQ_REQUIRE_SHARED("data/calib.txt");
   const std::string text = (calq::testing::shared_dir() / "data/calib.txt").string();
   RunResult r = run_calq("sensitivity -q --model " + model_ + " --eval-text " + text +
-                         " --format q6_k,q8_0 --max-windows 1 --no-head --json " + (dir_ / "measured.json").string());
+                          " --format q6_k,q8_0 --max-windows 1 --ctx 64 --no-head --json " + (dir_ / "measured.json").string());
   ASSERT_EQ(r.status, 0) << r.output;
   const auto table = [](const std::string& out) {  // the allocation lines of the report
     std::string lines;
@@ -201,7 +203,7 @@ TEST_F(CliTargetBpw, MeasuredMapGivesTheSameAllocationAsAMapFile) {
                                        args + " --sensitivity " + (dir_ / "measured.json").string());
   ASSERT_EQ(from_file.status, 0) << from_file.output;
   const RunResult measured = run_calq("quantize --force --model " + model_ + " --out " + (dir_ / "b.gguf").string() +
-                                      args + " --sensitivity-text " + text + " --sensitivity-windows 1");
+                                      args + " --sensitivity-text " + text + " --sensitivity-windows 1 --sensitivity-ctx 64");
   ASSERT_EQ(measured.status, 0) << measured.output;
   const std::string a = table(from_file.output), b = table(measured.output);
   EXPECT_NE(a.find("q6_k"), std::string::npos) << a;  // a real mix, not one format
@@ -210,7 +212,7 @@ TEST_F(CliTargetBpw, MeasuredMapGivesTheSameAllocationAsAMapFile) {
   EXPECT_EQ(a.substr(0, a.find("predicted")), b.substr(0, b.find("predicted")));
   EXPECT_NE(b.find("predicted"), std::string::npos) << measured.output;
   const std::string recipe = io::GgufFile::open(dir_ / "b.gguf").get("calq.recipe").as_string("calq.recipe");
-  EXPECT_NE(recipe.find("sensitivity=measured:calib.txt:1"), std::string::npos) << recipe;
+  EXPECT_NE(recipe.find("sensitivity=measured:calib.txt:1:ctx64"), std::string::npos) << recipe;
 }
 
 }  // namespace

@@ -201,8 +201,9 @@ std::string recipe_text(const QuantizeFlags& f, const pipeline::ModelQuantizeOpt
   if (alloc != nullptr) {
     const std::string map_source =
         f.target.sensitivity.empty()
-            ? fmt::format("measured:{}:{}", std::filesystem::path(f.target.sensitivity_text).filename().string(),
-                          f.target.sensitivity_windows)
+            ? fmt::format("measured:{}:{}{}", std::filesystem::path(f.target.sensitivity_text).filename().string(),
+                          f.target.sensitivity_windows,
+                          f.target.sensitivity_ctx == 512 ? "" : fmt::format(":ctx{}", f.target.sensitivity_ctx))
             : std::filesystem::path(f.target.sensitivity).filename().string();
     r += fmt::format(";target_bpw={};candidates={};sensitivity={};predicted_kld={:.6g}", *f.target.target_bpw,
                      f.target.candidates, map_source, alloc->predicted_kld());
@@ -242,7 +243,8 @@ pipeline::SensitivityFile measure_target_map(const QuantizeFlags& f, const std::
   const pipeline::SensitivityMap map = measure_sensitivity_map(
       {.model = f.model, .eval_text = f.target.sensitivity_text, .formats = candidates, .recipe = recipe,
        .observer = f.observer, .calib = &f.calib, .stats = f.stats, .use_importance = !f.no_importance,
-       .include_head = f.head_format.empty(), .max_windows = f.target.sensitivity_windows, .quiet = f.quiet,
+       .include_head = f.head_format.empty(), .ctx = f.target.sensitivity_ctx,
+       .max_windows = f.target.sensitivity_windows, .quiet = f.quiet,
        .progress_prefix = "calq quantize: sensitivity"},
       pool);
   const pipeline::SensitivityMeta meta{.model = f.model, .eval_text = f.target.sensitivity_text,

@@ -24,7 +24,9 @@ void add_target_flags(CLI::App* cmd, TargetFlags& f) {
                   "--target-bpw without --sensitivity: measure the map now (as calq sensitivity --format CANDIDATES "
                   "with this --method, --stats/--calib and --observer) on this text; use calibration text, not the "
                   "text the result will be judged on");
-  cmd->add_option("--sensitivity-windows", f.sensitivity_windows, "--sensitivity-text: windows of 512 tokens")
+  cmd->add_option("--sensitivity-windows", f.sensitivity_windows, "--sensitivity-text: windows of --sensitivity-ctx tokens")
+      ->capture_default_str();
+  cmd->add_option("--sensitivity-ctx", f.sensitivity_ctx, "--sensitivity-text: tokens per window")
       ->capture_default_str();
   cmd->add_option("--verify-text", f.verify_text,
                   "--target-bpw: after writing, measure KL(full precision || output) on this text and print it "
@@ -53,6 +55,7 @@ void check_target_flags(const TargetFlags& f) {
          f.candidates);
   }
   if (f.sensitivity_windows < 1) fail(ErrorKind::kInvalidArgument, "--sensitivity-windows must be >= 1");
+  if (f.sensitivity_ctx < 2) fail(ErrorKind::kInvalidArgument, "--sensitivity-ctx must be >= 2");
   std::error_code ec0;
   if (!f.sensitivity_text.empty() && !std::filesystem::is_regular_file(f.sensitivity_text, ec0)) {
     fail(ErrorKind::kIo, "{}: --sensitivity-text file not found", f.sensitivity_text);

@@ -25,6 +25,7 @@ struct TargetFlags {
   std::string sensitivity;  // JSON from calq sensitivity
   std::string sensitivity_text;     // or: measure the map now on this text (cli/sensitivity_run.h)
   int64_t sensitivity_windows = 8;  // windows of sensitivity_text
+  int64_t sensitivity_ctx = 512;    // tokens per window of sensitivity_text
   std::string verify_text;
   int64_t verify_windows = -1;  // -1: the map's windows (0 there: all)
   int64_t verify_ctx = 0;       // 0: the map's ctx
