@@ -7,9 +7,9 @@
 //    name the pre-tokenizer as llama.cpp's converter does, and the GGUF tokenizer must then give
 //    llama.cpp's ids.
 //  * llama.cpp's own ggml-vocab-*.gguf files for the other families (deepseek-llm, deepseek-coder,
-//    falcon, mpt, refact, starcoder, command-r, qwen2, llama-bpe), when a folder of them is named by
-//    env CALQ_LLAMACPP_VOCAB_DIR (a checkout's models/); skipped otherwise, since no package ships
-//    them.
+//    falcon, mpt, refact, starcoder, command-r, qwen2, llama-bpe), read from
+//    ../shared/peer-tests/llama.cpp-vocab/ or from env CALQ_LLAMACPP_VOCAB_DIR (a llama.cpp
+//    checkout's models/); skipped when neither has them, since no package ships them.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -87,9 +87,16 @@ INSTANTIATE_TEST_SUITE_P(Npm, ConvertedFamily,
 class LlamaCppVocabFolder : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(LlamaCppVocabFolder, EveryStringMatchesLlamaCpp) {
-  const char* env = std::getenv("CALQ_LLAMACPP_VOCAB_DIR");
-  if (env == nullptr) GTEST_SKIP() << "set CALQ_LLAMACPP_VOCAB_DIR to llama.cpp's models/ folder to run";
-  const auto path = std::filesystem::path(env) / GetParam();
+  // ../shared first (where the vocab tests of gpt-2 and llama-spm live), else a llama.cpp checkout.
+  std::filesystem::path path = testing::shared_dir() / "peer-tests/llama.cpp-vocab" / GetParam();
+  if (!std::filesystem::exists(path)) {
+    const char* env = std::getenv("CALQ_LLAMACPP_VOCAB_DIR");
+    if (env == nullptr) {
+      GTEST_SKIP() << GetParam() << " is not in ../shared/peer-tests/llama.cpp-vocab; set CALQ_LLAMACPP_VOCAB_DIR "
+                   << "to llama.cpp's models/ folder to run it";
+    }
+    path = std::filesystem::path(env) / GetParam();
+  }
   if (!std::filesystem::exists(path) || std::filesystem::file_size(path) < 4096) {
     GTEST_SKIP() << path << " absent (or a placeholder)";
   }
@@ -103,8 +110,7 @@ INSTANTIATE_TEST_SUITE_P(Files, LlamaCppVocabFolder,
                          ::testing::Values("ggml-vocab-deepseek-llm.gguf", "ggml-vocab-deepseek-coder.gguf",
                                            "ggml-vocab-falcon.gguf", "ggml-vocab-mpt.gguf", "ggml-vocab-refact.gguf",
                                            "ggml-vocab-starcoder.gguf", "ggml-vocab-command-r.gguf",
-                                           "ggml-vocab-qwen2.gguf", "ggml-vocab-llama-bpe.gguf",
-                                           "ggml-vocab-gpt-2.gguf"),
+                                           "ggml-vocab-qwen2.gguf", "ggml-vocab-llama-bpe.gguf"),
                          [](const ::testing::TestParamInfo<const char*>& param) {
                            std::string name = param.param;
                            for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
