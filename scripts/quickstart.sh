@@ -35,7 +35,7 @@ start=$SECONDS
 
 echo "== 1/4 calibrate: $samples windows x 512 tokens of calib.txt"
 "$calq" calibrate --model "$ref" --calib "$shared/data/calib.txt" --out "$out/quickstart-stats.gguf" \
-  --samples "$samples" --seq-len 512 --stats mean_sq,hessian --quiet
+  --samples "$samples" --seq-len 512 --stats mean_sq,hessian --force --quiet
 
 echo "== 2/4 quantize: --target-bpw $bpw, GPTQ into q3_k..q8_0, map measured on calib.txt"
 "$calq" quantize --model "$ref" --out "$q" --force --quiet \

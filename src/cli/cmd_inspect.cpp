@@ -12,6 +12,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "core/stopwatch.h"
 #include "calib/activation_stats.h"
 #include "calib/calibration.h"
 #include "calib/weight_stats.h"
@@ -111,7 +112,7 @@ void run_activations(const InspectFlags& f, const ModelLocation& loc, const mode
   const calib::ActivationObserver obs = calib::observe_activations(
       m, ids,
       {.ctx = f.ctx, .samples = f.samples, .on_progress = [&](int64_t d, int64_t t) { bar.update(d, t); }}, pool);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = seconds_since(start);
   bar.finish();
   const calib::ActivationStats st = calib::summarize_activations(obs, f.top);
   const double tokens = static_cast<double>(f.samples * f.ctx);

@@ -16,6 +16,7 @@
 #include <span>
 #include <optional>
 
+#include "core/stopwatch.h"
 #include "calib/collectors.h"
 #include "calib/observer.h"
 #include "cli/calib_flags.h"
@@ -344,7 +345,7 @@ void run_quantize_format(const QuantizeFlags& f) {
                    p.used_importance ? " +importance" : "");
       },
       pool);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds = seconds_since(t0);
 
   model::GgufExportOptions export_options;
   export_options.extra_metadata.emplace_back(

@@ -5,6 +5,8 @@
 
 #include <cstdio>
 
+#include "core/stopwatch.h"
+
 namespace calq::cli {
 
 ProgressBar::ProgressBar(std::string unit, int64_t tokens_per_item, bool enabled)
@@ -16,7 +18,7 @@ ProgressBar::ProgressBar(std::string unit, int64_t tokens_per_item, bool enabled
 
 void ProgressBar::update(int64_t done, int64_t total) {
   if (!enabled_ || total <= 0) return;
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double secs = seconds_since(start_);
   const double rate = secs > 0 ? static_cast<double>(done * tokens_per_item_) / secs : 0.0;
   const double eta = done > 0 ? secs * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
   const int eta_s = static_cast<int>(eta + 0.5);

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <numbers>
 
+#include "core/stopwatch.h"
 #include "core/error.h"
 #include "eval/perplexity.h"
 #include "model/forward.h"
@@ -16,8 +17,6 @@ namespace calq::eval {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // t975(n−1)·s/√n of `values`; NaN when n < 2.
 double ci95_half_width(std::span<const double> values) {

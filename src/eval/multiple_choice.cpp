@@ -10,6 +10,7 @@
 #include <tuple>
 #include <utility>
 
+#include "core/stopwatch.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "model/forward.h"
@@ -21,8 +22,6 @@ using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
 constexpr size_t kHellaswagEndings = 4;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 bool is_blank(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; });

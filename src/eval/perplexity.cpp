@@ -4,6 +4,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "core/stopwatch.h"
 #include "core/error.h"
 #include "core/vec_math.h"
 #include "model/forward.h"
@@ -60,7 +61,7 @@ PerplexityResult evaluate_perplexity(const model::Model& model, std::span<const 
       }
     }
   });
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.seconds = seconds_since(start);
   r.tokens_per_second = static_cast<double>(n_windows * ctx) / r.seconds;
   r.ppl = ppl_of_prefix(r, n_windows);
   return r;

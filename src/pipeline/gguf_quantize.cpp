@@ -1,5 +1,6 @@
 // Whole-model GGUF quantization: plan the types, convert and encode tensor by tensor (rows in
 // parallel), then write everything through io::write_gguf.
+#include "core/stopwatch.h"
 #include "pipeline/gguf_quantize.h"
 
 #include <cassert>
@@ -21,10 +22,6 @@ namespace {
 constexpr uint32_t kQuantizationVersion = 2;
 // F16/BF16 -> F32 conversion is cheap per element: hand a thread at least this many rows' worth.
 constexpr Grain kConvertGrain{.min_items = 1 << 16};
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 std::string type_name(uint32_t type) {
   const io::GgmlTypeInfo* info = io::ggml_type_info(type);

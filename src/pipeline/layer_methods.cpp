@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/stopwatch.h"
 #include "core/error.h"
 #include "formats/grid.h"
 #include "formats/qtensor.h"
@@ -21,10 +22,6 @@ namespace calq::pipeline {
 namespace {
 
 using model::TensorRole;
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // The statistics of one input site as later steps need them; divide_inputs() turns them into the
 // statistics of x / s after a scale fold.

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 
+#include "core/stopwatch.h"
 #include "core/error.h"
 #include "formats/qtensor.h"
 #include "model/architecture.h"
@@ -38,10 +39,6 @@ void make_dense(model::Model& m, ThreadPool& pool) {
   for (auto& layer : m.layers) {
     for (const model::TensorRole role : model::kLayerLinearRoles) layer.linear(role) = layer.linear(role).to_dense(pool);
   }
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace

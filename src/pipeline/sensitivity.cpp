@@ -3,6 +3,7 @@
 #include <chrono>
 #include <map>
 
+#include "core/stopwatch.h"
 #include "core/error.h"
 #include "pipeline/tensor_swap.h"
 
@@ -79,7 +80,7 @@ SensitivityMap measure_sensitivity(const model::Model& fp, std::span<const Quant
     for (size_t v = 0; v < variants.size(); ++v) groups[g].entry.kld.push_back(kld[g * variants.size() + v]);
     map.entries.push_back(std::move(groups[g].entry));
   }
-  map.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  map.seconds = seconds_since(t0);
   return map;
 }
 

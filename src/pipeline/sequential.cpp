@@ -4,15 +4,12 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/stopwatch.h"
 #include "core/error.h"
 #include "model/forward.h"
 
 namespace calq::pipeline {
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // Runs fn(sample, slot) for every sample, one per worker at a time; `slot` (< batch) indexes
 // per-worker buffers. Returns after all ran; after each batch, after_batch(b0, b1) runs on the
