@@ -22,6 +22,7 @@ namespace calq {
 namespace {
 
 using testing::RunResult;
+using testing::eval_json;
 using testing::run_calq;
 
 struct Case {
@@ -31,13 +32,6 @@ struct Case {
 };
 
 class GgufRoundTrip : public ::testing::TestWithParam<Case> {};
-
-nlohmann::json eval_json(const std::string& args, const std::filesystem::path& out) {
-  const RunResult r = run_calq("eval --quiet " + args + " --json " + out.string());
-  EXPECT_EQ(r.status, 0) << r.output;
-  if (r.status != 0) return {};
-  return nlohmann::json::parse(read_text_file(out));
-}
 
 TEST_P(GgufRoundTrip, EmbeddedTokenizerGivesTheFoldersTokensAndPerplexity) {
   const Case c = GetParam();

@@ -23,16 +23,10 @@ namespace calq {
 namespace {
 
 using testing::RunResult;
+using testing::eval_json;
 using testing::run_calq;
 
 void write_text(const std::filesystem::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
-
-nlohmann::json eval_json(const std::string& args, const std::filesystem::path& out) {
-  const RunResult r = run_calq("eval --quiet " + args + " --json " + out.string());
-  EXPECT_EQ(r.status, 0) << r.output;
-  if (r.status != 0) return {};
-  return nlohmann::json::parse(read_text_file(out));
-}
 
 class CliGguf : public ::testing::Test {
  protected:

@@ -2,14 +2,18 @@
 // target) through the shell and captures its exit status and combined stdout + stderr.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+
+#include "core/mapped_file.h"
 
 namespace calq::testing {
 
@@ -29,6 +33,14 @@ inline RunResult run_calq(const std::string& args) {
   const int raw = ::pclose(pipe);
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
   return r;
+}
+
+// `calq eval --quiet ARGS --json OUT`: its JSON report, or {} (with a test failure) when it fails.
+inline nlohmann::json eval_json(const std::string& args, const std::filesystem::path& out) {
+  const RunResult r = run_calq("eval --quiet " + args + " --json " + out.string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  if (r.status != 0) return {};
+  return nlohmann::json::parse(read_text_file(out));
 }
 
 // True when `dir` holds no GGUF output and no temporary file: what a refused or failed command

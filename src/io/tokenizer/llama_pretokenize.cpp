@@ -16,45 +16,6 @@ namespace {
 constexpr uint32_t kOutOfRange = 0xFFFFFFFF;
 constexpr uint32_t kMaxCodePoint = 0x10FFFF;
 
-// The character classes llama.cpp's matchers test. `defined` is llama.cpp's flags.as_uint() != 0:
-// true for every code point below 0x110000 (its tables give each one a category, unassigned ones
-// \p{C}), false outside the piece being split.
-struct Flags {
-  bool defined = false;
-  bool letter = false;
-  bool number = false;
-  bool punctuation = false;
-  bool whitespace = false;
-  bool mark = false;
-};
-
-Flags flags_of(uint32_t c) {
-  Flags f;
-  if (c > kMaxCodePoint) return f;
-  f.defined = true;
-  f.whitespace = is_whitespace(static_cast<char32_t>(c));
-  switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO:
-      f.letter = true;
-      break;
-    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
-      f.number = true;
-      break;
-    case UTF8PROC_CATEGORY_PC: case UTF8PROC_CATEGORY_PD: case UTF8PROC_CATEGORY_PS:
-    case UTF8PROC_CATEGORY_PE: case UTF8PROC_CATEGORY_PI: case UTF8PROC_CATEGORY_PF:
-    case UTF8PROC_CATEGORY_PO:
-      f.punctuation = true;
-      break;
-    case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
-      f.mark = true;
-      break;
-    default:
-      break;
-  }
-  return f;
-}
-
 uint32_t to_lower(uint32_t c) {
   if (c > kMaxCodePoint) return c;
   return static_cast<uint32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(c)));
@@ -67,7 +28,7 @@ class PieceScanner {
       : cpts_(cpts), lo_(lo), hi_(hi), prev_end_(lo), out_(out) {}
 
   uint32_t cpt(size_t pos) const { return pos >= lo_ && pos < hi_ ? cpts_[pos] : kOutOfRange; }
-  Flags flags(size_t pos) const { return pos >= lo_ && pos < hi_ ? flags_of(cpts_[pos]) : Flags{}; }
+  LlamaFlags flags(size_t pos) const { return pos >= lo_ && pos < hi_ ? llama_flags(cpts_[pos]) : LlamaFlags{}; }
   size_t end() const { return hi_; }
 
   // Closes the current token at `end`; returns its length (0 adds nothing).
@@ -114,12 +75,12 @@ size_t end_of_whitespace_or_char(const PieceScanner& s, size_t pos, size_t space
 void split_gpt2(PieceScanner& s, size_t pos) {
   while (pos < s.end()) {
     const uint32_t c = s.cpt(pos);
-    const Flags f = s.flags(pos);
+    const LlamaFlags f = s.flags(pos);
     if (const size_t n = s.contraction(pos, false); n > 0) {
       pos += s.add(pos + n);
       continue;
     }
-    Flags f2 = c == ' ' ? s.flags(pos + 1) : f;
+    LlamaFlags f2 = c == ' ' ? s.flags(pos + 1) : f;
     if (f2.letter || f2.number) {
       const bool letter = f2.letter;
       pos += c == ' ' ? 1 : 0;
@@ -145,10 +106,10 @@ void split_gpt2(PieceScanner& s, size_t pos) {
 // `digits` 1 its Qwen2 twin (\p{N} one at a time), and with `marks` also its Qwen3.5 twin, where
 // words are runs of letters or marks ([\p{L}\p{M}]+) and marks leave the punctuation runs.
 void split_llama3(PieceScanner& s, size_t pos, size_t digits, bool marks) {
-  auto wordish = [&](const Flags& f) { return f.letter || (marks && f.mark); };
+  auto wordish = [&](const LlamaFlags& f) { return f.letter || (marks && f.mark); };
   while (pos < s.end()) {
     const uint32_t c = s.cpt(pos);
-    const Flags f = s.flags(pos);
+    const LlamaFlags f = s.flags(pos);
     if (const size_t n = s.contraction(pos, true); n > 0) {
       pos += s.add(pos + n);
       continue;
@@ -170,8 +131,8 @@ void split_llama3(PieceScanner& s, size_t pos, size_t digits, bool marks) {
       s.add(pos);
       continue;
     }
-    Flags f2 = c == ' ' ? s.flags(pos + 1) : f;
-    auto other = [&](const Flags& g) { return !(g.whitespace || g.letter || g.number || (marks && g.mark)); };
+    LlamaFlags f2 = c == ' ' ? s.flags(pos + 1) : f;
+    auto other = [&](const LlamaFlags& g) { return !(g.whitespace || g.letter || g.number || (marks && g.mark)); };
     // llama.cpp tests the current character's flags here, not f2's (a lone trailing space matches).
     if (other(f2) && f.defined) {
       pos += c == ' ' ? 1 : 0;
@@ -227,6 +188,37 @@ void split_digit_groups(PieceScanner& s, size_t pos) {
 }
 
 }  // namespace
+
+LlamaFlags llama_flags(uint32_t c) {
+  LlamaFlags f;
+  if (c > kMaxCodePoint) return f;
+  f.defined = true;
+  f.whitespace = is_whitespace(static_cast<char32_t>(c));
+  switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
+    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO:
+      f.letter = true;
+      break;
+    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
+      f.number = true;
+      break;
+    case UTF8PROC_CATEGORY_PC: case UTF8PROC_CATEGORY_PD: case UTF8PROC_CATEGORY_PS:
+    case UTF8PROC_CATEGORY_PE: case UTF8PROC_CATEGORY_PI: case UTF8PROC_CATEGORY_PF:
+    case UTF8PROC_CATEGORY_PO:
+      f.punctuation = true;
+      break;
+    case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
+      f.mark = true;
+      break;
+    case UTF8PROC_CATEGORY_SM: case UTF8PROC_CATEGORY_SC: case UTF8PROC_CATEGORY_SK:
+    case UTF8PROC_CATEGORY_SO:
+      f.symbol = true;
+      break;
+    default:
+      break;
+  }
+  return f;
+}
 
 size_t llama_utf8_len(unsigned char lead) {
   static constexpr size_t kLengths[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};

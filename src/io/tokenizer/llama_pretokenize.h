@@ -28,6 +28,20 @@
 
 namespace calq::io::tok {
 
+// The character classes of a code point as llama.cpp's unicode_cpt_flags gives them (general
+// categories; whitespace = the Unicode White_Space property). `defined` is its flags != 0: true for
+// every code point below 0x110000 (unassigned ones are \p{C}), false above, where all are false.
+struct LlamaFlags {
+  bool defined = false;
+  bool letter = false;
+  bool number = false;
+  bool punctuation = false;
+  bool mark = false;
+  bool symbol = false;
+  bool whitespace = false;
+};
+LlamaFlags llama_flags(uint32_t c);
+
 // llama.cpp's unicode_len_utf8: sequence length from the high nibble of the lead byte (1 for a
 // continuation byte).
 size_t llama_utf8_len(unsigned char lead);

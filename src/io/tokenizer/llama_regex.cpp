@@ -2,15 +2,12 @@
 // llama_regex.h.
 #include "io/tokenizer/llama_regex.h"
 
-#include <utf8proc.h>
-
 #include <array>
 #include <memory>
 #include <optional>
 
 #include "core/error.h"
 #include "io/tokenizer/llama_pretokenize.h"
-#include "io/tokenizer/unicode.h"
 
 namespace calq::io::tok {
 
@@ -36,26 +33,14 @@ constexpr uint32_t kOtherCategory = 0xD0;
 
 uint32_t collapsed_unit(uint32_t cpt) {
   if (cpt < 0x80) return cpt;
-  if (cpt > 0x10FFFF) return kOtherCategory;
-  if (is_whitespace(static_cast<char32_t>(cpt))) return kVerticalTab;
-  switch (utf8proc_category(static_cast<utf8proc_int32_t>(cpt))) {
-    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
-      return 0xD1;
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO:
-      return 0xD2;
-    case UTF8PROC_CATEGORY_PC: case UTF8PROC_CATEGORY_PD: case UTF8PROC_CATEGORY_PS:
-    case UTF8PROC_CATEGORY_PE: case UTF8PROC_CATEGORY_PI: case UTF8PROC_CATEGORY_PF:
-    case UTF8PROC_CATEGORY_PO:
-      return 0xD3;
-    case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
-      return 0xD4;
-    case UTF8PROC_CATEGORY_SM: case UTF8PROC_CATEGORY_SC: case UTF8PROC_CATEGORY_SK:
-    case UTF8PROC_CATEGORY_SO:
-      return 0xD5;
-    default:
-      return kOtherCategory;
-  }
+  const LlamaFlags f = llama_flags(cpt);
+  if (f.whitespace) return kVerticalTab;
+  if (f.number) return 0xD1;
+  if (f.letter) return 0xD2;
+  if (f.punctuation) return 0xD3;
+  if (f.mark) return 0xD4;
+  if (f.symbol) return 0xD5;
+  return kOtherCategory;
 }
 
 // The "C" locale's classes, which std::regex uses for \s, \d, \w.
@@ -503,19 +488,16 @@ std::vector<uint32_t> LlamaRegex::units(const std::vector<uint32_t>& code_points
     if (collapsed_) {
       out[i] = collapsed_unit(c);
     } else {
-      out[i] = c > 0x7F && c <= 0x10FFFF && is_whitespace(static_cast<char32_t>(c)) ? kVerticalTab : c;
+      out[i] = c > 0x7F && llama_flags(c).whitespace ? kVerticalTab : c;
     }
   }
   return out;
 }
 
 bool LlamaRegex::run(const std::vector<uint32_t>& units, size_t lo, size_t hi, uint32_t pc, size_t pos,
-                     size_t& end, size_t& budget) const {
-  struct Frame {
-    uint32_t pc;
-    size_t pos;
-  };
-  std::vector<Frame> stack{{pc, pos}};
+                     size_t& end, size_t& budget, std::vector<Frame>& stack) const {
+  stack.clear();
+  stack.push_back({pc, pos});
   while (!stack.empty()) {
     Frame f = stack.back();
     stack.pop_back();
@@ -538,7 +520,8 @@ bool LlamaRegex::run(const std::vector<uint32_t>& units, size_t lo, size_t hi, u
         case Op::kJump: f.pc = in.x; break;
         case Op::kLookahead: {
           size_t ignored = 0;
-          ok = run(units, lo, hi, in.x, f.pos, ignored, budget) != in.negate;
+          std::vector<Frame> sub;  // lookaheads are rare; the outer stack stays untouched
+          ok = run(units, lo, hi, in.x, f.pos, ignored, budget, sub) != in.negate;
           if (ok) f.pc = in.y;
           break;
         }
@@ -571,8 +554,9 @@ bool LlamaRegex::search(const std::vector<uint32_t>& units, size_t lo, size_t hi
                         size_t& end) const {
   // Generous for any regex of llama.cpp's table (linear in the text); a bound, not a tuning knob.
   size_t budget = 100000 + 4096 * (hi - from);
+  std::vector<Frame> stack;
   for (size_t s = from; s < hi; ++s) {
-    if (run(units, lo, hi, 0, s, end, budget)) {
+    if (run(units, lo, hi, 0, s, end, budget, stack)) {
       start = s;
       return true;
     }

@@ -76,8 +76,14 @@ class LlamaRegex {
   class Parser;
   friend class Parser;
 
+  struct Frame {  // a backtrack point: resume at instruction pc, unit pos
+    uint32_t pc;
+    size_t pos;
+  };
+  // Runs the program from `pc` at `pos`; `stack` is scratch space (cleared here), reused by the caller
+  // across start positions so a search allocates once.
   bool run(const std::vector<uint32_t>& units, size_t lo, size_t hi, uint32_t pc, size_t pos, size_t& end,
-           size_t& budget) const;
+           size_t& budget, std::vector<Frame>& stack) const;
 
   std::string pattern_;
   bool collapsed_ = false;
