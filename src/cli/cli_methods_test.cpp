@@ -97,7 +97,7 @@ TEST_F(CliMethods, BadMethodInput) {
       {"--format q4_k --method gptqq", "unknown method 'gptqq'"},
       {"--format q4_k --method gptq+awq", "comes after the weight quantizer"},
       {"--format q4_k --method awq+smoothquant", "use one of them"},
-      {"--format q4_k --method awq --act-order", "--act-order applies to the gptq step"},
+      {"--format q4_k --method awq --act-order", "'act_order' applies to the gptq step"},
       {"--format nf4-dq --method gptq", "gptq cannot target format nf4-dq"},
       {"--format q4_k --method rtn --act-quant int4", "--act-quant 'int4'"},
   };

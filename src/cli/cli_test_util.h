@@ -2,6 +2,8 @@
 // target) through the shell and captures its exit status and combined stdout + stderr.
 #pragma once
 
+#include "support/letter_tokenizer.h"
+
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -51,20 +53,6 @@ inline bool no_outputs_in_dir(const std::filesystem::path& dir) {
     if (n.find(".gguf") != std::string::npos || n.find(".tmp") != std::string::npos) return false;
   }
   return true;
-}
-
-// Writes a character-level BPE tokenizer.json: letter i of `letters` is token i, no merges, no
-// pre-tokenizer, so every letter of a text is one token.
-inline void write_letter_tokenizer(const std::filesystem::path& path, std::string_view letters) {
-  std::string vocab;
-  for (size_t i = 0; i < letters.size(); ++i) {
-    vocab += (i == 0 ? "" : ", ") + ("\"" + std::string(1, letters[i]) + "\": " + std::to_string(i));
-  }
-  std::ofstream(path) << R"({"version": "1.0", "added_tokens": [], "normalizer": null,
-      "pre_tokenizer": null, "post_processor": null, "decoder": null,
-      "model": {"type": "BPE", "vocab": {)" << vocab << R"(}, "merges": [], "byte_fallback": false,
-                "fuse_unk": false, "unk_token": null, "dropout": null,
-                "continuing_subword_prefix": null, "end_of_word_suffix": null}})";
 }
 
 }  // namespace calq::testing

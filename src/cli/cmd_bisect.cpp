@@ -10,6 +10,7 @@
 
 #include "calib/stats_drift.h"
 #include "cli/calib_flags.h"
+#include "io/dataset/calib_data.h"
 #include "cli/commands.h"
 #include "cli/diag_util.h"
 #include "core/error.h"
@@ -77,7 +78,7 @@ void run_calib_check(const CalibCheckFlags& f) {
   if (!(f.threshold > 0)) fail(ErrorKind::kInvalidArgument, "--threshold must be > 0, got {}", f.threshold);
   check_output_folder(f.json_out);
   ThreadPool pool(f.threads);
-  LoadedModel m = load_model_for_calibration(f.model, pool);
+  api::LoadedModel m = api::load_model(f.model, pool, {.keep_source_dtype = true});
   std::string source;
   const io::Tokenizer tokenizer = load_model_tokenizer(m.location, m.gguf.get(), f.tokenizer, source);
   const calib::CalibrationStats a = activation_stats(m.model, f.calib, tokenizer, f, pool);
@@ -153,17 +154,17 @@ void run_bisect(BisectFlags& f) {
   check_output_folder(f.json_out);
 
   ThreadPool pool(f.threads);
-  LoadedModel fp = load_model_for_calibration(f.model, pool);
-  LoadedModel q = load_model_for_calibration(f.quantized, pool);
+  api::LoadedModel fp = api::load_model(f.model, pool, {.keep_source_dtype = true});
+  api::LoadedModel q = api::load_model(f.quantized, pool, {.keep_source_dtype = true});
   pipeline::check_same_layout(fp.model, q.model);
   std::string source;
   const io::Tokenizer tokenizer = load_model_tokenizer(fp.location, fp.gguf.get(), f.tokenizer, source);
   const std::vector<int32_t> ids = load_eval_ids(f.eval_text, tokenizer);
 
   // The donor of restored tensors: the FP model, or the FP model rounded to --restore-format.
-  std::optional<LoadedModel> requantized;
+  std::optional<api::LoadedModel> requantized;
   if (restore_format != nullptr) {
-    requantized.emplace(load_model_for_calibration(f.model, pool));
+    requantized.emplace(api::load_model(f.model, pool, {.keep_source_dtype = true}));
     pipeline::quantize_model(requantized->model, {.format = restore_format}, {}, {}, nullptr, nullptr, pool);
   }
   const model::Model& donor = requantized ? requantized->model : fp.model;

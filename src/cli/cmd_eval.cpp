@@ -7,7 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/eval_tasks.h"
-#include "cli/model_paths.h"
+#include "api/model_source.h"
 #include "cli/progress.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
@@ -226,26 +226,16 @@ void run_single_perplexity(const EvalFlags& f, const model::Model& model, const 
   }
 }
 
-// A model and what keeps its quantized weights alive (the mapped GGUF, if it is one).
-struct LoadedModel {
-  std::string arg;
-  ModelLocation loc;
-  std::shared_ptr<const io::GgufFile> gguf;
-  model::Model model;
-};
+using api::LoadedModel;
 
 LoadedModel load_any_model(const std::string& arg, const Format* kv_cache, ThreadPool& pool) {
-  LoadedModel m{.arg = arg, .loc = resolve_model(arg), .gguf = nullptr, .model = {}};
-  if (m.loc.format == ModelFormat::kGguf) m.gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(m.loc.path));
-  m.model = m.gguf ? model::load_gguf_model(m.gguf, pool) : model::load_hf_model(m.loc.path, pool);
-  set_kv_cache(m.model, kv_cache);
-  return m;
+  return api::load_model(arg, pool, {.kv_cache = kv_cache});
 }
 
 nlohmann::json interval_json(const eval::Interval& i) { return nlohmann::json::array({i.lo, i.hi}); }
 
 std::string display_name(const LoadedModel& m) {
-  const std::filesystem::path p = m.loc.path.has_filename() ? m.loc.path : m.loc.path.parent_path();
+  const std::filesystem::path p = m.location.path.has_filename() ? m.location.path : m.location.path.parent_path();
   const Format* kv = m.model.config.kv_cache;
   return kv != nullptr ? p.filename().string() + " kv:" + kv->name() : p.filename().string();
 }
@@ -264,7 +254,7 @@ void run_compare(const EvalFlags& f) {
   std::string tokenizer_source;
   const io::Tokenizer tokenizer = load_tokenizer(f, ref_loc, ref_gguf.get(), tokenizer_source);
   if (!f.quiet) fmt::print(stderr, "calq eval: loading {} and {} model(s)\n", f.ref, f.models.size());
-  LoadedModel ref{.arg = f.ref, .loc = ref_loc, .gguf = ref_gguf, .model = {}};
+  LoadedModel ref{.arg = f.ref, .location = ref_loc, .gguf = ref_gguf, .model = {}};
   ref.model = ref_gguf ? model::load_gguf_model(ref_gguf, pool) : model::load_hf_model(ref_loc.path, pool);
   std::vector<LoadedModel> cands;
   cands.reserve(f.models.size());
@@ -282,7 +272,7 @@ void run_compare(const EvalFlags& f) {
 void compare_on_text(const EvalFlags& f, const LoadedModel& ref, const std::vector<LoadedModel>& cands,
                      const io::Tokenizer& tokenizer, const std::string& tokenizer_source, ThreadPool& pool,
                      nlohmann::ordered_json& j) {
-  const ModelLocation& ref_loc = ref.loc;
+  const ModelLocation& ref_loc = ref.location;
   const std::string text = read_text_file(f.text);
   const std::vector<int32_t> ids = tokenizer.encode(text, /*add_special_tokens=*/false);
   if (!f.quiet) fmt::print(stderr, "calq eval: {} tokens from {}\n", ids.size(), f.text);
@@ -366,7 +356,7 @@ void compare_on_text(const EvalFlags& f, const LoadedModel& ref, const std::vect
     const eval::CompareResult& r = rep.candidates[i];
     nlohmann::ordered_json c;
     c["model"] = cands[i].arg;
-    c["model_format"] = format_name(cands[i].loc.format);
+    c["model_format"] = format_name(cands[i].location.format);
     c["architecture"] = cands[i].model.config.model_type;
     c["bits_per_weight"] = cands[i].model.bits_per_weight();
     c["kv_cache"] = cands[i].model.config.kv_cache != nullptr ? cands[i].model.config.kv_cache->name() : "f32";

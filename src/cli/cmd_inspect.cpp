@@ -19,7 +19,7 @@
 #include "cli/commands.h"
 #include "cli/inspect_gguf.h"
 #include "cli/inspect_report.h"
-#include "cli/model_paths.h"
+#include "api/model_source.h"
 #include "cli/progress.h"
 #include "core/error.h"
 #include "core/mapped_file.h"

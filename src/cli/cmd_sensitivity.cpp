@@ -11,7 +11,8 @@
 #include "cli/calib_flags.h"
 #include "cli/commands.h"
 #include "cli/diag_util.h"
-#include "cli/sensitivity_run.h"
+#include "api/sensitivity_run.h"
+#include "cli/progress.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "pipeline/sensitivity.h"
@@ -53,12 +54,13 @@ void run_sensitivity(const SensitivityFlags& f) {
   check_output_folder(f.json_out);
   check_output_folder(f.svg_out);
   ThreadPool pool(f.threads);
-  const pipeline::SensitivityMap map = measure_sensitivity_map(
+  const ProgressFn progress = progress_printer("calq sensitivity", f.quiet, f.ctx);
+  api::Reporter report(progress);
+  const pipeline::SensitivityMap map = api::measure_sensitivity_map(
       {.model = f.model, .eval_text = f.eval_text, .formats = formats, .recipe = recipe, .observer = f.observer,
        .calib = &f.calib, .stats = f.stats, .use_importance = !f.no_importance, .include_head = !f.no_head,
-       .granularity = pipeline::granularity_by_name(f.granularity), .ctx = f.ctx, .max_windows = f.max_windows,
-       .quiet = f.quiet},
-      pool);
+       .granularity = pipeline::granularity_by_name(f.granularity), .ctx = f.ctx, .max_windows = f.max_windows},
+      pool, report);
 
   fmt::print("{}", pipeline::sensitivity_table(map));
   fmt::print("{} entries x {} formats: {} evaluations of {} windows x {} tokens, {:.1f} s\n", map.entries.size(),

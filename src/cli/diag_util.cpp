@@ -8,14 +8,6 @@
 
 namespace calq::cli {
 
-std::vector<int32_t> load_eval_ids(const std::string& path, const io::Tokenizer& tokenizer) {
-  const std::string text = read_text_file(path);
-  if (text.find_first_not_of(" \t\r\n") == std::string::npos) {
-    fail(ErrorKind::kInvalidArgument, "{}: the evaluation text is empty", path);
-  }
-  return tokenizer.encode(text, /*add_special_tokens=*/false);
-}
-
 void check_output_folder(const std::string& path) {
   if (path.empty()) return;
   const std::filesystem::path p(path);

@@ -8,11 +8,11 @@
 
 #include "io/tokenizer.h"
 
+#include "api/model_source.h"
+
 namespace calq::cli {
 
-// The whole file tokenized without special tokens (as `calq eval`); an empty or whitespace-only
-// file is an ErrorKind::kInvalidArgument error naming it.
-std::vector<int32_t> load_eval_ids(const std::string& path, const io::Tokenizer& tokenizer);
+using api::load_eval_ids;
 
 // An output file's folder must exist (checked before any work); "" passes.
 void check_output_folder(const std::string& path);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <memory>
 
 #include "core/stopwatch.h"
 
@@ -40,6 +41,46 @@ void ProgressBar::update(int64_t done, int64_t total) {
 
 void ProgressBar::finish() {
   if (enabled_ && tty_ && drawn_) fmt::print(stderr, "\n");
+}
+
+ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_item) {
+  // Message-less units drive one bar per stage; it ends when a line is printed or the stage changes.
+  struct State {
+    std::string stage;
+    std::unique_ptr<ProgressBar> bar;
+  };
+  auto state = std::make_shared<State>();
+  return [prefix = std::move(prefix), quiet, tokens_per_item, state](const Progress& p) {
+    if (quiet) return true;
+    if (p.message.empty()) {
+      if (p.total <= 0) return true;
+      if (!state->bar || state->stage != p.stage) {
+        if (state->bar) state->bar->finish();
+        state->stage = std::string(p.stage);
+        state->bar = std::make_unique<ProgressBar>(std::string(p.stage), tokens_per_item, true);
+      }
+      state->bar->update(p.done, p.total);
+      if (p.done == p.total) {
+        state->bar->finish();
+        state->bar.reset();
+      }
+      return true;
+    }
+    if (state->bar) {
+      state->bar->finish();
+      state->bar.reset();
+    }
+    if (p.stage == "warning") {
+      fmt::print(stderr, "{}: warning: {}\n", prefix, p.message);
+    } else if (p.stage == "tensor") {
+      fmt::print(stderr, "{}\n", p.message);
+    } else if (p.done == 0) {
+      fmt::print(stderr, "{}: {}\n", prefix, p.message);
+    } else {
+      fmt::print(stderr, "  {}\n", p.message);
+    }
+    return true;
+  };
 }
 
 }  // namespace calq::cli

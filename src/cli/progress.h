@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "calq/progress.h"
+
 namespace calq::cli {
 
 class ProgressBar {
@@ -24,5 +26,11 @@ class ProgressBar {
   bool drawn_ = false;
   std::chrono::steady_clock::time_point start_;
 };
+
+// The CLI's printer of an API job's progress (calq/progress.h), on stderr unless `quiet`:
+// "warning" lines as "<prefix>: warning: ...", a stage's opening line (done 0) as "<prefix>: ...",
+// "tensor" lines as they are, other units indented; units without a message drive a ProgressBar
+// per stage (`tokens_per_item` for its tokens/s). Never cancels.
+ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_item = 0);
 
 }  // namespace calq::cli

@@ -9,6 +9,7 @@ std::string_view error_kind_name(ErrorKind kind) {
     case ErrorKind::kUnsupported: return "unsupported";
     case ErrorKind::kNotFound: return "not found";
     case ErrorKind::kInvalidArgument: return "invalid argument";
+    case ErrorKind::kCancelled: return "cancelled";
   }
   return "error";
 }

@@ -1,37 +1,16 @@
-// calq::Error — the one typed error for problems that come from outside the program
-// (files, configs, flags). Programming errors are asserts, not Errors.
-//
-// Contract: the message names the offending file and, where there is one, the tensor or key,
-// e.g. "model.safetensors: tensor 'lm_head.weight': data offsets [0, 12) exceed ...".
-// The CLI maps every Error to exit status 2.
+// fail(): throws calq::Error (include/calq/error.h, the one typed error for problems from outside the
+// program) with a formatted message. The message names the offending file and, where there is one,
+// the tensor, layer or option.
 #pragma once
 
 #include <fmt/format.h>
 
-#include <stdexcept>
 #include <string>
-#include <string_view>
+#include <utility>
+
+#include "calq/error.h"  // ErrorKind, Error: the public definition
 
 namespace calq {
-
-enum class ErrorKind {
-  kIo,               // cannot open / read / write / rename a file
-  kFormat,           // malformed file contents (headers, JSON, offsets, sizes)
-  kUnsupported,      // well-formed but not supported (dtype, model_type, component type)
-  kNotFound,         // a required tensor, key or file is missing
-  kInvalidArgument,  // bad flag or option value
-};
-
-std::string_view error_kind_name(ErrorKind kind);
-
-class Error : public std::runtime_error {
- public:
-  Error(ErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
-  ErrorKind kind() const { return kind_; }
-
- private:
-  ErrorKind kind_;
-};
 
 // fail(kind, "fmt {}", args...) throws calq::Error with a formatted message.
 template <typename... Args>

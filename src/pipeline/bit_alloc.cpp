@@ -236,6 +236,32 @@ SensitivityFile read_sensitivity_file(const std::filesystem::path& path) {
   return parse_sensitivity_file(read_text_file(path), path.string());
 }
 
+SensitivityFile sensitivity_file_from_map(const SensitivityMap& map, const std::string& origin, const std::string& model,
+                                          const std::string& eval_text, const std::string& method) {
+  if (map.granularity != Granularity::kTensor) {
+    fail(ErrorKind::kInvalidArgument, "{}: bit allocation needs a per-tensor map", origin);
+  }
+  if (map.entries.empty()) fail(ErrorKind::kFormat, "{}: the map has no entries", origin);
+  SensitivityFile m{.origin = origin, .model = model, .eval_text = eval_text, .granularity = "tensor",
+                    .method = method, .ctx = map.ctx, .windows = map.windows, .formats = map.formats, .entries = {}};
+  std::set<std::string> seen;
+  for (const SensitivityEntry& e : map.entries) {
+    SensitivityFileEntry s{.tensor = e.tensor, .layer = e.layer, .role = e.role, .params = e.params, .kld = {},
+                           .bytes = {}};
+    for (size_t f = 0; f < map.formats.size(); ++f) {
+      if (!std::isfinite(e.kld[f]) || e.kld[f] < 0) {
+        fail(ErrorKind::kInvalidArgument, "{}: entry {}: kld of {} is {}; a KLD must be finite and non-negative",
+             origin, e.tensor, map.formats[f], e.kld[f]);
+      }
+      s.kld[map.formats[f]] = e.kld[f];
+      s.bytes[map.formats[f]] = e.bytes[f];
+    }
+    if (!seen.insert(s.tensor).second) fail(ErrorKind::kFormat, "{}: tensor {} appears twice", origin, s.tensor);
+    m.entries.push_back(std::move(s));
+  }
+  return m;
+}
+
 double TargetAllocation::predicted_bpw() const {
   return parameter_count > 0 ? 8.0 * static_cast<double>(total_bytes()) / static_cast<double>(parameter_count) : 0.0;
 }

@@ -46,6 +46,7 @@
 #include "formats/format.h"
 #include "model/model.h"
 #include "pipeline/model_quantize.h"
+#include "pipeline/sensitivity.h"
 
 namespace calq::pipeline {
 
@@ -99,6 +100,10 @@ struct SensitivityFile {
 // `origin`; read_ also kIo when the file cannot be read.
 SensitivityFile parse_sensitivity_file(std::string_view json_text, const std::string& origin);
 SensitivityFile read_sensitivity_file(const std::filesystem::path& path);
+// A map measured in this process, as parse_sensitivity_file(sensitivity_json(map)) would give it
+// (same checks, no JSON in between). `model`, `eval_text`, `method` describe the measurement.
+SensitivityFile sensitivity_file_from_map(const SensitivityMap& map, const std::string& origin, const std::string& model,
+                                          const std::string& eval_text, const std::string& method);
 
 struct TargetOptions {
   double target_bpw = 0.0;

@@ -91,7 +91,7 @@ nlohmann::json Recipe::to_json() const {
 
 Recipe parse_method_chain(std::string_view text) {
   Recipe r;
-  r.origin = "--method " + std::string(text);
+  r.origin = "method chain " + std::string(text);
   size_t pos = 0;
   while (pos <= text.size()) {
     const size_t plus = std::min(text.find('+', pos), text.size());

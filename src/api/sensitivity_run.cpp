@@ -1,4 +1,4 @@
-#include "cli/sensitivity_run.h"
+#include "api/sensitivity_run.h"
 
 #include <fmt/format.h>
 
@@ -7,41 +7,40 @@
 #include <optional>
 
 #include "calib/observer.h"
-#include "cli/diag_util.h"
-#include "cli/model_paths.h"
-#include "cli/progress.h"
+#include "api/calibration_data.h"
+#include "api/model_source.h"
 #include "core/error.h"
 #include "pipeline/layer_methods.h"
 #include "pipeline/model_quantize.h"
 
-namespace calq::cli {
+namespace calq::api {
 namespace {
 
 bool fits(const Format& f, const model::LinearWeight& w) { return f.can_store(w.rows(), w.cols()); }
 
 }  // namespace
 
-pipeline::SensitivityMap measure_sensitivity_map(const SensitivityRequest& r, ThreadPool& pool,
+pipeline::SensitivityMap measure_sensitivity_map(const SensitivityRequest& r, ThreadPool& pool, Reporter& report,
                                                  std::string* tokenizer_source) {
   if (r.formats.empty()) fail(ErrorKind::kInvalidArgument, "sensitivity: no format given");
   for (const quant::MethodStep& s : r.recipe.steps) {
     // Transforms fold scales into norms and neighbours: one such tensor swapped alone into the FP
     // model would not be the tensor the method meant.
     if (s.method != "rtn" && s.method != "gptq") {
-      fail(ErrorKind::kInvalidArgument, "--method {}: sensitivity swaps single tensors, so only rtn and gptq apply",
+      fail(ErrorKind::kInvalidArgument, "method {}: sensitivity swaps single tensors, so only rtn and gptq apply",
            r.recipe.to_string());
     }
   }
-  const bool has_calib = r.calib != nullptr && !r.calib->calib.empty();
+  const bool has_calib = r.calib != nullptr && !r.calib->text.empty();
   if (has_calib && !r.stats.empty()) {
-    fail(ErrorKind::kInvalidArgument, "give either --calib (calibrate now) or --stats (reuse a statistics file)");
+    fail(ErrorKind::kInvalidArgument, "give either a calibration text (calibrate now) or a statistics file, not both");
   }
   if (r.recipe.has("gptq") && !has_calib && r.stats.empty()) {
-    fail(ErrorKind::kInvalidArgument, "--method gptq needs --calib or --stats (a Hessian)");
+    fail(ErrorKind::kInvalidArgument, "method gptq needs a calibration text or a statistics file (a Hessian)");
   }
-  if (r.ctx < 2) fail(ErrorKind::kInvalidArgument, "--ctx must be at least 2, got {}", r.ctx);
+  if (r.ctx < 2) fail(ErrorKind::kInvalidArgument, "sensitivity ctx must be at least 2, got {}", r.ctx);
 
-  LoadedModel fp = load_model_for_calibration(r.model, pool);
+  LoadedModel fp = load_model(r.model, pool, {.keep_source_dtype = true});
   std::string source;
   const io::Tokenizer tokenizer =
       load_model_tokenizer(fp.location, fp.gguf.get(), r.calib != nullptr ? r.calib->tokenizer : "", source);
@@ -54,14 +53,12 @@ pipeline::SensitivityMap measure_sensitivity_map(const SensitivityRequest& r, Th
     stats.emplace(calib::read_stats_file(r.stats));
     pipeline::check_stats_match(*stats, fp.model, r.stats);
   } else if (has_calib) {
-    const io::CalibrationSet set = load_calibration(*r.calib, tokenizer, fp.model.config, r.quiet);
+    const io::CalibrationSet set = load_calibration(*r.calib, tokenizer, fp.model.config, report);
     calib::StatSet kinds = calib::StatSet().with(calib::StatKind::kMeanSq).with(calib::StatKind::kAbsMax);
     for (const calib::StatKind k : pipeline::required_stats(r.recipe, pipeline::ActivationScheme::kNone).kinds()) {
       kinds = kinds.with(k);
     }
-    if (!r.quiet) {
-      fmt::print(stderr, "{}: calibrating on {} samples of {}\n", r.progress_prefix, set.samples.size(), r.calib->calib);
-    }
+    report("sensitivity", 0, 0, fmt::format("calibrating on {} samples of {}", set.samples.size(), r.calib->text));
     stats.emplace(pipeline::run_layer_sequential(fp.model, set.samples, {.stats = kinds, .true_sequential = false},
                                                  nullptr, pool)
                       .stats);
@@ -71,11 +68,8 @@ pipeline::SensitivityMap measure_sensitivity_map(const SensitivityRequest& r, Th
   std::deque<LoadedModel> quantized;  // stable addresses for the variants
   std::vector<pipeline::QuantizedVariant> variants;
   for (const Format* format : r.formats) {
-    if (!r.quiet) {
-      fmt::print(stderr, "{}: quantizing {} to {} ({})\n", r.progress_prefix, r.model, format->name(),
-                 r.recipe.to_string());
-    }
-    LoadedModel& q = quantized.emplace_back(load_model_for_calibration(r.model, pool));
+    report("sensitivity", 0, 0, fmt::format("quantizing {} to {} ({})", r.model, format->name(), r.recipe.to_string()));
+    LoadedModel& q = quantized.emplace_back(load_model(r.model, pool, {.keep_source_dtype = true}));
     pipeline::ModelQuantizeOptions options{.format = format, .observer = observer.get(),
                                            .use_importance = r.use_importance, .recipe = r.recipe};
     // The head in the same format when it fits, so its entry measures that format too.
@@ -84,19 +78,17 @@ pipeline::SensitivityMap measure_sensitivity_map(const SensitivityRequest& r, Th
     variants.push_back({.format = format, .model = &q.model});
   }
 
-  ProgressBar bar("forward passes", r.ctx, !r.quiet);
   pipeline::KldEvaluator evaluator(fp.model, ids,
                                    {.ctx = r.ctx, .max_windows = r.max_windows,
-                                    .on_progress = [&](int64_t done, int64_t total) { bar.update(done, total); }},
+                                    .on_progress = [&](int64_t done, int64_t total) {
+                                      report("forward passes", done, total);
+                                    }},
                                    pool);
-  if (!r.quiet) {
-    fmt::print(stderr, "{}: {} windows x {} tokens of {} ({}), {} threads\n", r.progress_prefix, evaluator.n_windows(),
-               r.ctx, r.eval_text, source, pool.num_threads());
-  }
+  report("sensitivity", 0, 0, fmt::format("{} windows x {} tokens of {} ({}), {} threads", evaluator.n_windows(), r.ctx,
+                                          r.eval_text, source, pool.num_threads()));
   pipeline::SensitivityMap map = pipeline::measure_sensitivity(
       fp.model, variants, {.granularity = r.granularity, .include_head = r.include_head}, evaluator);
-  bar.finish();
   return map;
 }
 
-}  // namespace calq::cli
+}  // namespace calq::api

@@ -1,0 +1,16 @@
+// calq's public API: open a model, calibrate, quantize, evaluate; number formats on arrays.
+// Every function throws calq::Error (calq/error.h) for bad input; none prints.
+#pragma once
+
+#include "calq/calibrate.h"
+#include "calq/error.h"
+#include "calq/evaluate.h"
+#include "calq/formats.h"
+#include "calq/model.h"
+#include "calq/progress.h"
+#include "calq/quantize.h"
+
+namespace calq {
+// The library's version, "0.1.0".
+const char* version();
+}  // namespace calq

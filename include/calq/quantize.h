@@ -1,0 +1,112 @@
+// quantize(job) -> report: a whole model into a GGUF file.
+//
+// Three forms, by which fields are set:
+//  * `mix` (GGUF in): one of llama.cpp's mixes (q4_k_m, q3_k_s, ...) or one type for every weight,
+//    optionally with an importance matrix (`imatrix`), as llama-quantize does.
+//  * `format` (Hugging Face folder or GGUF in): any registered number format for the linear weights,
+//    a method chain or recipe (rtn, gptq, awq, smoothquant, rotate, ...), statistics from
+//    calibration (`calibration`) or a statistics file (`stats`), per-tensor `rules`.
+//  * `target.bits_per_weight` > 0: the `format` form with one format per tensor from a bit allocation
+//    over `target.candidates` driven by a sensitivity map (a file, or measured now on a text).
+// The output is a GGUF llama.cpp loads when every type is GGUF-native, else a calq GGUF. It is
+// written to a temporary file and renamed: an error or a cancellation leaves no partial file.
+// Deterministic: the same job gives the same bytes for any thread count.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "calq/calibrate.h"
+#include "calq/progress.h"
+
+namespace calq {
+
+// An option of one step of the method chain, e.g. {"gptq", "damp", "0.02"}; `value` is JSON
+// ("0.02", "true", "20"). A step the chain does not have is an error.
+struct MethodOption {
+  std::string method;
+  std::string key;
+  std::string value;
+};
+
+struct TargetOptions {
+  double bits_per_weight = 0;           // 0: no bit allocation
+  std::vector<std::string> candidates;  // e.g. {"q3_k", "q4_k", "q5_k"}
+  std::string sensitivity;              // a sensitivity map file (calq sensitivity), or:
+  std::string sensitivity_text;         // measure the map now on windows of this text
+  int64_t sensitivity_windows = 8;
+  int64_t sensitivity_ctx = 512;
+  std::string verify_text;      // after writing: measure the file's KLD on this text
+  int64_t verify_windows = -1;  // -1: the map's windows (0: all)
+  int64_t verify_ctx = 0;       // 0: the map's ctx
+};
+
+struct QuantizeJob {
+  std::string model;  // Hugging Face folder or GGUF file
+  std::string out;    // GGUF file to write
+  // mix form
+  std::string mix;
+  std::string imatrix;  // llama.cpp imatrix.dat or GGUF imatrix
+  // format form
+  std::string format;
+  std::string method = "rtn";  // chain "awq+gptq"; or:
+  std::string recipe;          // recipe file (JSON); exclusive with a non-default `method`
+  std::vector<MethodOption> method_options;
+  std::string observer = "minmax";  // minmax, percentile, kl, mse
+  double percentile = 99.99;
+  std::vector<std::string> rules;  // "REGEX=FORMAT", first match wins
+  std::string head_format;         // embedding/head format ("" = by the main format's bits)
+  CalibrationData calibration;     // calibrate now (text set), or:
+  std::string stats;               // a statistics file from calibrate()
+  bool float_inputs = false;       // calibrate every layer on float activations (default: true sequential)
+  bool use_importance = true;      // weight the rounding error by E[x²]
+  std::string act_quant = "none";  // none, int8-token, int8-tensor, llm-int8
+  float llm_int8_threshold = 6.0f;
+  TargetOptions target;
+  size_t threads = 0;  // 0 = all cores
+  bool force = false;  // overwrite an existing `out`
+  ProgressFn progress;
+};
+
+struct TensorReport {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string from_type;  // mix form: the input type
+  std::string type;       // what was written ("f32" when kept float)
+  bool quantized = false;
+  bool fell_back = false;  // the asked type could not store the row length
+  bool used_importance = false;
+  double seconds = 0;
+};
+
+struct VerifyReport {
+  int64_t windows = 0, ctx = 0;
+  double predicted_kld = 0, measured_kld = 0, measured_kld_lo = 0, measured_kld_hi = 0;
+  std::string text;  // the line the CLI prints
+};
+
+struct QuantizeReport {
+  std::string out;
+  std::string form;         // "mix", "format", "target"
+  std::string description;  // mix: its name and description; else format/allocation and recipe
+  std::string recipe;       // the calq.recipe metadata written (format and target forms)
+  double bits_per_weight = 0;
+  uint64_t bytes_in = 0, bytes_out = 0;
+  int64_t n_tensors = 0, n_quantized = 0, n_with_importance = 0, n_fallback = 0;
+  std::vector<TensorReport> tensors;
+  std::vector<std::string> method_events;  // one line per method step and group/tensor
+  std::optional<std::string> calibration;  // "calibration 128 samples x 512 tokens: ..." when it ran
+  std::string allocation;                  // the allocation table (target form)
+  double predicted_kld = 0;                // target form
+  std::optional<VerifyReport> verify;
+  double seconds = 0, seconds_encode = 0, seconds_convert = 0, seconds_write = 0;
+  double peak_rss_mib = 0;
+  int threads = 0;
+  std::vector<std::string> warnings;  // also sent to the progress callback as "warning"
+};
+
+QuantizeReport quantize(const QuantizeJob& job);
+
+}  // namespace calq

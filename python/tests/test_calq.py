@@ -1,0 +1,108 @@
+"""pytest for the calq Python package on the reference model in ../shared (CALQ_SHARED_DIR).
+
+Covers open/tokenize, quantize (with a progress callback and cancellation), evaluate against full
+precision, and number formats on numpy arrays with their errors (bad format name, wrong dtype,
+NaN input, wrong shape).
+"""
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import calq
+
+SHARED = pathlib.Path(os.environ.get("CALQ_SHARED_DIR", pathlib.Path(__file__).resolve().parents[2] / ".." / "shared"))
+REF = SHARED / "models" / "calq-ref-llama"
+HELDOUT = SHARED / "data" / "heldout.txt"
+CALIB = SHARED / "data" / "calib.txt"
+
+needs_shared = pytest.mark.skipif(not REF.is_dir() and not os.environ.get("CALQ_REQUIRE_SHARED"),
+                                  reason="reference model not found (set CALQ_SHARED_DIR)")
+
+
+@needs_shared
+def test_open_and_tokenize():
+    m = calq.open(str(REF))
+    info = m.info
+    assert info["format"] == "hf"
+    assert info["architecture"] == "llama"
+    assert info["n_params"] > 20_000_000
+    ids = m.tokenize("The quick brown fox")
+    assert len(ids) > 2 and all(isinstance(i, int) for i in ids)
+    assert m.detokenize(ids).strip() == "The quick brown fox"
+
+
+@needs_shared
+def test_open_missing_raises_calq_error(tmp_path):
+    with pytest.raises(calq.Error, match="no such file"):
+        calq.open(str(tmp_path / "missing"))
+
+
+@needs_shared
+def test_quantize_then_evaluate(tmp_path):
+    out = tmp_path / "q8.gguf"
+    stages = []
+
+    def progress(p):
+        stages.append(p["stage"])
+
+    r = calq.quantize(model=str(REF), out=str(out), format="q8_0", threads=2, progress=progress)
+    assert out.stat().st_size > 0
+    assert r["form"] == "format"
+    assert 8.0 < r["bits_per_weight"] < 9.0
+    assert stages.count("tensor") == r["n_tensors"]
+    assert "method=rtn;format=q8_0" in r["recipe"]
+
+    e = calq.evaluate(reference=str(REF), models=[str(out)], text=str(HELDOUT), ctx=128, max_windows=4, threads=2)
+    assert e["n_windows"] == 4
+    (score,) = e["models"]
+    assert 0 < score["kld"] < 0.01  # q8_0 is close to the float model
+    lo, hi = score["kld_ci"]
+    assert lo <= score["kld"] <= hi
+    assert score["top1_agreement"] > 0.9
+
+
+@needs_shared
+def test_quantize_cancel_and_option_errors(tmp_path):
+    out = tmp_path / "cancel.gguf"
+    with pytest.raises(calq.Error, match="cancelled"):
+        calq.quantize(model=str(REF), out=str(out), format="q8_0", progress=lambda p: p["stage"] != "tensor")
+    assert not out.exists()
+    with pytest.raises(calq.Error, match="damp"):
+        calq.quantize(model=str(REF), out=str(out), format="q4_k", options={"gptq.damp": 0.02})
+    with pytest.raises(calq.Error, match="q4_kk"):
+        calq.quantize(model=str(REF), out=str(out), format="q4_kk")
+
+
+def test_formats_round_trip():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    for name in ["q4_k", "q8_0", "int4-g128-asym", "nf4-dq", "fp8-e4m3"]:
+        data = calq.formats.quantize(x, name)
+        assert isinstance(data, bytes)
+        y = calq.formats.dequantize(data, name, x.shape)
+        assert y.dtype == np.float32 and y.shape == x.shape
+        rel = np.linalg.norm(x - y) / np.linalg.norm(x)
+        assert rel < 0.2, (name, rel)
+    # importance changes the q4_k encoding's choices, not its size
+    imp = rng.uniform(0.1, 10, 256).astype(np.float32)
+    assert len(calq.formats.quantize(x, "q4_k", importance=imp)) == len(calq.formats.quantize(x, "q4_k"))
+    assert "q4_k" in calq.formats.list()
+    assert calq.formats.info("q4_k")["gguf_native"]
+
+
+def test_formats_errors():
+    x = np.ones((2, 256), dtype=np.float32)
+    with pytest.raises(calq.Error, match="nope"):
+        calq.formats.quantize(x, "nope")
+    with pytest.raises(calq.Error, match="float64"):
+        calq.formats.quantize(x.astype(np.float64), "q4_k")
+    bad = x.copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(calq.Error):
+        calq.formats.quantize(bad, "q4_k")
+    with pytest.raises(calq.Error, match="100"):
+        calq.formats.quantize(np.ones((2, 100), dtype=np.float32), "q4_k")
+    with pytest.raises(calq.Error, match="bytes"):
+        calq.formats.dequantize(b"\0" * 10, "q4_k", (2, 256))

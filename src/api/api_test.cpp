@@ -1,0 +1,161 @@
+// The public API (include/calq/) on a tiny model written here: quantize() gives the same bytes as
+// for any thread count and reports each tensor through the progress callback; a callback
+// returning false cancels with ErrorKind::kCancelled and leaves no output; errors name options,
+// never CLI flags; formats round-trip arrays; calibrate() writes statistics quantize() reuses;
+// evaluate() compares against the reference.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "calq/calq.h"
+#include "core/mapped_file.h"
+#include "core/thread_pool.h"
+#include "model/tiny_model_testutil.h"
+#include "support/error_of.h"
+#include "support/shared_dir.h"
+
+namespace calq {
+namespace {
+
+class Api : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::temp_dir("api");
+    ThreadPool pool(1);
+    // A tiny model with a real byte-level tokenizer, so that the GGUF writer can embed it.
+    CALQ_REQUIRE_SHARED("tokenizers/bytelevel-16k/tokenizer.json");
+    CALQ_REQUIRE_SHARED("data/calib.txt");
+    const auto tokenizer = testing::shared_dir() / "tokenizers/bytelevel-16k/tokenizer.json";
+    model::testutil::write_tiny_model(dir_ / "hf", {.tied = false, .dtype = DType::kF32, .vocab_size = 16384});
+    std::filesystem::copy_file(tokenizer, dir_ / "hf/tokenizer.json");
+    text_ = testing::shared_dir() / "data/calib.txt";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  QuantizeJob job(const std::string& out) const {
+    return {.model = (dir_ / "hf").string(), .out = (dir_ / out).string(), .format = "q8_0", .threads = 1};
+  }
+
+  std::filesystem::path dir_, text_;
+};
+
+using testing::error_of;
+
+TEST_F(Api, QuantizeIsDeterministicAcrossThreadsAndReportsTensors) {
+  QuantizeJob one = job("one.gguf");
+  std::vector<std::string> stages;
+  one.progress = [&](const Progress& p) {
+    stages.emplace_back(p.stage);
+    return true;
+  };
+  const QuantizeReport r1 = quantize(one);
+  QuantizeJob two = job("two.gguf");
+  two.threads = 2;
+  const QuantizeReport r2 = quantize(two);
+  EXPECT_EQ(read_text_file(dir_ / "one.gguf"), read_text_file(dir_ / "two.gguf"));
+  EXPECT_EQ(r1.form, "format");
+  EXPECT_GT(r1.n_quantized, 0);
+  EXPECT_EQ(r1.tensors.size(), static_cast<size_t>(r1.n_tensors));
+  EXPECT_EQ(std::count(stages.begin(), stages.end(), "tensor"), r1.n_tensors);
+  EXPECT_NE(r1.recipe.find("method=rtn;format=q8_0"), std::string::npos) << r1.recipe;
+  EXPECT_GT(r1.bits_per_weight, 8.0);
+  EXPECT_LT(r1.bits_per_weight, 9.5);
+}
+
+TEST_F(Api, CancellingLeavesNoOutput) {
+  QuantizeJob j = job("cancelled.gguf");
+  int calls = 0;
+  j.progress = [&](const Progress& p) { return !(p.stage == "tensor" && ++calls == 2); };
+  ErrorKind kind{};
+  const std::string msg = error_of([&] { quantize(j); }, &kind);
+  EXPECT_EQ(kind, ErrorKind::kCancelled) << msg;
+  EXPECT_NE(msg.find("cancelled"), std::string::npos) << msg;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "cancelled.gguf"));
+}
+
+TEST_F(Api, ErrorsNameOptionsNotFlags) {
+  QuantizeJob j = job("x.gguf");
+  j.method_options.push_back({"gptq", "damp", "0.02"});
+  std::string msg = error_of([&] { quantize(j); });
+  EXPECT_NE(msg.find("damp"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("gptq"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("--"), std::string::npos) << msg;
+
+  quantize(job("exists.gguf"));
+  msg = error_of([&] { quantize(job("exists.gguf")); });
+  EXPECT_NE(msg.find("force"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("--"), std::string::npos) << msg;
+
+  QuantizeJob t = job("t.gguf");
+  t.format.clear();
+  t.target.bits_per_weight = 4.5;
+  msg = error_of([&] { quantize(t); });
+  EXPECT_NE(msg.find("candidates"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("--"), std::string::npos) << msg;
+
+  QuantizeJob bad = job("bad.gguf");
+  bad.format = "q4_kk";
+  EXPECT_NE(error_of([&] { quantize(bad); }).find("q4_kk"), std::string::npos);
+}
+
+TEST_F(Api, CalibrateThenQuantizeWithTheStatistics) {
+  const CalibrateReport c = calibrate({.model = (dir_ / "hf").string(), .out = (dir_ / "stats.gguf").string(),
+                                       .data = {.text = text_.string(), .samples = 4, .seq_len = 16},
+                                       .stats = "absmax,mean_sq,hessian", .threads = 1});
+  EXPECT_EQ(c.samples, 4);
+  EXPECT_FALSE(c.sites.empty());
+  QuantizeJob j = job("gptq.gguf");
+  j.format = "int4-pc-asym";
+  j.method = "gptq";
+  j.stats = (dir_ / "stats.gguf").string();
+  const QuantizeReport r = quantize(j);
+  // Every quantized weight but the token embedding (a lookup, no input) had its input's E[x²].
+  EXPECT_EQ(r.n_with_importance, r.n_quantized - 1);
+  EXPECT_FALSE(r.method_events.empty());
+  EXPECT_NE(r.method_events.front().find("gptq"), std::string::npos);
+}
+
+TEST_F(Api, EvaluateComparesWithTheReference) {
+  quantize(job("q8.gguf"));
+  const EvalReport e = evaluate({.reference = (dir_ / "hf").string(), .models = {(dir_ / "q8.gguf").string()},
+                                 .text = text_.string(), .ctx = 16, .max_windows = 4, .threads = 1});
+  ASSERT_EQ(e.models.size(), 1u);
+  EXPECT_EQ(e.n_windows, 4);
+  EXPECT_GT(e.models[0].kld_mean, 0.0);
+  EXPECT_LT(e.models[0].kld_mean, 0.05);
+  EXPECT_GT(e.models[0].top1_agreement, 0.5);
+  EXPECT_GT(e.ppl_ref, 1.0);
+}
+
+TEST_F(Api, OpenAndTokenize) {
+  const Model m = Model::open((dir_ / "hf").string());
+  EXPECT_EQ(m.info().format, "hf");
+  EXPECT_EQ(m.info().architecture, "llama");
+  EXPECT_GT(m.info().n_params, 0);
+  EXPECT_NE(error_of([&] { Model::open((dir_ / "missing").string()); }).find("missing"), std::string::npos);
+}
+
+TEST(ApiFormats, RoundTripAndErrors) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> n(0, 1);
+  std::vector<float> x(4 * 256);
+  for (float& v : x) v = n(rng);
+  const std::vector<std::byte> q = formats::quantize("q4_k", x, 4, 256);
+  EXPECT_EQ(q.size(), static_cast<size_t>(4 * 144));
+  const std::vector<float> y = formats::dequantize("q4_k", q, 4, 256);
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    err += (x[i] - y[i]) * (x[i] - y[i]);
+    norm += x[i] * x[i];
+  }
+  EXPECT_LT(std::sqrt(err / norm), formats::info("q4_k").bits_per_weight > 4 ? 0.15 : 0.0);
+  EXPECT_NE(error_of([&] { formats::quantize("nope", x, 4, 256); }).find("nope"), std::string::npos);
+  EXPECT_NE(error_of([&] { formats::quantize("q4_k", x, 4, 100); }).find("elements"), std::string::npos);
+  x[7] = std::nanf("");
+  EXPECT_FALSE(error_of([&] { formats::quantize("q4_k", x, 4, 256); }).empty());
+}
+
+}  // namespace
+}  // namespace calq

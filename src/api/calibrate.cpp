@@ -1,0 +1,78 @@
+// calq::calibrate and calq::merge_statistics (calq/calibrate.h) over the layer-sequential
+// pipeline (pipeline/sequential.h) and the statistics file (calib/collectors.h).
+#include <fmt/format.h>
+
+#include "api/calibration_data.h"
+#include "api/model_source.h"
+#include "api/reporter.h"
+#include "calib/collectors.h"
+#include "calq/calibrate.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "pipeline/sequential.h"
+
+namespace calq {
+
+CalibrateReport calibrate(const CalibrateJob& job) {
+  if (job.model.empty()) fail(ErrorKind::kInvalidArgument, "calibrate: no model given");
+  if (job.data.text.empty()) fail(ErrorKind::kInvalidArgument, "calibrate: no calibration text given");
+  api::Reporter report(job.progress);
+  const calib::StatSet kinds = calib::StatSet::parse(job.stats);
+  ThreadPool pool(job.threads);
+  api::LoadedModel m = api::load_model(job.model, pool, {.keep_source_dtype = true});
+  api::check_output_path(job.out, m.location.path, job.force);
+  std::string tokenizer_source;
+  const io::Tokenizer tokenizer =
+      api::load_model_tokenizer(m.location, m.gguf.get(), job.data.tokenizer, tokenizer_source);
+  const io::CalibrationSet set = api::load_calibration(job.data, tokenizer, m.model.config, report);
+  report("calibrate", 0, m.model.config.num_layers,
+         fmt::format("{} samples x {} tokens from {} ({} documents, {} windows), {} threads, stats {}",
+                     set.samples.size(), job.data.seq_len, job.data.text, set.n_documents, set.n_windows,
+                     pool.num_threads(), kinds.to_string()));
+  const pipeline::SequentialResult r = pipeline::run_layer_sequential(
+      m.model, set.samples,
+      {.stats = kinds,
+       .true_sequential = false,
+       .on_layer =
+           [&](const pipeline::LayerProgress& p) {
+             report("calibrate", p.layer + 1, p.n_layers,
+                    fmt::format("layer {}/{}  {:.2f} s", p.layer + 1, p.n_layers, p.seconds_stats));
+           }},
+      nullptr, pool);
+  calib::CalibrationStats stats = r.stats;
+  stats.seed = static_cast<int64_t>(job.data.seed);
+  stats.model_name = m.location.path.filename().string();
+  stats.calib_sha256 = {set.file_sha256};
+  calib::write_stats_file(stats, job.out);
+
+  CalibrateReport out{.out = job.out, .samples = r.samples, .seq_len = r.seq_len,
+                      .n_documents = static_cast<int64_t>(set.n_documents),
+                      .n_windows = static_cast<int64_t>(set.n_windows), .stats = kinds.to_string(),
+                      .sites = {}, .seconds = r.seconds,
+                      .activation_mib = static_cast<double>(r.activation_bytes) / (1024.0 * 1024.0),
+                      .threads = static_cast<int>(pool.num_threads())};
+  for (const auto& [layer, site] : stats.sites()) {
+    const calib::SiteStats& s = *stats.find(layer, site);
+    SiteSummary sum{.layer = layer, .site = std::string(calib::site_name(site)), .cols = s.cols(), .rows = s.rows()};
+    if (s.kinds().contains(calib::StatKind::kAbsMax)) {
+      for (const float v : s.absmax()) sum.absmax = std::max(sum.absmax, static_cast<double>(v));
+    }
+    if (s.kinds().contains(calib::StatKind::kMeanSq) && s.rows() > 0) {
+      for (const double v : s.sum_sq()) sum.mean_sq += v;
+      sum.mean_sq /= static_cast<double>(s.rows()) * static_cast<double>(s.cols());
+    }
+    out.sites.push_back(std::move(sum));
+  }
+  return out;
+}
+
+MergeReport merge_statistics(const std::vector<std::string>& files, const std::string& out, bool force) {
+  api::check_output_path(out, {}, force);
+  const std::vector<std::filesystem::path> paths(files.begin(), files.end());
+  const calib::CalibrationStats merged = calib::merge_stats_files(paths);
+  calib::write_stats_file(merged, out);
+  return {.out = out, .files = static_cast<int64_t>(paths.size()), .samples = merged.samples,
+          .sites = static_cast<int64_t>(merged.site_count())};
+}
+
+}  // namespace calq

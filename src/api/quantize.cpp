@@ -1,0 +1,23 @@
+// calq::quantize: checks which form the job asks for and runs it (api/quantize_forms.h).
+#include "api/quantize_forms.h"
+#include "core/error.h"
+
+namespace calq {
+
+QuantizeReport quantize(const QuantizeJob& job) {
+  if (job.model.empty()) fail(ErrorKind::kInvalidArgument, "quantize: no model given");
+  if (job.out.empty()) fail(ErrorKind::kInvalidArgument, "quantize: no output file given");
+  api::Reporter report(job.progress);
+  const bool target = job.target.bits_per_weight > 0;
+  if (!job.format.empty() || target) {
+    if (!job.mix.empty()) {
+      fail(ErrorKind::kInvalidArgument, "give either a mix (llama.cpp's) or {}, not both",
+           target ? "a target bits_per_weight" : "a format");
+    }
+    return api::quantize_format(job, report);
+  }
+  if (job.mix.empty()) fail(ErrorKind::kInvalidArgument, "quantize needs a mix or a format");
+  return api::quantize_mix(job, report);
+}
+
+}  // namespace calq

@@ -1,0 +1,282 @@
+// quantize()'s format and bit-allocation forms: any registered format, Hugging Face or GGUF in,
+// with calibration or a statistics file, a range observer, method steps and per-tensor rules
+// (pipeline/model_quantize.h); with a target, one exact rule per tensor from the bit allocation
+// (pipeline/bit_alloc.h, api/target_alloc.h).
+#include <fmt/format.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+
+#include "api/calibration_data.h"
+#include "api/model_source.h"
+#include "api/quantize_forms.h"
+#include "api/sensitivity_run.h"
+#include "api/target_alloc.h"
+#include "calib/collectors.h"
+#include "calib/observer.h"
+#include "core/error.h"
+#include "core/stopwatch.h"
+#include "core/thread_pool.h"
+#include "model/gguf_export.h"
+#include "pipeline/bit_alloc.h"
+#include "pipeline/model_quantize.h"
+#include "pipeline/sensitivity_report.h"
+
+namespace calq::api {
+namespace {
+
+// The recipe from the method chain or the recipe file, with the job's method options written
+// into their steps (an option for a step the recipe does not have is an Error: it would
+// silently do nothing).
+quant::Recipe build_recipe(const QuantizeJob& job) {
+  if (!job.recipe.empty() && job.method != "rtn") {
+    fail(ErrorKind::kInvalidArgument, "give either a method chain or a recipe file, not both");
+  }
+  quant::Recipe r = job.recipe.empty() ? quant::parse_method_chain(job.method) : quant::read_recipe_file(job.recipe);
+  for (const MethodOption& o : job.method_options) {
+    nlohmann::json value;
+    try {
+      value = nlohmann::json::parse(o.value);
+    } catch (const nlohmann::json::exception&) {
+      fail(ErrorKind::kInvalidArgument, "{} option '{}': '{}' is not a JSON value", o.method, o.key, o.value);
+    }
+    bool found = false;
+    for (auto& step : r.steps) {
+      if (step.method == o.method) {
+        step.options[o.key] = std::move(value);
+        found = true;
+        break;
+      }
+    }
+    if (!found) {
+      fail(ErrorKind::kInvalidArgument, "option '{}' applies to the {} step, which {} does not have", o.key, o.method,
+           r.origin);
+    }
+  }
+  return r;
+}
+
+// The calq.recipe metadata: everything that decided the bytes, in one line.
+std::string recipe_text(const QuantizeJob& job, const pipeline::ModelQuantizeOptions& o, bool calibrated,
+                        const pipeline::TargetAllocation* alloc) {
+  std::string r = fmt::format("method={};format={};observer={}", o.recipe.to_string(),
+                              alloc != nullptr && job.format.empty() ? "alloc" : o.format->name(), job.observer);
+  bool with_options = false;
+  for (const auto& step : o.recipe.steps) with_options = with_options || !step.options.empty();
+  if (with_options) r += ";steps=" + o.recipe.to_json()["steps"].dump();
+  if (o.act != pipeline::ActivationScheme::kNone) {
+    r += fmt::format(";act_quant={}", pipeline::activation_scheme_name(o.act));
+    if (o.act == pipeline::ActivationScheme::kLlmInt8) r += fmt::format(";threshold={}", o.llm_int8_threshold);
+  }
+  if (job.observer == "percentile") r += fmt::format(";percentile={}", job.percentile);
+  if (!job.head_format.empty()) r += ";head=" + job.head_format;
+  for (const auto& rule : job.rules) r += ";rule=" + rule;
+  if (alloc != nullptr) {
+    const TargetOptions& t = job.target;
+    const std::string map_source =
+        t.sensitivity.empty()
+            ? fmt::format("measured:{}:{}{}", std::filesystem::path(t.sensitivity_text).filename().string(),
+                          t.sensitivity_windows,
+                          t.sensitivity_ctx == 512 ? "" : fmt::format(":ctx{}", t.sensitivity_ctx))
+            : std::filesystem::path(t.sensitivity).filename().string();
+    std::string candidates;
+    for (const auto& c : t.candidates) candidates += (candidates.empty() ? "" : ",") + c;
+    r += fmt::format(";target_bpw={};candidates={};sensitivity={};predicted_kld={:.6g}", t.bits_per_weight,
+                     candidates, map_source, alloc->predicted_kld());
+    for (const auto& rule : alloc->rule_texts()) r += ";rule=" + rule;
+  }
+  if (calibrated) {
+    const CalibrationData& c = job.calibration;
+    r += fmt::format(";calib={};samples={};seq_len={};seed={};sequential={}",
+                     std::filesystem::path(c.text).filename().string(), c.samples, c.seq_len, c.seed,
+                     job.float_inputs ? "float" : "true");
+  } else if (!job.stats.empty()) {
+    r += ";stats=" + std::filesystem::path(job.stats).filename().string();
+  }
+  r += fmt::format(";importance={}", job.use_importance ? "e[x^2]" : "off");
+  return r;
+}
+
+std::string event_text(const pipeline::MethodEvent& e) {
+  if (e.step == "awq") {
+    return fmt::format("layer {} awq {}: alpha {:.2f}, output error {:.4g} (rtn) -> {:.4g}, {:.2f} s", e.layer,
+                       e.target, e.value, e.error_before, e.error_after, e.seconds);
+  }
+  if (e.step == "smoothquant") return fmt::format("layer {} smoothquant {}: alpha {:.2f}", e.layer, e.target, e.value);
+  if (e.step == "gptq") {
+    return fmt::format("gptq {}: damp {:.3g}, output error {:.4g}, {:.2f} s", e.target, e.value, e.error_after,
+                       e.seconds);
+  }
+  return fmt::format("{} {}: {:.2f} s", e.step, e.target, e.seconds);
+}
+
+// The sensitivity map measured now over the candidates, with this job's method, statistics and
+// observer (api/sensitivity_run.h).
+pipeline::SensitivityFile measure_target_map(const QuantizeJob& job, const std::vector<const Format*>& candidates,
+                                             const quant::Recipe& recipe, ThreadPool& pool, Reporter& report) {
+  const TargetOptions& t = job.target;
+  const pipeline::SensitivityMap map = measure_sensitivity_map(
+      {.model = job.model, .eval_text = t.sensitivity_text, .formats = candidates, .recipe = recipe,
+       .observer = job.observer, .calib = &job.calibration, .stats = job.stats, .use_importance = job.use_importance,
+       .include_head = job.head_format.empty(), .ctx = t.sensitivity_ctx, .max_windows = t.sensitivity_windows},
+      pool, report);
+  return pipeline::sensitivity_file_from_map(map, "the sensitivity map measured on " + t.sensitivity_text, job.model,
+                                             t.sensitivity_text, recipe.to_string());
+}
+
+}  // namespace
+
+QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
+  if (!job.calibration.text.empty() && !job.stats.empty()) {
+    fail(ErrorKind::kInvalidArgument, "give either a calibration text (calibrate now) or a statistics file, not both");
+  }
+  const TargetOptions& t = job.target;
+  check_target_options(t);
+  const bool target = t.bits_per_weight > 0;
+  std::vector<const Format*> candidates;
+  std::optional<pipeline::SensitivityFile> sensitivity;
+  if (target) {
+    candidates = parse_candidates(t.candidates);
+    if (!t.sensitivity.empty()) sensitivity.emplace(pipeline::read_sensitivity_file(t.sensitivity));
+  }
+  // With a target and no format every linear weight gets an allocation rule; the first candidate
+  // only stands in as the main format the plan requires.
+  pipeline::ModelQuantizeOptions options{.format = job.format.empty() ? candidates.at(0) : &format_by_name(job.format)};
+  for (const auto& rule : job.rules) options.rules.push_back(pipeline::parse_tensor_rule(rule));
+  if (!job.head_format.empty()) options.head_format = &format_by_name(job.head_format);
+  const std::unique_ptr<calib::Observer> observer = calib::make_observer(job.observer, {.percentile = job.percentile});
+  options.observer = observer.get();
+  options.use_importance = job.use_importance;
+  options.recipe = build_recipe(job);
+  options.act = pipeline::parse_activation_scheme(job.act_quant);
+  options.llm_int8_threshold = job.llm_int8_threshold;
+  if (!(job.llm_int8_threshold > 0)) fail(ErrorKind::kInvalidArgument, "llm_int8_threshold must be > 0");
+
+  ThreadPool pool(job.threads);
+  check_output_path(job.out, resolve_model(job.model).path, job.force);
+  if (target && !sensitivity) sensitivity.emplace(measure_target_map(job, candidates, options.recipe, pool, report));
+  std::optional<calib::CalibrationStats> stats;
+  if (!job.stats.empty()) stats.emplace(calib::read_stats_file(job.stats));
+  LoadedModel m = load_model(job.model, pool, {.keep_source_dtype = true});
+  if (stats) pipeline::check_stats_match(*stats, m.model, job.stats);
+
+  QuantizeReport out{.out = job.out, .form = target ? "target" : "format"};
+  std::optional<pipeline::TargetAllocation> alloc;
+  std::optional<VerifyPlan> verify;
+  if (sensitivity) {
+    if (job.head_format.empty()) {
+      options.head_format =
+          pipeline::default_head_format(t.bits_per_weight, m.model.embedding.rows(), m.model.embedding.cols());
+    }
+    alloc.emplace(pipeline::allocate_to_target(m.model, options, *sensitivity,
+                                               {.target_bpw = t.bits_per_weight, .candidates = candidates,
+                                                .allocate_head = job.head_format.empty(),
+                                                .map_must_cover = job.format.empty()}));
+    for (const auto& rule : alloc->rule_texts()) options.rules.push_back(pipeline::parse_tensor_rule(rule));
+    out.allocation = allocation_report(*alloc, *sensitivity, t.bits_per_weight);
+    out.predicted_kld = alloc->predicted_kld();
+    report("allocate", 1, 1, out.allocation);
+    if (!t.verify_text.empty()) {
+      std::string source;
+      const io::Tokenizer tokenizer = load_model_tokenizer(m.location, m.gguf.get(), job.calibration.tokenizer, source);
+      verify.emplace(plan_verify(t, *sensitivity, tokenizer));
+    }
+  }
+  // Fail on rules and shapes before the (long) calibration.
+  const std::vector<pipeline::TensorAssignment> plan = pipeline::plan_model_quantization(m.model, options);
+
+  std::optional<io::CalibrationSet> set;
+  if (!job.calibration.text.empty()) {
+    std::string source;
+    const io::Tokenizer tokenizer = load_model_tokenizer(m.location, m.gguf.get(), job.calibration.tokenizer, source);
+    set.emplace(load_calibration(job.calibration, tokenizer, m.model.config, report));
+  } else if (job.stats.empty()) {
+    report("note", 0, 0, "no calibration text or statistics file: rounding without importance statistics");
+  }
+  report("quantize", 0, static_cast<int64_t>(plan.size()),
+         fmt::format("{} -> {} ({} {}, observer {}, {} threads{})", job.model, job.out, options.recipe.to_string(),
+                     options.format->name(), job.observer, pool.num_threads(),
+                     set ? fmt::format(", {} samples x {} tokens", set->samples.size(), job.calibration.seq_len) : ""));
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t width = std::to_string(plan.size()).size();
+  int64_t done = 0;
+  const pipeline::ModelQuantizeResult r = pipeline::quantize_model(
+      m.model, options,
+      set ? std::span<const std::vector<int32_t>>(set->samples) : std::span<const std::vector<int32_t>>{},
+      {.stats = calib::StatSet().with(calib::StatKind::kMeanSq).with(calib::StatKind::kAbsMax),
+       .true_sequential = !job.float_inputs,
+       .on_layer =
+           [&](const pipeline::LayerProgress& p) {
+             report("layer", p.layer + 1, p.n_layers,
+                    fmt::format("layer {}/{}: statistics {:.2f} s, quantize {:.2f} s, outputs {:.2f} s", p.layer + 1,
+                                p.n_layers, p.seconds_stats, p.seconds_quantize, p.seconds_outputs));
+           }},
+      stats ? &*stats : nullptr,
+      [&](const pipeline::QuantizeProgress& p) {
+        ++done;
+        const pipeline::TensorAssignment& a = *p.tensor;
+        const std::string type = a.format != nullptr ? a.format->name() : std::string("f32");
+        out.tensors.push_back({.name = a.name, .shape = {a.rows, a.cols}, .from_type = "", .type = type,
+                               .quantized = a.format != nullptr, .fell_back = a.fell_back,
+                               .used_importance = p.used_importance, .seconds = p.seconds});
+        report("tensor", done, static_cast<int64_t>(plan.size()),
+               fmt::format("[{:>{}}/{}] {:<28} [{}, {}] -> {}{}{}", done, width, plan.size(), a.name, a.rows, a.cols,
+                           type, a.fell_back ? " (fallback)" : "", p.used_importance ? " +importance" : ""));
+      },
+      pool);
+  out.seconds = seconds_since(t0);
+
+  out.recipe = recipe_text(job, options, set.has_value(), alloc ? &*alloc : nullptr);
+  model::GgufExportOptions export_options;
+  export_options.extra_metadata.emplace_back("calq.recipe", io::GgufValue::of_string(out.recipe));
+  if (alloc) {
+    // Checked before anything is written: the allocation's accounting is exact, so this only
+    // fails when a method changed how a fixed tensor is stored.
+    const double bpw = m.model.bits_per_weight();
+    if (bpw > t.bits_per_weight) {
+      fail(ErrorKind::kInvalidArgument,
+           "the quantized model has {:.4f} bits per weight, above the target {} (predicted {:.4f}); nothing written",
+           bpw, t.bits_per_weight, alloc->predicted_bpw());
+    }
+    if (m.model.storage_bytes() != alloc->total_bytes()) {
+      report("note", 0, 0,
+             fmt::format("{} bytes stored, the allocation counted {}", m.model.storage_bytes(), alloc->total_bytes()));
+    }
+  }
+  if (set) export_options.extra_metadata.emplace_back("calq.calib_sha256", io::GgufValue::of_string(set->file_sha256));
+  if (stats) {
+    export_options.extra_metadata.emplace_back("calq.calib_sha256", io::GgufValue::of_strings(stats->calib_sha256));
+  }
+  model::write_gguf_model(m.model, job.out, export_options, pool);
+
+  out.description = fmt::format("{} ({})", alloc ? "bit allocation" : options.format->name(), options.recipe.to_string());
+  out.bits_per_weight = m.model.bits_per_weight();
+  out.bytes_out = m.model.storage_bytes();
+  out.n_tensors = static_cast<int64_t>(r.plan.size());
+  for (const auto& a : r.plan) out.n_quantized += a.format != nullptr ? 1 : 0;
+  out.n_with_importance = r.n_with_importance;
+  out.seconds_encode = r.seconds_quantize;
+  for (const auto& e : r.events) out.method_events.push_back(event_text(e));
+  if (r.calibration) {
+    out.calibration = fmt::format(
+        "calibration {} samples x {} tokens: {:.2f} s in forward passes ({}), activations {:.1f} MiB",
+        r.calibration->samples, r.calibration->seq_len, r.calibration->seconds_forward,
+        job.float_inputs ? "float inputs" : "true sequential: each layer twice",
+        static_cast<double>(r.calibration->activation_bytes) / (1024.0 * 1024.0));
+  }
+  out.threads = static_cast<int>(pool.num_threads());
+  out.peak_rss_mib = peak_rss_mib();
+  if (verify) {
+    // The full-precision reference, loaded again: `m` was quantized in place.
+    const LoadedModel ref = load_model(job.model, pool, {.keep_source_dtype = true});
+    report("verify", 0, 0, "");
+    out.verify = verify_allocation(*verify, ref.model, job.out, *alloc, pool);
+  }
+  out.warnings = report.warnings();
+  return out;
+}
+
+}  // namespace calq::api
