@@ -3,7 +3,8 @@
 //
 // Statistics are kept per "input site": linear layers that read the same activation share one
 // site (q/k/v read the attention-norm output, gate/up the mlp-norm output), so their statistics
-// are gathered once.
+// are gathered once. Which sites a block has and which linears read each is the model's block
+// topology (model/block_topology.h).
 //
 // Statistic kinds (StatKind, selectable by name):
 //  * absmax    — per channel max |x| (float, exact)
