@@ -15,16 +15,8 @@ namespace {
 
 using model::TensorRole;
 
-constexpr std::array<std::string_view, kNumInputSites> kSiteNames = {"attn_in", "attn_out", "mlp_in",
-                                                                     "mlp_down", "head_in"};
 constexpr std::array<std::string_view, kNumStatKinds> kStatNames = {"absmax", "mean_abs", "mean_sq",
                                                                     "histogram", "hessian"};
-
-constexpr std::array<TensorRole, 3> kAttnInRoles = {TensorRole::kAttnQ, TensorRole::kAttnK, TensorRole::kAttnV};
-constexpr std::array<TensorRole, 1> kAttnOutRoles = {TensorRole::kAttnOut};
-constexpr std::array<TensorRole, 2> kMlpInRoles = {TensorRole::kMlpGate, TensorRole::kMlpUp};
-constexpr std::array<TensorRole, 1> kMlpDownRoles = {TensorRole::kMlpDown};
-constexpr std::array<TensorRole, 1> kHeadInRoles = {TensorRole::kOutput};
 
 std::string valid_stat_names() {
   std::string out;
@@ -43,46 +35,17 @@ std::string_view trim(std::string_view s) {
 
 }  // namespace
 
-InputSite input_site(TensorRole linear_role) {
+InputSite input_site(TensorRole linear_role, const model::BlockTopology& block) {
   assert(model::is_linear(linear_role));
-  switch (linear_role) {
-    case TensorRole::kAttnQ:
-    case TensorRole::kAttnK:
-    case TensorRole::kAttnV: return InputSite::kAttnIn;
-    case TensorRole::kAttnOut: return InputSite::kAttnOut;
-    case TensorRole::kMlpGate:
-    case TensorRole::kMlpUp: return InputSite::kMlpIn;
-    case TensorRole::kMlpDown: return InputSite::kMlpDown;
-    case TensorRole::kOutput: return InputSite::kHeadIn;
-    default: break;
-  }
-  assert(false && "input_site: not a linear role");
-  return InputSite::kHeadIn;
+  const model::SiteWiring* w = model::site_of(block, linear_role);
+  assert(w != nullptr && "input_site: the block has no site for this role");
+  return w->site;
 }
 
-std::string_view site_name(InputSite site) {
-  const auto i = static_cast<size_t>(site);
-  assert(i < kSiteNames.size());
-  return kSiteNames[i];
-}
-
-std::optional<InputSite> site_by_name(std::string_view name) {
-  for (size_t i = 0; i < kSiteNames.size(); ++i) {
-    if (kSiteNames[i] == name) return static_cast<InputSite>(i);
-  }
-  return std::nullopt;
-}
-
-std::span<const TensorRole> site_roles(InputSite site) {
-  switch (site) {
-    case InputSite::kAttnIn: return kAttnInRoles;
-    case InputSite::kAttnOut: return kAttnOutRoles;
-    case InputSite::kMlpIn: return kMlpInRoles;
-    case InputSite::kMlpDown: return kMlpDownRoles;
-    case InputSite::kHeadIn: return kHeadInRoles;
-  }
-  assert(false && "site_roles: unknown site");
-  return {};
+std::span<const TensorRole> site_roles(InputSite site, const model::BlockTopology& block) {
+  const model::SiteWiring* w = model::find_site(block, site);
+  assert(w != nullptr && "site_roles: the block has no such site");
+  return w->consumers;
 }
 
 std::string_view stat_name(StatKind kind) {

@@ -3,7 +3,8 @@
 //
 // Statistics are kept per "input site": linear layers that read the same activation share one
 // site (q/k/v read the attention-norm output, gate/up the mlp-norm output), so their statistics
-// are gathered once.
+// are gathered once. Which sites a block has and which linears read each is the model's block
+// topology (model/block_topology.h).
 //
 // Statistic kinds (StatKind, selectable by name):
 //  * absmax    — per channel max |x| (float, exact)
@@ -37,25 +38,22 @@
 
 #include "calib/histogram.h"
 #include "model/architecture.h"
+#include "model/block_topology.h"
 
 namespace calq::calib {
 
-enum class InputSite : uint8_t {
-  kAttnIn,   // q, k, v
-  kAttnOut,  // o
-  kMlpIn,    // gate, up
-  kMlpDown,  // down
-  kHeadIn,   // the output head (layer -1)
-};
-inline constexpr int kNumInputSites = 5;
+// Sites are the model's (model/block_topology.h): one definition, re-exported here.
+using model::InputSite;
+using model::kNumInputSites;
+using model::site_by_name;
+using model::site_name;  // "attn_in", "attn_out", "mlp_in", "mlp_down", "head_in"
 
-// The site a linear role reads (asserts model::is_linear(linear_role)).
-InputSite input_site(model::TensorRole linear_role);
-// "attn_in", "attn_out", "mlp_in", "mlp_down", "head_in".
-std::string_view site_name(InputSite site);
-std::optional<InputSite> site_by_name(std::string_view name);
-// The linear roles that read a site (kAttnIn: q, k, v), in forward order.
-std::span<const model::TensorRole> site_roles(InputSite site);
+// The site a linear role reads in `block` (asserts model::is_linear(linear_role) and that the
+// block has a site for it). The default is the standard block every registered architecture uses.
+InputSite input_site(model::TensorRole linear_role, const model::BlockTopology& block = model::kLlamaBlock);
+// The linear roles that read a site (kAttnIn: q, k, v), in forward order (asserts the block has
+// the site).
+std::span<const model::TensorRole> site_roles(InputSite site, const model::BlockTopology& block = model::kLlamaBlock);
 
 enum class StatKind : uint8_t { kAbsMax, kMeanAbs, kMeanSq, kHistogram, kHessian };
 inline constexpr int kNumStatKinds = 5;

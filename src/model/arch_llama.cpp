@@ -4,6 +4,7 @@
 #include <array>
 
 #include "model/architecture.h"
+#include "model/block_topology.h"
 
 namespace calq::model {
 namespace {
@@ -36,6 +37,7 @@ constexpr Architecture kLlama{
     .gguf_permutes_qk = true,
     // Mistral files are written as "llama"; calq's own writer puts Mistral's window here.
     .gguf_window_all_layers = true,
+    .block = &kLlamaBlock,
 };
 
 }  // namespace

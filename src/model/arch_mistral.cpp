@@ -2,6 +2,7 @@
 // layer's attention to the last W positions. llama.cpp's converter writes it as GGUF architecture
 // "llama" with the Llama Q/K permutation, so a Mistral GGUF loads through the llama table.
 #include "model/architecture.h"
+#include "model/block_topology.h"
 
 namespace calq::model {
 
@@ -16,6 +17,7 @@ const Architecture& mistral_architecture() {
       .gguf_reads_as_this = false,
       .gguf_permutes_qk = true,
       .gguf_window_all_layers = true,
+      .block = &kLlamaBlock,
   };
   return kMistral;
 }

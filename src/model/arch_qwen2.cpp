@@ -6,6 +6,7 @@
 #include <array>
 
 #include "model/architecture.h"
+#include "model/block_topology.h"
 
 namespace calq::model {
 namespace {
@@ -41,6 +42,7 @@ constexpr Architecture kQwen2{
     // llama.cpp's converter writes no window for Qwen2 and its config rule (max_window_layers)
     // has no GGUF key, so a window key in a qwen2 file is refused rather than guessed at.
     .gguf_window_all_layers = false,
+    .block = &kLlamaBlock,
 };
 
 }  // namespace

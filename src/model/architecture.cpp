@@ -80,6 +80,10 @@ bool is_bias(TensorRole role) {
   return role == TensorRole::kAttnQBias || role == TensorRole::kAttnKBias || role == TensorRole::kAttnVBias;
 }
 
+bool is_norm(TensorRole role) {
+  return role == TensorRole::kAttnNorm || role == TensorRole::kMlpNorm || role == TensorRole::kFinalNorm;
+}
+
 TensorRole bias_target(TensorRole role) {
   switch (role) {
     case TensorRole::kAttnQBias: return TensorRole::kAttnQ;

@@ -3,9 +3,10 @@
 //
 // Each architecture is one table in a file of its own (arch_llama.cpp, arch_qwen2.cpp,
 // arch_mistral.cpp): its Hugging Face and GGUF tensor names, which slots are optional, how its
-// config.json decides the attention window, and how llama.cpp's converter writes it to GGUF.
-// Adding an architecture = one arch_<name>.cpp, its line in the registry (architecture.cpp) and
-// in CMakeLists.txt, plus a test.
+// config.json decides the attention window, how llama.cpp's converter writes it to GGUF, and the
+// wiring of its decoder block (block_topology.h: which linears share an input, what produces it,
+// where input scales fold). Adding an architecture = one arch_<name>.cpp, its line in the
+// registry (architecture.cpp) and in CMakeLists.txt, plus a test (docs: "Adding an architecture").
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,8 @@
 #include <vector>
 
 namespace calq::model {
+
+struct BlockTopology;  // block_topology.h
 
 // The numbering is stable: new roles are appended.
 enum class TensorRole : uint8_t {
@@ -41,6 +44,7 @@ std::string_view role_name(TensorRole role);  // "attn_q", "mlp_down", "attn_q_b
 bool is_linear(TensorRole role);              // has a [out, in] weight applied to an activation
 bool is_per_layer(TensorRole role);
 bool is_bias(TensorRole role);                // a 1-d bias added after a linear layer
+bool is_norm(TensorRole role);                // an RMSNorm weight (attention, mlp or final norm)
 // The linear role a bias belongs to (kAttnQBias -> kAttnQ); asserts is_bias(role).
 TensorRole bias_target(TensorRole role);
 
@@ -95,6 +99,9 @@ struct Architecture {
   // writes Mistral's window there); if false, a file with that key is refused.
   bool gguf_window_all_layers = false;
   GgufHparamKeys gguf_keys{};
+  // The wiring of the decoder block (never null; block_topology.h). Architectures with the same
+  // block point at one shared definition (kLlamaBlock).
+  const BlockTopology* block = nullptr;
 };
 
 const Architecture* find_architecture(std::string_view model_type);  // nullptr if unknown

@@ -3,6 +3,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "core/error.h"
@@ -23,77 +24,118 @@ Tensor owned_copy(const Tensor& t) {
   return out;
 }
 
+// The bias role added after `linear`, when the model holds one (Qwen2's v bias).
+std::optional<TensorRole> held_bias(const ModelConfig& config, TensorRole linear) {
+  for (size_t i = 0; i < kNumTensorRoles; ++i) {
+    const auto role = static_cast<TensorRole>(i);
+    if (is_bias(role) && bias_target(role) == linear && has_role(config, role)) return role;
+  }
+  return std::nullopt;
+}
+
+// The foldable site whose first consumer is `group`, or nullptr.
+const SiteWiring* group_site(const BlockTopology& block, TensorRole group) {
+  const SiteWiring* w = site_of(block, group);
+  if (w == nullptr || w->consumers.front() != group || w->fold == FoldPoint::kNone) return nullptr;
+  return w;
+}
+
+[[noreturn]] void fail_not_a_group(const BlockTopology& block, TensorRole group) {
+  std::string groups;
+  for (const SiteWiring& w : block.layer_sites) {
+    if (w.fold == FoldPoint::kNone) continue;
+    if (!groups.empty()) groups += ", ";
+    groups += role_name(w.consumers.front());
+  }
+  fail(ErrorKind::kInvalidArgument, "input scales: '{}' does not start an input group ({})", role_name(group),
+       groups);
+}
+
+void check_dense(const LinearWeight& w, const ModelConfig& config, TensorRole role, int64_t layer_index) {
+  if (w.empty() || w.is_quantized()) {
+    fail(ErrorKind::kUnsupported, "{}: input scales can only be folded into a dense float32 weight (it is {})",
+         tensor_label(config, role, layer_index), w.empty() ? std::string("missing") : w.format_name());
+  }
+}
+
+void check_vector(const Tensor& v, const ModelConfig& config, TensorRole role, int64_t layer_index, int64_t n,
+                  const char* what) {
+  if (v.dtype() != DType::kF32 || v.numel() != n) {
+    fail(ErrorKind::kUnsupported, "{}: input scales need a float32 {} of {} values",
+         tensor_label(config, role, layer_index), what, n);
+  }
+}
+
+// v[c] /= s[c] in a new tensor.
+Tensor divided(const Tensor& v, std::span<const float> s) {
+  Tensor out = owned_copy(v);
+  float* d = out.mutable_f32();
+  for (size_t c = 0; c < s.size(); ++c) d[c] /= s[c];
+  return out;
+}
+
 }  // namespace
 
-std::vector<TensorRole> input_consumers(TensorRole group) {
-  switch (group) {
-    case TensorRole::kAttnQ: return {TensorRole::kAttnQ, TensorRole::kAttnK, TensorRole::kAttnV};
-    case TensorRole::kMlpGate: return {TensorRole::kMlpGate, TensorRole::kMlpUp};
-    case TensorRole::kMlpDown: return {TensorRole::kMlpDown};
-    case TensorRole::kAttnOut: return {TensorRole::kAttnOut};
-    default: break;
-  }
-  fail(ErrorKind::kInvalidArgument, "input scales: '{}' does not start an input group (attn_q, attn_output, "
-       "mlp_gate or mlp_down)", role_name(group));
+std::vector<TensorRole> input_consumers(TensorRole group, const BlockTopology& block) {
+  const SiteWiring* w = group_site(block, group);
+  if (w == nullptr) fail_not_a_group(block, group);
+  return {w->consumers.begin(), w->consumers.end()};
 }
 
 void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, TensorRole group,
                        std::span<const float> s) {
-  const std::vector<TensorRole> consumers = input_consumers(group);
-  if (group == TensorRole::kAttnOut && config.num_heads != config.num_kv_heads) {
-    fail(ErrorKind::kUnsupported,
-         "layer {}: cannot fold input scales of {} into v: {} query heads share {} value heads (grouped-query "
-         "attention); only num_heads == num_kv_heads is supported",
-         layer_index, tensor_label(config, TensorRole::kAttnOut, layer_index), config.num_heads,
-         config.num_kv_heads);
+  const BlockTopology& block = block_topology(config);
+  const SiteWiring* w = group_site(block, group);
+  if (w == nullptr) fail_not_a_group(block, group);
+  fold_input_scales(layer, config, layer_index, w->site, s);
+}
+
+void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, InputSite site,
+                       std::span<const float> s) {
+  const SiteWiring* wiring = find_site(block_topology(config), site);
+  if (wiring == nullptr || wiring->fold == FoldPoint::kNone) {
+    fail(ErrorKind::kInvalidArgument, "input scales: site '{}' has no fold point in the {} block", site_name(site),
+         block_topology(config).name);
+  }
+  const std::span<const TensorRole> consumers = wiring->consumers;
+  const TensorRole producer = wiring->producer;
+  if (!can_fold(*wiring, config)) {
+    switch (wiring->condition) {
+      case FoldCondition::kOneQueryHeadPerKvHead:
+        fail(ErrorKind::kUnsupported,
+             "layer {}: cannot fold input scales of {} into {}: {} query heads share {} value heads (grouped-query "
+             "attention); only num_heads == num_kv_heads is supported",
+             layer_index, tensor_label(config, consumers.front(), layer_index),
+             tensor_label(config, producer, layer_index), config.num_heads, config.num_kv_heads);
+      case FoldCondition::kAlways: break;
+    }
+    assert(false && "fold refused without a condition");
   }
 
   // Validate everything before changing anything.
-  const int64_t in = layer.linear(consumers[0]).cols();
+  const int64_t in = layer.linear(consumers.front()).cols();
   for (const TensorRole role : consumers) {
-    const LinearWeight& w = layer.linear(role);
-    if (w.empty() || w.is_quantized()) {
-      fail(ErrorKind::kUnsupported, "{}: input scales can only be folded into a dense float32 weight (it is {})",
-           tensor_label(config, role, layer_index), w.empty() ? std::string("missing") : w.format_name());
-    }
-    assert(w.cols() == in);
+    check_dense(layer.linear(role), config, role, layer_index);
+    assert(layer.linear(role).cols() == in);
   }
   if (static_cast<int64_t>(s.size()) != in) {
     fail(ErrorKind::kInvalidArgument, "{}: {} input scales given for {} input columns",
-         tensor_label(config, consumers[0], layer_index), s.size(), in);
+         tensor_label(config, consumers.front(), layer_index), s.size(), in);
   }
   for (size_t c = 0; c < s.size(); ++c) {
     if (!std::isfinite(s[c]) || !(s[c] > 0.0f)) {
       fail(ErrorKind::kInvalidArgument, "{}: input scale {} is {} (must be finite and > 0)",
-           tensor_label(config, consumers[0], layer_index), c, s[c]);
+           tensor_label(config, consumers.front(), layer_index), c, s[c]);
     }
   }
-  const bool norm_producer = group == TensorRole::kAttnQ || group == TensorRole::kMlpGate;
-  const TensorRole producer = group == TensorRole::kAttnQ     ? TensorRole::kAttnNorm
-                              : group == TensorRole::kMlpGate ? TensorRole::kMlpNorm
-                              : group == TensorRole::kMlpDown ? TensorRole::kMlpUp
-                                                              : TensorRole::kAttnV;
-  const bool has_bias = group == TensorRole::kAttnOut && config.qkv_bias;
+  const bool norm_producer = wiring->fold == FoldPoint::kNormWeight;
+  const std::optional<TensorRole> bias = norm_producer ? std::nullopt : held_bias(config, producer);
   if (norm_producer) {
-    const Tensor& norm = layer.vector(producer);
-    if (norm.dtype() != DType::kF32 || norm.numel() != in) {
-      fail(ErrorKind::kUnsupported, "{}: input scales need a float32 norm weight of {} values",
-           tensor_label(config, producer, layer_index), in);
-    }
+    check_vector(layer.vector(producer), config, producer, layer_index, in, "norm weight");
   } else {
-    const LinearWeight& p = layer.linear(producer);
-    if (p.empty() || p.is_quantized()) {
-      fail(ErrorKind::kUnsupported, "{}: input scales can only be folded into a dense float32 weight (it is {})",
-           tensor_label(config, producer, layer_index), p.empty() ? std::string("missing") : p.format_name());
-    }
-    assert(p.rows() == in);
-    if (has_bias) {
-      const Tensor& b = layer.vector(TensorRole::kAttnVBias);
-      if (b.dtype() != DType::kF32 || b.numel() != in) {
-        fail(ErrorKind::kUnsupported, "{}: input scales need a float32 bias of {} values",
-             tensor_label(config, TensorRole::kAttnVBias, layer_index), in);
-      }
-    }
+    check_dense(layer.linear(producer), config, producer, layer_index);
+    assert(layer.linear(producer).rows() == in);
+    if (bias) check_vector(layer.vector(*bias), config, *bias, layer_index, in, "bias");
   }
 
   // Consumers: column c times s[c].
@@ -109,26 +151,18 @@ void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t l
   }
   // Producer: output c divided by s[c].
   if (norm_producer) {
-    Tensor norm = owned_copy(layer.vector(producer));
-    float* d = norm.mutable_f32();
-    for (int64_t c = 0; c < in; ++c) d[c] /= s[static_cast<size_t>(c)];
-    layer.vector(producer) = std::move(norm);
-  } else {
-    Tensor p = owned_copy(layer.linear(producer).dense());
-    const int64_t cols = p.dim(1);
-    float* d = p.mutable_f32();
-    for (int64_t r = 0; r < in; ++r) {
-      const float sr = s[static_cast<size_t>(r)];
-      for (int64_t c = 0; c < cols; ++c) d[r * cols + c] /= sr;
-    }
-    layer.linear(producer) = LinearWeight(std::move(p));
-    if (has_bias) {
-      Tensor b = owned_copy(layer.vector(TensorRole::kAttnVBias));
-      float* bd = b.mutable_f32();
-      for (int64_t c = 0; c < in; ++c) bd[c] /= s[static_cast<size_t>(c)];
-      layer.vector(TensorRole::kAttnVBias) = std::move(b);
-    }
+    layer.vector(producer) = divided(layer.vector(producer), s);
+    return;
   }
+  Tensor p = owned_copy(layer.linear(producer).dense());
+  const int64_t cols = p.dim(1);
+  float* d = p.mutable_f32();
+  for (int64_t r = 0; r < in; ++r) {
+    const float sr = s[static_cast<size_t>(r)];
+    for (int64_t c = 0; c < cols; ++c) d[r * cols + c] /= sr;
+  }
+  layer.linear(producer) = LinearWeight(std::move(p));
+  if (bias) layer.vector(*bias) = divided(layer.vector(*bias), s);
 }
 
 }  // namespace calq::model

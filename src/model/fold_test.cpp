@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -140,6 +141,82 @@ TEST(Fold, GroupedQueryAttentionFoldsAllButAttnOut) {
   EXPECT_TRUE(m.layers[1].wo.same_storage(wo));
   EXPECT_TRUE(m.layers[1].wv.same_storage(wv));
   check_folds_preserve_logits(std::move(m), {TensorRole::kAttnQ, TensorRole::kMlpGate, TensorRole::kMlpDown});
+}
+
+// The fold as calq wrote it out before the block topology: each group's consumers, producer and
+// whether the producer is a norm weight (else rows, plus v's bias with qkv biases). The topology's
+// fold must give these bits exactly, through either overload.
+TEST(Fold, SameBitsAsTheHandWrittenFold) {
+  ThreadPool pool(1);
+  Model m = testutil::load_tiny_model(testing::temp_dir("fold_bits"), {.tied = false, .model_type = "qwen2"}, pool);
+  make_multi_head(m, 9);
+  struct Old {
+    TensorRole group;
+    InputSite site;
+    TensorRole producer;
+    bool norm;
+  };
+  const Old old[] = {{TensorRole::kAttnQ, InputSite::kAttnIn, TensorRole::kAttnNorm, true},
+                     {TensorRole::kAttnOut, InputSite::kAttnOut, TensorRole::kAttnV, false},
+                     {TensorRole::kMlpGate, InputSite::kMlpIn, TensorRole::kMlpNorm, true},
+                     {TensorRole::kMlpDown, InputSite::kMlpDown, TensorRole::kMlpUp, false}};
+  std::mt19937 rng(11);
+  for (const Old& g : old) {
+    SCOPED_TRACE(role_name(g.group));
+    const LayerWeights before = m.layers[0];
+    const auto s = random_scales(group_input_dim(m.config, g.group), rng);
+    LayerWeights by_role = before, by_site = before;
+    fold_input_scales(by_role, m.config, 0, g.group, s);
+    fold_input_scales(by_site, m.config, 0, g.site, s);
+    const auto same_bits = [](const Tensor& a, const std::vector<float>& b) {
+      return a.numel() == static_cast<int64_t>(b.size()) && std::equal(b.begin(), b.end(), a.f32());
+    };
+    for (const LayerWeights* after : {&by_role, &by_site}) {
+      std::vector<TensorRole> changed;
+      for (const TensorRole r : input_consumers(g.group)) {
+        const Tensor& w = before.linear(r).dense();
+        std::vector<float> want(w.f32(), w.f32() + w.numel());
+        for (int64_t i = 0; i < w.numel(); ++i) want[static_cast<size_t>(i)] *= s[static_cast<size_t>(i % w.dim(1))];
+        EXPECT_TRUE(same_bits(after->linear(r).dense(), want)) << role_name(r);
+        changed.push_back(r);
+      }
+      if (g.norm) {
+        const Tensor& v = before.vector(g.producer);
+        std::vector<float> want(v.f32(), v.f32() + v.numel());
+        for (size_t c = 0; c < want.size(); ++c) want[c] /= s[c];
+        EXPECT_TRUE(same_bits(after->vector(g.producer), want));
+      } else {
+        const Tensor& w = before.linear(g.producer).dense();
+        std::vector<float> want(w.f32(), w.f32() + w.numel());
+        for (int64_t i = 0; i < w.numel(); ++i) want[static_cast<size_t>(i)] /= s[static_cast<size_t>(i / w.dim(1))];
+        EXPECT_TRUE(same_bits(after->linear(g.producer).dense(), want));
+        changed.push_back(g.producer);
+      }
+      // v's bias only with the o group; every other tensor untouched.
+      const Tensor& bv = before.bv;
+      std::vector<float> want_bv(bv.f32(), bv.f32() + bv.numel());
+      if (g.group == TensorRole::kAttnOut) {
+        for (size_t c = 0; c < want_bv.size(); ++c) want_bv[c] /= s[c];
+      }
+      EXPECT_TRUE(same_bits(after->bv, want_bv));
+      for (const TensorRole r : kLayerLinearRoles) {
+        if (std::find(changed.begin(), changed.end(), r) == changed.end()) {
+          EXPECT_TRUE(after->linear(r).same_storage(before.linear(r))) << role_name(r);
+        }
+      }
+      for (const TensorRole r : {TensorRole::kAttnNorm, TensorRole::kMlpNorm}) {
+        if (!(g.norm && r == g.producer)) {
+          EXPECT_EQ(after->vector(r).data(), before.vector(r).data()) << role_name(r);
+        }
+      }
+      EXPECT_EQ(after->bq.data(), before.bq.data());
+      EXPECT_EQ(after->bk.data(), before.bk.data());
+    }
+  }
+  Model head = std::move(m);
+  const std::vector<float> s(static_cast<size_t>(head.config.hidden_size), 2.0f);
+  EXPECT_THROW(fold_input_scales(head.layers[0], head.config, 0, InputSite::kHeadIn, s), Error);
+  EXPECT_THROW(fold_input_scales(head.layers[0], head.config, 0, TensorRole::kOutput, s), Error);
 }
 
 TEST(Fold, DoesNotWriteSharedStorage) {

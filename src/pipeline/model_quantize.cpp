@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "formats/qtensor.h"
 #include "model/architecture.h"
+#include "model/block_topology.h"
 #include "model/rotate.h"
 
 namespace calq::pipeline {
@@ -135,13 +136,11 @@ void check_stats_match(const calib::CalibrationStats& stats, const model::Model&
     }
   };
   const model::ModelConfig& c = m.config;
+  const model::BlockTopology& block = model::block_topology(c);
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    need(l, calib::InputSite::kAttnIn, c.hidden_size);
-    need(l, calib::InputSite::kAttnOut, c.q_dim());
-    need(l, calib::InputSite::kMlpIn, c.hidden_size);
-    need(l, calib::InputSite::kMlpDown, c.intermediate_size);
+    for (const model::SiteWiring& site : block.layer_sites) need(l, site.site, model::site_width(site, c));
   }
-  need(-1, calib::InputSite::kHeadIn, c.hidden_size);
+  need(-1, block.head.site, model::site_width(block.head, c));
 }
 
 ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& o,

@@ -6,6 +6,7 @@
 
 #include "core/stopwatch.h"
 #include "core/error.h"
+#include "model/block_topology.h"
 #include "model/forward.h"
 
 namespace calq::pipeline {
@@ -61,11 +62,13 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
   std::vector<std::vector<float>> copies(second_pass ? batch : 0, std::vector<float>(second_pass ? stride : 0));
   std::vector<calib::CalibrationStats> partial(batch, calib::CalibrationStats(o.stats));
 
-  // A hook observing each site once (the first role that reads it), after a finiteness check.
-  const auto make_hook = [](calib::CalibrationStats& into) {
-    return model::LinearHook([&into](const model::LinearInput& in) {
-      const calib::InputSite site = calib::input_site(in.role);
-      if (calib::site_roles(site).front() != in.role) return;
+  // A hook observing each site of the model's block once (the first role that reads it), after a
+  // finiteness check.
+  const model::BlockTopology& block = model::block_topology(m.config);
+  const auto make_hook = [&block](calib::CalibrationStats& into) {
+    return model::LinearHook([&into, &block](const model::LinearInput& in) {
+      const calib::InputSite site = calib::input_site(in.role, block);
+      if (calib::site_roles(site, block).front() != in.role) return;
       calib::check_finite_activations(in.x, in.rows, in.cols, in.layer, site);
       into.observe(in.layer, site, in.x, in.rows, in.cols);
     });
