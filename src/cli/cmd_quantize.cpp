@@ -33,6 +33,7 @@
 #include "pipeline/bit_alloc.h"
 #include "pipeline/model_quantize.h"
 #include "pipeline/sensitivity_report.h"
+#include "quant/method.h"
 #include "model/gguf_export.h"
 
 namespace calq::cli {
@@ -70,20 +71,17 @@ struct QuantizeFlags {
 };
 
 // The recipe from --method or --recipe, with the option flags written into their steps (a flag
-// for a step the recipe does not have is an Error: it would silently do nothing).
+// for a step the recipe does not have is an Error: it would silently do nothing). Each flag is
+// one option of one method; the method checks its value like a recipe file's key.
 quant::Recipe build_recipe(const QuantizeFlags& f) {
   if (!f.recipe.empty() && f.method != "rtn") {
     fail(ErrorKind::kInvalidArgument, "give either --method or --recipe, not both");
   }
   quant::Recipe r = f.recipe.empty() ? quant::parse_method_chain(f.method) : quant::read_recipe_file(f.recipe);
-  const auto set = [&](const char* flag, const char* method, const char* key, nlohmann::json value) {
-    for (auto& step : r.steps) {
-      if (step.method == method) {
-        step.options[key] = std::move(value);
-        return;
-      }
+  const auto set = [&](const char* flag, const char* method, const char* key, const nlohmann::json& value) {
+    if (!r.set_option(method, key, value)) {
+      fail(ErrorKind::kInvalidArgument, "{} applies to the {} step, which {} does not have", flag, method, r.origin);
     }
-    fail(ErrorKind::kInvalidArgument, "{} applies to the {} step, which {} does not have", flag, method, r.origin);
   };
   if (f.damp) set("--damp", "gptq", "damp", *f.damp);
   if (f.act_order) set("--act-order", "gptq", "act_order", true);
@@ -222,19 +220,7 @@ std::string recipe_text(const QuantizeFlags& f, const pipeline::ModelQuantizeOpt
 }
 
 void print_method_events(const std::vector<pipeline::MethodEvent>& events) {
-  for (const auto& e : events) {
-    if (e.step == "awq") {
-      fmt::print(stderr, "  layer {} awq {}: alpha {:.2f}, output error {:.4g} (rtn) -> {:.4g}, {:.2f} s\n", e.layer,
-                 e.target, e.value, e.error_before, e.error_after, e.seconds);
-    } else if (e.step == "smoothquant") {
-      fmt::print(stderr, "  layer {} smoothquant {}: alpha {:.2f}\n", e.layer, e.target, e.value);
-    } else if (e.step == "gptq") {
-      fmt::print(stderr, "  gptq {}: damp {:.3g}, output error {:.4g}, {:.2f} s\n", e.target, e.value, e.error_after,
-                 e.seconds);
-    } else {
-      fmt::print(stderr, "  {} {}: {:.2f} s\n", e.step, e.target, e.seconds);
-    }
-  }
+  for (const auto& e : events) fmt::print(stderr, "  {}\n", quant::method_by_name(e.step).event_text(e));
 }
 
 // --target-bpw with --sensitivity-text: the map measured now over the candidates, with this run's
