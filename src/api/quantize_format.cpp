@@ -24,6 +24,7 @@
 #include "pipeline/bit_alloc.h"
 #include "pipeline/model_quantize.h"
 #include "pipeline/sensitivity_report.h"
+#include "quant/method.h"
 
 namespace calq::api {
 namespace {
@@ -43,15 +44,7 @@ quant::Recipe build_recipe(const QuantizeJob& job) {
     } catch (const nlohmann::json::exception&) {
       fail(ErrorKind::kInvalidArgument, "{} option '{}': '{}' is not a JSON value", o.method, o.key, o.value);
     }
-    bool found = false;
-    for (auto& step : r.steps) {
-      if (step.method == o.method) {
-        step.options[o.key] = std::move(value);
-        found = true;
-        break;
-      }
-    }
-    if (!found) {
+    if (!r.set_option(o.method, o.key, value)) {
       fail(ErrorKind::kInvalidArgument, "option '{}' applies to the {} step, which {} does not have", o.key, o.method,
            r.origin);
     }
@@ -98,19 +91,6 @@ std::string recipe_text(const QuantizeJob& job, const pipeline::ModelQuantizeOpt
   }
   r += fmt::format(";importance={}", job.use_importance ? "e[x^2]" : "off");
   return r;
-}
-
-std::string event_text(const pipeline::MethodEvent& e) {
-  if (e.step == "awq") {
-    return fmt::format("layer {} awq {}: alpha {:.2f}, output error {:.4g} (rtn) -> {:.4g}, {:.2f} s", e.layer,
-                       e.target, e.value, e.error_before, e.error_after, e.seconds);
-  }
-  if (e.step == "smoothquant") return fmt::format("layer {} smoothquant {}: alpha {:.2f}", e.layer, e.target, e.value);
-  if (e.step == "gptq") {
-    return fmt::format("gptq {}: damp {:.3g}, output error {:.4g}, {:.2f} s", e.target, e.value, e.error_after,
-                       e.seconds);
-  }
-  return fmt::format("{} {}: {:.2f} s", e.step, e.target, e.seconds);
 }
 
 // The sensitivity map measured now over the candidates, with this job's method, statistics and
@@ -259,7 +239,7 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   for (const auto& a : r.plan) out.n_quantized += a.format != nullptr ? 1 : 0;
   out.n_with_importance = r.n_with_importance;
   out.seconds_encode = r.seconds_quantize;
-  for (const auto& e : r.events) out.method_events.push_back(event_text(e));
+  for (const auto& e : r.events) out.method_events.push_back(quant::method_by_name(e.step).event_text(e));
   if (r.calibration) {
     out.calibration = fmt::format(
         "calibration {} samples x {} tokens: {:.2f} s in forward passes ({}), activations {:.1f} MiB",

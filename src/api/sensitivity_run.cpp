@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "pipeline/layer_methods.h"
 #include "pipeline/model_quantize.h"
+#include "quant/method.h"
 
 namespace calq::api {
 namespace {
@@ -25,10 +26,10 @@ pipeline::SensitivityMap measure_sensitivity_map(const SensitivityRequest& r, Th
   if (r.formats.empty()) fail(ErrorKind::kInvalidArgument, "sensitivity: no format given");
   for (const quant::MethodStep& s : r.recipe.steps) {
     // Transforms fold scales into norms and neighbours: one such tensor swapped alone into the FP
-    // model would not be the tensor the method meant.
-    if (s.method != "rtn" && s.method != "gptq") {
-      fail(ErrorKind::kInvalidArgument, "method {}: sensitivity swaps single tensors, so only rtn and gptq apply",
-           r.recipe.to_string());
+    // model would not be the tensor the method meant. Activation schemes change no weight.
+    if (s.stage() != quant::MethodStage::kWeightQuantizer) {
+      fail(ErrorKind::kInvalidArgument, "method {}: sensitivity swaps single tensors, so only weight quantizers "
+           "({}) apply", r.recipe.to_string(), quant::method_names(quant::MethodStage::kWeightQuantizer));
     }
   }
   const bool has_calib = r.calib != nullptr && !r.calib->text.empty();

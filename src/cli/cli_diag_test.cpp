@@ -114,7 +114,7 @@ TEST_F(CliDiag, BadInputsExitTwo) {
       {"sensitivity --model " + hf() + " --eval-text " + (dir_ / "missing.txt").string() + " --format int8-pc-sym",
        "missing.txt"},
       {"sensitivity" + common + " --format int8-pc-sym --granularity block", "granularity"},
-      {"sensitivity" + common + " --format int8-pc-sym --method awq", "rtn and gptq"},
+      {"sensitivity" + common + " --format int8-pc-sym --method awq", "only weight quantizers (rtn, gptq)"},
       {"sensitivity" + common + " --format int8-pc-sym --json " + (dir_ / "nodir/x.json").string(), "does not exist"},
       {"bisect" + common + " --quantized " + q + " --tolerance 0", "--tolerance"},
       {"bisect" + common + " --quantized " + q + " --tolerance -1", "--tolerance"},

@@ -99,7 +99,7 @@ TEST_F(CliMethods, BadMethodInput) {
       {"--format q4_k --method awq+smoothquant", "use one of them"},
       {"--format q4_k --method awq --act-order", "'act_order' applies to the gptq step"},
       {"--format nf4-dq --method gptq", "gptq cannot target format nf4-dq"},
-      {"--format q4_k --method rtn --act-quant int4", "--act-quant 'int4'"},
+      {"--format q4_k --method rtn --act-quant int4", "activation scheme 'int4'"},
   };
   for (const auto& c : cases) {
     const RunResult r = run_calq(quantize(out, c.extra));

@@ -11,7 +11,6 @@
 #include "formats/qtensor.h"
 #include "model/architecture.h"
 #include "model/block_topology.h"
-#include "model/rotate.h"
 
 namespace calq::pipeline {
 namespace {
@@ -32,14 +31,17 @@ std::vector<float> importance_of(const calib::CalibrationStats* stats, int64_t l
   return s->mean_sq();
 }
 
-// Every weight as dense float32 (rotation rewrites them all); tied embeddings stay one tensor.
-void make_dense(model::Model& m, ThreadPool& pool) {
-  const bool tied = m.output.same_storage(m.embedding);
-  m.embedding = m.embedding.to_dense(pool);
-  m.output = tied ? m.embedding : m.output.to_dense(pool);
-  for (auto& layer : m.layers) {
-    for (const model::TensorRole role : model::kLayerLinearRoles) layer.linear(role) = layer.linear(role).to_dense(pool);
-  }
+// The recipe the layers run: "rtn" when none is given, and the activation scheme given apart
+// from the chain (options.act) as its last step.
+quant::Recipe effective_recipe(const ModelQuantizeOptions& o) {
+  quant::Recipe recipe = o.recipe.steps.empty() ? quant::parse_method_chain("rtn") : o.recipe;
+  if (o.act == ActivationScheme::kNone) return recipe;
+  if (const quant::MethodStep* a = recipe.activation())
+    fail(ErrorKind::kInvalidArgument, "{} has the activation scheme {}; the activation scheme option gives {}: "
+         "give one", recipe.origin, a->name(), activation_scheme_name(o.act));
+  nlohmann::json options = nlohmann::json::object();
+  if (o.act == ActivationScheme::kLlmInt8) options["threshold"] = o.llm_int8_threshold;
+  return quant::with_step(recipe, activation_scheme_name(o.act), options);
 }
 
 }  // namespace
@@ -148,20 +150,16 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
                                    const calib::CalibrationStats* stats,
                                    const std::function<void(const QuantizeProgress&)>& on_tensor, ThreadPool& pool) {
   ModelQuantizeResult r;
-  const quant::Recipe recipe = o.recipe.steps.empty() ? quant::parse_method_chain("rtn") : o.recipe;
-  if (const quant::MethodStep* rot = recipe.find("rotate")) {
-    // The statistics must describe the rotated model, so they come from calibrating it.
+  const quant::Recipe recipe = effective_recipe(o);
+  for (const quant::MethodStep& step : recipe.steps) {
+    if (step.stage() != quant::MethodStage::kModelTransform) continue;
+    // The statistics must describe the transformed model, so they come from calibrating it.
     if (samples.empty())
-      fail(ErrorKind::kInvalidArgument, "{}: rotate needs calibration data (--calib): statistics from a file "
-           "describe the unrotated model", recipe.origin);
-    quant::check_step_keys(*rot, recipe, {"seed", "rotate_down"});
+      fail(ErrorKind::kInvalidArgument, "{}: {} needs calibration data (samples): statistics from a file "
+           "describe the model before the transform", recipe.origin, step.name());
     const auto t0 = std::chrono::steady_clock::now();
-    make_dense(m, pool);
-    model::rotate_model(m,
-                        {.seed = static_cast<uint64_t>(quant::step_number(*rot, recipe, "seed", 0)),
-                         .rotate_down = quant::step_bool(*rot, recipe, "rotate_down", false)},
-                        pool);
-    r.events.push_back({.layer = -1, .step = "rotate", .target = "model", .seconds = seconds_since(t0)});
+    step.method->transform_model(m, step.options, pool);
+    r.events.push_back({.layer = -1, .step = step.name(), .target = "model", .seconds = seconds_since(t0)});
   }
   r.plan = plan_model_quantization(m, o);
   std::map<std::pair<int64_t, int>, const TensorAssignment*> by_role;
@@ -181,7 +179,7 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
     if (with_importance) ++r.n_with_importance;
     if (on_tensor) on_tensor({.tensor = &a, .used_importance = with_importance, .seconds = s});
   };
-  LayerMethods methods(m.config, r.plan, recipe, o, o.act, o.llm_int8_threshold, pool);
+  LayerMethods methods(m.config, r.plan, recipe, o, pool);
   const LayerQuantizer layer_quantizer = [&](int64_t l, model::LayerWeights& weights,
                                              const calib::CalibrationStats& layer_stats) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -198,7 +196,7 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
   const calib::CalibrationStats* head_stats = stats;
   if (!samples.empty()) {
     SequentialOptions seq = sequential;
-    for (const calib::StatKind k : required_stats(recipe, o.act).kinds()) seq.stats = seq.stats.with(k);
+    for (const calib::StatKind k : required_stats(recipe).kinds()) seq.stats = seq.stats.with(k);
     r.calibration = run_layer_sequential(m, samples, seq, &layer_quantizer, pool);
     head_stats = &r.calibration->stats;
   } else {

@@ -66,6 +66,9 @@ struct ModelQuantizeOptions {
   bool use_importance = true;
   // Method steps (quant/recipe.h, applied per layer by layer_methods.h); empty: "rtn".
   quant::Recipe recipe;
+  // An activation scheme given apart from the chain: it joins the recipe as its last step (with
+  // llm_int8_threshold as llm-int8's threshold option). A recipe with its own activation step and
+  // act != kNone is an Error.
   ActivationScheme act = ActivationScheme::kNone;
   float llm_int8_threshold = 6.0f;
 };

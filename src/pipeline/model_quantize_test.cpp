@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "formats/format.h"
 #include "model/tiny_model_testutil.h"
@@ -114,6 +116,55 @@ TEST(ModelQuantize, StatsFromAFileMatchTheModel) {
   EXPECT_NE(msg.find("layer 1"), std::string::npos) << msg;
   const SequentialResult good = run_layer_sequential(m, samples, {}, nullptr, pool);
   EXPECT_NO_THROW(check_stats_match(good.stats, m, "stats.gguf"));
+}
+
+TEST(RequiredStats, UnionOfTheMethodsNeeds) {
+  using calib::StatKind;
+  const calib::StatSet base = calib::StatSet().with(StatKind::kAbsMax).with(StatKind::kMeanSq);
+  EXPECT_EQ(required_stats(quant::parse_method_chain("rtn")), base);
+  EXPECT_EQ(required_stats(quant::parse_method_chain("gptq")), base.with(StatKind::kHessian));
+  EXPECT_EQ(required_stats(quant::parse_method_chain("awq")),
+            base.with(StatKind::kMeanAbs).with(StatKind::kHessian));
+  EXPECT_EQ(required_stats(quant::parse_method_chain("rotate+smoothquant+int8-tensor")), base);
+}
+
+// An activation scheme in the method chain does what the same scheme given apart does.
+TEST(ModelQuantize, ActivationSchemeInTheChainEqualsTheOption) {
+  ThreadPool pool(2);
+  const auto run = [&](const quant::Recipe& recipe, ActivationScheme act) {
+    model::Model m = load_tiny_model(testing::temp_dir("mq_act"), {.layers = 1}, pool);
+    const auto samples = make_samples(2, 16, m.config.vocab_size);
+    ModelQuantizeOptions o{.format = &format_by_name("int8-pc-sym"), .recipe = recipe, .act = act,
+                           .llm_int8_threshold = 4.5f};
+    const ModelQuantizeResult r = quantize_model(m, o, samples, {}, nullptr, nullptr, pool);
+    EXPECT_EQ(r.events.size(), 3u);  // smoothquant on attn_in, mlp_in, mlp_down (o: heads share kv heads)
+    return m;
+  };
+  const model::Model a = run(quant::recipe_from_json(nlohmann::json::parse(
+                                 R"([{"method": "smoothquant"}, {"method": "llm-int8", "threshold": 4.5}])"),
+                                                     "test"),
+                             ActivationScheme::kNone);
+  const model::Model b = run(quant::parse_method_chain("smoothquant"), ActivationScheme::kLlmInt8);
+  for (const model::TensorRole role : model::kLayerLinearRoles) {
+    const model::LinearWeight& wa = a.layers[0].linear(role);
+    const model::LinearWeight& wb = b.layers[0].linear(role);
+    EXPECT_EQ(wa.act_quant(), wb.act_quant());
+    EXPECT_EQ(wa.act_quant().kind, model::ActivationQuant::Kind::kLlmInt8);
+    EXPECT_EQ(wa.act_quant().threshold, 4.5f);
+    ASSERT_EQ(wa.quantized().bytes.size(), wb.quantized().bytes.size());
+    EXPECT_TRUE(std::equal(wa.quantized().bytes.begin(), wa.quantized().bytes.end(), wb.quantized().bytes.begin()));
+  }
+  // Given twice, it is an error naming both.
+  model::Model m = load_tiny_model(testing::temp_dir("mq_act2"), {.layers = 1}, pool);
+  const ModelQuantizeOptions o{.format = &format_by_name("int8-pc-sym"),
+                               .recipe = quant::parse_method_chain("rtn+int8-token"),
+                               .act = ActivationScheme::kInt8PerTensor};
+  const std::string msg = error_of([&] { quantize_model(m, o, make_samples(1, 8, 61), {}, nullptr, nullptr, pool); });
+  EXPECT_NE(msg.find("int8-token"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("int8-tensor"), std::string::npos) << msg;
+  EXPECT_EQ(parse_activation_scheme("llm-int8"), ActivationScheme::kLlmInt8);
+  EXPECT_NE(error_of([] { parse_activation_scheme("int4"); }).find("activation scheme 'int4': expected none, int8-token"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -52,7 +52,7 @@ const GridCodec& codec_for(const Format& format, std::string_view tensor_name) {
   const GridCodec* codec = find_grid_codec(format);
   if (codec == nullptr) {
     fail(ErrorKind::kUnsupported,
-         "tensor '{}': GPTQ cannot quantize to {}: the format has no per-column rounding grid (use --method rtn "
+         "tensor '{}': GPTQ cannot quantize to {}: the format has no per-column rounding grid (use method rtn "
          "or an int<b>-pc/gN format or a GGUF block format)",
          tensor_name, format.name());
   }

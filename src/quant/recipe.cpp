@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cassert>
-#include <array>
 #include <fstream>
 
 #include "core/error.h"
@@ -10,52 +9,73 @@
 namespace calq::quant {
 namespace {
 
-// Known methods with their stage: transforms (0) come before the weight quantizer (1).
-struct MethodInfo {
-  std::string_view name;
-  int stage;
+// A step as written: a method name and its keys, before the registry checks them.
+struct RawStep {
+  std::string method;
+  nlohmann::json options;  // an object
 };
-constexpr std::array<MethodInfo, 5> kMethods{{
-    {"rotate", 0}, {"smoothquant", 0}, {"awq", 0}, {"rtn", 1}, {"gptq", 1}}};
 
-const MethodInfo* method_info(std::string_view name) {
-  for (const auto& m : kMethods)
-    if (m.name == name) return &m;
-  return nullptr;
-}
-
-std::string known_list() {
-  std::string s;
-  for (const auto& m : kMethods) s += (s.empty() ? "" : ", ") + std::string(m.name);
-  return s;
-}
-
-// Checks names, order and uniqueness; appends rtn when no weight quantizer is given.
-Recipe validated(Recipe r) {
-  if (r.steps.empty()) fail(ErrorKind::kInvalidArgument, "{}: no method steps", r.origin);
-  int last_stage = 0;
-  for (size_t i = 0; i < r.steps.size(); ++i) {
-    const auto& step = r.steps[i];
-    const MethodInfo* info = method_info(step.method);
-    if (info == nullptr)
-      fail(ErrorKind::kInvalidArgument, "{}: unknown method '{}' (known: {})", r.origin, step.method, known_list());
-    if (!step.options.is_object())
-      fail(ErrorKind::kInvalidArgument, "{}: options of step '{}' must be an object", r.origin, step.method);
-    for (size_t j = 0; j < i; ++j)
-      if (r.steps[j].method == step.method)
-        fail(ErrorKind::kInvalidArgument, "{}: method '{}' appears twice", r.origin, step.method);
-    if (info->stage < last_stage || (last_stage == 1))
-      fail(ErrorKind::kInvalidArgument,
-           "{}: '{}' comes after the weight quantizer; transforms (rotate, smoothquant, awq) go first and one "
-           "weight quantizer (rtn or gptq) last",
-           r.origin, step.method);
-    last_stage = info->stage;
+// Where a stage may stand in the chain: transforms (of both kinds) first, then the weight
+// quantizer, then the activation scheme.
+int rank(MethodStage stage) {
+  switch (stage) {
+    case MethodStage::kModelTransform:
+    case MethodStage::kScaleMigration: return 0;
+    case MethodStage::kWeightQuantizer: return 1;
+    case MethodStage::kActivation: return 2;
   }
-  if (r.has("smoothquant") && r.has("awq"))
-    fail(ErrorKind::kInvalidArgument, "{}: smoothquant and awq both rescale the same inputs; use one of them",
-         r.origin);
-  if (last_stage == 0) r.steps.push_back({"rtn", nlohmann::json::object()});
+  return 0;
+}
+
+std::string order_rule() {
+  std::string transforms = method_names(MethodStage::kModelTransform);
+  const std::string migrations = method_names(MethodStage::kScaleMigration);
+  if (!migrations.empty()) transforms += (transforms.empty() ? "" : ", ") + migrations;
+  return "transforms (" + transforms + ") go first, then one weight quantizer (" +
+         method_names(MethodStage::kWeightQuantizer) + "), then at most one activation scheme (" +
+         method_names(MethodStage::kActivation) + ")";
+}
+
+// Checks names, options, order and uniqueness; adds rtn when no weight quantizer is given.
+Recipe validated(const std::vector<RawStep>& raw, std::string origin) {
+  Recipe r;
+  r.origin = std::move(origin);
+  if (raw.empty()) fail(ErrorKind::kInvalidArgument, "{}: no method steps", r.origin);
+  for (const RawStep& s : raw) {
+    const Method* m = find_method(s.method);
+    if (m == nullptr)
+      fail(ErrorKind::kInvalidArgument, "{}: unknown method '{}' (known: {})", r.origin, s.method, method_names());
+    StepOptions options = m->parse_options(s.options, r.origin);
+    if (r.has(s.method)) fail(ErrorKind::kInvalidArgument, "{}: method '{}' appears twice", r.origin, s.method);
+    if (!r.steps.empty()) {
+      const MethodStep& prev = r.steps.back();
+      const int a = rank(prev.stage()), b = rank(m->stage());
+      if (b < a || (b == a && b > 0))
+        fail(ErrorKind::kInvalidArgument, "{}: '{}' comes after the {} '{}'; {}", r.origin, s.method,
+             stage_name(prev.stage()), prev.name(), order_rule());
+    }
+    r.steps.push_back({m, std::move(options)});
+  }
+  std::vector<std::string> migrations;
+  for (const auto& s : r.steps)
+    if (s.stage() == MethodStage::kScaleMigration) migrations.push_back(s.name());
+  if (migrations.size() > 1)
+    fail(ErrorKind::kInvalidArgument, "{}: {} and {} both rescale the same inputs; use one of them", r.origin,
+         migrations[0], migrations[1]);
+  const bool has_quantizer = std::any_of(r.steps.begin(), r.steps.end(),
+                                         [](const MethodStep& s) { return s.stage() == MethodStage::kWeightQuantizer; });
+  if (!has_quantizer) {
+    const Method& rtn = method_by_name("rtn");
+    const auto at = r.activation() != nullptr ? r.steps.end() - 1 : r.steps.end();
+    r.steps.insert(at, MethodStep{&rtn, rtn.parse_options(nlohmann::json::object(), r.origin)});
+  }
   return r;
+}
+
+std::vector<RawStep> raw_steps(const Recipe& r) {
+  std::vector<RawStep> raw;
+  for (const auto& s : r.steps) raw.push_back({s.name(), s.method->options_json(s.options)});
+  return raw;
 }
 
 }  // namespace
@@ -64,43 +84,62 @@ bool Recipe::has(std::string_view method) const { return find(method) != nullptr
 
 const MethodStep* Recipe::find(std::string_view method) const {
   for (const auto& s : steps)
-    if (s.method == method) return &s;
+    if (s.name() == method) return &s;
   return nullptr;
 }
 
 const MethodStep& Recipe::weight_quantizer() const {
-  assert(!steps.empty());
+  for (const auto& s : steps)
+    if (s.stage() == MethodStage::kWeightQuantizer) return s;
+  assert(false && "a validated recipe has a weight quantizer");
   return steps.back();
+}
+
+const MethodStep* Recipe::activation() const {
+  for (const auto& s : steps)
+    if (s.stage() == MethodStage::kActivation) return &s;
+  return nullptr;
 }
 
 std::string Recipe::to_string() const {
   std::string s;
-  for (const auto& step : steps) s += (s.empty() ? "" : "+") + step.method;
+  for (const auto& step : steps) s += (s.empty() ? "" : "+") + step.name();
   return s;
 }
 
 nlohmann::json Recipe::to_json() const {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& step : steps) {
-    nlohmann::json j = step.options;
-    j["method"] = step.method;
+    nlohmann::json j = step.method->options_json(step.options);
+    j["method"] = step.name();
     list.push_back(std::move(j));
   }
   return {{"steps", list}};
 }
 
+bool Recipe::set_option(std::string_view method, std::string_view key, const nlohmann::json& value) {
+  for (auto& step : steps) {
+    if (step.name() != method) continue;
+    nlohmann::json j = step.method->options_json(step.options);
+    j[std::string(key)] = value;
+    step.options = step.method->parse_options(j, origin);
+    return true;
+  }
+  return false;
+}
+
 Recipe parse_method_chain(std::string_view text) {
-  Recipe r;
-  r.origin = "method chain " + std::string(text);
+  const std::string origin = "method chain '" + std::string(text) + "'";
+  std::vector<RawStep> raw;
   size_t pos = 0;
   while (pos <= text.size()) {
     const size_t plus = std::min(text.find('+', pos), text.size());
     const std::string_view name = text.substr(pos, plus - pos);
-    if (name.empty()) fail(ErrorKind::kInvalidArgument, "{}: empty method name", r.origin);
-    r.steps.push_back({std::string(name), nlohmann::json::object()});
+    if (name.empty()) fail(ErrorKind::kInvalidArgument, "{}: empty method name", origin);
+    raw.push_back({std::string(name), nlohmann::json::object()});
     pos = plus + 1;
   }
-  return validated(std::move(r));
+  return validated(raw, origin);
 }
 
 Recipe recipe_from_json(const nlohmann::json& json, const std::string& origin) {
@@ -112,17 +151,16 @@ Recipe recipe_from_json(const nlohmann::json& json, const std::string& origin) {
   }
   if (!list->is_array())
     fail(ErrorKind::kInvalidArgument, "{}: \"steps\" must be a list of {{\"method\": ...}} objects", origin);
-  Recipe r;
-  r.origin = origin;
+  std::vector<RawStep> raw;
   for (const auto& item : *list) {
     if (!item.is_object() || !item.contains("method") || !item["method"].is_string())
       fail(ErrorKind::kInvalidArgument, "{}: every step must be an object with a string \"method\"", origin);
-    MethodStep step{item["method"].get<std::string>(), nlohmann::json::object()};
+    RawStep step{item["method"].get<std::string>(), nlohmann::json::object()};
     for (const auto& [key, value] : item.items())
       if (key != "method") step.options[key] = value;
-    r.steps.push_back(std::move(step));
+    raw.push_back(std::move(step));
   }
-  return validated(std::move(r));
+  return validated(raw, origin);
 }
 
 Recipe read_recipe_file(const std::filesystem::path& path) {
@@ -137,34 +175,10 @@ Recipe read_recipe_file(const std::filesystem::path& path) {
   return recipe_from_json(json, path.string());
 }
 
-double step_number(const MethodStep& step, const Recipe& recipe, const char* key, double fallback) {
-  if (!step.options.contains(key)) return fallback;
-  const auto& v = step.options[key];
-  if (!v.is_number())
-    fail(ErrorKind::kInvalidArgument, "{}: option '{}' of step '{}' must be a number", recipe.origin, key,
-         step.method);
-  return v.get<double>();
-}
-
-bool step_bool(const MethodStep& step, const Recipe& recipe, const char* key, bool fallback) {
-  if (!step.options.contains(key)) return fallback;
-  const auto& v = step.options[key];
-  if (!v.is_boolean())
-    fail(ErrorKind::kInvalidArgument, "{}: option '{}' of step '{}' must be true or false", recipe.origin, key,
-         step.method);
-  return v.get<bool>();
-}
-
-void check_step_keys(const MethodStep& step, const Recipe& recipe, std::initializer_list<const char*> known) {
-  for (const auto& [key, value] : step.options.items()) {
-    const bool ok = std::any_of(known.begin(), known.end(), [&](const char* k) { return key == k; });
-    if (!ok) {
-      std::string list;
-      for (const char* k : known) list += (list.empty() ? "" : ", ") + std::string(k);
-      fail(ErrorKind::kInvalidArgument, "{}: step '{}' has no option '{}' (options: {})", recipe.origin,
-           step.method, key, list.empty() ? "none" : list);
-    }
-  }
+Recipe with_step(const Recipe& recipe, std::string_view method, const nlohmann::json& options) {
+  std::vector<RawStep> raw = raw_steps(recipe);
+  raw.push_back({std::string(method), options});
+  return validated(raw, recipe.origin);
 }
 
 }  // namespace calq::quant

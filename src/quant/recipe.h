@@ -1,16 +1,21 @@
-// Recipe — the ordered list of method steps `calq quantize` applies: from `--method awq+gptq` or a
-// recipe file (JSON).
+// Recipe — the ordered list of method steps `calq quantize` applies: from a method chain
+// ("awq+gptq") or a recipe file (JSON). Every step names a registered method (quant/method.h) and
+// carries its parsed, typed options.
 //
 // Steps, in the order they must come (a recipe out of this order is an Error):
-//  1. transforms of the float model: "rotate" (Hadamard rotation of the residual stream),
-//     "smoothquant" (activation→weight scale migration), "awq" (activation-aware scales + clipping);
-//  2. exactly one weight quantizer, last: "rtn" (round to nearest) or "gptq" (error compensation).
-// A chain without a weight quantizer gets "rtn" appended. Each step name appears at most once;
-// "smoothquant" and "awq" both rescale the same inputs and are not combined.
+//  1. transforms: model transforms ("rotate") and scale migration ("smoothquant", "awq"), in any
+//     order among themselves (model transforms run first regardless, on the whole model);
+//  2. exactly one weight quantizer: "rtn" (round to nearest) or "gptq" (error compensation);
+//  3. at most one activation scheme: "int8-token", "int8-tensor", "llm-int8".
+// A chain without a weight quantizer gets "rtn" (before the activation scheme, if any). Each
+// method appears at most once; two scale migrations (smoothquant and awq) rescale the same inputs
+// and are not combined.
 //
 // Recipe file: {"steps": [{"method": "awq", "grid": 20}, {"method": "gptq", "act_order": true}]}
-// (or the bare list). Keys other than "method" are the step's options; each step checks its own
-// keys (unknown keys are an Error naming the step and the file).
+// (or the bare list). Keys other than "method" are the step's options, checked by its method:
+// an unknown key, a value of the wrong type or out of range is an Error naming the origin, the
+// method and the key. to_json() writes the keys the recipe gave, so JSON -> Recipe -> JSON
+// round-trips.
 #pragma once
 
 #include <filesystem>
@@ -20,32 +25,38 @@
 
 #include <nlohmann/json.hpp>
 
+#include "quant/method.h"
+
 namespace calq::quant {
 
 struct MethodStep {
-  std::string method;       // "rotate", "smoothquant", "awq", "rtn", "gptq"
-  nlohmann::json options;   // an object (empty when none)
+  const Method* method = nullptr;  // a registered method
+  StepOptions options;             // parsed by method->parse_options
+  const std::string& name() const { return method->name(); }
+  MethodStage stage() const { return method->stage(); }
 };
 
 struct Recipe {
   std::vector<MethodStep> steps;
-  std::string origin;  // "--method awq+gptq" or the file path, for messages
+  std::string origin;  // "method chain 'awq+gptq'" or the file path, for messages
   bool has(std::string_view method) const;
   const MethodStep* find(std::string_view method) const;
-  const MethodStep& weight_quantizer() const;  // the last step (rtn or gptq)
+  const MethodStep& weight_quantizer() const;  // the one weight-quantizer step
+  const MethodStep* activation() const;        // the activation scheme step; nullptr when none
   std::string to_string() const;               // "awq+gptq"
   nlohmann::json to_json() const;              // the file form
+
+  // Sets option `key` of the step of `method` (checked by the method, like a recipe file's key;
+  // Errors name the origin, the method and the key). False, and nothing changed, when the recipe
+  // has no such step.
+  bool set_option(std::string_view method, std::string_view key, const nlohmann::json& value);
 };
 
 // "awq+gptq" (names separated by '+', no options). Errors list the known methods.
 Recipe parse_method_chain(std::string_view text);
 Recipe read_recipe_file(const std::filesystem::path& path);
 Recipe recipe_from_json(const nlohmann::json& json, const std::string& origin);
-
-// Reads an option of a step with a default, checking its JSON type (Error naming step and origin).
-double step_number(const MethodStep& step, const Recipe& recipe, const char* key, double fallback);
-bool step_bool(const MethodStep& step, const Recipe& recipe, const char* key, bool fallback);
-// Error when the step has a key outside `known`.
-void check_step_keys(const MethodStep& step, const Recipe& recipe, std::initializer_list<const char*> known);
+// `recipe` with one more step (`options` a JSON object of its keys), validated as a whole.
+Recipe with_step(const Recipe& recipe, std::string_view method, const nlohmann::json& options);
 
 }  // namespace calq::quant

@@ -1,0 +1,143 @@
+// The non-template parts of method.h / method_base.h: option checking, the statistics a layer's
+// steps share, and the default hooks.
+#include "quant/method.h"
+
+#include <fmt/format.h>
+
+#include <cassert>
+#include <cmath>
+
+#include "core/error.h"
+#include "quant/method_base.h"
+
+namespace calq::quant {
+
+std::string_view stage_name(MethodStage stage) {
+  switch (stage) {
+    case MethodStage::kModelTransform: return "model transform";
+    case MethodStage::kScaleMigration: return "scale migration";
+    case MethodStage::kWeightQuantizer: return "weight quantizer";
+    case MethodStage::kActivation: return "activation scheme";
+  }
+  return "?";
+}
+
+std::string OptionSpec::expected() const {
+  if (type == OptionType::kBool) return "true or false";
+  std::string s = type == OptionType::kInteger ? "an integer" : "a number";
+  // Integer keys bounded only by their type (seeds) read as unbounded.
+  const bool has_min = std::isfinite(min) && min > -9e18;
+  const bool has_max = std::isfinite(max) && max < 9e18;
+  if (has_min && has_max) return s + fmt::format(" in {}{}, {}]", min_exclusive ? "(" : "[", min, max);
+  if (has_min) return s + fmt::format(" {} {}", min_exclusive ? ">" : ">=", min);
+  if (has_max) return s + fmt::format(" <= {}", max);
+  return s;
+}
+
+void StepOptions::check_type([[maybe_unused]] const std::type_info& type) const {
+  assert(type_ != nullptr && *type_ == type && "StepOptions read as another method's options");
+}
+
+InputStats::InputStats(const calib::SiteStats* s) {
+  if (s == nullptr) return;
+  rows = s->rows();
+  cols = s->cols();
+  const calib::StatSet k = s->kinds();
+  if (k.contains(calib::StatKind::kAbsMax)) absmax.assign(s->absmax().begin(), s->absmax().end());
+  if (k.contains(calib::StatKind::kMeanAbs)) mean_abs = s->mean_abs();
+  if (k.contains(calib::StatKind::kMeanSq)) mean_sq = s->mean_sq();
+  if (k.contains(calib::StatKind::kHessian)) hessian.assign(s->hessian().begin(), s->hessian().end());
+}
+
+void InputStats::divide_inputs(std::span<const float> s) {
+  assert(static_cast<int64_t>(s.size()) == cols);
+  for (int64_t j = 0; j < cols; ++j) {
+    if (!absmax.empty()) absmax[j] /= s[j];
+    if (!mean_abs.empty()) mean_abs[j] /= s[j];
+    if (!mean_sq.empty()) mean_sq[j] /= s[j] * s[j];
+  }
+  if (!hessian.empty()) {
+    for (int64_t i = 0; i < cols; ++i)
+      for (int64_t j = 0; j < cols; ++j)
+        hessian[i * cols + j] /= static_cast<double>(s[i]) * static_cast<double>(s[j]);
+  }
+}
+
+std::string Method::event_text(const MethodEvent& e) const {
+  return fmt::format("{} {}: {:.2f} s", e.step, e.target, e.seconds);
+}
+
+namespace {
+
+[[noreturn]] void no_hook(const Method& m, std::string_view hook) {
+  assert(false && "a method's hook called outside its stage");
+  fail(ErrorKind::kUnsupported, "method {} ({}) has no {} hook", m.name(), stage_name(m.stage()), hook);
+}
+
+}  // namespace
+
+void Method::transform_model(model::Model&, const StepOptions&, ThreadPool&) const { no_hook(*this, "model"); }
+Migration Method::migrate(const MigrationGroup&, const StepOptions&, ThreadPool&) const {
+  no_hook(*this, "migration");
+}
+QuantizedWeight Method::quantize(const WeightTarget&, const StepOptions&, ThreadPool&) const {
+  no_hook(*this, "weight");
+}
+model::ActivationQuant Method::activation(const ActivationSite&, const StepOptions&) const {
+  no_hook(*this, "activation");
+}
+
+namespace detail {
+
+void check_options_object(const Method& method, const nlohmann::json& object, std::string_view origin) {
+  if (!object.is_object())
+    fail(ErrorKind::kInvalidArgument, "{}: options of step '{}' must be an object", origin, method.name());
+}
+
+size_t option_index(const Method& method, std::string_view key, std::string_view origin) {
+  const auto specs = method.options();
+  std::string known;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].key == key) return i;
+    known += (known.empty() ? "" : ", ") + specs[i].key;
+  }
+  fail(ErrorKind::kInvalidArgument, "{}: method {} has no option '{}' ({})", origin, method.name(), key,
+       known.empty() ? "it has no options" : "options: " + known);
+}
+
+nlohmann::json checked_option_value(const Method& method, const OptionSpec& spec, const nlohmann::json& value,
+                                    std::string_view origin) {
+  const auto bad = [&]() {
+    fail(ErrorKind::kInvalidArgument, "{}: method {} option '{}' must be {}, got {}", origin, method.name(), spec.key,
+         spec.expected(), value.dump());
+  };
+  switch (spec.type) {
+    case OptionType::kBool:
+      if (!value.is_boolean()) bad();
+      return value;
+    case OptionType::kNumber: {
+      if (!value.is_number()) bad();
+      const double v = value.get<double>();
+      if (!std::isfinite(v) || v < spec.min || v > spec.max || (spec.min_exclusive && v == spec.min)) bad();
+      return v;
+    }
+    case OptionType::kInteger: {
+      if (!value.is_number()) bad();
+      nlohmann::json j = value;
+      if (value.is_number_float()) {  // 20.0 for 20; 20.5 is not an integer
+        const double v = value.get<double>();
+        if (!std::isfinite(v) || v != std::floor(v) || v < -0x1p63 || v >= 0x1p64) bad();
+        j = v < 0 ? nlohmann::json(static_cast<int64_t>(v)) : nlohmann::json(static_cast<uint64_t>(v));
+      }
+      // long double holds every int64 and uint64 exactly.
+      const long double v = j.is_number_unsigned() ? static_cast<long double>(j.get<uint64_t>())
+                                                   : static_cast<long double>(j.get<int64_t>());
+      if (v < spec.min || v > spec.max || (spec.min_exclusive && v == spec.min)) bad();
+      return j;
+    }
+  }
+  return value;
+}
+
+}  // namespace detail
+}  // namespace calq::quant

@@ -1,0 +1,218 @@
+// Method — one quantization method a recipe step can name (rotate, smoothquant, awq, rtn, gptq,
+// the activation schemes), and the registry of all of them. The shape follows formats/format.h:
+// each method is one file in quant/ (method_<name>.cpp) defining `MethodList make_<name>_methods()`,
+// and one line in method_registry.cpp registers it.
+//
+// A method declares (MethodTraits):
+//  * its stage, which says when the pipeline calls it and which hook it implements:
+//      kModelTransform  — rewrites the whole float model before calibration (rotate);
+//                         hook transform_model();
+//      kScaleMigration  — per input group of a layer: scales folded into the group's producer so
+//                         the float layer computes the same function (smoothquant, awq); hook migrate();
+//      kWeightQuantizer — per linear weight: float to its format (rtn, gptq); hook quantize();
+//      kActivation      — per linear input: the activation quantization spec (int8-token,
+//                         int8-tensor, llm-int8); hook activation().
+//  * its recipe keys (OptionSpec: type, range, default), parsed into its typed option struct
+//    (StepOptions holds it); an unknown key, a value of the wrong type or out of range is a
+//    kInvalidArgument Error naming the recipe origin, the method and the key;
+//  * the calibration statistics it reads (calib::StatSet);
+//  * a one-line summary, and how one of its MethodEvents reads as a progress line (event_text);
+//  * its identity options: the options under which a recipe of this step alone writes the weight
+//    bytes the chain "rtn" writes (e.g. awq with grid 1 and clip off), or none when it has no such
+//    setting (gptq, rotate). The contract test (method_contract_test.cpp) checks them.
+//
+// Contract of the hooks (every registered method; the contract test loops over the registry):
+// deterministic — the same inputs and options give the same bytes for any pool size; statistics a
+// hook needs but did not get are a kInvalidArgument Error naming the layer and group or tensor.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "calib/collectors.h"
+#include "core/tensor.h"
+#include "core/thread_pool.h"
+#include "formats/format.h"
+#include "formats/qtensor.h"
+#include "model/linear_weight.h"
+#include "model/model.h"
+
+namespace calq::quant {
+
+enum class MethodStage : uint8_t { kModelTransform, kScaleMigration, kWeightQuantizer, kActivation };
+// "model transform", "scale migration", "weight quantizer", "activation scheme".
+std::string_view stage_name(MethodStage stage);
+
+// ---- Options ----
+
+enum class OptionType : uint8_t { kBool, kInteger, kNumber };
+
+// One recipe key of a method.
+struct OptionSpec {
+  std::string key;
+  OptionType type = OptionType::kNumber;
+  // Inclusive range of kInteger / kNumber values (min exclusive when min_exclusive).
+  double min = -std::numeric_limits<double>::infinity();
+  double max = std::numeric_limits<double>::infinity();
+  bool min_exclusive = false;
+  nlohmann::json default_value;  // the typed option struct's default
+  std::string doc;               // one line
+  // "true or false", "a number in [0, 1]", "an integer in [1, 1000]", "a number > 0".
+  std::string expected() const;
+};
+
+// A step's parsed options: the method's typed option struct, and which keys the recipe gave
+// (to_json writes those back, so that a recipe round-trips as it was written).
+class StepOptions {
+ public:
+  StepOptions() = default;
+  template <class O>
+  StepOptions(O value, uint64_t given)
+      : value_(std::make_shared<const O>(std::move(value))), type_(&typeid(O)), given_(given) {}
+
+  // The typed struct (O must be the method's option type: asserted).
+  template <class O>
+  const O& get() const {
+    check_type(typeid(O));
+    return *static_cast<const O*>(value_.get());
+  }
+  bool empty() const { return given_ == 0; }  // no key given: every option at its default
+  bool given(size_t index) const { return ((given_ >> index) & 1u) != 0; }
+
+ private:
+  void check_type(const std::type_info& type) const;
+
+  std::shared_ptr<const void> value_;
+  const std::type_info* type_ = nullptr;
+  uint64_t given_ = 0;
+};
+
+// ---- What the hooks see and return ----
+
+// One line per (layer, step, group or tensor) for the report and the JSON.
+struct MethodEvent {
+  int64_t layer = 0;   // −1: the whole model (model transforms)
+  std::string step;    // the method's name
+  std::string target;  // group ("attn_in"), tensor name, or "model"
+  double value = 0;    // awq: α; smoothquant: α; gptq: dampening used (× mean diagonal)
+  double error_before = 0, error_after = 0;  // output error Σ δᵀHδ where measured (awq: rtn → awq)
+  double seconds = 0;
+};
+
+// What a hook reports for its event (the caller adds layer, step, target and the time).
+struct EventValues {
+  double value = 0, error_before = 0, error_after = 0;
+};
+
+// The statistics of one input site as the steps of a layer see them: divide_inputs() turns them
+// into the statistics of x / s after a scale fold, so later steps see the inputs the layer will get.
+struct InputStats {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  std::vector<float> absmax, mean_abs, mean_sq;  // empty when not collected
+  std::vector<double> hessian;                   // [cols × cols]; empty when not collected
+
+  InputStats() = default;
+  explicit InputStats(const calib::SiteStats* site);  // nullptr: no statistics
+  void divide_inputs(std::span<const float> s);
+};
+
+// One input group of one layer (kScaleMigration).
+struct MigrationGroup {
+  int64_t layer = 0;
+  std::string_view group;                     // "attn_in"
+  std::span<const Tensor* const> consumers;   // dense float32 [out_k, in]
+  const Format* format = nullptr;             // the first consumer's format
+  std::string_view tensor_name;               // the first consumer's name, for messages
+  const InputStats* stats = nullptr;          // of the group's input
+  const float* importance = nullptr;          // per input column, or nullptr (no importance)
+  const RangeChooser* range = nullptr;        // the weight range observer, or nullptr
+};
+
+struct Migration {
+  std::vector<float> scales;      // folded into the producer; the consumers are multiplied by them
+  std::vector<Tensor> weights;    // when not empty: the consumers' new weights (one per consumer)
+  std::vector<float> importance;  // when not empty: the input's importance from now on
+  EventValues event;
+};
+
+// One linear weight of one layer (kWeightQuantizer).
+struct WeightTarget {
+  int64_t layer = 0;
+  std::string_view group;             // the input site ("attn_in")
+  const Format* format = nullptr;
+  std::string_view name;              // tensor name, for messages
+  int64_t rows = 0, cols = 0;
+  const float* weights = nullptr;     // dense float32 [rows, cols]
+  const InputStats* stats = nullptr;  // of the weight's input
+  const float* importance = nullptr;  // per input column, or nullptr
+  const RangeChooser* range = nullptr;
+};
+
+struct QuantizedWeight {
+  QuantizedTensor tensor;
+  std::optional<EventValues> event;  // recorded when set
+};
+
+// One linear input of one layer (kActivation).
+struct ActivationSite {
+  int64_t layer = 0;
+  std::string_view group;             // the input site ("attn_in")
+  const InputStats* stats = nullptr;  // of that input (after any scale fold)
+};
+
+// ---- Methods ----
+
+struct MethodTraits {
+  std::string name;  // registry key, lower case: "gptq", "int8-tensor"
+  MethodStage stage = MethodStage::kWeightQuantizer;
+  std::string summary;    // one line for --help / docs
+  calib::StatSet needs;   // statistics its hook reads
+  // Options under which the step alone writes rtn's weight bytes; nullopt: no such setting.
+  std::optional<nlohmann::json> identity;
+};
+
+class Method {
+ public:
+  virtual ~Method() = default;
+  virtual const MethodTraits& traits() const = 0;
+  const std::string& name() const { return traits().name; }
+  MethodStage stage() const { return traits().stage; }
+
+  virtual std::span<const OptionSpec> options() const = 0;
+  // Parses a step's keys (a JSON object without "method"); Errors name `origin`, the method and the key.
+  virtual StepOptions parse_options(const nlohmann::json& object, std::string_view origin) const = 0;
+  // The keys the recipe gave (with_defaults: every key), as a JSON object.
+  virtual nlohmann::json options_json(const StepOptions& options, bool with_defaults = false) const = 0;
+  // The progress line of one of this method's events (no indentation, no newline).
+  virtual std::string event_text(const MethodEvent& event) const;
+
+  // Stage hooks: a method implements the one of its stage (the others assert).
+  virtual void transform_model(model::Model& model, const StepOptions& options, ThreadPool& pool) const;
+  virtual Migration migrate(const MigrationGroup& group, const StepOptions& options, ThreadPool& pool) const;
+  virtual QuantizedWeight quantize(const WeightTarget& target, const StepOptions& options, ThreadPool& pool) const;
+  virtual model::ActivationQuant activation(const ActivationSite& site, const StepOptions& options) const;
+};
+
+// ---- Registry ----
+// All methods, in registration order (method_registry.cpp). Names are unique.
+const std::vector<const Method*>& all_methods();
+const Method* find_method(std::string_view name);  // nullptr when unknown
+// Throws Error(kInvalidArgument) listing the known names when unknown.
+const Method& method_by_name(std::string_view name);
+// "rtn, gptq": the registered names of one stage, in registration order.
+std::string method_names(MethodStage stage);
+std::string method_names();  // all of them
+
+using MethodList = std::vector<std::unique_ptr<Method>>;
+
+}  // namespace calq::quant
