@@ -9,6 +9,7 @@
 #include "calq/model.h"
 #include "calq/progress.h"
 #include "calq/quantize.h"
+#include "calq/sensitivity.h"
 
 namespace calq {
 // The library's version, "0.1.0".

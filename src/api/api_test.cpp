@@ -129,6 +129,30 @@ TEST_F(Api, EvaluateComparesWithTheReference) {
   EXPECT_GT(e.ppl_ref, 1.0);
 }
 
+TEST_F(Api, SensitivityMapDrivesATargetAllocation) {
+  const std::string map = (dir_ / "map.json").string();
+  const SensitivityReport s = sensitivity({.model = (dir_ / "hf").string(), .eval_text = text_.string(),
+                                           .formats = {"int3-pc-asym", "int8-pc-sym"}, .ctx = 16, .max_windows = 2,
+                                           .json_out = map, .threads = 1});
+  ASSERT_FALSE(s.entries.empty());
+  ASSERT_EQ(s.written, std::vector<std::string>{map});
+  double k3 = 0, k8 = 0;
+  for (const auto& e : s.entries) {
+    ASSERT_EQ(e.kld.size(), 2u);
+    k3 += e.kld[0];
+    k8 += e.kld[1];
+  }
+  EXPECT_GT(k3, k8) << "3-bit weights cost more KLD than 8-bit ones";
+  QuantizeJob j = job("target.gguf");
+  j.format.clear();
+  j.target = {.bits_per_weight = 6.0, .candidates = {"int3-pc-asym", "int8-pc-sym"}, .sensitivity = map};
+  const QuantizeReport r = quantize(j);
+  EXPECT_EQ(r.form, "target");
+  EXPECT_LE(r.bits_per_weight, 6.0);
+  EXPECT_NE(r.allocation.find("int8-pc-sym"), std::string::npos) << r.allocation;
+  EXPECT_NE(r.allocation.find("int3-pc-asym"), std::string::npos) << r.allocation;
+}
+
 TEST_F(Api, OpenAndTokenize) {
   const Model m = Model::open((dir_ / "hf").string());
   EXPECT_EQ(m.info().format, "hf");

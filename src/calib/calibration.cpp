@@ -7,15 +7,15 @@
 namespace calq::calib {
 
 std::vector<int64_t> calibration_windows(int64_t n_tokens, int64_t ctx, int64_t samples) {
-  if (ctx < 2) fail(ErrorKind::kInvalidArgument, "--ctx must be at least 2, got {}", ctx);
-  if (samples < 1) fail(ErrorKind::kInvalidArgument, "--samples must be at least 1, got {}", samples);
+  if (ctx < 2) fail(ErrorKind::kInvalidArgument, "ctx must be at least 2, got {}", ctx);
+  if (samples < 1) fail(ErrorKind::kInvalidArgument, "samples must be at least 1, got {}", samples);
   const int64_t available = n_tokens / ctx;
   if (available == 0) {
-    fail(ErrorKind::kInvalidArgument, "the text has {} tokens, fewer than one window of --ctx {}", n_tokens, ctx);
+    fail(ErrorKind::kInvalidArgument, "the text has {} tokens, fewer than one window of ctx {}", n_tokens, ctx);
   }
   if (samples > available) {
     fail(ErrorKind::kInvalidArgument,
-         "the text has {} tokens, only {} windows of --ctx {}; --samples {} asks for more", n_tokens, available,
+         "the text has {} tokens, only {} windows of ctx {}; samples {} asks for more", n_tokens, available,
          ctx, samples);
   }
   std::vector<int64_t> starts;

@@ -155,7 +155,7 @@ TEST_F(CliTargetBpw, BadInputExits2WithoutOutput) {
   };
   const std::string cands = " --candidates q4_k,q6_k,q8_0";
   expect_error("--target-bpw 3" + cands + " --sensitivity " + map_,
-               "--target-bpw 3: infeasible; the smallest candidates give 4.5");
+               "target 3 bits per weight: infeasible; the smallest candidates give 4.5");
   expect_error("--target-bpw 5" + cands, "--target-bpw needs one of --sensitivity FILE");
   expect_error("--target-bpw 5" + cands + " --sensitivity " + map_ + " --sensitivity-text " + map_,
                "--target-bpw needs one of --sensitivity FILE");

@@ -1,22 +1,15 @@
-// `calq sensitivity`: the KLD cost of quantizing each tensor (or layer) alone to one or more
-// formats, everything else in full precision (pipeline/sensitivity.h). Each format quantizes the
-// whole model once through the pipeline (rtn or gptq, with --calib/--stats statistics collected
-// on the float model), then every tensor is swapped alone into the FP model and evaluated.
-// Outputs: a ranked table (stdout), --json (the map `--target-bpw` reads), --svg heat-maps.
+// `calq sensitivity`: flags over calq::sensitivity (calq/sensitivity.h) and printing: the KLD cost
+// of quantizing each tensor (or layer) alone to one or more formats, everything else in full
+// precision. Outputs: a ranked table (stdout), --json (the map `--target-bpw` reads), --svg heat-maps.
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <memory>
 
+#include "calq/sensitivity.h"
 #include "cli/calib_flags.h"
 #include "cli/commands.h"
-#include "cli/diag_util.h"
-#include "api/sensitivity_run.h"
 #include "cli/progress.h"
 #include "core/error.h"
-#include "core/thread_pool.h"
-#include "pipeline/sensitivity.h"
-#include "pipeline/sensitivity_report.h"
 
 namespace calq::cli {
 namespace {
@@ -42,42 +35,16 @@ struct SensitivityFlags {
 
 void run_sensitivity(const SensitivityFlags& f) {
   if (f.formats.empty()) fail(ErrorKind::kInvalidArgument, "calq sensitivity needs --format F[,F2,...]");
-  std::vector<const Format*> formats;
-  for (const std::string& name : f.formats) {
-    const Format* format = &format_by_name(name);
-    if (std::find(formats.begin(), formats.end(), format) != formats.end()) {
-      fail(ErrorKind::kInvalidArgument, "--format lists {} twice", name);
-    }
-    formats.push_back(format);
-  }
-  const quant::Recipe recipe = quant::parse_method_chain(f.method);
-  check_output_folder(f.json_out);
-  check_output_folder(f.svg_out);
-  ThreadPool pool(f.threads);
-  const ProgressFn progress = progress_printer("calq sensitivity", f.quiet, f.ctx);
-  api::Reporter report(progress);
-  const pipeline::SensitivityMap map = api::measure_sensitivity_map(
-      {.model = f.model, .eval_text = f.eval_text, .formats = formats, .recipe = recipe, .observer = f.observer,
-       .calib = &f.calib, .stats = f.stats, .use_importance = !f.no_importance, .include_head = !f.no_head,
-       .granularity = pipeline::granularity_by_name(f.granularity), .ctx = f.ctx, .max_windows = f.max_windows},
-      pool, report);
-
-  fmt::print("{}", pipeline::sensitivity_table(map));
-  fmt::print("{} entries x {} formats: {} evaluations of {} windows x {} tokens, {:.1f} s\n", map.entries.size(),
-             map.formats.size(), map.evaluations, map.windows, map.ctx, map.seconds);
-  const pipeline::SensitivityMeta meta{.model = f.model, .eval_text = f.eval_text, .method = recipe.to_string()};
-  if (!f.json_out.empty()) {
-    write_text_atomic(f.json_out, pipeline::sensitivity_json(map, meta).dump(2) + "\n");
-    fmt::print("wrote {}\n", f.json_out);
-  }
-  if (!f.svg_out.empty()) {
-    for (size_t i = 0; i < map.formats.size(); ++i) {
-      const std::string path = per_format_path(f.svg_out, map.formats[i], map.formats.size() > 1);
-      write_text_atomic(path, pipeline::sensitivity_svg(map, i, fmt::format("calq sensitivity: {} ({})",
-                                                                             map.formats[i], f.model)));
-      fmt::print("wrote {}\n", path);
-    }
-  }
+  const SensitivityReport r = sensitivity(
+      {.model = f.model, .eval_text = f.eval_text, .formats = f.formats, .granularity = f.granularity,
+       .method = f.method, .observer = f.observer, .calibration = f.calib, .stats = f.stats,
+       .use_importance = !f.no_importance, .include_head = !f.no_head, .ctx = f.ctx, .max_windows = f.max_windows,
+       .json_out = f.json_out, .svg_out = f.svg_out, .threads = f.threads,
+       .progress = progress_printer("calq sensitivity", f.quiet, f.ctx)});
+  fmt::print("{}", r.table);
+  fmt::print("{} entries x {} formats: {} evaluations of {} windows x {} tokens, {:.1f} s\n", r.entries.size(),
+             r.formats.size(), r.evaluations, r.windows, r.ctx, r.seconds);
+  for (const std::string& path : r.written) fmt::print("wrote {}\n", path);
 }
 
 }  // namespace

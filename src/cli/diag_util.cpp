@@ -23,10 +23,4 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, std::as_bytes(std::span(text.data(), text.size())));
 }
 
-std::string per_format_path(const std::string& path, const std::string& format, bool several) {
-  if (!several) return path;
-  const std::filesystem::path p(path);
-  return (p.parent_path() / (p.stem().string() + "-" + format + p.extension().string())).string();
-}
-
 }  // namespace calq::cli

@@ -20,7 +20,4 @@ void check_output_folder(const std::string& path);
 // Writes `text` atomically (temporary file + rename).
 void write_text_atomic(const std::string& path, const std::string& text);
 
-// "out.svg" for one format; "out-q4_k.svg" when several formats each get a file.
-std::string per_format_path(const std::string& path, const std::string& format, bool several);
-
 }  // namespace calq::cli

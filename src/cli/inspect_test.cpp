@@ -219,8 +219,8 @@ TEST_F(InspectOutliers, BadActivationOptionsExitTwo) {
     EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
   };
   expect_error("--activations", "--text");
-  expect_error("--activations --text " + text_.string() + " --samples 0 --ctx 8", "--samples must be at least 1");
-  expect_error("--activations --text " + text_.string() + " --samples 6 --ctx 8", "--samples 6");
+  expect_error("--activations --text " + text_.string() + " --samples 0 --ctx 8", "samples must be at least 1");
+  expect_error("--activations --text " + text_.string() + " --samples 6 --ctx 8", "samples 6 asks for more");
   expect_error("--activations --text " + text_.string() + " --samples 1 --ctx 64", "fewer than one window");
   expect_error("--activations --text " + (dir_ / "missing.txt").string() + " --samples 1", "missing.txt");
   expect_error("--text " + text_.string(), "--activations");  // --text without --activations

@@ -227,10 +227,10 @@ CompareReport compare_models(const model::Model& ref, std::span<const model::Mod
     }
   }
   const int64_t ctx = options.ctx;
-  if (ctx < 2) fail(ErrorKind::kInvalidArgument, "--ctx must be at least 2, got {}", ctx);
+  if (ctx < 2) fail(ErrorKind::kInvalidArgument, "ctx must be at least 2, got {}", ctx);
   int64_t n_windows = static_cast<int64_t>(ids.size()) / ctx;
   if (n_windows == 0) {
-    fail(ErrorKind::kInvalidArgument, "the text has {} tokens, fewer than one window of --ctx {}", ids.size(), ctx);
+    fail(ErrorKind::kInvalidArgument, "the text has {} tokens, fewer than one window of ctx {}", ids.size(), ctx);
   }
   if (options.max_windows > 0) n_windows = std::min(n_windows, options.max_windows);
   const int64_t rows = ctx - 1;  // predicted positions per window

@@ -34,10 +34,10 @@ double ppl_of_prefix(const PerplexityResult& r, int64_t n) {
 PerplexityResult evaluate_perplexity(const model::Model& model, std::span<const int32_t> ids,
                                      const PerplexityOptions& options, ThreadPool& pool) {
   const int64_t ctx = options.ctx;
-  if (ctx < 2) fail(ErrorKind::kInvalidArgument, "--ctx must be at least 2, got {}", ctx);
+  if (ctx < 2) fail(ErrorKind::kInvalidArgument, "ctx must be at least 2, got {}", ctx);
   int64_t n_windows = static_cast<int64_t>(ids.size()) / ctx;
   if (n_windows == 0) {
-    fail(ErrorKind::kInvalidArgument, "the text has {} tokens, fewer than one window of --ctx {}", ids.size(), ctx);
+    fail(ErrorKind::kInvalidArgument, "the text has {} tokens, fewer than one window of ctx {}", ids.size(), ctx);
   }
   if (options.max_windows > 0) n_windows = std::min(n_windows, options.max_windows);
 

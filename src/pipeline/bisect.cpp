@@ -71,8 +71,8 @@ bool same_weight(const model::LinearWeight& a, const model::LinearWeight& b) {
 BisectSearchResult find_restore_set(size_t n, const std::function<double(std::span<const size_t>)>& kld_of,
                                     const BisectSearchOptions& o) {
   if (n == 0) fail(ErrorKind::kInvalidArgument, "bisect: no candidate tensors (the two models store every weight alike)");
-  if (!(o.target >= 0)) fail(ErrorKind::kInvalidArgument, "--target must be >= 0, got {}", o.target);
-  if (o.tolerance && !(*o.tolerance > 0)) fail(ErrorKind::kInvalidArgument, "--tolerance must be > 0, got {}", *o.tolerance);
+  if (!(o.target >= 0)) fail(ErrorKind::kInvalidArgument, "bisect target must be >= 0, got {}", o.target);
+  if (o.tolerance && !(*o.tolerance > 0)) fail(ErrorKind::kInvalidArgument, "bisect tolerance must be > 0, got {}", *o.tolerance);
   BisectSearchResult r;
   r.goal = o.target + o.tolerance.value_or(0.0);
   Search search(kld_of, o, r);

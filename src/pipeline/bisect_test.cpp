@@ -75,9 +75,9 @@ TEST(BisectSearch, EdgeCasesAndErrors) {
   const BisectSearchResult hopeless = find_restore_set(8, [](std::span<const size_t>) { return 5.0; }, {.tolerance = 1.0});
   EXPECT_FALSE(hopeless.found);
   EXPECT_EQ(hopeless.set.size(), 8u);
-  EXPECT_NE(testing::error_of([] { find_restore_set(4, additive({}), {.tolerance = 0.0}); }).find("--tolerance"),
+  EXPECT_NE(testing::error_of([] { find_restore_set(4, additive({}), {.tolerance = 0.0}); }).find("bisect tolerance"),
             std::string::npos);
-  EXPECT_NE(testing::error_of([] { find_restore_set(4, additive({}), {.tolerance = -1.0}); }).find("--tolerance"),
+  EXPECT_NE(testing::error_of([] { find_restore_set(4, additive({}), {.tolerance = -1.0}); }).find("bisect tolerance"),
             std::string::npos);
   EXPECT_NE(testing::error_of([] { find_restore_set(0, additive({}), {}); }).find("no candidate"), std::string::npos);
 }

@@ -209,7 +209,7 @@ SensitivityFile parse_sensitivity_file(std::string_view json_text, const std::st
   m.granularity = string_member(j, "granularity", origin);
   if (m.granularity != "tensor") {
     fail(ErrorKind::kInvalidArgument,
-         "{}: granularity is \"{}\"; bit allocation needs a per-tensor map (calq sensitivity --granularity tensor)",
+         "{}: granularity is \"{}\"; bit allocation needs a per-tensor map (sensitivity granularity \"tensor\")",
          origin, m.granularity);
   }
   m.method = string_member(j, "method", origin);
@@ -275,9 +275,9 @@ std::vector<std::string> TargetAllocation::rule_texts() const {
 TargetAllocation allocate_to_target(const model::Model& model, const ModelQuantizeOptions& base,
                                     const SensitivityFile& map, const TargetOptions& o) {
   if (!std::isfinite(o.target_bpw) || o.target_bpw <= 0) {
-    fail(ErrorKind::kInvalidArgument, "--target-bpw must be a positive number of bits per weight, got {}", o.target_bpw);
+    fail(ErrorKind::kInvalidArgument, "the target bits per weight must be a positive number, got {}", o.target_bpw);
   }
-  if (o.candidates.empty()) fail(ErrorKind::kInvalidArgument, "--candidates lists no format");
+  if (o.candidates.empty()) fail(ErrorKind::kInvalidArgument, "the candidate list has no format");
   for (const Format* c : o.candidates) {
     if (std::find(map.formats.begin(), map.formats.end(), c->name()) == map.formats.end()) {
       fail(ErrorKind::kInvalidArgument, "{}: candidate {} was not measured (the map's formats: {})", map.origin,
@@ -311,8 +311,8 @@ TargetAllocation allocate_to_target(const model::Model& model, const ModelQuanti
     if (!allocate) {
       if (e == nullptr && a.rule < 0 && !is_head(a.role) && o.map_must_cover) {
         fail(ErrorKind::kInvalidArgument,
-             "{}: tensor {} is not in the sensitivity map; give --format for tensors outside the map, or pin it "
-             "with --rule", map.origin, a.name);
+             "{}: tensor {} is not in the sensitivity map; give a main format for tensors outside the map, or pin it "
+             "with a rule", map.origin, a.name);
       }
       // A weight kept float stays as loaded (a Hugging Face bf16 view keeps its 2 bytes).
       r.fixed_bytes += a.format != nullptr ? a.format->tensor_bytes(a.rows, a.cols) : w.nbytes();
@@ -358,7 +358,7 @@ TargetAllocation allocate_to_target(const model::Model& model, const ModelQuanti
   }
   if (min_bytes > r.budget_bytes) {
     fail(ErrorKind::kInvalidArgument,
-         "--target-bpw {}: infeasible; the smallest candidates give {:.4f} bits per weight ({} bytes fixed outside "
+         "target {} bits per weight: infeasible; the smallest candidates give {:.4f} bits per weight ({} bytes fixed outside "
          "the allocation, {} allocated tensors)", o.target_bpw,
          8.0 * static_cast<double>(min_bytes) / static_cast<double>(r.parameter_count), r.fixed_bytes, items.size());
   }

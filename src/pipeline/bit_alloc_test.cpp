@@ -236,7 +236,7 @@ TEST_F(TargetBudget, BytesMatchTheQuantizedModel) {
 TEST_F(TargetBudget, Errors) {
   const SensitivityFile map = parse_sensitivity_file(full_map(), "s.json");
   const std::string infeasible = error_of([&] { allocate_to_target(model_, base_, map, target(2.0)); });
-  EXPECT_NE(infeasible.find("--target-bpw 2: infeasible; the smallest candidates give"), std::string::npos)
+  EXPECT_NE(infeasible.find("target 2 bits per weight: infeasible; the smallest candidates give"), std::string::npos)
       << infeasible;
   TargetOptions q4 = target(8.0);
   q4.candidates.push_back(&format_by_name("q8_0"));

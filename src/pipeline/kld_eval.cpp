@@ -13,10 +13,10 @@ KldEvaluator::KldEvaluator(const model::Model& ref, std::vector<int32_t> ids, co
                            ThreadPool& pool)
     : ref_(ref), ids_(std::move(ids)), options_(options), pool_(pool) {
   const int64_t ctx = options_.ctx;
-  if (ctx < 2) fail(ErrorKind::kInvalidArgument, "--ctx must be at least 2, got {}", ctx);
+  if (ctx < 2) fail(ErrorKind::kInvalidArgument, "ctx must be at least 2, got {}", ctx);
   n_windows_ = static_cast<int64_t>(ids_.size()) / ctx;
   if (n_windows_ == 0) {
-    fail(ErrorKind::kInvalidArgument, "the evaluation text has {} tokens, fewer than one window of --ctx {}",
+    fail(ErrorKind::kInvalidArgument, "the evaluation text has {} tokens, fewer than one window of ctx {}",
          ids_.size(), ctx);
   }
   if (options_.max_windows > 0) n_windows_ = std::min(n_windows_, options_.max_windows);

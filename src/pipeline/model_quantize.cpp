@@ -54,7 +54,7 @@ const Format* default_head_format(double main_bits_per_weight, int64_t rows, int
 TensorRule parse_tensor_rule(const std::string& text) {
   const size_t eq = text.rfind('=');
   if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
-    fail(ErrorKind::kInvalidArgument, "--rule '{}': expected REGEX=FORMAT, e.g. 'attn_v=q6_k'", text);
+    fail(ErrorKind::kInvalidArgument, "rule '{}': expected REGEX=FORMAT, e.g. 'attn_v=q6_k'", text);
   }
   TensorRule r;
   r.text = text;
@@ -63,7 +63,7 @@ TensorRule parse_tensor_rule(const std::string& text) {
   try {
     r.regex = std::regex(r.pattern, std::regex::ECMAScript);
   } catch (const std::regex_error& e) {
-    fail(ErrorKind::kInvalidArgument, "--rule '{}': invalid regular expression '{}': {}", text, r.pattern, e.what());
+    fail(ErrorKind::kInvalidArgument, "rule '{}': invalid regular expression '{}': {}", text, r.pattern, e.what());
   }
   if (format != "f32") r.format = &format_by_name(format);
   return r;
@@ -82,7 +82,7 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
         a.rule = static_cast<int>(i);
         a.format = o.rules[i].format;
         if (a.format != nullptr && !a.format->can_store(a.rows, a.cols)) {
-          fail(ErrorKind::kInvalidArgument, "--rule '{}': tensor {} [{}, {}] cannot be stored in {} (rows of {} values)",
+          fail(ErrorKind::kInvalidArgument, "rule '{}': tensor {} [{}, {}] cannot be stored in {} (rows of {} values)",
                o.rules[i].text, a.name, a.rows, a.cols, a.format->name(), a.cols);
         }
         plan.push_back(a);
@@ -94,7 +94,7 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
       a.format = o.head_format != nullptr ? o.head_format
                                           : default_head_format(o.format->traits().bits_per_weight, a.rows, a.cols);
       if (a.format != nullptr && !a.format->can_store(a.rows, a.cols)) {
-        fail(ErrorKind::kInvalidArgument, "--head-format {}: tensor {} [{}, {}] cannot be stored in it",
+        fail(ErrorKind::kInvalidArgument, "head format {}: tensor {} [{}, {}] cannot be stored in it",
              a.format->name(), a.name, a.rows, a.cols);
       }
     } else if (o.format->can_store(a.rows, a.cols)) {
@@ -117,7 +117,7 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
     // A rule shadowed by an earlier one for every tensor it matches also "matches nothing" here.
     if (!used) {
       fail(ErrorKind::kInvalidArgument,
-           "--rule '{}' matches no tensor of the model (rules match GGUF names such as 'blk.0.attn_v.weight' or "
+           "rule '{}' matches no tensor of the model (rules match GGUF names such as 'blk.0.attn_v.weight' or "
            "Hugging Face names such as 'model.layers.0.self_attn.v_proj.weight'; an earlier rule wins)",
            o.rules[i].text);
     }

@@ -14,7 +14,7 @@ std::string_view granularity_name(Granularity g) { return g == Granularity::kTen
 Granularity granularity_by_name(std::string_view name) {
   if (name == "tensor") return Granularity::kTensor;
   if (name == "layer") return Granularity::kLayer;
-  fail(ErrorKind::kInvalidArgument, "--granularity '{}': expected tensor or layer", name);
+  fail(ErrorKind::kInvalidArgument, "granularity '{}': expected tensor or layer", name);
 }
 
 SensitivityMap measure_sensitivity(const model::Model& fp, std::span<const QuantizedVariant> variants,

@@ -90,7 +90,7 @@ TEST(KldEvaluator, MatchesCompareModelsAndIsDeterministic) {
 
   EXPECT_NE(testing::error_of([&] { KldEvaluator(fp, test_token_ids(10, 61), {.ctx = 16}, pool); }).find("fewer than one window"),
             std::string::npos);
-  EXPECT_NE(testing::error_of([&] { KldEvaluator(fp, ids, {.ctx = 1}, pool); }).find("--ctx"), std::string::npos);
+  EXPECT_NE(testing::error_of([&] { KldEvaluator(fp, ids, {.ctx = 1}, pool); }).find("ctx must be at least 2"), std::string::npos);
 }
 
 TEST(Sensitivity, TensorAndLayerMaps) {

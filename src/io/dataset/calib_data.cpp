@@ -85,7 +85,7 @@ std::vector<std::string> read_calibration_documents(const std::filesystem::path&
   const std::string text = read_text_file(path);
   const size_t first = text.find_first_not_of(" \t\r\n");
   if (first == std::string::npos) {
-    fail(ErrorKind::kInvalidArgument, "{}: the calibration file is empty (give --calib a text or JSONL file with "
+    fail(ErrorKind::kInvalidArgument, "{}: the calibration file is empty (give a calibration text or JSONL file with "
          "representative documents)", path.string());
   }
   return text[first] == '{' ? split_jsonl(text, path) : split_plain(text);
@@ -108,8 +108,8 @@ std::vector<int64_t> sample_without_replacement(int64_t n, int64_t k, uint64_t s
 
 CalibrationSet load_calibration_set(const std::filesystem::path& path, const Tokenizer& tokenizer,
                                     const CalibrationOptions& o) {
-  if (o.samples < 1) fail(ErrorKind::kInvalidArgument, "--samples must be at least 1 (got {})", o.samples);
-  if (o.seq_len < 2) fail(ErrorKind::kInvalidArgument, "--seq-len must be at least 2 (got {})", o.seq_len);
+  if (o.samples < 1) fail(ErrorKind::kInvalidArgument, "calibration samples must be at least 1 (got {})", o.samples);
+  if (o.seq_len < 2) fail(ErrorKind::kInvalidArgument, "calibration seq_len must be at least 2 (got {})", o.seq_len);
   CalibrationSet set;
   set.file_sha256 = sha256_hex(read_text_file(path));
   const std::vector<std::string> docs = read_calibration_documents(path);
@@ -147,8 +147,8 @@ CalibrationSet load_calibration_set(const std::filesystem::path& path, const Tok
   set.n_windows = set.n_tokens / o.seq_len;
   if (set.n_windows < o.samples) {
     fail(ErrorKind::kInvalidArgument,
-         "{}: too short: {} tokens make {} windows of --seq-len {}, fewer than --samples {} (give more text, fewer "
-         "--samples or a shorter --seq-len)", path.string(), set.n_tokens, set.n_windows, o.seq_len, o.samples);
+         "{}: too short: {} tokens make {} windows of seq_len {}, fewer than samples {} (give more text, fewer "
+         "samples or a shorter seq_len)", path.string(), set.n_tokens, set.n_windows, o.seq_len, o.samples);
   }
   set.window_index = sample_without_replacement(set.n_windows, o.samples, o.seed);
   set.samples.reserve(set.window_index.size());
