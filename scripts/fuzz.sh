@@ -63,7 +63,7 @@ status=0
 for t in "${targets[@]}"; do
   while (( $(jobs -rp | wc -l) >= jobs_max )); do wait -n || true; done
   rm -f "$build/fuzz_$t.rc"
-  ( if run_one "$t"; then echo 0; else echo 1; fi > "$build/fuzz_$t.rc" ) > "$build/fuzz_$t.out" 2>&1 &
+  ( rc=0; run_one "$t" || rc=1; echo "$rc" > "$build/fuzz_$t.rc" ) > "$build/fuzz_$t.out" 2>&1 &
 done
 wait
 for t in "${targets[@]}"; do
