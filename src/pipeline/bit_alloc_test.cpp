@@ -60,7 +60,7 @@ std::vector<BitItem> random_items(std::mt19937_64& rng, bool gguf_like, bool int
   constexpr uint64_t kBlockBytes[] = {110, 144, 176, 210, 272};
   std::vector<BitItem> items(static_cast<size_t>(n_items(rng)));
   for (size_t i = 0; i < items.size(); ++i) {
-    items[i].name = "t" + std::to_string(i);
+    items[i].name = std::string("t").append(std::to_string(i));
     const uint64_t r = static_cast<uint64_t>(rows(rng)) * 128;
     const int m = n_opts(rng);
     for (int j = 0; j < m; ++j) {
@@ -186,7 +186,8 @@ class TargetBudget : public ::testing::Test {
     for (const auto& a : plan_model_quantization(model_, base_)) {
       if (a.layer < 0) continue;
       const double k4 = 0.01 * static_cast<double>(1 + a.layer) * (a.name.find("ffn") != std::string::npos ? 3 : 1);
-      entries += (entries.empty() ? "" : ",") + entry(a.name, a.rows * a.cols, k4, k4 / 16);
+      if (!entries.empty()) entries += ",";
+      entries += entry(a.name, a.rows * a.cols, k4, k4 / 16);
     }
     return map_json(entries);
   }

@@ -13,7 +13,8 @@ namespace calq::testing {
 inline void write_letter_tokenizer(const std::filesystem::path& path, std::string_view letters) {
   std::string vocab;
   for (size_t i = 0; i < letters.size(); ++i) {
-    vocab += (i == 0 ? "" : ", ") + ("\"" + std::string(1, letters[i]) + "\": " + std::to_string(i));
+    if (i > 0) vocab += ", ";
+    vocab.append("\"").append(1, letters[i]).append("\": ").append(std::to_string(i));
   }
   std::ofstream(path) << R"({"version": "1.0", "added_tokens": [], "normalizer": null,
       "pre_tokenizer": null, "post_processor": null, "decoder": null,
