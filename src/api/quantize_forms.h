@@ -13,7 +13,4 @@ namespace calq::api {
 QuantizeReport quantize_mix(const QuantizeJob& job, Reporter& report);
 QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report);
 
-// "Q4_K", or "type 99" for a type calq does not know.
-std::string ggml_type_name(uint32_t type);
-
 }  // namespace calq::api

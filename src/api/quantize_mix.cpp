@@ -48,8 +48,8 @@ QuantizeReport quantize_mix(const QuantizeJob& job, Reporter& report) {
   const size_t width = std::to_string(in.tensors().size()).size();
   auto on_tensor = [&](const pipeline::TensorDone& d) {
     const pipeline::TensorPlan& p = *d.plan;
-    TensorReport t{.name = p.name, .shape = p.ne, .from_type = ggml_type_name(p.from_type),
-                   .type = ggml_type_name(p.choice.quantize ? p.choice.type : p.from_type),
+    TensorReport t{.name = p.name, .shape = p.ne, .from_type = io::ggml_type_name(p.from_type),
+                   .type = io::ggml_type_name(p.choice.quantize ? p.choice.type : p.from_type),
                    .quantized = p.choice.quantize, .fell_back = p.choice.fell_back,
                    .used_importance = d.used_importance, .seconds = d.seconds};
     std::string what = p.choice.quantize ? fmt::format("{} -> {}", t.from_type, t.type)
@@ -90,11 +90,6 @@ QuantizeReport quantize_mix(const QuantizeJob& job, Reporter& report) {
   out.peak_rss_mib = peak_rss_mib();
   out.warnings = report.warnings();
   return out;
-}
-
-std::string ggml_type_name(uint32_t type) {
-  const io::GgmlTypeInfo* info = io::ggml_type_info(type);
-  return info != nullptr ? std::string(info->name) : fmt::format("type {}", type);
 }
 
 }  // namespace calq::api

@@ -115,8 +115,7 @@ void print_gguf_listing(const io::GgufFile& file) {
   fmt::print("\n{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", "name", name_width, "type", "ne (ggml order)", "elements",
              "bytes");
   for (const auto& t : file.tensors()) {
-    const io::GgmlTypeInfo* info = io::ggml_type_info(t.type);
-    const std::string type = info != nullptr ? std::string(info->name) : fmt::format("type{}", t.type);
+    const std::string type = io::ggml_type_name(t.type);
     fmt::print("{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", t.name, name_width, type, ne_string(t.ne), t.element_count(),
                t.size_bytes);
     total_elements += t.element_count();
@@ -156,10 +155,9 @@ nlohmann::ordered_json gguf_listing_json(const io::GgufFile& file) {
   }
   auto& tensors = j["tensors"] = nlohmann::ordered_json::array();
   for (const auto& t : file.tensors()) {
-    const io::GgmlTypeInfo* info = io::ggml_type_info(t.type);
     std::vector<int64_t> shape(t.ne.rbegin(), t.ne.rend());
     tensors.push_back({{"name", t.name},
-                       {"type", info != nullptr ? std::string(info->name) : fmt::format("type{}", t.type)},
+                       {"type", io::ggml_type_name(t.type)},
                        {"type_id", t.type},
                        {"ne", t.ne},
                        {"shape", shape},

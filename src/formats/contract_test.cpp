@@ -5,10 +5,13 @@
 
 #include <cmath>
 #include <random>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "formats/format.h"
+#include "formats/grid.h"
 
 namespace calq {
 namespace {
@@ -150,6 +153,37 @@ TEST_P(FormatContract, BadInputIsAnErrorNamingTheTensor) {
   }
   std::vector<std::byte> wrong(f.tensor_bytes(2, kCols) + 1);
   EXPECT_THROW(f.quantize(pool, x.data(), 2, kCols, wrong), Error);
+}
+
+// The formats with a GridCodec, as the codec lookup beside the registry (find_grid_codec) listed
+// them before the codec became Format::grid_codec(): the twelve GGUF block formats below and every
+// int format except the per-tensor ones ("int<b>-pt-..."), 120 of them.
+bool had_grid_codec(const Format& f) {
+  static const std::set<std::string> kGguf = {"q4_0",   "q4_1", "q5_0", "q5_1", "q8_0", "iq4_nl",
+                                              "iq4_xs", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"};
+  if (kGguf.contains(f.name())) return true;
+  return f.traits().family == "int" && f.name().find("-pt-") == std::string::npos;
+}
+
+TEST_P(FormatContract, GridCodecExactlyForTheFormatsThatHadOne) {
+  const Format& f = *GetParam();
+  const GridCodec* codec = f.grid_codec();
+  EXPECT_EQ(codec != nullptr, had_grid_codec(f));
+  if (codec != nullptr) {
+    EXPECT_EQ(&codec->format(), &f);
+    EXPECT_EQ(f.grid_codec(), codec);  // one codec per format, owned by it
+  }
+}
+
+TEST(FormatRegistry, GridCodecCount) {
+  int with_codec = 0;
+  int int_formats = 0;
+  for (const Format* f : all_formats()) {
+    with_codec += f->grid_codec() != nullptr;
+    int_formats += f->traits().family == "int";
+  }
+  EXPECT_EQ(int_formats, 144);  // 6 widths × 6 granularities × sym/asym × f16/f32 scales
+  EXPECT_EQ(with_codec, 132);   // 120 int + 12 GGUF
 }
 
 std::string format_test_name(const ::testing::TestParamInfo<const Format*>& info) {

@@ -29,6 +29,7 @@
 namespace calq {
 
 class RangeChooser;  // formats/range.h
+class GridCodec;     // formats/grid.h
 
 struct FormatTraits {
   std::string name;         // registry key, lower case: "q4_k", "int4-g128-asym", "nf4-dq", "fp8-e4m3"
@@ -57,6 +58,9 @@ class Format {
   virtual ~Format() = default;
   virtual const FormatTraits& traits() const = 0;
   const std::string& name() const { return traits().name; }
+  // The format's rounding with frozen parameters (formats/grid.h) for error-compensating
+  // quantizers (GPTQ), owned by the format; nullptr when it has none (GPTQ refuses the format).
+  virtual const GridCodec* grid_codec() const { return nullptr; }
 
   // Throws Error(kInvalidArgument) naming `tensor_name` when this format cannot store [rows, cols].
   void check_shape(int64_t rows, int64_t cols, std::string_view tensor_name = "<tensor>") const;

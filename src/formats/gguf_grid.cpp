@@ -27,7 +27,7 @@
 
 namespace calq {
 
-std::vector<std::unique_ptr<GridCodec>> make_gguf_grid_codecs();
+std::unique_ptr<GridCodec> make_gguf_grid_codec(const Format& format);
 
 namespace {
 
@@ -406,14 +406,15 @@ class GgufGridCodec final : public GridCodec {
 
 }  // namespace
 
-std::vector<std::unique_ptr<GridCodec>> make_gguf_grid_codecs() {
-  std::vector<std::unique_ptr<GridCodec>> list;
+// The codec of a GGUF block format (called by the format's family file once the format is made);
+// nullptr for a format not in kCodecs.
+std::unique_ptr<GridCodec> make_gguf_grid_codec(const Format& format) {
   for (const CodecSpec& s : kCodecs) {
-    const Format* f = find_format(s.name);
-    assert(f != nullptr && f->traits().block_size % s.sub == 0);
-    if (f != nullptr) list.push_back(std::make_unique<GgufGridCodec>(*f, s));
+    if (format.name() != s.name) continue;
+    assert(format.traits().block_size % s.sub == 0);
+    return std::make_unique<GgufGridCodec>(format, s);
   }
-  return list;
+  return nullptr;
 }
 
 }  // namespace calq

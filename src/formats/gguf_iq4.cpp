@@ -15,9 +15,13 @@
 #include "core/dtype.h"
 #include "formats/format.h"
 #include "formats/format_util.h"
+#include "formats/grid.h"
 #include "formats/quant_search.h"
 
 namespace calq {
+
+std::unique_ptr<GridCodec> make_gguf_grid_codec(const Format& format);  // gguf_grid.cpp
+
 namespace {
 
 constexpr int8_t kGrid[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
@@ -41,6 +45,9 @@ void unpack_scaled(const uint8_t* qs, float dl, float* y) {
 class Iq4Format : public RowFormat {
  public:
   const FormatTraits& traits() const override { return traits_; }
+  const GridCodec* grid_codec() const override { return grid_codec_.get(); }
+  // The codec refers to this format, so the family's make_ function makes it once the format exists.
+  void make_grid_codec() { grid_codec_ = make_gguf_grid_codec(*this); }
 
  protected:
   void quantize_row(const float* x, int64_t cols, const float* importance, std::byte* out) const override {
@@ -54,6 +61,7 @@ class Iq4Format : public RowFormat {
                                bool fast) const = 0;
 
   FormatTraits traits_;
+  std::unique_ptr<GridCodec> grid_codec_;
 };
 
 class Iq4NlFormat final : public Iq4Format {
@@ -261,8 +269,12 @@ class Iq4XsFormat final : public Iq4Format {
 
 FormatList make_gguf_iq4_formats() {
   FormatList list;
-  list.push_back(std::make_unique<Iq4NlFormat>());
-  list.push_back(std::make_unique<Iq4XsFormat>());
+  auto nl = std::make_unique<Iq4NlFormat>();
+  nl->make_grid_codec();
+  list.push_back(std::move(nl));
+  auto xs = std::make_unique<Iq4XsFormat>();
+  xs->make_grid_codec();
+  list.push_back(std::move(xs));
   return list;
 }
 

@@ -5,8 +5,11 @@
 
 #include "formats/format.h"
 #include "formats/gguf_kquants.h"
+#include "formats/grid.h"
 
 namespace calq {
+
+std::unique_ptr<GridCodec> make_gguf_grid_codec(const Format& format);  // gguf_grid.cpp
 
 FormatList make_gguf_kquant_formats();
 
@@ -87,6 +90,9 @@ class KQuantFormat final : public RowFormat {
     };
   }
   const FormatTraits& traits() const override { return traits_; }
+  const GridCodec* grid_codec() const override { return grid_codec_.get(); }
+  // The codec refers to this format, so the family's make_ function makes it once the format exists.
+  void make_grid_codec() { grid_codec_ = make_gguf_grid_codec(*this); }
 
  protected:
   void quantize_row(const float* x, int64_t cols, const float* importance, std::byte* out) const override {
@@ -140,6 +146,7 @@ class KQuantFormat final : public RowFormat {
 
   KType type_;
   FormatTraits traits_;
+  std::unique_ptr<GridCodec> grid_codec_;
 };
 
 }  // namespace
@@ -147,7 +154,9 @@ class KQuantFormat final : public RowFormat {
 FormatList make_gguf_kquant_formats() {
   FormatList list;
   for (KType t : {KType::kQ2, KType::kQ3, KType::kQ4, KType::kQ5, KType::kQ6}) {
-    list.push_back(std::make_unique<KQuantFormat>(t));
+    auto format = std::make_unique<KQuantFormat>(t);
+    format->make_grid_codec();
+    list.push_back(std::move(format));
   }
   return list;
 }

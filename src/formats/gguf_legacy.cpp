@@ -15,10 +15,14 @@
 #include "core/dtype.h"
 #include "formats/format.h"
 #include "formats/format_util.h"
+#include "formats/grid.h"
 #include "formats/gguf_legacy_simd.h"
 #include "formats/quant_search.h"
 
 namespace calq {
+
+std::unique_ptr<GridCodec> make_gguf_grid_codec(const Format& format);  // gguf_grid.cpp
+
 namespace {
 
 constexpr int kBlock = 32;
@@ -61,6 +65,9 @@ class LegacyFormat final : public RowFormat {
     };
   }
   const FormatTraits& traits() const override { return traits_; }
+  const GridCodec* grid_codec() const override { return grid_codec_.get(); }
+  // The codec refers to this format, so the family's make_ function makes it once the format exists.
+  void make_grid_codec() { grid_codec_ = make_gguf_grid_codec(*this); }
 
  protected:
   void quantize_row(const float* x, int64_t cols, const float* importance, std::byte* out) const override {
@@ -168,6 +175,7 @@ class LegacyFormat final : public RowFormat {
 
   LegacySpec spec_;
   FormatTraits traits_;
+  std::unique_ptr<GridCodec> grid_codec_;
 };
 
 // max_relative_rmse: calq's encoder measured 0.0823 (q4_0), 0.0700 (q4_1), 0.0410 (q5_0),
@@ -188,7 +196,11 @@ constexpr LegacySpec kSpecs[] = {
 
 FormatList make_gguf_legacy_formats() {
   FormatList list;
-  for (const LegacySpec& s : kSpecs) list.push_back(std::make_unique<LegacyFormat>(s));
+  for (const LegacySpec& s : kSpecs) {
+    auto format = std::make_unique<LegacyFormat>(s);
+    format->make_grid_codec();
+    list.push_back(std::move(format));
+  }
   return list;
 }
 

@@ -53,7 +53,7 @@ std::vector<float> test_importance(uint32_t seed) {
 std::vector<const Format*> formats_with_codec() {
   std::vector<const Format*> out;
   for (const Format* f : all_formats()) {
-    if (find_grid_codec(*f) != nullptr) out.push_back(f);
+    if (f->grid_codec() != nullptr) out.push_back(f);
   }
   return out;
 }
@@ -97,16 +97,16 @@ TEST(GridCodec, IntFamilyHasCodecsExceptPerTensor) {
   for (const Format* f : all_formats()) {
     if (f->traits().family != "int") continue;
     const bool per_tensor = f->name().find("-pt-") != std::string::npos;
-    EXPECT_EQ(find_grid_codec(*f) != nullptr, !per_tensor) << f->name();
+    EXPECT_EQ(f->grid_codec() != nullptr, !per_tensor) << f->name();
     if (!per_tensor) ++with;
   }
   EXPECT_EQ(with, 120);  // 6 bit widths × 5 granularities (pc, g32..g256) × sym/asym × fp16/fp32
-  EXPECT_EQ(find_grid_codec(format_by_name("fp8-e4m3")), nullptr);
+  EXPECT_EQ(format_by_name("fp8-e4m3").grid_codec(), nullptr);
 }
 
 TEST(GridCodec, CodecMirrorsItsFormat) {
   for (const Format* f : formats_with_codec()) {
-    const GridCodec& codec = *find_grid_codec(*f);
+    const GridCodec& codec = *f->grid_codec();
     EXPECT_EQ(&codec.format(), f);
     const int64_t pc = codec.param_cols(kCols);
     EXPECT_GT(pc, 0) << f->name();
@@ -126,7 +126,7 @@ TEST(GridCodec, PacksTheFormatsBytesInAnyColumnOrder) {
   const auto formats = formats_with_codec();
   ASSERT_FALSE(formats.empty());
   for (const Format* f : formats) {
-    const GridCodec& codec = *find_grid_codec(*f);
+    const GridCodec& codec = *f->grid_codec();
     const bool int_family = f->traits().family == "int";
     for (int variant = 0; variant < (int_family ? 3 : 2); ++variant) {
       const QuantizeOptions o{.tensor_name = "grid.test",
@@ -158,7 +158,7 @@ TEST(GridCodec, RowSplitsAndThreadsDoNotMatter) {
   const QuantizeOptions o{.tensor_name = "grid.test", .importance = importance.data()};
   for (const Format* f : formats_with_codec()) {
     SCOPED_TRACE(f->name());
-    const GridCodec& codec = *find_grid_codec(*f);
+    const GridCodec& codec = *f->grid_codec();
     const Encoded one = encode_with_codec(codec, x, o, order, {0, kRows}, pool1);
     const Encoded two = encode_with_codec(codec, x, o, order, {0, 5, 6, kRows}, pool2);
     const Encoded rows = encode_with_codec(codec, x, o, order, {0, 1, 2, 3, 4, 7, 9, 12, kRows}, pool2);
@@ -173,7 +173,7 @@ TEST(GridCodec, BadInputNamesTheTensor) {
   const QuantizeOptions o{.tensor_name = "blk.7.ffn_up"};
   for (const Format* f : formats_with_codec()) {
     SCOPED_TRACE(f->name());
-    const GridCodec& codec = *find_grid_codec(*f);
+    const GridCodec& codec = *f->grid_codec();
     // A row length the format cannot store.
     try {
       (void)codec.start(2, f->traits().block_size * 3 + 1, o);

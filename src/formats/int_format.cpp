@@ -31,10 +31,14 @@
 #include "core/error.h"
 #include "formats/format.h"
 #include "formats/format_util.h"
+#include "formats/grid.h"
 #include "formats/int_pack.h"
 #include "formats/range.h"
 
 namespace calq {
+
+std::unique_ptr<GridCodec> make_int_grid_codec(const Format& format);  // int_grid.cpp
+
 namespace {
 
 enum class Granularity { kTensor, kChannel, kGroup };
@@ -119,6 +123,9 @@ class IntFormat final : public Format {
   }
 
   const FormatTraits& traits() const override { return traits_; }
+  const GridCodec* grid_codec() const override { return grid_codec_.get(); }
+  // The codec refers to this format, so the family's make_ function makes it once the format exists.
+  void make_grid_codec() { grid_codec_ = make_int_grid_codec(*this); }
 
   size_t trailer_bytes(int64_t rows, int64_t) const override {
     switch (spec_.gran) {
@@ -284,6 +291,7 @@ class IntFormat final : public Format {
   int32_t offset_ = 0;
   size_t meta_bytes_ = 0;
   FormatTraits traits_;
+  std::unique_ptr<GridCodec> grid_codec_;
 };
 
 }  // namespace
@@ -297,7 +305,9 @@ FormatList make_int_formats() {
           IntSpec s{.bits = bits, .symmetric = sym, .f32 = f32};
           s.gran = gi == 0 ? Granularity::kTensor : gi == 1 ? Granularity::kChannel : Granularity::kGroup;
           s.group = gi >= 2 ? int64_t{32} << (gi - 2) : 0;
-          list.push_back(std::make_unique<IntFormat>(s));
+          auto format = std::make_unique<IntFormat>(s);
+          format->make_grid_codec();
+          list.push_back(std::move(format));
         }
       }
     }

@@ -28,6 +28,9 @@
 #include "formats/range.h"
 
 namespace calq {
+
+std::unique_ptr<GridCodec> make_int_grid_codec(const Format& format);
+
 namespace {
 
 constexpr float kMaxF16 = 65504.0f;
@@ -223,13 +226,12 @@ class IntGridCodec final : public GridCodec {
 
 }  // namespace
 
-std::vector<std::unique_ptr<GridCodec>> make_int_grid_codecs() {
-  std::vector<std::unique_ptr<GridCodec>> list;
-  for (const Format* f : all_formats()) {
-    if (f->traits().family != "int") continue;
-    if (const auto layout = parse_int_name(f->name())) list.push_back(std::make_unique<IntGridCodec>(*f, *layout));
-  }
-  return list;
+// The codec of an int format (called by int_format.cpp once the format is made); nullptr for the
+// per-tensor ones.
+std::unique_ptr<GridCodec> make_int_grid_codec(const Format& format) {
+  const auto layout = parse_int_name(format.name());
+  if (!layout) return nullptr;
+  return std::make_unique<IntGridCodec>(format, *layout);
 }
 
 }  // namespace calq

@@ -19,3 +19,8 @@ calq_add_test(calq_gguf_hostile_test
 calq_add_test(calq_gguf_check_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/gguf_check_test.cpp
   LIBS calq_io)
+
+# io's ggml type table against the GGUF-native formats' block layouts (the same facts, twice).
+calq_add_test(calq_gguf_types_formats_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/gguf_types_formats_test.cpp
+  LIBS calq_io calq_formats)

@@ -116,6 +116,8 @@ struct GgmlTypeInfo {
 };
 const GgmlTypeInfo* ggml_type_info(uint32_t id);  // nullptr for unknown/removed ids
 const GgmlTypeInfo* ggml_type_by_name(std::string_view name);  // "Q4_K"; nullptr if unknown
+// The type's name for messages and listings: "Q4_K", or "type 99" for an id not in the table.
+std::string ggml_type_name(uint32_t id);
 inline constexpr uint32_t kGgmlF32 = 0;
 inline constexpr uint32_t kGgmlF16 = 1;
 inline constexpr uint32_t kGgmlBF16 = 30;

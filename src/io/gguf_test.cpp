@@ -137,6 +137,13 @@ TEST(GgmlTypes, KnownLayouts) {
   EXPECT_EQ(ggml_type_by_name("Q4_2"), nullptr);
 }
 
+TEST(GgmlTypes, NamesForMessages) {
+  EXPECT_EQ(ggml_type_name(12), "Q4_K");
+  EXPECT_EQ(ggml_type_name(kGgmlF32), "F32");
+  EXPECT_EQ(ggml_type_name(4), "type 4");  // Q4_2, removed from ggml
+  EXPECT_EQ(ggml_type_name(0xffffffffu), "type 4294967295");
+}
+
 // ggml itself reported these numbers when the conformance vectors were made.
 TEST(GgmlTypes, MatchGgmlQuantVectorsIndex) {
   CALQ_REQUIRE_SHARED("peer-tests/ggml-quant-vectors/index.json");

@@ -3,6 +3,7 @@
 // ABI: a GGUF file stores them, so they never change and removed ones are never reused.
 #include <array>
 #include <optional>
+#include <string>
 
 #include "io/gguf.h"
 
@@ -75,6 +76,11 @@ static_assert(table_is_consistent(), "every entry sits at its own id");
 const GgmlTypeInfo* ggml_type_info(uint32_t id) {
   if (id >= kTypes.size() || !kTypes[id]) return nullptr;
   return &*kTypes[id];
+}
+
+std::string ggml_type_name(uint32_t id) {
+  const GgmlTypeInfo* info = ggml_type_info(id);
+  return info != nullptr ? std::string(info->name) : "type " + std::to_string(id);
 }
 
 const GgmlTypeInfo* ggml_type_by_name(std::string_view name) {

@@ -90,11 +90,6 @@ std::optional<DType> float_dtype(uint32_t ggml_type) {
   }
 }
 
-std::string ggml_type_name(uint32_t type) {
-  const io::GgmlTypeInfo* info = io::ggml_type_info(type);
-  return info != nullptr ? std::string(info->name) : fmt::format("type {}", type);
-}
-
 Shape row_major_shape(const std::vector<int64_t>& ne) { return Shape(ne.rbegin(), ne.rend()); }
 
 void check_known_tensors(const io::GgufFile& file, const ModelConfig& config, const Architecture& arch) {
@@ -116,7 +111,7 @@ std::string decodable_types() {
   std::string list = "F32, F16, BF16";
   for (const Format* f : all_formats()) {
     const auto& id = f->traits().ggml_type;
-    if (id && !float_dtype(*id)) list += ", " + ggml_type_name(*id);
+    if (id && !float_dtype(*id)) list += ", " + io::ggml_type_name(*id);
   }
   return list;
 }
@@ -142,7 +137,7 @@ Tensor load_vector(const Source& src, const io::GgufTensorInfo& info, const Shap
   const std::optional<DType> dtype = float_dtype(info.type);
   if (!dtype) {
     fail(ErrorKind::kUnsupported, "{}: tensor '{}' has type {}; calq reads norms and biases as F32, F16 or BF16",
-         src.file.path().string(), info.name, ggml_type_name(info.type));
+         src.file.path().string(), info.name, io::ggml_type_name(info.type));
   }
   return widen_checked(*dtype, src.file.tensor_data(info).data(), expected, pool, src.file.path().string(), info.name);
 }
@@ -213,14 +208,14 @@ LinearWeight load_matrix(const Source& src, const io::GgufTensorInfo& info, cons
   const Format* format = format_by_ggml_type(info.type);
   if (format == nullptr) {
     fail(ErrorKind::kUnsupported, "{}: tensor '{}' has ggml type {}, which calq cannot decode (it decodes {})", origin,
-         info.name, ggml_type_name(info.type), decodable_types());
+         info.name, io::ggml_type_name(info.type), decodable_types());
   }
   const int64_t rows = expected[0];
   const int64_t cols = expected[1];
   const std::span<const std::byte> bytes = src.file.tensor_data(info);
   if (cols % format->traits().block_size != 0 || bytes.size() != format->tensor_bytes(rows, cols)) {
     fail(ErrorKind::kFormat, "{}: tensor '{}' of type {} has {} bytes for shape {}, which {} cannot hold", origin,
-         info.name, ggml_type_name(info.type), bytes.size(), shape_string(expected), format->name());
+         info.name, io::ggml_type_name(info.type), bytes.size(), shape_string(expected), format->name());
   }
   QuantizedTensor q = src.keep_alive ? QuantizedTensor::view(*format, rows, cols, bytes, src.keep_alive)
                                      : QuantizedTensor::copy_of(*format, rows, cols, bytes);
@@ -525,7 +520,7 @@ ModelSummary inspect_gguf_model(const std::filesystem::path& path) {
   ModelSummary s;
   s.config = gguf_model_config(file);
   for (const auto& t : file.tensors()) {
-    s.tensors.push_back({t.name, ggml_type_name(t.type), row_major_shape(t.ne)});
+    s.tensors.push_back({t.name, io::ggml_type_name(t.type), row_major_shape(t.ne)});
     s.parameter_count += t.element_count();
   }
   sort_in_model_order(s.tensors, gguf_architecture(file), /*gguf=*/true);

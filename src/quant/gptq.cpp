@@ -49,7 +49,7 @@ struct Sweep {
 };
 
 const GridCodec& codec_for(const Format& format, std::string_view tensor_name) {
-  const GridCodec* codec = find_grid_codec(format);
+  const GridCodec* codec = format.grid_codec();
   if (codec == nullptr) {
     fail(ErrorKind::kUnsupported,
          "tensor '{}': GPTQ cannot quantize to {}: the format has no per-column rounding grid (use method rtn "

@@ -128,7 +128,7 @@ TEST(Gptq, BlockedMatchesReference) {
   std::vector<std::string> names = {"int4-g128-asym", "int3-g32-sym", "int4-g256-asym", "int8-pc-sym",
                                     "int2-g64-asym"};
   for (const char* gguf : {"q4_0", "q4_k", "iq4_xs"}) {  // when their codecs exist
-    if (find_grid_codec(format_by_name(gguf)) != nullptr) names.push_back(gguf);
+    if (format_by_name(gguf).grid_codec() != nullptr) names.push_back(gguf);
   }
   for (const std::string& name : names) {
     const Format& f = format_by_name(name);
@@ -164,7 +164,7 @@ TEST(Gptq, BeatsRoundToNearest) {
   const Layer l = make_layer(64, 256, 3);
   std::vector<std::string> names = {"int4-g128-asym", "int3-g128-asym"};
   for (const Format* f : all_formats()) {  // one GGUF type, when its codec exists
-    if (f->traits().family == "gguf" && find_grid_codec(*f) != nullptr) {
+    if (f->traits().family == "gguf" && f->grid_codec() != nullptr) {
       names.push_back(f->name());
       break;
     }

@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <queue>
 
 #include "core/error.h"
+#include "io/tokenizer/bigram_merge.h"
 #include "io/tokenizer/byte_level.h"
 #include "io/tokenizer/llama_pretokenize.h"
 #include "io/tokenizer/unicode.h"
@@ -179,63 +179,21 @@ void GgufTokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out,
       return;
     }
   }
-  struct Symbol {
-    int32_t prev;
-    int32_t next;
-    size_t start;
-    size_t len;
-  };
-  struct Bigram {
-    int32_t rank;
-    int32_t left;
-    int32_t right;
-    size_t len;
-  };
-  struct LowerPriority {
-    bool operator()(const Bigram& a, const Bigram& b) const {
-      return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
-    }
-  };
+  // Two adjacent symbols merge when "left right" is a merge; the lowest rank first.
+  std::vector<std::string_view> pieces;
+  merge_bigrams(
+      word,
+      [&](std::string_view left, std::string_view right) -> std::optional<double> {
+        key.assign(left);
+        key += ' ';
+        key.append(right);
+        const auto it = merge_ranks_.find(key);
+        if (it == merge_ranks_.end()) return std::nullopt;
+        return -static_cast<double>(it->second);
+      },
+      pieces);
 
-  std::vector<Symbol> symbols;
-  for (size_t offset = 0; offset < word.size();) {
-    const size_t len = std::min(llama_utf8_len(static_cast<unsigned char>(word[offset])), word.size() - offset);
-    const auto index = static_cast<int32_t>(symbols.size());
-    symbols.push_back({index - 1, offset + len == word.size() ? -1 : index + 1, offset, len});
-    offset += len;
-  }
-
-  std::priority_queue<Bigram, std::vector<Bigram>, LowerPriority> queue;
-  auto try_add = [&](int32_t left, int32_t right) {
-    if (left < 0 || right < 0) return;
-    const Symbol& l = symbols[static_cast<size_t>(left)];
-    const Symbol& r = symbols[static_cast<size_t>(right)];
-    key.assign(word, l.start, l.len);
-    key += ' ';
-    key.append(word, r.start, r.len);
-    const auto it = merge_ranks_.find(key);
-    if (it == merge_ranks_.end()) return;
-    queue.push({it->second, left, right, l.len + r.len});
-  };
-  for (size_t i = 1; i < symbols.size(); ++i) try_add(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
-
-  while (!queue.empty()) {
-    const Bigram bigram = queue.top();
-    queue.pop();
-    Symbol& left = symbols[static_cast<size_t>(bigram.left)];
-    Symbol& right = symbols[static_cast<size_t>(bigram.right)];
-    if (left.len == 0 || right.len == 0 || left.len + right.len != bigram.len) continue;
-    left.len += right.len;
-    right.len = 0;
-    left.next = right.next;
-    if (right.next >= 0) symbols[static_cast<size_t>(right.next)].prev = bigram.left;
-    try_add(left.prev, bigram.left);
-    try_add(bigram.left, left.next);
-  }
-
-  for (const Symbol& symbol : symbols) {
-    if (symbol.len == 0) continue;
-    const std::string_view piece = std::string_view(word).substr(symbol.start, symbol.len);
+  for (const std::string_view piece : pieces) {
     if (const auto it = ids_.find(piece); it != ids_.end()) {
       out.push_back(it->second);
       continue;

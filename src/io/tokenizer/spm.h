@@ -3,7 +3,8 @@
 // then, while any two adjacent symbols concatenate to a vocabulary token, the pair whose token has
 // the highest score is merged (ties: the leftmost pair). Each final symbol is its token, or, when
 // a single character is not in the vocabulary, one byte token per byte (<0xNN>, else the raw byte
-// as a token). This is not ranked-merge BPE: with equal scores it merges left to right.
+// as a token). This is not ranked-merge BPE: with equal scores it merges left to right. The merge
+// loop itself is merge_bigrams (bigram_merge.h), shared with the GGUF BPE tokenizer.
 //
 // Contract: tokenize() is const and thread-safe. A byte with no byte token is an
 // ErrorKind::kUnsupported error naming the origin, raised only when such a byte must be emitted.

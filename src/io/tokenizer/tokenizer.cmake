@@ -2,6 +2,7 @@
 # GGUF-embedded tokenizers (gguf_vocab.h, gguf_tokenizer.h).
 target_sources(calq_io PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/added_tokens.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/bigram_merge.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bpe.cpp
   ${CMAKE_CURRENT_LIST_DIR}/byte_level.cpp
   ${CMAKE_CURRENT_LIST_DIR}/decoders.cpp
@@ -25,6 +26,7 @@ calq_add_test(calq_tokenizer_test
     ${CMAKE_CURRENT_LIST_DIR}/reference_test.cpp
     ${CMAKE_CURRENT_LIST_DIR}/components_test.cpp
     ${CMAKE_CURRENT_LIST_DIR}/errors_test.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/bigram_merge_test.cpp
   LIBS calq_io nlohmann_json::nlohmann_json)
 
 # llama.cpp's GGUF-embedded tokenizers: its vocab tests, the reference model's GGUF, synthetic vocabs.
