@@ -155,7 +155,7 @@ TEST_P(FormatContract, BadInputIsAnErrorNamingTheTensor) {
   EXPECT_THROW(f.quantize(pool, x.data(), 2, kCols, wrong), Error);
 }
 
-// The formats with a GridCodec, as the codec lookup beside the registry (find_grid_codec) listed
+// The formats with a GridCodec, as the codec lookup that was beside the registry listed
 // them before the codec became Format::grid_codec(): the twelve GGUF block formats below and every
 // int format except the per-tensor ones ("int<b>-pt-..."), 120 of them.
 bool had_grid_codec(const Format& f) {

@@ -49,8 +49,4 @@ class GridCodec {
   virtual void pack(const GridState& state, std::span<std::byte> dst) const = 0;
 };
 
-// A one-line forwarder to Format::grid_codec(), kept only for its last caller
-// (src/quant/method_gptq.cpp); new code calls format.grid_codec().
-inline const GridCodec* find_grid_codec(const Format& format) { return format.grid_codec(); }
-
 }  // namespace calq

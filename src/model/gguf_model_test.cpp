@@ -64,7 +64,7 @@ TEST_P(TinyGguf, LoadsToTheHfWeightsAndLogits) {
   const Model hf = load_hf_model(dir / "hf", pool);
   const auto path = dir / "tiny.gguf";
   testutil::write_tiny_gguf(hf, path, p.dtype);
-  const Model gg = load_model(path, pool);
+  const Model gg = load_gguf_model(path, pool);
 
   EXPECT_EQ(gg.config.model_type, p.model_type == "mistral" ? "llama" : p.model_type);  // the converter's name
   EXPECT_EQ(gg.config.tie_word_embeddings, p.tied);

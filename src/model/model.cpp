@@ -184,15 +184,6 @@ Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool, const
   return m;
 }
 
-Model load_model(const std::filesystem::path& path, ThreadPool& pool) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(status)) fail(ErrorKind::kNotFound, "{}: no such file or folder", path.string());
-  if (std::filesystem::is_directory(status)) return load_hf_model(path, pool);
-  if (std::filesystem::is_regular_file(status)) return load_gguf_model(path, pool);
-  fail(ErrorKind::kUnsupported, "{}: expected a Hugging Face model folder or a GGUF file", path.string());
-}
-
 ModelSummary inspect_hf_model(const std::filesystem::path& folder) {
   ModelSummary s;
   s.config = parse_hf_config(folder / "config.json");

@@ -6,8 +6,8 @@
 // not), checks every tensor the architecture needs exists with the expected shape and finite
 // values, and converts it to float32 (bf16/f16 are widened exactly). Errors name the folder/file
 // and the tensor. Tied embeddings share one buffer for embedding and output head.
-// load_gguf_model() (gguf_model.h) gives the same Model from a GGUF file; load_model() picks by
-// what the path is.
+// load_gguf_model() (gguf_model.h) gives the same Model from a GGUF file; the one loader that
+// picks by what a path is, with its tokenizer, is api::load_model (src/api/model_source.h).
 #pragma once
 
 #include <filesystem>
@@ -94,9 +94,6 @@ struct HfLoadOptions {
 };
 Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool, const HfLoadOptions& options = {});
 
-// A folder is read as Hugging Face, a file as GGUF (gguf_model.h); anything else is an Error
-// naming the path.
-Model load_model(const std::filesystem::path& path, ThreadPool& pool);
 
 // Reads only config.json and the safetensors headers (no weights) — for `calq inspect`.
 // inspect_gguf_model() (gguf_model.h) gives the same summary for a GGUF file.

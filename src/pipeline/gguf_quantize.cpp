@@ -23,11 +23,6 @@ constexpr uint32_t kQuantizationVersion = 2;
 // F16/BF16 -> F32 conversion is cheap per element: hand a thread at least this many rows' worth.
 constexpr Grain kConvertGrain{.min_items = 1 << 16};
 
-std::string type_name(uint32_t type) {
-  const io::GgmlTypeInfo* info = io::ggml_type_info(type);
-  return info != nullptr ? std::string(info->name) : "type " + std::to_string(type);
-}
-
 // The tensor as F32 in `buf` (or a view of the file for F32 tensors).
 const float* to_f32(const io::GgufFile& in, const TensorPlan& p, std::vector<float>& buf, ThreadPool& pool) {
   const std::span<const std::byte> data = in.tensor_data(in.tensors()[p.index]);
@@ -42,7 +37,7 @@ const float* to_f32(const io::GgufFile& in, const TensorPlan& p, std::vector<flo
     case io::kGgmlBF16: dtype = DType::kBF16; break;
     default:
       fail(ErrorKind::kUnsupported, "{}: tensor {}: cannot quantize from {} (calq does not requantize; give an "
-           "F32/F16/BF16 model)", in.path().string(), p.name, type_name(p.from_type));
+           "F32/F16/BF16 model)", in.path().string(), p.name, io::ggml_type_name(p.from_type));
   }
   buf.resize(n);
   const size_t esize = dtype_size(dtype);
@@ -97,12 +92,12 @@ QuantizeGgufResult quantize_gguf(const io::GgufFile& in, const std::filesystem::
     if (!p.choice.quantize) continue;
     if (p.from_type != io::kGgmlF32 && p.from_type != io::kGgmlF16 && p.from_type != io::kGgmlBF16) {
       fail(ErrorKind::kUnsupported, "{}: tensor {}: cannot quantize from {} (calq does not requantize; give an "
-           "F32/F16/BF16 model)", origin, p.name, type_name(p.from_type));
+           "F32/F16/BF16 model)", origin, p.name, io::ggml_type_name(p.from_type));
     }
     const Format* f = format_by_ggml_type(p.choice.type);
     if (f == nullptr) {
       fail(ErrorKind::kUnsupported, "{}: tensor {}: mix {} needs ggml type {}, which has no encoder in this build",
-           origin, p.name, mix.name, type_name(p.choice.type));
+           origin, p.name, mix.name, io::ggml_type_name(p.choice.type));
     }
     assert(f->trailer_bytes(1, p.ne[0]) == 0 && "a ggml type's format is GGUF-native");
   }

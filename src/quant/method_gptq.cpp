@@ -37,7 +37,7 @@ class Gptq final : public MethodOf<GptqOptions> {
       fail(ErrorKind::kInvalidArgument,
            "gptq needs the hessian statistic for {} (layer {} {}): calibrate, or use a statistics file with "
            "absmax,mean_abs,mean_sq,hessian", t.name, t.layer, t.group);
-    if (find_grid_codec(*t.format) == nullptr)
+    if (t.format->grid_codec() == nullptr)
       fail(ErrorKind::kUnsupported, "gptq cannot target format {} of tensor {} (no frozen-scale rounding); use an int "
            "or GGUF block format, or a rule giving that tensor one", t.format->name(), t.name);
     GptqOptions o = typed(options);
