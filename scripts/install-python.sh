@@ -13,7 +13,11 @@ if [[ ! -f "$build/python/calq/__init__.py" ]] || ! ls "$build"/python/calq/_cal
 fi
 for py in /usr/bin/python3 "$(command -v python3)"; do
   [[ -x "$py" ]] || continue
-  site="$("$py" -m site --user-site)"
+  # Exit status 1-3: user site-packages disabled for this interpreter; say so and go on.
+  if ! site="$("$py" -m site --user-site)" || [[ -z "$site" ]]; then
+    echo "install-python: $py has no user site-packages; use PYTHONPATH=$build/python" >&2
+    continue
+  fi
   mkdir -p "$site"
   echo "$build/python" > "$site/calq.pth"
   echo "install-python: $site/calq.pth -> $build/python ($py)"

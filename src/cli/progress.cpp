@@ -51,7 +51,8 @@ ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_i
   };
   auto state = std::make_shared<State>();
   return [prefix = std::move(prefix), quiet, tokens_per_item, state](const Progress& p) {
-    if (quiet) return true;
+    // The allocation table is printed from the report, on stdout.
+    if (quiet || p.stage == "allocate") return true;
     if (p.message.empty()) {
       if (p.total <= 0) return true;
       if (!state->bar || state->stage != p.stage) {

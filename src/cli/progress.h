@@ -29,7 +29,8 @@ class ProgressBar {
 
 // The CLI's printer of an API job's progress (calq/progress.h), on stderr unless `quiet`:
 // "warning" lines as "<prefix>: warning: ...", a stage's opening line (done 0) as "<prefix>: ...",
-// "tensor" lines as they are, other units indented; units without a message drive a ProgressBar
+// "tensor" lines as they are, other units indented ("allocate" not at all: the commands print the
+// allocation table from the report); units without a message drive a ProgressBar
 // per stage (`tokens_per_item` for its tokens/s). Never cancels.
 ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_item = 0);
 
