@@ -61,6 +61,13 @@ LoadedModel load_model(const std::string& path, ThreadPool& pool, const LoadOpti
 // which option allows overwriting ("force").
 void check_output_path(const std::string& out, const std::filesystem::path& input, bool force);
 
+// For outputs written beside the main one (JSON reports, heat-maps): the folder of `path` must
+// exist and `path` must not be a folder; "" passes. Checked before any work.
+void check_output_folder(const std::string& path);
+
+// Writes `text` atomically (temporary file + rename).
+void write_text_atomic(const std::string& path, const std::string& text);
+
 // The token ids of a text file to evaluate on; an empty or blank file is an Error.
 std::vector<int32_t> load_eval_ids(const std::string& path, const io::Tokenizer& tokenizer);
 

@@ -5,33 +5,17 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <span>
 
+#include "api/model_source.h"
 #include "api/reporter.h"
 #include "api/sensitivity_run.h"
 #include "core/error.h"
-#include "core/mapped_file.h"
 #include "core/thread_pool.h"
 #include "pipeline/sensitivity_report.h"
 #include "quant/recipe.h"
 
 namespace calq {
 namespace {
-
-void check_output_folder(const std::string& path, const char* option) {
-  if (path.empty()) return;
-  const std::filesystem::path p(path);
-  const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) {
-    fail(ErrorKind::kIo, "{}: the output folder {} does not exist ({})", path, dir.string(), option);
-  }
-  if (std::filesystem::is_directory(p, ec)) fail(ErrorKind::kInvalidArgument, "{}: is a folder, not a file ({})", path, option);
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  write_file_atomic(path, std::as_bytes(std::span(text.data(), text.size())));
-}
 
 // "out.svg" for one format; "out-q4_k.svg" when several formats each get a file.
 std::string per_format_path(const std::string& path, const std::string& format, bool several) {
@@ -53,8 +37,8 @@ SensitivityReport sensitivity(const SensitivityJob& job) {
     formats.push_back(format);
   }
   const quant::Recipe recipe = quant::parse_method_chain(job.method);
-  check_output_folder(job.json_out, "json_out");
-  check_output_folder(job.svg_out, "svg_out");
+  api::check_output_folder(job.json_out);
+  api::check_output_folder(job.svg_out);
   api::Reporter report(job.progress);
   ThreadPool pool(job.threads);
   const pipeline::SensitivityMap map = api::measure_sensitivity_map(
@@ -74,13 +58,13 @@ SensitivityReport sensitivity(const SensitivityJob& job) {
   const pipeline::SensitivityMeta meta{.model = job.model, .eval_text = job.eval_text, .method = recipe.to_string()};
   out.json = pipeline::sensitivity_json(map, meta).dump(2) + "\n";
   if (!job.json_out.empty()) {
-    write_text(job.json_out, out.json);
+    api::write_text_atomic(job.json_out, out.json);
     out.written.push_back(job.json_out);
   }
   if (!job.svg_out.empty()) {
     for (size_t i = 0; i < map.formats.size(); ++i) {
       const std::string path = per_format_path(job.svg_out, map.formats[i], map.formats.size() > 1);
-      write_text(path, pipeline::sensitivity_svg(map, i, fmt::format("calq sensitivity: {} ({})", map.formats[i],
+      api::write_text_atomic(path, pipeline::sensitivity_svg(map, i, fmt::format("calq sensitivity: {} ({})", map.formats[i],
                                                                       job.model)));
       out.written.push_back(path);
     }

@@ -12,7 +12,6 @@
 #include "cli/calib_flags.h"
 #include "io/dataset/calib_data.h"
 #include "cli/commands.h"
-#include "cli/diag_util.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "pipeline/bisect.h"
