@@ -1,11 +1,15 @@
-// calq's public API: open a model, calibrate, quantize, evaluate; number formats on arrays.
+// calq's public API: open a model, calibrate, quantize, evaluate, sensitivity, bisect and
+// calibration drift, inspect a model, check a GGUF file; number formats on arrays.
 // Every function throws calq::Error (calq/error.h) for bad input; none prints.
 #pragma once
 
+#include "calq/bisect.h"
 #include "calq/calibrate.h"
+#include "calq/check.h"
 #include "calq/error.h"
 #include "calq/evaluate.h"
 #include "calq/formats.h"
+#include "calq/inspect.h"
 #include "calq/model.h"
 #include "calq/progress.h"
 #include "calq/quantize.h"

@@ -10,6 +10,8 @@
 Every function raises calq.Error (with the library's message) for bad input; progress callbacks
 receive {"stage", "done", "total", "message"} and return False to cancel.
 """
-from ._calq import Error, Model, OpenOptions, __version__, calibrate, evaluate, formats, open, quantize
+from ._calq import (Error, Model, OpenOptions, __version__, bisect, calib_check, calibrate, check, evaluate, formats,
+                    inspect, open, quantize)
 
-__all__ = ["Error", "Model", "OpenOptions", "__version__", "calibrate", "evaluate", "formats", "open", "quantize"]
+__all__ = ["Error", "Model", "OpenOptions", "__version__", "bisect", "calib_check", "calibrate", "check", "evaluate",
+           "formats", "inspect", "open", "quantize"]

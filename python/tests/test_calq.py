@@ -106,3 +106,67 @@ def test_formats_errors():
         calq.formats.quantize(np.ones((2, 100), dtype=np.float32), "q4_k")
     with pytest.raises(calq.Error, match="bytes"):
         calq.formats.dequantize(b"\0" * 10, "q4_k", (2, 256))
+
+
+@needs_shared
+def test_evaluate_tasks_and_perplexity_alone(tmp_path):
+    items = SHARED / "data" / "hellaswag-val-1000.jsonl"
+    out = tmp_path / "eval.json"
+    e = calq.evaluate(reference="", models=[str(REF)], text=str(HELDOUT), ctx=64, max_windows=2,
+                      hellaswag=str(items), mc_items=3, generate=["Once upon a time"], max_new_tokens=4,
+                      json_out=str(out), threads=2)
+    (score,) = e["models"]
+    assert score["ppl"] > 1
+    rep = e["report"]
+    assert rep["n_windows"] == 2 and rep["ppl"] == score["ppl"]
+    assert rep["multiple_choice"]["n_items"] == 3
+    assert len(rep["multiple_choice"]["models"][0]["chosen"]) == 3
+    assert len(rep["generate"][0]["outputs"][0]["ids"]) == 4
+    import json
+    assert json.loads(out.read_text()) == rep
+    with pytest.raises(calq.Error, match="nothing to evaluate"):
+        calq.evaluate(reference="", models=[str(REF)])
+
+
+@needs_shared
+def test_progress_exception_and_ctrl_c_stop_the_work(tmp_path):
+    out = tmp_path / "q.gguf"
+
+    def boom(p):
+        if p["stage"] == "tensor":
+            raise ValueError("stop here")
+
+    with pytest.raises(ValueError, match="stop here"):
+        calq.quantize(model=str(REF), out=str(out), format="q8_0", progress=boom)
+    assert not out.exists()
+
+    # Ctrl-C (SIGINT, as _thread.interrupt_main raises it) during a quantization: the work stops at
+    # the next unit and KeyboardInterrupt is raised, no output written. The GIL is released while
+    # calq works, so the timer thread runs.
+    import _thread
+    import threading
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        calq.quantize(model=str(REF), out=str(out), format="q4_k", method="rtn", threads=1)
+    timer.join()
+    assert not out.exists()
+
+
+@needs_shared
+def test_inspect_check_bisect_calib_check(tmp_path):
+    info = calq.inspect(str(REF), weights=True)
+    assert info["architecture"] == "llama"
+    assert info["weight_stats"] and "model.layers.0.self_attn.q_proj.weight" in info["text"]
+    q = tmp_path / "q.gguf"
+    calq.quantize(model=str(REF), out=str(q), format="q4_0", threads=2)
+    c = calq.check(str(q))
+    assert c["ok"] and c["errors"] == 0
+    assert not calq.check(str(HELDOUT))["ok"]  # not a GGUF file: an error finding, not an exception
+    b = calq.bisect(str(REF), str(q), str(HELDOUT), ctx=64, max_windows=2, threads=2)
+    assert b["candidates"] > 0 and b["evaluations"] == len(b["steps"])
+    assert b["kld"] <= b["goal"] or not b["found"]
+    with pytest.raises(calq.Error, match="tolerance"):
+        calq.bisect(str(REF), str(q), str(HELDOUT), tolerance=-1.0)
+    d = calq.calib_check(str(REF), str(CALIB), str(HELDOUT), samples=2, seq_len=64, threads=2)
+    assert d["sites"] and d["threshold"] == 0.15

@@ -6,10 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <filesystem>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "calq/calq.h"
+#include "calib/stats_drift.h"
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
 #include "model/tiny_model_testutil.h"
@@ -127,6 +131,78 @@ TEST_F(Api, EvaluateComparesWithTheReference) {
   EXPECT_LT(e.models[0].kld_mean, 0.05);
   EXPECT_GT(e.models[0].top1_agreement, 0.5);
   EXPECT_GT(e.ppl_ref, 1.0);
+}
+
+TEST_F(Api, EvaluateRunsTasksAndWritesItsJson) {
+  std::ofstream(dir_ / "mc.jsonl") << R"({"ctx": "The cat", "endings": [" sat", " ran", " is", " was"], "label": 0}
+{"ctx": "A dog", "endings": [" barks", " flies", " swims", " sings"], "label": 1}
+)";
+  const EvalReport e = evaluate({.models = {(dir_ / "hf").string()}, .text = text_.string(), .ctx = 16,
+                                 .max_windows = 3, .hellaswag = (dir_ / "mc.jsonl").string(),
+                                 .generate = {"Hello"}, .max_new_tokens = 3,
+                                 .json_out = (dir_ / "e.json").string(), .threads = 2});
+  EXPECT_TRUE(e.has_text);
+  EXPECT_EQ(e.models.at(0).nll_per_window.size(), 3u);
+  ASSERT_TRUE(e.multiple_choice.has_value());
+  EXPECT_EQ(e.multiple_choice->n_items, 2);
+  EXPECT_EQ(e.multiple_choice->models.at(0).chosen.size(), 2u);
+  EXPECT_FALSE(e.multiple_choice->models.at(0).agreement.has_value());  // no reference
+  ASSERT_EQ(e.generations.size(), 1u);
+  EXPECT_LE(e.generations[0].outputs.at(0).ids.size(), 3u);
+  EXPECT_EQ(read_text_file(dir_ / "e.json"), e.json);
+  // Nothing to do, several models without a reference: errors naming options, before any work.
+  std::string msg = error_of([&] { evaluate({.models = {(dir_ / "hf").string()}}); });
+  EXPECT_NE(msg.find("nothing to evaluate"), std::string::npos) << msg;
+  msg = error_of([&] { evaluate({.models = {"a", "b"}, .text = text_.string()}); });
+  EXPECT_NE(msg.find("reference"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("--"), std::string::npos) << msg;
+}
+
+TEST_F(Api, CheckBisectAndCalibCheck) {
+  quantize(job("q8.gguf"));
+  const CheckReport c = check((dir_ / "q8.gguf").string());
+  EXPECT_TRUE(c.ok) << c.json;
+  EXPECT_EQ(c.errors, 0);
+  const CheckReport bad = check(text_.string());  // not a GGUF file: an error finding, no throw
+  EXPECT_FALSE(bad.ok);
+  EXPECT_GT(bad.errors, 0);
+
+  const BisectReport b = bisect({.model = (dir_ / "hf").string(), .quantized = (dir_ / "q8.gguf").string(),
+                                 .eval_text = text_.string(), .ctx = 16, .max_windows = 4,
+                                 .json_out = (dir_ / "b.json").string(), .threads = 2});
+  EXPECT_FALSE(b.candidates.empty());
+  EXPECT_GT(b.kld_q, 0.0);
+  EXPECT_TRUE(b.found);
+  EXPECT_LE(b.kld, b.goal);
+  EXPECT_EQ(b.steps.size(), static_cast<size_t>(b.evaluations));
+  EXPECT_EQ(read_text_file(dir_ / "b.json"), b.json);
+  std::string msg = error_of([&] {
+    bisect({.model = (dir_ / "hf").string(), .quantized = (dir_ / "q8.gguf").string(), .eval_text = text_.string(),
+            .tolerance = 0.0});
+  });
+  EXPECT_NE(msg.find("tolerance"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("--"), std::string::npos) << msg;
+
+  const CalibCheckJob defaults;
+  EXPECT_EQ(defaults.threshold, calib::kDefaultDriftThreshold);
+  const CalibCheckReport d = calib_check({.model = (dir_ / "hf").string(), .calib = text_.string(),
+                                          .eval_text = text_.string(), .samples = 2, .seq_len = 16, .threads = 2});
+  EXPECT_FALSE(d.sites.empty());
+  EXPECT_FALSE(d.flagged);  // the same text on both sides
+  EXPECT_EQ(d.score, 0.0);
+}
+
+TEST_F(Api, InspectListsTheModelAndItsStatistics) {
+  const InspectReport r = inspect({.model = (dir_ / "hf").string(), .weights = true, .activations = true,
+                                   .text = text_.string(), .samples = 2, .ctx = 16, .threads = 2});
+  EXPECT_EQ(r.format, "hf");
+  EXPECT_EQ(r.architecture, "llama");
+  EXPECT_NE(r.text.find("model.layers.0.self_attn.q_proj.weight"), std::string::npos) << r.text;
+  const nlohmann::json j = nlohmann::json::parse(r.json);
+  EXPECT_FALSE(j["weight_stats"].empty());
+  EXPECT_EQ(j["activation_stats"]["samples"], 2);
+  const std::string msg = error_of([&] { inspect({.model = (dir_ / "hf").string(), .activations = true}); });
+  EXPECT_NE(msg.find("need a text"), std::string::npos) << msg;
 }
 
 TEST_F(Api, SensitivityMapDrivesATargetAllocation) {

@@ -53,7 +53,7 @@ CalibrateReport calibrate(const CalibrateJob& job) {
                       .threads = static_cast<int>(pool.num_threads())};
   for (const auto& [layer, site] : stats.sites()) {
     const calib::SiteStats& s = *stats.find(layer, site);
-    SiteSummary sum{.layer = layer, .site = std::string(calib::site_name(site)), .cols = s.cols(), .rows = s.rows()};
+    SiteSummary sum{.layer = layer, .site = std::string(model::site_name(site)), .cols = s.cols(), .rows = s.rows()};
     if (s.kinds().contains(calib::StatKind::kAbsMax)) {
       for (const float v : s.absmax()) sum.absmax = std::max(sum.absmax, static_cast<double>(v));
     }

@@ -14,6 +14,10 @@ QuantizeReport quantize(const QuantizeJob& job) {
       fail(ErrorKind::kInvalidArgument, "give either a mix (llama.cpp's) or {}, not both",
            target ? "a target bits_per_weight" : "a format");
     }
+    if (!job.imatrix.empty()) {
+      fail(ErrorKind::kInvalidArgument,
+           "an imatrix goes with a mix; with a format, give a calibration text or a statistics file");
+    }
     return api::quantize_format(job, report);
   }
   if (job.mix.empty()) fail(ErrorKind::kInvalidArgument, "quantize needs a mix or a format");

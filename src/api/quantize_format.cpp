@@ -61,7 +61,7 @@ std::string recipe_text(const QuantizeJob& job, const pipeline::ModelQuantizeOpt
   for (const auto& step : o.recipe.steps) with_options = with_options || !step.options.empty();
   if (with_options) r += ";steps=" + o.recipe.to_json()["steps"].dump();
   if (o.act != pipeline::ActivationScheme::kNone) {
-    r += fmt::format(";act_quant={}", pipeline::activation_scheme_name(o.act));
+    r += fmt::format(";act_quant={}", model::activation_quant_name(o.act));
     if (o.act == pipeline::ActivationScheme::kLlmInt8) r += fmt::format(";threshold={}", o.llm_int8_threshold);
   }
   if (job.observer == "percentile") r += fmt::format(";percentile={}", job.percentile);

@@ -42,7 +42,8 @@
 
 namespace calq::calib {
 
-// Sites are the model's (model/block_topology.h): one definition, re-exported here.
+// Sites are the model's (model/block_topology.h): one definition. The calib layer's own code names
+// them unqualified through these declarations; code outside it writes model::InputSite.
 using model::InputSite;
 using model::kNumInputSites;
 using model::site_by_name;

@@ -94,7 +94,7 @@ TEST_F(CliCompare, BadCombinationsExitTwo) {
   // Several models need a reference.
   RunResult r = run_calq("eval --quiet --model " + (dir_ / "hf").string() + " --model " + (dir_ / "hf").string() + common);
   EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_NE(r.output.find("--ref"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("reference"), std::string::npos) << r.output;
   // A reference that is not a model.
   r = run_calq("eval --quiet --model " + (dir_ / "hf").string() + " --ref " + text_.string() + common);
   EXPECT_EQ(r.status, 2) << r.output;

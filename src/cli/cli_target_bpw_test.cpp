@@ -156,19 +156,19 @@ TEST_F(CliTargetBpw, BadInputExits2WithoutOutput) {
   const std::string cands = " --candidates q4_k,q6_k,q8_0";
   expect_error("--target-bpw 3" + cands + " --sensitivity " + map_,
                "target 3 bits per weight: infeasible; the smallest candidates give 4.5");
-  expect_error("--target-bpw 5" + cands, "--target-bpw needs one of --sensitivity FILE");
+  expect_error("--target-bpw 5" + cands, "needs one of sensitivity");
   expect_error("--target-bpw 5" + cands + " --sensitivity " + map_ + " --sensitivity-text " + map_,
-               "--target-bpw needs one of --sensitivity FILE");
+               "needs one of sensitivity");
   expect_error("--target-bpw 5" + cands + " --sensitivity-text " + (dir_ / "nope.txt").string(),
-               "--sensitivity-text file not found");
+               "sensitivity text file not found");
   expect_error("--target-bpw 5" + cands + " --sensitivity-text " + map_ + " --sensitivity-ctx 1",
-               "--sensitivity-ctx must be >= 2");
-  expect_error("--format q4_k --sensitivity-text " + map_, "--sensitivity-text goes with --target-bpw");
-  expect_error("--target-bpw 5 --sensitivity " + map_, "--target-bpw needs --candidates");
-  expect_error("--format q4_k --candidates q4_k", "--candidates goes with --target-bpw");
+               "sensitivity_ctx must be >= 2");
+  expect_error("--format q4_k --sensitivity-text " + map_, "go with a target bits_per_weight");
+  expect_error("--target-bpw 5 --sensitivity " + map_, "needs candidates");
+  expect_error("--format q4_k --candidates q4_k", "go with a target bits_per_weight");
   expect_error("--target-bpw 5 --candidates q4_k,q5_k --sensitivity " + map_, "candidate q5_k was not measured");
   expect_error("--target-bpw 5 --candidates q4_k,q4_k --sensitivity " + map_, "q4_k is listed twice");
-  expect_error("--target-bpw 5 --type q4_k_m" + cands + " --sensitivity " + map_, "or --target-bpw, not both");
+  expect_error("--target-bpw 5 --type q4_k_m" + cands + " --sensitivity " + map_, "or a target bits_per_weight, not both");
   std::ofstream(dir_ / "layer.json") << fixture_map("layer");
   expect_error("--target-bpw 5" + cands + " --sensitivity " + (dir_ / "layer.json").string(),
                "layer.json: granularity is \"layer\"");
@@ -178,7 +178,7 @@ TEST_F(CliTargetBpw, BadInputExits2WithoutOutput) {
   expect_error("--target-bpw 5" + cands + " --sensitivity " + (dir_ / "other.json").string(),
                "other.json: entry blk.9.ffn_down.weight is not a quantizable tensor");
   expect_error("--target-bpw 5" + cands + " --sensitivity " + map_ + " --verify-text " + (dir_ / "nope.txt").string(),
-               "--verify-text file not found");
+               "verify text file not found");
 }
 
 // The map measured in-process (--sensitivity-text) is the map `calq sensitivity` writes: the same

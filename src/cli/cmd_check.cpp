@@ -2,13 +2,12 @@
 // Prints one line per finding (or a JSON object with --json) and exits with status 2 when there
 // are errors, 0 when there are none (warnings alone pass).
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <memory>
 #include <string>
 
+#include "calq/check.h"
 #include "cli/commands.h"
-#include "io/gguf_check.h"
 
 namespace calq::cli {
 namespace {
@@ -18,37 +17,23 @@ struct CheckFlags {
   bool json = false;
 };
 
-std::string_view level_name(io::GgufFindingLevel level) {
-  return level == io::GgufFindingLevel::kError ? "error" : "warning";
-}
-
 void run_check(const CheckFlags& f) {
-  const io::GgufCheckReport r = io::check_gguf_file(f.file);
+  const CheckReport r = check(f.file);
   if (f.json) {
-    nlohmann::json j;
-    j["file"] = r.file;
-    j["ok"] = r.ok();
-    j["calq_only"] = r.calq_only;
-    j["errors"] = r.errors();
-    j["warnings"] = r.warnings();
-    j["findings"] = nlohmann::json::array();
-    for (const io::GgufFinding& x : r.findings) {
-      j["findings"].push_back({{"level", level_name(x.level)}, {"where", x.where}, {"message", x.message}});
-    }
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", r.json);
   } else {
-    for (const io::GgufFinding& x : r.findings) {
+    for (const CheckFinding& x : r.findings) {
       if (x.where.empty()) {
-        fmt::print("{}: {}\n", level_name(x.level), x.message);
+        fmt::print("{}: {}\n", x.level, x.message);
       } else {
-        fmt::print("{}: {}: {}\n", level_name(x.level), x.where, x.message);
+        fmt::print("{}: {}: {}\n", x.level, x.where, x.message);
       }
     }
     fmt::print("{}: {} ({} error{}, {} warning{})\n", r.file,
-               r.ok() ? "llama.cpp's loader rules hold" : "llama.cpp would refuse this file", r.errors(),
-               r.errors() == 1 ? "" : "s", r.warnings(), r.warnings() == 1 ? "" : "s");
+               r.ok ? "llama.cpp's loader rules hold" : "llama.cpp would refuse this file", r.errors,
+               r.errors == 1 ? "" : "s", r.warnings, r.warnings == 1 ? "" : "s");
   }
-  if (!r.ok()) throw CLI::RuntimeError(2);
+  if (!r.ok) throw CLI::RuntimeError(2);
 }
 
 }  // namespace

@@ -11,56 +11,32 @@
 #include <memory>
 #include <optional>
 
-#include "api/model_source.h"
 #include "calq/quantize.h"
 #include "cli/calib_flags.h"
 #include "cli/commands.h"
 #include "cli/progress.h"
 #include "cli/quantize_target.h"
-#include "core/error.h"
 
 namespace calq::cli {
 namespace {
 
+// The job the flags fill in, and the flags that map onto it other than one to one.
 struct QuantizeFlags {
-  std::string model;
-  std::string out;
-  std::string type;
-  std::string imatrix;
-  size_t threads = 0;
-  bool force = false;
-  bool quiet = false;
-  // --format form
-  std::string format;
-  std::string method = "rtn";
-  std::string observer = "minmax";
-  double percentile = 99.99;
-  std::vector<std::string> rules;
-  std::string head_format;
-  CalibFlags calib;
-  std::string stats;
-  bool float_inputs = false;
+  QuantizeJob job;
   bool no_importance = false;
-  // method steps and their most used options
-  std::string recipe;
+  bool quiet = false;
+  // method steps' most used options (QuantizeJob::method_options)
   std::optional<double> damp;
   bool act_order = false;
   std::optional<double> sq_alpha;
   std::optional<uint64_t> rotate_seed;
   bool rotate_down = false;
-  std::string act_quant = "none";
-  float llm_int8_threshold = 6.0f;
-  TargetFlags target;  // --target-bpw bit allocation
 };
 
 QuantizeJob job_of(const QuantizeFlags& f) {
-  QuantizeJob job{.model = f.model, .out = f.out, .mix = f.type, .imatrix = f.imatrix, .format = f.format,
-                  .method = f.method, .recipe = f.recipe, .method_options = {}, .observer = f.observer,
-                  .percentile = f.percentile, .rules = f.rules, .head_format = f.head_format,
-                  .calibration = f.calib, .stats = f.stats, .float_inputs = f.float_inputs,
-                  .use_importance = !f.no_importance, .act_quant = f.act_quant,
-                  .llm_int8_threshold = f.llm_int8_threshold, .target = f.target.options(), .threads = f.threads,
-                  .force = f.force, .progress = progress_printer("calq quantize", f.quiet)};
+  QuantizeJob job = f.job;
+  job.use_importance = !f.no_importance;
+  job.progress = progress_printer("calq quantize", f.quiet);
   if (f.damp) job.method_options.push_back({"gptq", "damp", fmt::format("{}", *f.damp)});
   if (f.act_order) job.method_options.push_back({"gptq", "act_order", "true"});
   if (f.sq_alpha) job.method_options.push_back({"smoothquant", "alpha", fmt::format("{}", *f.sq_alpha)});
@@ -89,34 +65,16 @@ void print_format_report(const QuantizeReport& r, const QuantizeFlags& f) {
   if (r.calibration) fmt::print("{}\n", *r.calibration);
   fmt::print("time {:.2f} s (encode {:.2f} s), peak RSS {:.1f} MiB\n", r.seconds, r.seconds_encode, r.peak_rss_mib);
   if (r.form == "target") {
-    fmt::print("target      {} bits per weight: {:.4f} written, predicted KLD {:.6g}\n", *f.target.target_bpw,
+    fmt::print("target      {} bits per weight: {:.4f} written, predicted KLD {:.6g}\n", f.job.target.bits_per_weight,
                r.bits_per_weight, r.predicted_kld);
   }
   if (r.verify) fmt::print("{}\n", r.verify->text);
 }
 
 void run_quantize(const QuantizeFlags& f) {
-  check_target_flags(f.target);
-  if (!f.format.empty() || f.target.active()) {
-    if (!f.type.empty()) {
-      fail(ErrorKind::kInvalidArgument, "give either --type (a llama.cpp mix) or {}, not both",
-           f.target.active() ? "--target-bpw" : "--format");
-    }
-    if (!f.imatrix.empty()) {
-      fail(ErrorKind::kInvalidArgument, "--imatrix goes with --type; with --format use --calib or --stats");
-    }
-    if (!f.calib.text.empty() && !f.stats.empty()) {
-      fail(ErrorKind::kInvalidArgument, "give either --calib (calibrate now) or --stats (reuse a statistics file)");
-    }
-    if (!f.recipe.empty() && f.method != "rtn") {
-      fail(ErrorKind::kInvalidArgument, "give either --method or --recipe, not both");
-    }
-  } else if (f.type.empty()) {
-    fail(ErrorKind::kInvalidArgument, "calq quantize needs --type MIX or --format FORMAT");
-  }
   const QuantizeReport r = quantize(job_of(f));
   if (r.form == "mix") {
-    print_mix_report(r, !f.imatrix.empty());
+    print_mix_report(r, !f.job.imatrix.empty());
   } else {
     print_format_report(r, f);
   }
@@ -127,51 +85,51 @@ void run_quantize(const QuantizeFlags& f) {
 void register_quantize(CLI::App& app) {
   auto flags = std::make_shared<QuantizeFlags>();
   CLI::App* cmd = app.add_subcommand("quantize", "Quantize a model into a GGUF file");
-  cmd->add_option("--model", flags->model,
+  cmd->add_option("--model", flags->job.model,
                   "Model: a GGUF file (F32/F16/BF16 tensors) for --type; a Hugging Face folder or GGUF for --format")
       ->required();
-  cmd->add_option("--out", flags->out, "Output GGUF file")->required();
-  cmd->add_option("--type", flags->type,
+  cmd->add_option("--out", flags->job.out, "Output GGUF file")->required();
+  cmd->add_option("--type", flags->job.mix,
                   "Mix: llama.cpp's q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k, q8_0, or one type for every "
                   "weight (q4_0, q4_1, q5_0, q5_1, q3_k, q4_k, q5_k, iq4_nl, iq4_xs, f16, bf16, pure-<type>)");
-  cmd->add_option("--format", flags->format,
+  cmd->add_option("--format", flags->job.format,
                   "Any registered number format for the linear weights (e.g. int4-g128-asym, nf4-dq, fp8-e4m3, q4_k; "
                   "docs/formats.md lists them)");
-  cmd->add_option("--method", flags->method,
+  cmd->add_option("--method", flags->job.method,
                   "Method chain, e.g. rtn, gptq, awq, awq+gptq, rotate+gptq, smoothquant (transforms first, then "
                   "rtn or gptq; rtn is appended when no weight quantizer is named)")
       ->capture_default_str();
-  cmd->add_option("--recipe", flags->recipe,
+  cmd->add_option("--recipe", flags->job.recipe,
                   "Recipe file (JSON): {\"steps\": [{\"method\": \"awq\"}, {\"method\": \"gptq\", \"act_order\": true}]}");
   cmd->add_option("--damp", flags->damp, "gptq: dampening, times the mean diagonal of the Hessian (default 0.01)");
   cmd->add_flag("--act-order", flags->act_order, "gptq: quantize columns by descending Hessian diagonal");
   cmd->add_option("--sq-alpha", flags->sq_alpha, "smoothquant: migration strength alpha in [0, 1] (default 0.5)");
   cmd->add_option("--rotate-seed", flags->rotate_seed, "rotate: seed of the random Hadamard signs (default 0)");
   cmd->add_flag("--rotate-down", flags->rotate_down, "rotate: also rotate the MLP intermediate online");
-  cmd->add_option("--act-quant", flags->act_quant,
+  cmd->add_option("--act-quant", flags->job.act_quant,
                   "Activation quantization simulated at every linear input: none, int8-token (dynamic), int8-tensor "
                   "(static, from calibration), llm-int8 (outlier columns in float)")
       ->capture_default_str();
-  cmd->add_option("--llm-int8-threshold", flags->llm_int8_threshold, "llm-int8: outlier threshold on |x|")
+  cmd->add_option("--llm-int8-threshold", flags->job.llm_int8_threshold, "llm-int8: outlier threshold on |x|")
       ->capture_default_str();
-  cmd->add_option("--observer", flags->observer, "Weight range observer: minmax, percentile, kl, mse")
+  cmd->add_option("--observer", flags->job.observer, "Weight range observer: minmax, percentile, kl, mse")
       ->capture_default_str();
-  cmd->add_option("--percentile", flags->percentile, "Percentile of the percentile observer")->capture_default_str();
-  cmd->add_option("--rule", flags->rules,
+  cmd->add_option("--percentile", flags->job.percentile, "Percentile of the percentile observer")->capture_default_str();
+  cmd->add_option("--rule", flags->job.rules,
                   "Per-tensor format 'REGEX=FORMAT' (repeatable, first match wins; FORMAT may be f32), matched on "
                   "GGUF or Hugging Face tensor names");
-  cmd->add_option("--head-format", flags->head_format,
+  cmd->add_option("--head-format", flags->job.head_format,
                   "Format of the token embedding and output head (default: q6_k below 6.5 bits, else q8_0)");
-  add_calib_flags(cmd, flags->calib);
-  add_target_flags(cmd, flags->target);
-  cmd->add_option("--stats", flags->stats, "Statistics file from calq calibrate (instead of --calib)");
-  cmd->add_flag("--float-inputs", flags->float_inputs,
+  add_calib_flags(cmd, flags->job.calibration);
+  add_target_flags(cmd, flags->job.target);
+  cmd->add_option("--stats", flags->job.stats, "Statistics file from calq calibrate (instead of --calib)");
+  cmd->add_flag("--float-inputs", flags->job.float_inputs,
                 "Calibrate every layer on the float model's activations (default: true sequential, each layer "
                 "sees the outputs of the already quantized layers before it)");
   cmd->add_flag("--no-importance", flags->no_importance, "Do not weight the rounding error by E[x^2]");
-  cmd->add_option("--imatrix", flags->imatrix, "Importance matrix (llama.cpp's imatrix.dat or GGUF imatrix)");
-  cmd->add_option("--threads", flags->threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
-  cmd->add_flag("--force", flags->force, "Overwrite an existing output file");
+  cmd->add_option("--imatrix", flags->job.imatrix, "Importance matrix (llama.cpp's imatrix.dat or GGUF imatrix)");
+  cmd->add_option("--threads", flags->job.threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_flag("--force", flags->job.force, "Overwrite an existing output file");
   cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_quantize(*flags); });
 }

@@ -218,7 +218,7 @@ TEST_F(InspectOutliers, BadActivationOptionsExitTwo) {
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(needle), std::string::npos) << args << "\n" << r.output;
   };
-  expect_error("--activations", "--text");
+  expect_error("--activations", "need a text");
   expect_error("--activations --text " + text_.string() + " --samples 0 --ctx 8", "samples must be at least 1");
   expect_error("--activations --text " + text_.string() + " --samples 6 --ctx 8", "samples 6 asks for more");
   expect_error("--activations --text " + text_.string() + " --samples 1 --ctx 64", "fewer than one window");

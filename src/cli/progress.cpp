@@ -43,14 +43,21 @@ void ProgressBar::finish() {
   if (enabled_ && tty_ && drawn_) fmt::print(stderr, "\n");
 }
 
-ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_item) {
+ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_item, std::string tokens_stage) {
   // Message-less units drive one bar per stage; it ends when a line is printed or the stage changes.
   struct State {
     std::string stage;
     std::unique_ptr<ProgressBar> bar;
   };
   auto state = std::make_shared<State>();
-  return [prefix = std::move(prefix), quiet, tokens_per_item, state](const Progress& p) {
+  return [prefix = std::move(prefix), quiet, tokens_per_item, tokens_stage = std::move(tokens_stage),
+          state](const Progress& p) {
+    // Warnings are not progress: --quiet keeps them.
+    if (p.stage == "warning") {
+      if (state->bar) state->bar->finish();  // a new line; the bar goes on below
+      fmt::print(stderr, "{}: warning: {}\n", prefix, p.message);
+      return true;
+    }
     // The allocation table is printed from the report, on stdout.
     if (quiet || p.stage == "allocate") return true;
     if (p.message.empty()) {
@@ -58,7 +65,8 @@ ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_i
       if (!state->bar || state->stage != p.stage) {
         if (state->bar) state->bar->finish();
         state->stage = std::string(p.stage);
-        state->bar = std::make_unique<ProgressBar>(std::string(p.stage), tokens_per_item, true);
+        const bool tokens = tokens_stage.empty() || p.stage == tokens_stage;
+        state->bar = std::make_unique<ProgressBar>(std::string(p.stage), tokens ? tokens_per_item : 1, true);
       }
       state->bar->update(p.done, p.total);
       if (p.done == p.total) {
@@ -71,9 +79,7 @@ ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_i
       state->bar->finish();
       state->bar.reset();
     }
-    if (p.stage == "warning") {
-      fmt::print(stderr, "{}: warning: {}\n", prefix, p.message);
-    } else if (p.stage == "tensor") {
+    if (p.stage == "tensor") {
       fmt::print(stderr, "{}\n", p.message);
     } else if (p.done == 0) {
       fmt::print(stderr, "{}: {}\n", prefix, p.message);

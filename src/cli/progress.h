@@ -27,11 +27,12 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_;
 };
 
-// The CLI's printer of an API job's progress (calq/progress.h), on stderr unless `quiet`:
-// "warning" lines as "<prefix>: warning: ...", a stage's opening line (done 0) as "<prefix>: ...",
+// The CLI's printer of an API job's progress (calq/progress.h), on stderr: "warning" lines as
+// "<prefix>: warning: ..." (even when `quiet`); unless `quiet`, a stage's opening line (done 0) as "<prefix>: ...",
 // "tensor" lines as they are, other units indented ("allocate" not at all: the commands print the
 // allocation table from the report); units without a message drive a ProgressBar
-// per stage (`tokens_per_item` for its tokens/s). Never cancels.
-ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_item = 0);
+// per stage (`tokens_per_item` for its tokens/s; only for the stage `tokens_stage` when that is
+// not empty, the others counting items). Never cancels.
+ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_item = 0, std::string tokens_stage = {});
 
 }  // namespace calq::cli

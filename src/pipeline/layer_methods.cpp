@@ -21,7 +21,6 @@ ActivationScheme parse_activation_scheme(const std::string& name) {
        quant::method_names(quant::MethodStage::kActivation));
 }
 
-std::string_view activation_scheme_name(ActivationScheme scheme) { return model::activation_quant_name(scheme); }
 
 calib::StatSet required_stats(const quant::Recipe& recipe, ActivationScheme act) {
   calib::StatSet s = calib::StatSet().with(calib::StatKind::kAbsMax).with(calib::StatKind::kMeanSq);
@@ -83,7 +82,7 @@ void LayerMethods::migrate(const quant::MethodStep& step, int64_t l, model::Laye
     for (const TensorRole role : roles) consumers.push_back(&w.linear(role).dense());
     const auto t0 = std::chrono::steady_clock::now();
     const bool with_imp = options_.use_importance && !site.mean_sq.empty();
-    const std::string group(calib::site_name(g.site));
+    const std::string group(model::site_name(g.site));
     quant::Migration m = step.method->migrate({.layer = l, .group = group, .consumers = consumers,
                                                .format = a0.format, .tensor_name = a0.name, .stats = &site,
                                                .importance = with_imp ? site.mean_sq.data() : nullptr,
@@ -114,7 +113,7 @@ void LayerMethods::quantize_weights(const quant::MethodStep& step, int64_t l, mo
       const Tensor& dense = w.linear(role).dense();
       const bool with_imp = options_.use_importance && !site.mean_sq.empty();
       quant::QuantizedWeight q = step.method->quantize(
-          {.layer = l, .group = calib::site_name(g.site), .format = a.format, .name = a.name, .rows = a.rows,
+          {.layer = l, .group = model::site_name(g.site), .format = a.format, .name = a.name, .rows = a.rows,
            .cols = a.cols, .weights = dense.f32(), .stats = &site,
            .importance = with_imp ? site.mean_sq.data() : nullptr, .range = range},
           step.options, pool_);
@@ -137,7 +136,7 @@ void LayerMethods::quantize_activations(const quant::MethodStep& step, int64_t l
     const quant::InputStats& site = sites.at(g.site);
     for (const TensorRole role : g.consumers) {
       w.linear(role).set_act_quant(
-          step.method->activation({.layer = l, .group = calib::site_name(g.site), .stats = &site}, step.options));
+          step.method->activation({.layer = l, .group = model::site_name(g.site), .stats = &site}, step.options));
     }
   }
 }

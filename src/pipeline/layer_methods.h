@@ -43,7 +43,6 @@ using ActivationScheme = model::ActivationQuant::Kind;
 // "none" or an activation scheme method's name ("int8-token", "int8-tensor", "llm-int8": the
 // model's names, model::activation_quant_by_name); Error listing them for an unknown name.
 ActivationScheme parse_activation_scheme(const std::string& name);
-std::string_view activation_scheme_name(ActivationScheme scheme);
 
 // What a recipe's steps (and the activation scheme `act`, when given apart) need from
 // calibration: the union of their methods' needs, with absmax and mean_sq always.
@@ -66,7 +65,7 @@ class LayerMethods {
   int64_t n_with_importance() const { return n_with_importance_; }
 
  private:
-  using Sites = std::map<calib::InputSite, quant::InputStats>;
+  using Sites = std::map<model::InputSite, quant::InputStats>;
   const TensorAssignment& assignment(int64_t layer, model::TensorRole role) const;
   void migrate(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights, Sites& sites);
   void quantize_weights(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,

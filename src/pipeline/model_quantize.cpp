@@ -24,7 +24,7 @@ const Format* first_fitting(std::initializer_list<const char*> names, int64_t ro
 }
 
 // Σ weight importance: the site's E[x²] per input channel, when collected.
-std::vector<float> importance_of(const calib::CalibrationStats* stats, int64_t layer, calib::InputSite site) {
+std::vector<float> importance_of(const calib::CalibrationStats* stats, int64_t layer, model::InputSite site) {
   if (stats == nullptr || !stats->kinds().contains(calib::StatKind::kMeanSq)) return {};
   const calib::SiteStats* s = stats->find(layer, site);
   if (s == nullptr || s->rows() == 0) return {};
@@ -38,10 +38,10 @@ quant::Recipe effective_recipe(const ModelQuantizeOptions& o) {
   if (o.act == ActivationScheme::kNone) return recipe;
   if (const quant::MethodStep* a = recipe.activation())
     fail(ErrorKind::kInvalidArgument, "{} has the activation scheme {}; the activation scheme option gives {}: "
-         "give one", recipe.origin, a->name(), activation_scheme_name(o.act));
+         "give one", recipe.origin, a->name(), model::activation_quant_name(o.act));
   nlohmann::json options = nlohmann::json::object();
   if (o.act == ActivationScheme::kLlmInt8) options["threshold"] = o.llm_int8_threshold;
-  return quant::with_step(recipe, activation_scheme_name(o.act), options);
+  return quant::with_step(recipe, model::activation_quant_name(o.act), options);
 }
 
 }  // namespace
@@ -126,15 +126,15 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
 }
 
 void check_stats_match(const calib::CalibrationStats& stats, const model::Model& m, const std::string& origin) {
-  const auto need = [&](int64_t layer, calib::InputSite site, int64_t cols) {
+  const auto need = [&](int64_t layer, model::InputSite site, int64_t cols) {
     const calib::SiteStats* s = stats.find(layer, site);
     if (s == nullptr) {
       fail(ErrorKind::kInvalidArgument, "{}: no statistics for layer {} {} (the file was made for another model?)",
-           origin, layer, calib::site_name(site));
+           origin, layer, model::site_name(site));
     }
     if (s->cols() != cols) {
       fail(ErrorKind::kInvalidArgument, "{}: statistics of layer {} {} have {} channels but the model has {}", origin,
-           layer, calib::site_name(site), s->cols(), cols);
+           layer, model::site_name(site), s->cols(), cols);
     }
   };
   const model::ModelConfig& c = m.config;
@@ -211,7 +211,7 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
   // the untied head, always round to nearest. The embedding lookup reads rows, so its own "input"
   // has no statistics.
   const bool tied = m.output.same_storage(m.embedding);
-  const std::vector<float> head_imp = importance_of(head_stats, -1, calib::InputSite::kHeadIn);
+  const std::vector<float> head_imp = importance_of(head_stats, -1, model::InputSite::kHeadIn);
   quantize_one(m.embedding, *by_role.at({-1, static_cast<int>(model::TensorRole::kTokenEmbedding)}),
                tied ? head_imp : std::vector<float>{});
   if (tied) {

@@ -67,7 +67,7 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
   const model::BlockTopology& block = model::block_topology(m.config);
   const auto make_hook = [&block](calib::CalibrationStats& into) {
     return model::LinearHook([&into, &block](const model::LinearInput& in) {
-      const calib::InputSite site = calib::input_site(in.role, block);
+      const model::InputSite site = calib::input_site(in.role, block);
       if (calib::site_roles(site, block).front() != in.role) return;
       calib::check_finite_activations(in.x, in.rows, in.cols, in.layer, site);
       into.observe(in.layer, site, in.x, in.rows, in.cols);

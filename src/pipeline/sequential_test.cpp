@@ -64,7 +64,7 @@ TEST(LayerSequential, StatisticsEqualAWholeModelPass) {
     calib::run_linear_inputs(
         m, s,
         [&](const model::LinearInput& in) {
-          const calib::InputSite site = calib::input_site(in.role);
+          const model::InputSite site = calib::input_site(in.role);
           if (calib::site_roles(site).front() == in.role) one.observe(in.layer, site, in.x, in.rows, in.cols);
         },
         pool);
@@ -74,8 +74,8 @@ TEST(LayerSequential, StatisticsEqualAWholeModelPass) {
   EXPECT_EQ(r.stats.site_count(), static_cast<size_t>(4 * m.config.num_layers + 1));
   for (const auto& [layer, site] : want.sites()) {
     const calib::SiteStats* got = r.stats.find(layer, site);
-    ASSERT_NE(got, nullptr) << layer << " " << calib::site_name(site);
-    EXPECT_TRUE(*got == *want.find(layer, site)) << layer << " " << calib::site_name(site);
+    ASSERT_NE(got, nullptr) << layer << " " << model::site_name(site);
+    EXPECT_TRUE(*got == *want.find(layer, site)) << layer << " " << model::site_name(site);
   }
 }
 
@@ -112,10 +112,10 @@ TEST(LayerSequential, TrueSequentialSeesQuantizedOutputs) {
   const calib::CalibrationStats true_seq = run(true, true);
   // Layer 0's input is the embedding either way; its later sites already see quantized q/k/v...
   // only in true-sequential mode is layer 1 fed by the quantized layer 0.
-  EXPECT_TRUE(*plain.find(0, calib::InputSite::kAttnIn) == *true_seq.find(0, calib::InputSite::kAttnIn));
+  EXPECT_TRUE(*plain.find(0, model::InputSite::kAttnIn) == *true_seq.find(0, model::InputSite::kAttnIn));
   EXPECT_TRUE(plain == float_inputs);
-  EXPECT_FALSE(*plain.find(1, calib::InputSite::kAttnIn) == *true_seq.find(1, calib::InputSite::kAttnIn));
-  EXPECT_FALSE(*plain.find(-1, calib::InputSite::kHeadIn) == *true_seq.find(-1, calib::InputSite::kHeadIn));
+  EXPECT_FALSE(*plain.find(1, model::InputSite::kAttnIn) == *true_seq.find(1, model::InputSite::kAttnIn));
+  EXPECT_FALSE(*plain.find(-1, model::InputSite::kHeadIn) == *true_seq.find(-1, model::InputSite::kHeadIn));
 }
 
 TEST(LayerSequential, QuantizedLayersGiveTheQuantizedModelsActivations) {
@@ -130,12 +130,12 @@ TEST(LayerSequential, QuantizedLayersGiveTheQuantizedModelsActivations) {
     calib::run_linear_inputs(
         m, s,
         [&](const model::LinearInput& in) {
-          if (in.layer == -1) one.observe(-1, calib::InputSite::kHeadIn, in.x, in.rows, in.cols);
+          if (in.layer == -1) one.observe(-1, model::InputSite::kHeadIn, in.x, in.rows, in.cols);
         },
         pool);
     want.merge(one);
   }
-  EXPECT_TRUE(*r.stats.find(-1, calib::InputSite::kHeadIn) == *want.find(-1, calib::InputSite::kHeadIn));
+  EXPECT_TRUE(*r.stats.find(-1, model::InputSite::kHeadIn) == *want.find(-1, model::InputSite::kHeadIn));
 }
 
 TEST(LayerSequential, NonFiniteActivationsAreNamed) {

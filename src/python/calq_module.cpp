@@ -1,7 +1,7 @@
 // The Python extension `calq._calq` over the public API (include/calq/): open a model, calibrate,
-// quantize, evaluate, returning plain Python objects (dicts, lists); number formats on numpy
-// arrays. calq::Error becomes calq.Error with the same message. The package's __init__.py
-// re-exports these.
+// quantize, evaluate, inspect, check, bisect, calib_check, returning plain Python objects (dicts,
+// lists); number formats on numpy arrays. calq::Error becomes calq.Error with the same message.
+// The work runs with the GIL released (run_released). The package's __init__.py re-exports these.
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -9,6 +9,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <optional>
 
 #include "calq/calq.h"
 
@@ -16,17 +18,60 @@ namespace py = pybind11;
 
 namespace {
 
-calq::ProgressFn python_progress(const py::object& callback) {
-  if (callback.is_none()) return {};
-  return [callback](const calq::Progress& p) {
-    py::dict d;
-    d["stage"] = std::string(p.stage);
-    d["done"] = p.done;
-    d["total"] = p.total;
-    d["message"] = std::string(p.message);
-    const py::object r = callback(d);
-    return r.is_none() || r.cast<bool>();  // None (no return) continues; False cancels
+// A job's progress callback over an optional Python callable, and the work run with the GIL
+// released (so other Python threads run, and Ctrl-C is seen between units of work). The callable
+// gets {"stage", "done", "total", "message"}; returning False cancels (calq.Error), raising an
+// exception cancels and re-raises it; Ctrl-C cancels and raises KeyboardInterrupt.
+struct PyProgress {
+  py::object callback;  // None or a callable; only touched with the GIL held
+  bool interrupted = false;
+  std::optional<py::error_already_set> error;
+};
+
+// The ProgressFn holds the state by shared_ptr: copying it needs no GIL. The last reference is
+// the caller's (`run_released` below), released with the GIL held.
+calq::ProgressFn python_progress(const std::shared_ptr<PyProgress>& state) {
+  return [state](const calq::Progress& p) {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {  // a signal handler raised (KeyboardInterrupt): stop
+      PyErr_Clear();
+      state->interrupted = true;
+      return false;
+    }
+    if (state->callback.is_none()) return true;
+    try {
+      py::dict d;
+      d["stage"] = std::string(p.stage);
+      d["done"] = p.done;
+      d["total"] = p.total;
+      d["message"] = std::string(p.message);
+      const py::object r = state->callback(d);
+      return r.is_none() || r.cast<bool>();  // None (no return) continues; False cancels
+    } catch (py::error_already_set& e) {
+      state->error = std::move(e);
+      return false;
+    }
   };
+}
+
+// Runs fn(progress) with the GIL released; see PyProgress.
+template <class Fn>
+auto run_released(const py::object& callback, Fn&& fn) {
+  auto state = std::make_shared<PyProgress>();
+  state->callback = callback;
+  calq::ProgressFn progress = python_progress(state);
+  try {
+    py::gil_scoped_release release;
+    return fn(progress);
+  } catch (const calq::Error& e) {
+    if (e.kind() != calq::ErrorKind::kCancelled) throw;
+    if (state->error) throw std::move(*state->error);
+    if (state->interrupted) {
+      PyErr_SetNone(PyExc_KeyboardInterrupt);
+      throw py::error_already_set();
+    }
+    throw;
+  }
 }
 
 py::dict model_info(const calq::ModelInfo& i) {
@@ -141,10 +186,12 @@ PYBIND11_MODULE(_calq, m) {
       "calibrate",
       [](const std::string& model, const std::string& out, const std::string& text, int64_t samples, int64_t seq_len,
          uint64_t seed, const std::string& stats, size_t threads, bool force, const py::object& progress) {
-        const calq::CalibrateReport r = calq::calibrate(
-            {.model = model, .out = out,
-             .data = {.text = text, .samples = samples, .seq_len = seq_len, .seed = seed, .tokenizer = ""},
-             .stats = stats, .threads = threads, .force = force, .progress = python_progress(progress)});
+        const calq::CalibrateReport r = run_released(progress, [&](const calq::ProgressFn& pf) {
+          return calq::calibrate(
+              {.model = model, .out = out,
+               .data = {.text = text, .samples = samples, .seq_len = seq_len, .seed = seed, .tokenizer = ""},
+               .stats = stats, .threads = threads, .force = force, .progress = pf});
+        });
         py::dict d;
         d["out"] = r.out;
         d["samples"] = r.samples;
@@ -176,7 +223,7 @@ PYBIND11_MODULE(_calq, m) {
                                          .sensitivity = sensitivity, .sensitivity_text = sensitivity_text,
                                          .sensitivity_windows = sensitivity_windows,
                                          .sensitivity_ctx = sensitivity_ctx},
-                              .threads = threads, .force = force, .progress = python_progress(progress)};
+                              .threads = threads, .force = force};
         // {"gptq.damp": 0.02, "gptq.act_order": True}: method.key -> a JSON value.
         const py::module_ json = py::module_::import("json");
         for (const auto& [name, value] : options) {
@@ -188,7 +235,10 @@ PYBIND11_MODULE(_calq, m) {
           job.method_options.push_back(
               {name.substr(0, dot), name.substr(dot + 1), json.attr("dumps")(value).cast<std::string>()});
         }
-        return quantize_report(calq::quantize(job));
+        return quantize_report(run_released(progress, [&](const calq::ProgressFn& pf) {
+          job.progress = pf;
+          return calq::quantize(job);
+        }));
       },
       py::arg("model"), py::arg("out"), py::arg("format") = "", py::arg("mix") = "", py::arg("method") = "rtn",
       py::arg("recipe") = "", py::arg("options") = std::map<std::string, py::object>{}, py::arg("calib") = "",
@@ -202,11 +252,16 @@ PYBIND11_MODULE(_calq, m) {
   m.def(
       "evaluate",
       [](const std::string& reference, const std::vector<std::string>& models, const std::string& text, int64_t ctx,
-         int64_t max_windows, const std::string& tokenizer, size_t threads, const py::object& progress) {
-        const calq::EvalReport r =
-            calq::evaluate({.reference = reference, .models = models, .text = text, .ctx = ctx,
-                            .max_windows = max_windows, .tokenizer = tokenizer, .threads = threads,
-                            .progress = python_progress(progress)});
+         int64_t max_windows, const std::string& tokenizer, const std::vector<std::string>& kv_cache,
+         const std::string& hellaswag, int64_t mc_items, const std::vector<std::string>& generate,
+         int64_t max_new_tokens, const std::string& json_out, size_t threads, const py::object& progress) {
+        const calq::EvalReport r = run_released(progress, [&](const calq::ProgressFn& pf) {
+          return calq::evaluate({.reference = reference, .models = models, .text = text, .ctx = ctx,
+                                 .max_windows = max_windows, .tokenizer = tokenizer, .kv_cache = kv_cache,
+                                 .hellaswag = hellaswag, .mc_items = mc_items, .generate = generate,
+                                 .max_new_tokens = max_new_tokens, .json_out = json_out, .threads = threads,
+                                 .progress = pf});
+        });
         py::dict d;
         d["reference"] = r.reference;
         d["tokenizer"] = r.tokenizer;
@@ -216,11 +271,81 @@ PYBIND11_MODULE(_calq, m) {
         py::list scores;
         for (const auto& s : r.models) scores.append(model_score(s));
         d["models"] = scores;
+        d["warnings"] = r.warnings;
+        // Everything else (per-window values, multiple choice, generations) as `calq eval --json` writes it.
+        d["report"] = py::module_::import("json").attr("loads")(r.json);
         return d;
       },
-      py::arg("reference"), py::arg("models"), py::arg("text"), py::arg("ctx") = 512, py::arg("max_windows") = 0,
-      py::arg("tokenizer") = "", py::arg("threads") = 0, py::arg("progress") = py::none(),
-      "Models against a full-precision reference: PPL, KLD, top-1 agreement, ECE with 95% intervals");
+      py::arg("reference"), py::arg("models"), py::arg("text") = "", py::arg("ctx") = 512, py::arg("max_windows") = 0,
+      py::arg("tokenizer") = "", py::arg("kv_cache") = std::vector<std::string>{}, py::arg("hellaswag") = "",
+      py::arg("mc_items") = 0, py::arg("generate") = std::vector<std::string>{}, py::arg("max_new_tokens") = 48,
+      py::arg("json_out") = "", py::arg("threads") = 0, py::arg("progress") = py::none(),
+      "Models against a full-precision reference (\"\" for one model's perplexity): PPL, KLD, top-1 agreement, ECE "
+      "with 95% intervals; HellaSwag multiple choice and greedy generation on request");
+
+  // Reports that have a JSON document are returned as that document, parsed (plain dicts/lists).
+  const auto parsed = [](const std::string& json) { return py::module_::import("json").attr("loads")(json); };
+
+  m.def(
+      "inspect",
+      [parsed](const std::string& model, bool weights, bool activations, const std::string& text,
+               const std::string& tokenizer, int64_t samples, int64_t ctx, size_t top, size_t threads,
+               const py::object& progress) {
+        const calq::InspectReport r = run_released(progress, [&](const calq::ProgressFn& pf) {
+          return calq::inspect({.model = model, .weights = weights, .activations = activations, .text = text,
+                                .tokenizer = tokenizer, .samples = samples, .ctx = ctx, .top = top,
+                                .threads = threads, .progress = pf});
+        });
+        py::dict d = parsed(r.json);
+        d["text"] = r.text;
+        return d;
+      },
+      py::arg("model"), py::arg("weights") = false, py::arg("activations") = false, py::arg("text") = "",
+      py::arg("tokenizer") = "", py::arg("samples") = 128, py::arg("ctx") = 512, py::arg("top") = 8,
+      py::arg("threads") = 0, py::arg("progress") = py::none(),
+      "What a model holds (HF folder or GGUF file) and, on request, its weight and activation outlier statistics");
+
+  m.def(
+      "check",
+      [parsed](const std::string& path) { return parsed(run_released(py::none(), [&](const calq::ProgressFn&) {
+                                            return calq::check(path);
+                                          }).json); },
+      py::arg("path"), "Whether llama.cpp's loader would accept a GGUF file: {ok, errors, warnings, findings}");
+
+  m.def(
+      "bisect",
+      [parsed](const std::string& model, const std::string& quantized, const std::string& eval_text,
+               const std::string& tokenizer, double target, const std::optional<double>& tolerance,
+               const std::string& restore_format, int64_t ctx, int64_t max_windows, size_t threads,
+               const py::object& progress) {
+        return parsed(run_released(progress, [&](const calq::ProgressFn& pf) {
+                        return calq::bisect({.model = model, .quantized = quantized, .eval_text = eval_text,
+                                             .tokenizer = tokenizer, .target = target, .tolerance = tolerance,
+                                             .restore_format = restore_format, .ctx = ctx,
+                                             .max_windows = max_windows, .threads = threads, .progress = pf});
+                      }).json);
+      },
+      py::arg("model"), py::arg("quantized"), py::arg("eval_text"), py::arg("tokenizer") = "", py::arg("target") = 0.0,
+      py::arg("tolerance") = py::none(), py::arg("restore_format") = "", py::arg("ctx") = 512,
+      py::arg("max_windows") = 8, py::arg("threads") = 0, py::arg("progress") = py::none(),
+      "The fewest tensors of a quantized model whose restoration brings KLD back to a goal");
+
+  m.def(
+      "calib_check",
+      [parsed](const std::string& model, const std::string& calib, const std::string& eval_text, int64_t samples,
+               int64_t seq_len, uint64_t seed, const std::string& tokenizer, double threshold, size_t threads,
+               const py::object& progress) {
+        return parsed(run_released(progress, [&](const calq::ProgressFn& pf) {
+                        return calq::calib_check({.model = model, .calib = calib, .eval_text = eval_text,
+                                                  .samples = samples, .seq_len = seq_len, .seed = seed,
+                                                  .tokenizer = tokenizer, .threshold = threshold,
+                                                  .threads = threads, .progress = pf});
+                      }).json);
+      },
+      py::arg("model"), py::arg("calib"), py::arg("eval_text"), py::arg("samples") = 32, py::arg("seq_len") = 512,
+      py::arg("seed") = 0, py::arg("tokenizer") = "", py::arg("threshold") = calq::CalibCheckJob{}.threshold,
+      py::arg("threads") = 0, py::arg("progress") = py::none(),
+      "Activation statistics of a calibration text against those of an evaluation text (drift score, flagged)");
 
   py::module_ f = m.def_submodule("formats", "Number formats on numpy float32 arrays");
   f.def("list", [] {

@@ -21,9 +21,9 @@ constexpr std::array<TensorRole, 7> kLayerRoles = {TensorRole::kAttnQ,   TensorR
                                                    TensorRole::kAttnOut, TensorRole::kMlpGate,  TensorRole::kMlpUp,
                                                    TensorRole::kMlpDown};
 
-std::string site_label(int64_t layer, calib::InputSite site) {
-  return layer < 0 ? fmt::format("the output head's input ({})", calib::site_name(site))
-                   : fmt::format("layer {} {} input", layer, calib::site_name(site));
+std::string site_label(int64_t layer, model::InputSite site) {
+  return layer < 0 ? fmt::format("the output head's input ({})", model::site_name(site))
+                   : fmt::format("layer {} {} input", layer, model::site_name(site));
 }
 
 // Calls fn(layer, role, weight) for every linear weight in forward order, the head last (layer −1)
@@ -38,7 +38,7 @@ void each_linear(M& m, bool head, Fn&& fn) {
 
 }  // namespace
 
-float static_int8_scale(const calib::CalibrationStats& stats, int64_t layer, calib::InputSite site,
+float static_int8_scale(const calib::CalibrationStats& stats, int64_t layer, model::InputSite site,
                         float clip_ratio) {
   if (!(clip_ratio > 0.0f && clip_ratio <= 1.0f)) {
     fail(ErrorKind::kInvalidArgument, "activation clip ratio {} is outside (0, 1]", clip_ratio);

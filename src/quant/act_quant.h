@@ -34,7 +34,7 @@ struct ActQuantOptions {
 };
 
 // The per-tensor scale of one input site (see the contract above).
-float static_int8_scale(const calib::CalibrationStats& stats, int64_t layer, calib::InputSite site,
+float static_int8_scale(const calib::CalibrationStats& stats, int64_t layer, model::InputSite site,
                         float clip_ratio = 1.0f);
 
 // `stats` is read only for kInt8PerTensor (nullptr there is kInvalidArgument).

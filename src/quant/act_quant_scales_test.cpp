@@ -25,23 +25,23 @@ using Kind = ActivationQuant::Kind;
 calib::CalibrationStats fake_stats(const model::Model& m) {
   calib::CalibrationStats stats(calib::StatSet::parse("absmax"));
   uint32_t seed = 1;
-  const auto add = [&](int64_t layer, calib::InputSite site, int64_t cols) {
+  const auto add = [&](int64_t layer, model::InputSite site, int64_t cols) {
     const auto x = calq::testing::gaussian(static_cast<size_t>(5 * cols), seed, 0.5f * static_cast<float>(seed));
     ++seed;
     stats.observe(layer, site, x.data(), 5, cols);
   };
   const model::ModelConfig& c = m.config;
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    add(l, calib::InputSite::kAttnIn, c.hidden_size);
-    add(l, calib::InputSite::kAttnOut, c.q_dim());
-    add(l, calib::InputSite::kMlpIn, c.hidden_size);
-    add(l, calib::InputSite::kMlpDown, c.intermediate_size);
+    add(l, model::InputSite::kAttnIn, c.hidden_size);
+    add(l, model::InputSite::kAttnOut, c.q_dim());
+    add(l, model::InputSite::kMlpIn, c.hidden_size);
+    add(l, model::InputSite::kMlpDown, c.intermediate_size);
   }
-  add(-1, calib::InputSite::kHeadIn, c.hidden_size);
+  add(-1, model::InputSite::kHeadIn, c.hidden_size);
   return stats;
 }
 
-float peak(const calib::CalibrationStats& s, int64_t layer, calib::InputSite site) {
+float peak(const calib::CalibrationStats& s, int64_t layer, model::InputSite site) {
   const auto a = s.find(layer, site)->absmax();
   float p = 0;
   for (const float v : a) p = std::max(p, v);
@@ -53,22 +53,22 @@ TEST(ActQuantScales, PerTensorScalesFromAbsmax) {
   const auto dir = calq::testing::temp_dir("act_quant_scales");
   model::Model m = model::testutil::load_tiny_model(dir / "hf", {.tied = true}, pool);
   const calib::CalibrationStats stats = fake_stats(m);
-  EXPECT_EQ(static_int8_scale(stats, 1, calib::InputSite::kMlpDown),
-            peak(stats, 1, calib::InputSite::kMlpDown) / 127.0f);
-  EXPECT_EQ(static_int8_scale(stats, 0, calib::InputSite::kAttnIn, 0.5f),
-            0.5f * peak(stats, 0, calib::InputSite::kAttnIn) / 127.0f);
+  EXPECT_EQ(static_int8_scale(stats, 1, model::InputSite::kMlpDown),
+            peak(stats, 1, model::InputSite::kMlpDown) / 127.0f);
+  EXPECT_EQ(static_int8_scale(stats, 0, model::InputSite::kAttnIn, 0.5f),
+            0.5f * peak(stats, 0, model::InputSite::kAttnIn) / 127.0f);
 
   set_activation_quant(m, {.kind = Kind::kInt8PerTensor, .clip_ratio = 0.9f}, &stats);
   for (int64_t l = 0; l < m.config.num_layers; ++l) {
     const model::LayerWeights& w = m.layers[static_cast<size_t>(l)];
-    const float attn_in = 0.9f * peak(stats, l, calib::InputSite::kAttnIn) / 127.0f;
+    const float attn_in = 0.9f * peak(stats, l, model::InputSite::kAttnIn) / 127.0f;
     EXPECT_EQ(w.wq.act_quant().kind, Kind::kInt8PerTensor);
     EXPECT_EQ(w.wq.act_quant().scale, attn_in);
     EXPECT_EQ(w.wk.act_quant().scale, attn_in);
     EXPECT_EQ(w.wv.act_quant().scale, attn_in);
-    EXPECT_EQ(w.wo.act_quant().scale, 0.9f * peak(stats, l, calib::InputSite::kAttnOut) / 127.0f);
+    EXPECT_EQ(w.wo.act_quant().scale, 0.9f * peak(stats, l, model::InputSite::kAttnOut) / 127.0f);
     EXPECT_EQ(w.w_gate.act_quant().scale, w.w_up.act_quant().scale);
-    EXPECT_EQ(w.w_down.act_quant().scale, 0.9f * peak(stats, l, calib::InputSite::kMlpDown) / 127.0f);
+    EXPECT_EQ(w.w_down.act_quant().scale, 0.9f * peak(stats, l, model::InputSite::kMlpDown) / 127.0f);
   }
   EXPECT_FALSE(m.output.act_quant().enabled());     // head left in float by default
   EXPECT_FALSE(m.embedding.act_quant().enabled());
@@ -144,8 +144,8 @@ TEST(ActQuantScales, ErrorsLeaveTheModelUntouched) {
   // A site that was all zeros has no scale.
   calib::CalibrationStats zeros(calib::StatSet::parse("absmax"));
   const std::vector<float> z(static_cast<size_t>(3 * m.config.hidden_size), 0.0f);
-  zeros.observe(0, calib::InputSite::kAttnIn, z.data(), 3, m.config.hidden_size);
-  EXPECT_THROW(static_int8_scale(zeros, 0, calib::InputSite::kAttnIn), Error);
+  zeros.observe(0, model::InputSite::kAttnIn, z.data(), 3, m.config.hidden_size);
+  EXPECT_THROW(static_int8_scale(zeros, 0, model::InputSite::kAttnIn), Error);
   std::filesystem::remove_all(dir);
 }
 

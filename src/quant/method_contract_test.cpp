@@ -59,7 +59,7 @@ calib::CalibrationStats layer0_stats(const model::Model& m, ThreadPool& pool) {
                                     .with(calib::StatKind::kHessian));
   const model::LinearHook hook = [&](const model::LinearInput& in) {
     if (in.layer != 0) return;
-    const calib::InputSite site = calib::input_site(in.role);
+    const model::InputSite site = calib::input_site(in.role);
     if (calib::site_roles(site)[0] == in.role) stats.observe(0, site, in.x, in.rows, in.cols);
   };
   model::forward(m, model::testutil::test_token_ids(48, m.config.vocab_size), pool, &hook);
@@ -83,9 +83,9 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
   for (const MethodStep& step : recipe.steps)
     if (step.stage() == MethodStage::kModelTransform) step.method->transform_model(m, step.options, pool);
   const calib::CalibrationStats stats = layer0_stats(m, pool);
-  std::map<calib::InputSite, InputStats> sites;
-  for (const auto site : {calib::InputSite::kAttnIn, calib::InputSite::kAttnOut, calib::InputSite::kMlpIn,
-                          calib::InputSite::kMlpDown})
+  std::map<model::InputSite, InputStats> sites;
+  for (const auto site : {model::InputSite::kAttnIn, model::InputSite::kAttnOut, model::InputSite::kMlpIn,
+                          model::InputSite::kMlpDown})
     sites.emplace(site, InputStats(stats.find(0, site)));
   model::LayerWeights& w = m.layers[0];
   Output out;
@@ -100,7 +100,7 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
           const std::vector<TensorRole> roles = model::input_consumers(group);
           std::vector<const Tensor*> consumers;
           for (const TensorRole r : roles) consumers.push_back(&w.linear(r).dense());
-          Migration mg = step.method->migrate({.layer = 0, .group = calib::site_name(calib::input_site(group)),
+          Migration mg = step.method->migrate({.layer = 0, .group = model::site_name(calib::input_site(group)),
                                                .consumers = consumers, .format = &format_for(site.cols),
                                                .tensor_name = "blk.0", .stats = &site,
                                                .importance = site.mean_sq.data()},
@@ -116,7 +116,7 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
           const InputStats& site = sites.at(calib::input_site(role));
           const Tensor& dense = w.linear(role).dense();
           QuantizedWeight q = step.method->quantize(
-              {.layer = 0, .group = calib::site_name(calib::input_site(role)), .format = &format_for(dense.dim(1)),
+              {.layer = 0, .group = model::site_name(calib::input_site(role)), .format = &format_for(dense.dim(1)),
                .name = "blk.0.weight", .rows = dense.dim(0), .cols = dense.dim(1), .weights = dense.f32(),
                .stats = &site, .importance = site.mean_sq.data()},
               step.options, pool);
@@ -127,7 +127,7 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
       case MethodStage::kActivation:
         for (const TensorRole role : model::kLayerLinearRoles) {
           const model::ActivationQuant spec = step.method->activation(
-              {.layer = 0, .group = calib::site_name(calib::input_site(role)),
+              {.layer = 0, .group = model::site_name(calib::input_site(role)),
                .stats = &sites.at(calib::input_site(role))},
               step.options);
           EXPECT_TRUE(spec.enabled() && spec.valid()) << step.name();

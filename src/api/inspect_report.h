@@ -1,5 +1,5 @@
 // The outlier report of `calq inspect`: per-tensor weight statistics and per-linear-input
-// activation statistics, as aligned tables on stdout and as JSON.
+// activation statistics, as aligned text tables (calq::inspect's report.text) and as JSON.
 //
 // Tables: one row per weight tensor; one row per linear input, where roles of one layer that saw
 // the same input (q/k/v, gate/up) are printed as one row ("attn_q,attn_k,attn_v") — the JSON
@@ -14,16 +14,16 @@
 #include "calib/activation_stats.h"
 #include "calib/weight_stats.h"
 
-namespace calq::cli {
+namespace calq::api {
 
 // `names[i]` labels `stats[i]` (the tensor's name in the model's own file).
-void print_weight_table(const std::vector<calib::ModelWeightStats>& stats, const std::vector<std::string>& names,
+std::string weight_table_text(const std::vector<calib::ModelWeightStats>& stats, const std::vector<std::string>& names,
                         const calib::WeightStatsOptions& options);
 nlohmann::ordered_json weight_stats_json(const std::vector<calib::ModelWeightStats>& stats,
                                          const std::vector<std::string>& names,
                                          const calib::WeightStatsOptions& options);
 
-void print_activation_table(const calib::ActivationStats& stats);
+std::string activation_table_text(const calib::ActivationStats& stats);
 nlohmann::ordered_json activation_stats_json(const calib::ActivationStats& stats);
 
-}  // namespace calq::cli
+}  // namespace calq::api

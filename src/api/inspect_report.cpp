@@ -1,11 +1,13 @@
-#include "cli/inspect_report.h"
+#include "api/inspect_report.h"
 
 #include <fmt/format.h>
+
+#include <iterator>
 
 #include <algorithm>
 #include <cmath>
 
-namespace calq::cli {
+namespace calq::api {
 namespace {
 
 constexpr size_t kTableTopChannels = 3;
@@ -34,26 +36,29 @@ std::string layer_text(int64_t layer) { return layer < 0 ? "head" : fmt::format(
 
 }  // namespace
 
-void print_weight_table(const std::vector<calib::ModelWeightStats>& stats, const std::vector<std::string>& names,
+std::string weight_table_text(const std::vector<calib::ModelWeightStats>& stats, const std::vector<std::string>& names,
                         const calib::WeightStatsOptions& o) {
-  fmt::print("\nweights: per tensor W[out, in]; kurt = excess kurtosis (Gaussian 0); >{}sd = share of |w - mean| > "
+  std::string text;
+  const auto out = std::back_inserter(text);
+  fmt::format_to(out, "\nweights: per tensor W[out, in]; kurt = excess kurtosis (Gaussian 0); >{}sd = share of |w - mean| > "
              "{} std;\n  channel = input column; outl.ch = channels with max|w| > {} x median channel max|w|\n\n",
              o.sigma_threshold, o.sigma_threshold, o.outlier_channel_factor);
   size_t width = 6;
   for (const auto& n : names) width = std::max(width, n.size());
   const std::string tail_head = fmt::format(">{}sd %", o.sigma_threshold);
-  fmt::print("{:<{}}  {:<13}  {:>9}  {:>9}  {:>9}  {:>8}  {:>8}  {:>9}  {:>8}  {:>8}  {:>7}  {:>7}  {}\n", "tensor",
+  fmt::format_to(out, "{:<{}}  {:<13}  {:>9}  {:>9}  {:>9}  {:>8}  {:>8}  {:>9}  {:>8}  {:>8}  {:>7}  {:>7}  {}\n", "tensor",
              width, "shape", "min", "max", "mean", "std", "kurt", tail_head, "ch.max", "ch.med", "max/med", "outl.ch",
              "top channels (ch:max|w|)");
   for (size_t i = 0; i < stats.size(); ++i) {
     const calib::WeightStats& s = stats[i].stats;
-    fmt::print("{:<{}}  {:<13}  {:>9.4f}  {:>9.4f}  {:>9.2e}  {:>8.4f}  {:>8.2f}  {:>9.4f}  {:>8.4f}  {:>8.4f}  {:>7}  "
+    fmt::format_to(out, "{:<{}}  {:<13}  {:>9.4f}  {:>9.4f}  {:>9.2e}  {:>8.4f}  {:>8.2f}  {:>9.4f}  {:>8.4f}  {:>8.4f}  {:>7}  "
                "{:>7}  {}\n",
                names[i], width, fmt::format("[{}, {}]", s.rows, s.cols), s.min, s.max, s.mean, s.std,
                s.excess_kurtosis, 100.0 * s.beyond_sigma_share, s.channels.max, s.channels.median,
                ratio_text(s.channels.max_over_median), s.outlier_channels.size(),
                top_text(s.channels, kTableTopChannels));
   }
+  return text;
 }
 
 nlohmann::ordered_json weight_stats_json(const std::vector<calib::ModelWeightStats>& stats,
@@ -90,8 +95,10 @@ nlohmann::ordered_json weight_stats_json(const std::vector<calib::ModelWeightSta
   return j;
 }
 
-void print_activation_table(const calib::ActivationStats& st) {
-  fmt::print(
+std::string activation_table_text(const calib::ActivationStats& st) {
+  std::string text;
+  const auto out = std::back_inserter(text);
+  fmt::format_to(out, 
       "\nactivations: per linear input X[tokens, in]; ch.absmax = per channel max |x| over all tokens;\n"
       "  ch>{0} = channels whose max |x| > {0} (LLM.int8() threshold); vals>{0} = share of all values above it\n\n",
       st.threshold);
@@ -116,16 +123,17 @@ void print_activation_table(const calib::ActivationStats& st) {
   for (const auto& r : rows) width = std::max(width, r.roles.size());
   const std::string ch_above = fmt::format("ch>{}", st.threshold);
   const std::string vals_above = fmt::format("vals>{} %", st.threshold);
-  fmt::print("{:<5}  {:<{}}  {:>6}  {:>8}  {:>9}  {:>9}  {:>9}  {:>8}  {:>6}  {:>10}  {}\n", "layer", "input", width,
+  fmt::format_to(out, "{:<5}  {:<{}}  {:>6}  {:>8}  {:>9}  {:>9}  {:>9}  {:>8}  {:>6}  {:>10}  {}\n", "layer", "input", width,
              "ch", "tokens", "mean|x|", "absmax", "ch.med", "max/med", ch_above, vals_above,
              "top channels (ch:absmax)");
   for (const auto& r : rows) {
     const auto& s = st.inputs[r.first];
-    fmt::print("{:<5}  {:<{}}  {:>6}  {:>8}  {:>9.4f}  {:>9.3f}  {:>9.4f}  {:>8}  {:>6}  {:>10.5f}  {}\n",
+    fmt::format_to(out, "{:<5}  {:<{}}  {:>6}  {:>8}  {:>9.4f}  {:>9.3f}  {:>9.4f}  {:>8}  {:>6}  {:>10.5f}  {}\n",
                layer_text(s.layer), r.roles, width, s.cols, s.rows, s.mean_abs, s.channels.max, s.channels.median,
                ratio_text(s.channels.max_over_median), s.channels_above_threshold, 100.0 * s.values_above_share,
                top_text(s.channels, kTableTopChannels));
   }
+  return text;
 }
 
 nlohmann::ordered_json activation_stats_json(const calib::ActivationStats& st) {
@@ -153,4 +161,4 @@ nlohmann::ordered_json activation_stats_json(const calib::ActivationStats& st) {
   return j;
 }
 
-}  // namespace calq::cli
+}  // namespace calq::api

@@ -1,4 +1,4 @@
-// `calq inspect FILE.gguf`: the header, every metadata key and every tensor of a GGUF file, read
+// The listing of a GGUF file (calq::inspect, `calq inspect FILE.gguf`): the header, every metadata key and every tensor, read
 // with io::GgufFile (headers only, no tensor data is touched).
 //
 // Contract: tensors are listed in file order with their ggml type name ("F32", "Q4_K", ...) and
@@ -13,12 +13,12 @@
 
 #include "io/gguf.h"
 
-namespace calq::cli {
+namespace calq::api {
 
-void print_gguf_listing(const io::GgufFile& file);
+std::string gguf_listing_text(const io::GgufFile& file);
 nlohmann::ordered_json gguf_listing_json(const io::GgufFile& file);
 
 // One-line summary of a metadata value, as the table shows it.
 std::string gguf_value_summary(const io::GgufValue& value);
 
-}  // namespace calq::cli
+}  // namespace calq::api

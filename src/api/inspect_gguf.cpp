@@ -1,10 +1,12 @@
-#include "cli/inspect_gguf.h"
+#include "api/inspect_gguf.h"
 
 #include <fmt/format.h>
 
+#include <iterator>
+
 #include <algorithm>
 
-namespace calq::cli {
+namespace calq::api {
 namespace {
 
 using io::GgufValue;
@@ -87,41 +89,44 @@ std::string gguf_value_summary(const GgufValue& v) {
   return fmt::format("[{} x {}] {}", array_type_text(v), v.array_size(), first_elements(v));
 }
 
-void print_gguf_listing(const io::GgufFile& file) {
-  fmt::print("file           {}\n", file.path().string());
-  fmt::print("format         GGUF v{}\n", file.version());
-  fmt::print("alignment      {}\n", file.alignment());
+std::string gguf_listing_text(const io::GgufFile& file) {
+  std::string text;
+  const auto out = std::back_inserter(text);
+  fmt::format_to(out, "file           {}\n", file.path().string());
+  fmt::format_to(out, "format         GGUF v{}\n", file.version());
+  fmt::format_to(out, "alignment      {}\n", file.alignment());
   // A file without tensors (a vocabulary-only GGUF) has no data section; gguf-py does not pad it.
   if (file.tensors().empty()) {
-    fmt::print("data offset    - (no tensors)\n");
+    fmt::format_to(out, "data offset    - (no tensors)\n");
   } else {
-    fmt::print("data offset    {}\n", file.data_offset());
+    fmt::format_to(out, "data offset    {}\n", file.data_offset());
   }
-  fmt::print("file size      {} bytes\n", file.file_size());
-  fmt::print("metadata keys  {}\n", file.metadata().size());
-  fmt::print("tensors        {}\n\n", file.tensors().size());
+  fmt::format_to(out, "file size      {} bytes\n", file.file_size());
+  fmt::format_to(out, "metadata keys  {}\n", file.metadata().size());
+  fmt::format_to(out, "tensors        {}\n\n", file.tensors().size());
 
   size_t key_width = 3;
   for (const auto& [key, value] : file.metadata()) key_width = std::max(key_width, key.size());
-  fmt::print("{:<{}}  {:<7}  {}\n", "key", key_width, "type", "value");
+  fmt::format_to(out, "{:<{}}  {:<7}  {}\n", "key", key_width, "type", "value");
   for (const auto& [key, value] : file.metadata()) {
-    fmt::print("{:<{}}  {:<7}  {}\n", key, key_width, io::gguf_value_type_name(value.type), gguf_value_summary(value));
+    fmt::format_to(out, "{:<{}}  {:<7}  {}\n", key, key_width, io::gguf_value_type_name(value.type), gguf_value_summary(value));
   }
 
   size_t name_width = 4;
   for (const auto& t : file.tensors()) name_width = std::max(name_width, t.name.size());
   int64_t total_elements = 0;
   uint64_t total_bytes = 0;
-  fmt::print("\n{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", "name", name_width, "type", "ne (ggml order)", "elements",
+  fmt::format_to(out, "\n{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", "name", name_width, "type", "ne (ggml order)", "elements",
              "bytes");
   for (const auto& t : file.tensors()) {
     const std::string type = io::ggml_type_name(t.type);
-    fmt::print("{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", t.name, name_width, type, ne_string(t.ne), t.element_count(),
+    fmt::format_to(out, "{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", t.name, name_width, type, ne_string(t.ne), t.element_count(),
                t.size_bytes);
     total_elements += t.element_count();
     total_bytes += t.size_bytes;
   }
-  fmt::print("{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", "total", name_width, "", "", total_elements, total_bytes);
+  fmt::format_to(out, "{:<{}}  {:<7}  {:<16}  {:>10}  {:>10}\n", "total", name_width, "", "", total_elements, total_bytes);
+  return text;
 }
 
 nlohmann::ordered_json gguf_listing_json(const io::GgufFile& file) {
@@ -168,4 +173,4 @@ nlohmann::ordered_json gguf_listing_json(const io::GgufFile& file) {
   return j;
 }
 
-}  // namespace calq::cli
+}  // namespace calq::api
