@@ -48,6 +48,7 @@ struct CalibrateReport {
   std::vector<SiteSummary> sites;
   double seconds = 0;
   double activation_mib = 0;  // activations held at once
+  double peak_rss_mib = 0;    // peak resident memory of the process so far
   int threads = 0;
 };
 

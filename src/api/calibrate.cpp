@@ -50,6 +50,7 @@ CalibrateReport calibrate(const CalibrateJob& job) {
                       .n_windows = static_cast<int64_t>(set.n_windows), .stats = kinds.to_string(),
                       .sites = {}, .seconds = r.seconds,
                       .activation_mib = static_cast<double>(r.activation_bytes) / (1024.0 * 1024.0),
+                      .peak_rss_mib = api::peak_rss_mib(),
                       .threads = static_cast<int>(pool.num_threads())};
   for (const auto& [layer, site] : stats.sites()) {
     const calib::SiteStats& s = *stats.find(layer, site);

@@ -82,36 +82,32 @@ LoadedModel load_model(const std::string& path, ThreadPool& pool, const LoadOpti
 void check_output_path(const std::string& out_text, const std::filesystem::path& input, bool force) {
   const std::filesystem::path out(out_text);
   std::error_code ec;
-  if (std::filesystem::exists(out, ec)) {
-    if (std::filesystem::is_directory(out, ec)) fail(ErrorKind::kInvalidArgument, "{}: the output is a folder", out_text);
+  if (std::filesystem::exists(out, ec) && !std::filesystem::is_directory(out, ec)) {
     if (std::filesystem::equivalent(out, input, ec)) {
       fail(ErrorKind::kInvalidArgument, "{}: the output is the input; choose another file", out_text);
     }
     if (!force) fail(ErrorKind::kInvalidArgument, "{}: output file exists; overwriting it needs the force option", out_text);
   }
-  const std::filesystem::path dir = out.has_parent_path() ? out.parent_path() : std::filesystem::path(".");
-  if (!std::filesystem::is_directory(dir, ec)) {
-    fail(ErrorKind::kIo, "{}: the output folder {} does not exist", out_text, dir.string());
-  }
-  // Probe by creating a file: access(2) says yes to root even where creating fails (sysfs, ...).
-  const std::filesystem::path probe = dir / fmt::format(".calq-probe-{}", getpid());
-  const int fd = open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) {
-    fail(ErrorKind::kIo, "{}: the output folder {} is not writable ({})", out_text, dir.string(), std::strerror(errno));
-  }
-  close(fd);
-  std::filesystem::remove(probe, ec);
+  check_output_folder(out_text);
 }
 
 void check_output_folder(const std::string& path) {
   if (path.empty()) return;
   const std::filesystem::path p(path);
-  const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
   std::error_code ec;
+  if (std::filesystem::is_directory(p, ec)) fail(ErrorKind::kInvalidArgument, "{}: the output is a folder", path);
+  const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
   if (!std::filesystem::is_directory(dir, ec)) {
     fail(ErrorKind::kIo, "{}: the output folder {} does not exist", path, dir.string());
   }
-  if (std::filesystem::is_directory(p, ec)) fail(ErrorKind::kInvalidArgument, "{}: is a folder, not a file", path);
+  // Probe by creating a file: access(2) says yes to root even where creating fails (sysfs, ...).
+  const std::filesystem::path probe = dir / fmt::format(".calq-probe-{}", getpid());
+  const int fd = open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    fail(ErrorKind::kIo, "{}: the output folder {} is not writable ({})", path, dir.string(), std::strerror(errno));
+  }
+  close(fd);
+  std::filesystem::remove(probe, ec);
 }
 
 void write_text_atomic(const std::string& path, const std::string& text) {

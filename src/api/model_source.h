@@ -56,13 +56,13 @@ struct LoadedModel {
 };
 LoadedModel load_model(const std::string& path, ThreadPool& pool, const LoadOptions& options = {});
 
-// Refuses before any work: an existing output unless `force` (or one that is a folder or the
-// input), an output folder that does not exist or is not writable. Messages name `out` and say
-// which option allows overwriting ("force").
+// Refuses before any work: an existing output file unless `force`, the input as output, and what
+// check_output_folder refuses. Messages name `out` and say which option allows overwriting ("force").
 void check_output_path(const std::string& out, const std::filesystem::path& input, bool force);
 
-// For outputs written beside the main one (JSON reports, heat-maps): the folder of `path` must
-// exist and `path` must not be a folder; "" passes. Checked before any work.
+// For outputs written beside the main one (JSON reports, heat-maps) and by check_output_path: a
+// `path` that is a folder, a folder of `path` that does not exist or is not writable (probed by
+// creating a file); "" passes. Checked before any work.
 void check_output_folder(const std::string& path);
 
 // Writes `text` atomically (temporary file + rename).

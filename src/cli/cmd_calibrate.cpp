@@ -5,7 +5,6 @@
 
 #include <memory>
 
-#include "api/model_source.h"
 #include "calq/calibrate.h"
 #include "cli/calib_flags.h"
 #include "cli/commands.h"
@@ -54,7 +53,7 @@ void run_calibrate(const CalibrateFlags& f) {
   fmt::print("wrote {}: {} samples x {} tokens, {} sites, {:.2f} s ({:.0f} tokens/s), activations {:.1f} MiB, peak RSS "
              "{:.1f} MiB\n",
              r.out, r.samples, r.seq_len, r.sites.size(), r.seconds, tokens / r.seconds, r.activation_mib,
-             api::peak_rss_mib());
+             r.peak_rss_mib);
 }
 
 }  // namespace

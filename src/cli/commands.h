@@ -5,8 +5,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include "api/model_source.h"
-
 namespace calq::cli {
 
 void register_calibrate(CLI::App& app);
@@ -17,16 +15,5 @@ void register_quantize(CLI::App& app);
 void register_sensitivity(CLI::App& app);
 void register_bisect(CLI::App& app);
 void register_calib_check(CLI::App& app);
-
-// The library's model loading (api/model_source.h), as the commands name it.
-using api::check_output_folder;
-using api::check_output_path;
-using api::format_name;
-using api::load_eval_ids;
-using api::load_model_tokenizer;
-using api::ModelFormat;
-using api::ModelLocation;
-using api::resolve_model;
-using api::write_text_atomic;
 
 }  // namespace calq::cli
