@@ -51,12 +51,12 @@ LayerParams<T> random_layer(const ModelConfig& c, uint32_t seed) {
 
 TEST(GradLayer, FloatForwardMatchesRuntimeLayer) {
   ThreadPool pool(2);
-  // Qwen2 (q/k/v biases) with a window of 3 on layer 1; 11 tokens.
+  // Qwen2 (q/k/v biases) with a window of 3 on layer 1; 70 tokens (two 64-row query blocks).
   const model::Model m = model::testutil::load_tiny_model(
       testing::temp_dir("grad_layer"), {.tied = false, .model_type = "qwen2", .sliding_window = 3,
                                         .max_window_layers = 1}, pool);
   ASSERT_EQ(m.config.window_for_layer(1), 3);
-  const int64_t seq = 11, h = m.config.hidden_size;
+  const int64_t seq = 70, h = m.config.hidden_size;
   const auto ids = model::testutil::test_token_ids(seq, m.config.vocab_size);
   for (int64_t l = 0; l < 2; ++l) {
     std::vector<float> runtime(static_cast<size_t>(seq * h));

@@ -23,6 +23,11 @@ int64_t first_key(int64_t i, int64_t window, int64_t seq_len) {
 
 }  // namespace
 
+// Causal attention runs in blocks of kQueryBlock query rows (as the runtime does): block
+// [i0, i1) only needs keys [first_key(i0), i1), which skips the masked triangles while keeping each
+// product one plain matrix product. Column j of probs row i is key j either way.
+constexpr int64_t kQueryBlock = 64;
+
 template <typename T>
 void attention_forward(ThreadPool& pool, const AttentionShape& s, const T* q, const T* k, const T* v, T* probs,
                        T* out) {
@@ -37,28 +42,35 @@ void attention_forward(ThreadPool& pool, const AttentionShape& s, const T* q, co
       const T* qh = q + b * n * q_ld + h * hd;
       const T* kh = k + b * n * kv_ld + kvh * hd;
       const T* vh = v + b * n * kv_ld + kvh * hd;
+      T* oh = out + b * n * q_ld + h * hd;
       T* P = probs + static_cast<int64_t>(p) * n * n;
-      gemm_nt_single(Gemm<T>{.a = qh, .lda = q_ld, .b = kh, .ldb = kv_ld, .c = P, .ldc = n, .m = n, .n = n, .k = hd});
-      for (int64_t i = 0; i < n; ++i) {
-        T* row = P + i * n;
-        const int64_t lo = first_key(i, s.window, n);
-        T mx = row[lo] * scale;
-        for (int64_t j = lo; j <= i; ++j) {
-          row[j] *= scale;
-          mx = std::max(mx, row[j]);
+      for (int64_t i0 = 0; i0 < n; i0 += kQueryBlock) {
+        const int64_t i1 = std::min(n, i0 + kQueryBlock);
+        const int64_t k0 = first_key(i0, s.window, n), width = i1 - k0;
+        T* block = P + i0 * n + k0;
+        gemm_nt_single(Gemm<T>{.a = qh + i0 * q_ld, .lda = q_ld, .b = kh + k0 * kv_ld, .ldb = kv_ld, .c = block,
+                               .ldc = n, .m = i1 - i0, .n = width, .k = hd});
+        for (int64_t i = i0; i < i1; ++i) {
+          T* row = P + i * n;
+          const int64_t lo = first_key(i, s.window, n);
+          T mx = row[lo] * scale;
+          for (int64_t j = lo; j <= i; ++j) {
+            row[j] *= scale;
+            mx = std::max(mx, row[j]);
+          }
+          double sum = 0.0;
+          for (int64_t j = lo; j <= i; ++j) {
+            row[j] = std::exp(row[j] - mx);
+            sum += static_cast<double>(row[j]);
+          }
+          const T inv = static_cast<T>(1.0 / sum);
+          for (int64_t j = lo; j <= i; ++j) row[j] *= inv;
+          std::fill(row, row + lo, T(0));
+          std::fill(row + i + 1, row + n, T(0));
         }
-        double sum = 0.0;
-        for (int64_t j = lo; j <= i; ++j) {
-          row[j] = std::exp(row[j] - mx);
-          sum += static_cast<double>(row[j]);
-        }
-        const T inv = static_cast<T>(1.0 / sum);
-        for (int64_t j = lo; j <= i; ++j) row[j] *= inv;
-        std::fill(row, row + lo, T(0));
-        std::fill(row + i + 1, row + n, T(0));
+        gemm_nn_single(Gemm<T>{.a = block, .lda = n, .b = vh + k0 * kv_ld, .ldb = kv_ld, .c = oh + i0 * q_ld,
+                               .ldc = q_ld, .m = i1 - i0, .n = hd, .k = width});
       }
-      gemm_nn_single(Gemm<T>{.a = P, .lda = n, .b = vh, .ldb = kv_ld, .c = out + b * n * q_ld + h * hd, .ldc = q_ld,
-                             .m = n, .n = hd, .k = n});
     }
   });
 }
@@ -71,39 +83,50 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s, const T* q, c
   const T scale = score_scale<T>(hd);
   pool.parallel_for(0, static_cast<size_t>(s.batch * s.num_kv_heads), Grain{.min_items = 1}, [&](size_t p0,
                                                                                                    size_t p1) {
-    std::vector<T> ds(static_cast<size_t>(n * n));
+    std::vector<T> ds(static_cast<size_t>(std::min(n, kQueryBlock) * n));
     for (size_t p = p0; p < p1; ++p) {
       const int64_t b = static_cast<int64_t>(p) / s.num_kv_heads, kvh = static_cast<int64_t>(p) % s.num_kv_heads;
       const T* kh = k + b * n * kv_ld + kvh * hd;
       const T* vh = v + b * n * kv_ld + kvh * hd;
       T* dkh = dk + b * n * kv_ld + kvh * hd;
       T* dvh = dv + b * n * kv_ld + kvh * hd;
+      for (int64_t j = 0; j < n; ++j) {
+        std::fill_n(dkh + j * kv_ld, hd, T(0));
+        std::fill_n(dvh + j * kv_ld, hd, T(0));
+      }
+      // The group's query heads in order, then query blocks in order: dk and dv sum in a fixed order.
       for (int64_t g = 0; g < group; ++g) {
         const int64_t h = kvh * group + g;
         const T* qh = q + b * n * q_ld + h * hd;
         const T* doh = dout + b * n * q_ld + h * hd;
+        T* dqh = dq + b * n * q_ld + h * hd;
         const T* P = probs + (b * s.num_heads + h) * n * n;
-        const bool acc = g > 0;  // the group's heads add into one dk, dv
-        // dV += Pᵀ · dO.
-        gemm_tn_single(Gemm<T>{.a = P, .lda = n, .b = doh, .ldb = q_ld, .c = dvh, .ldc = kv_ld, .m = n, .n = hd,
-                               .k = n, .accumulate = acc});
-        // dP = dO · Vᵀ, then dS = P ⊙ (dP − Σ_j P ⊙ dP) · scale (the softmax and score scale).
-        gemm_nt_single(Gemm<T>{.a = doh, .lda = q_ld, .b = vh, .ldb = kv_ld, .c = ds.data(), .ldc = n, .m = n, .n = n,
-                               .k = hd});
-        for (int64_t i = 0; i < n; ++i) {
-          const T* prow = P + i * n;
-          T* row = ds.data() + i * n;
-          const int64_t lo = first_key(i, s.window, n);
-          double dot = 0.0;
-          for (int64_t j = lo; j <= i; ++j) dot += static_cast<double>(prow[j]) * static_cast<double>(row[j]);
-          const auto d = static_cast<T>(dot);
-          for (int64_t j = 0; j < n; ++j) row[j] = prow[j] * (row[j] - d) * scale;
+        for (int64_t i0 = 0; i0 < n; i0 += kQueryBlock) {
+          const int64_t i1 = std::min(n, i0 + kQueryBlock), rows = i1 - i0;
+          const int64_t k0 = first_key(i0, s.window, n), width = i1 - k0;
+          const T* pblock = P + i0 * n + k0;
+          // dV += Pᵀ · dO.
+          gemm_tn_single(Gemm<T>{.a = pblock, .lda = n, .b = doh + i0 * q_ld, .ldb = q_ld, .c = dvh + k0 * kv_ld,
+                                 .ldc = kv_ld, .m = width, .n = hd, .k = rows, .accumulate = true});
+          // dP = dO · Vᵀ, then dS = P ⊙ (dP − Σ_j P ⊙ dP) · scale (the softmax and score scale).
+          gemm_nt_single(Gemm<T>{.a = doh + i0 * q_ld, .lda = q_ld, .b = vh + k0 * kv_ld, .ldb = kv_ld,
+                                 .c = ds.data(), .ldc = width, .m = rows, .n = width, .k = hd});
+          for (int64_t i = i0; i < i1; ++i) {
+            const T* prow = pblock + (i - i0) * n;
+            T* row = ds.data() + (i - i0) * width;
+            const int64_t lo = first_key(i, s.window, n) - k0;
+            double dot = 0.0;
+            for (int64_t j = lo; j <= i - k0; ++j) dot += static_cast<double>(prow[j]) * static_cast<double>(row[j]);
+            const auto d = static_cast<T>(dot);
+            for (int64_t j = 0; j < width; ++j) row[j] = prow[j] * (row[j] - d) * scale;
+          }
+          // dQ = dS · K; dK += dSᵀ · Q.
+          gemm_nn_single(Gemm<T>{.a = ds.data(), .lda = width, .b = kh + k0 * kv_ld, .ldb = kv_ld,
+                                 .c = dqh + i0 * q_ld, .ldc = q_ld, .m = rows, .n = hd, .k = width});
+          gemm_tn_single(Gemm<T>{.a = ds.data(), .lda = width, .b = qh + i0 * q_ld, .ldb = q_ld,
+                                 .c = dkh + k0 * kv_ld, .ldc = kv_ld, .m = width, .n = hd, .k = rows,
+                                 .accumulate = true});
         }
-        // dQ = dS · K; dK += dSᵀ · Q.
-        gemm_nn_single(Gemm<T>{.a = ds.data(), .lda = n, .b = kh, .ldb = kv_ld, .c = dq + b * n * q_ld + h * hd,
-                               .ldc = q_ld, .m = n, .n = hd, .k = n});
-        gemm_tn_single(Gemm<T>{.a = ds.data(), .lda = n, .b = qh, .ldb = q_ld, .c = dkh, .ldc = kv_ld, .m = n, .n = hd,
-                               .k = n, .accumulate = acc});
       }
     }
   });

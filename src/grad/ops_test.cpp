@@ -162,5 +162,39 @@ TEST(GradOps, GroupedQueryAttentionWithSlidingWindow) {
   }
 }
 
+// Longer than one 64-row query block, so the blocked products and a window that starts a block
+// past key 0 are covered (a sample of the entries: the sequence is long).
+TEST(GradOps, AttentionAcrossQueryBlocks) {
+  ThreadPool pool(2);
+  for (const int64_t window : {0, 20}) {
+    const AttentionShape s{.batch = 1, .seq_len = 70, .num_heads = 2, .num_kv_heads = 1, .head_dim = 4,
+                           .window = window};
+    const int64_t n = s.seq_len;
+    auto q = random_values(n * s.q_dim(), 21), k = random_values(n * s.kv_dim(), 22),
+         v = random_values(n * s.kv_dim(), 23);
+    const auto r = random_values(n * s.q_dim(), 24);
+    std::vector<double> probs(s.probs_size());
+    auto loss = [&] {
+      std::vector<double> out(n * s.q_dim());
+      attention_forward(pool, s, q.data(), k.data(), v.data(), probs.data(), out.data());
+      return project(out, r);
+    };
+    loss();
+    // Row 69 of head 1: with the window, keys 50..69 only; rows sum to 1.
+    const double* row = probs.data() + (n + 69) * n;
+    double sum = 0;
+    for (int64_t j = 0; j < n; ++j) sum += row[j];
+    EXPECT_NEAR(sum, 1.0, 1e-12);
+    EXPECT_EQ(row[49] == 0.0, window == 20);
+    EXPECT_NE(row[50], 0.0);
+    std::vector<double> dq(q.size()), dk(k.size()), dv(v.size());
+    attention_backward(pool, s, q.data(), k.data(), v.data(), probs.data(), r.data(), dq.data(), dk.data(), dv.data());
+    for (auto [x, d, name] : {std::tuple{&q, &dq, "dq"}, {&k, &dk, "dk"}, {&v, &dv, "dv"}}) {
+      const auto entries = check_entries(x->size(), 48, 5);
+      EXPECT_LT(rel_error(numeric_grad(*x, entries, loss), pick(*d, entries)), kTol) << name << " window " << window;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace calq::grad
