@@ -56,7 +56,7 @@ T* data_or_null(std::vector<T>& v) {
 void check_trainable(const ModelConfig& c) {
   if (c.rotation && (c.rotation->residual_online || c.rotation->down_seed)) {
     fail(ErrorKind::kUnsupported,
-         "training a model with online Hadamard rotations is not supported (rotate it with the rotations folded)");
+         "training a model with online Hadamard rotations (applied at run time) is not supported");
   }
   if (c.kv_cache != nullptr) fail(ErrorKind::kUnsupported, "training through a quantized KV cache is not supported");
 }
