@@ -34,6 +34,21 @@ void matmul_nt(ThreadPool& pool, const MatmulArgs& args);
 void matmul_nt_single(const MatmulArgs& args);  // one sgemm call on the calling thread
 void matmul_nt_reference(const MatmulArgs& args);
 
+// The other two products a backward pass needs, with the same MatmulArgs (and its accumulate):
+//  * matmul_nn: y[m, n] (+)= x[m, k] · w[k, n]  (w row-major [k, n], ldw >= n): dx = dy · W.
+//  * matmul_tn: y[m, n] (+)= x[k, m]ᵀ · w[k, n] (x row-major [k, m], ldx >= m): dW = dyᵀ · x,
+//    summing over the k rows (tokens).
+// The pooled versions cut y into fixed tiles of kMatmulColumnBlock × kMatmulColumnBlock and call
+// one single-threaded sgemm per tile: the tiles do not depend on the thread count, so neither do
+// the bits. The _single versions are one sgemm call on the calling thread; the _reference versions
+// their scalar twins (double accumulation) for tests.
+void matmul_nn(ThreadPool& pool, const MatmulArgs& args);
+void matmul_nn_single(const MatmulArgs& args);
+void matmul_nn_reference(const MatmulArgs& args);
+void matmul_tn(ThreadPool& pool, const MatmulArgs& args);
+void matmul_tn_single(const MatmulArgs& args);
+void matmul_tn_reference(const MatmulArgs& args);
+
 // y[m, n] = x[m, k] · v[k, n] (both row-major), single-threaded sgemm; for attention P·V.
 void matmul_nn_single(const float* x, int64_t ldx, const float* v, int64_t ldv, float* y, int64_t ldy,
                       int64_t m, int64_t n, int64_t k);
