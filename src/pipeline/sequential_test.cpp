@@ -35,7 +35,7 @@ model::Model tiny(const std::string& tag, ThreadPool& pool, int64_t layers = 3) 
 const LayerQuantizer& int8_quantizer(ThreadPool& pool) {
   static const Format& f = format_by_name("int8-pc-sym");
   static LayerQuantizer q;
-  q = [&pool](int64_t, model::LayerWeights& w, const calib::CalibrationStats&) {
+  q = [&pool](int64_t, model::LayerWeights& w, const calib::CalibrationStats&, const LayerStreams&) {
     for (const auto role : {model::TensorRole::kAttnQ, model::TensorRole::kAttnK, model::TensorRole::kAttnV,
                             model::TensorRole::kAttnOut, model::TensorRole::kMlpGate, model::TensorRole::kMlpUp,
                             model::TensorRole::kMlpDown}) {
