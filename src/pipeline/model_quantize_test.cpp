@@ -181,8 +181,11 @@ TEST(ModelQuantize, LayerReconstructionAfterTheWeightQuantizer) {
   const auto run = [](size_t threads) {
     ThreadPool pool(threads);
     model::Model m = load_tiny_model(testing::temp_dir("qat_pipeline"), {.tied = true, .layers = 2}, pool);
+    // The tiny model's weights need larger rates than the defaults' (sized for real models).
+    const nlohmann::json steps = nlohmann::json::parse(
+        R"([{"method": "gptq"}, {"method": "qat-block", "epochs": 6, "lr_weights": 2e-3, "lr_quant": 2e-3}])");
     ModelQuantizeOptions o{.format = &format_by_name("int3-g32-asym"),
-                           .recipe = quant::parse_method_chain("gptq+qat-block")};
+                           .recipe = quant::recipe_from_json(steps, "test")};
     o.rules.push_back(parse_tensor_rule("ffn_down=int3-pc-asym"));  // rows of 48
     const ModelQuantizeResult r = quantize_model(m, o, make_samples(4, 12, 61), {}, nullptr, nullptr, pool);
     std::vector<const MethodEvent*> qat;
