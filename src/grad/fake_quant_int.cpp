@@ -155,6 +155,21 @@ std::vector<QuantParams> choose_int_params(const Format& format, const float* w,
   return params;
 }
 
+std::vector<QuantParams> read_int_params(const Format& format, std::span<const std::byte> bytes, int64_t rows,
+                                         int64_t cols, std::string_view tensor_name) {
+  const IntLayout l = int_layout(format);
+  format.check_shape(rows, cols, tensor_name);
+  if (bytes.size() != format.tensor_bytes(rows, cols)) {
+    fail(ErrorKind::kInvalidArgument, "tensor '{}': {} bytes for {} [{}, {}], expected {}", tensor_name, bytes.size(),
+         format.name(), rows, cols, format.tensor_bytes(rows, cols));
+  }
+  std::vector<QuantParams> params(static_cast<size_t>(l.num_groups(rows, cols)));
+  for (size_t g = 0; g < params.size(); ++g) {
+    params[g] = read_meta(l, bytes.data() + meta_offset(l, format, rows, cols, static_cast<int64_t>(g)));
+  }
+  return params;
+}
+
 void int_fake_quant(ThreadPool& pool, const IntLayout& l, std::span<const QuantParams> params, const float* w,
                     int64_t rows, int64_t cols, float* w_hat, uint8_t* mask, std::string_view tensor_name) {
   assert(params.size() == static_cast<size_t>(l.num_groups(rows, cols)));

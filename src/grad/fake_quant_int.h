@@ -58,6 +58,12 @@ bool is_int_format(const Format& format);
 std::vector<QuantParams> choose_int_params(const Format& format, const float* w, int64_t rows, int64_t cols,
                                            const QuantizeOptions& options = {});
 
+// The per-group parameters stored in an int-family tensor's bytes (as written by the format's
+// quantize or by encode_with_params): what a trainer starts from to continue another quantizer's
+// result. calq::Error naming tensor_name when the shape or the byte count does not fit the format.
+std::vector<QuantParams> read_int_params(const Format& format, std::span<const std::byte> bytes, int64_t rows,
+                                         int64_t cols, std::string_view tensor_name = "<tensor>");
+
 // Ŵ [rows, cols] and, when mask != nullptr, the STE mask under `params` (num_groups entries).
 // A non-finite weight is calq::Error naming tensor_name, the row and the column.
 void int_fake_quant(ThreadPool& pool, const IntLayout& layout, std::span<const QuantParams> params, const float* w,

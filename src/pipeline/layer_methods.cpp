@@ -22,6 +22,12 @@ ActivationScheme parse_activation_scheme(const std::string& name) {
 }
 
 
+bool needs_float_stream(const quant::Recipe& recipe) {
+  for (const auto& step : recipe.steps)
+    if (step.stage() == quant::MethodStage::kLayerReconstruction) return true;
+  return false;
+}
+
 calib::StatSet required_stats(const quant::Recipe& recipe, ActivationScheme act) {
   calib::StatSet s = calib::StatSet().with(calib::StatKind::kAbsMax).with(calib::StatKind::kMeanSq);
   const auto add = [&](const quant::Method& m) {
@@ -42,7 +48,8 @@ const TensorAssignment& LayerMethods::assignment(int64_t layer, TensorRole role)
   return *by_role_.at({layer, static_cast<int>(role)});
 }
 
-void LayerMethods::apply(int64_t l, model::LayerWeights& w, const calib::CalibrationStats& layer_stats) {
+void LayerMethods::apply(int64_t l, model::LayerWeights& w, const calib::CalibrationStats& layer_stats,
+                         const LayerStreams& streams) {
   // The layer's input sites, in forward order (model/block_topology.h).
   const model::BlockTopology& block = model::block_topology(config_);
   // Dense float32 weights for the layer (the model may hold bf16 views of the file).
@@ -55,12 +62,17 @@ void LayerMethods::apply(int64_t l, model::LayerWeights& w, const calib::Calibra
   }
 
   // The recipe is in stage order (quant/recipe.h): migration, then the weight quantizer, then
-  // the activation scheme.
+  // the reconstruction, then the activation scheme.
+  model::LayerWeights original;  // before the weight quantizer (copies share the dense tensors)
   for (const quant::MethodStep& step : recipe_.steps) {
     switch (step.stage()) {
       case quant::MethodStage::kModelTransform: break;  // ran on the whole model (model_quantize.cpp)
       case quant::MethodStage::kScaleMigration: migrate(step, l, w, sites); break;
-      case quant::MethodStage::kWeightQuantizer: quantize_weights(step, l, w, sites); break;
+      case quant::MethodStage::kWeightQuantizer:
+        original = w;
+        quantize_weights(step, l, w, sites);
+        break;
+      case quant::MethodStage::kLayerReconstruction: reconstruct(step, l, w, original, streams); break;
       case quant::MethodStage::kActivation: quantize_activations(step, l, w, sites); break;
     }
   }
@@ -128,6 +140,31 @@ void LayerMethods::quantize_weights(const quant::MethodStep& step, int64_t l, mo
       if (with_imp) ++n_with_importance_;
     }
   }
+}
+
+void LayerMethods::reconstruct(const quant::MethodStep& step, int64_t l, model::LayerWeights& w,
+                               const model::LayerWeights& original, const LayerStreams& streams) {
+  const auto rows = streams.samples * streams.seq_len * config_.hidden_size;
+  if (streams.inputs.size() != static_cast<size_t>(rows) || streams.targets.size() != static_cast<size_t>(rows) ||
+      rows == 0)
+    fail(ErrorKind::kInvalidArgument, "{}: {} needs calibration samples run true-sequentially with the "
+         "full-precision stream (layer {})", recipe_.origin, step.name(), l);
+  std::vector<quant::ReconstructionLinear> linears;
+  for (const TensorRole role : model::kLayerLinearRoles) {
+    const TensorAssignment& a = assignment(l, role);
+    linears.push_back({.role = role, .format = a.format, .name = a.name});
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  quant::Reconstruction rec = step.method->reconstruct(
+      {.layer = l, .config = &config_, .original = &original, .quantized = &w, .linears = linears,
+       .samples = streams.samples, .seq_len = streams.seq_len, .inputs = streams.inputs, .targets = streams.targets},
+      step.options, pool_);
+  for (auto& [role, tensor] : rec.weights) w.linear(role) = std::move(tensor);
+  const double seconds = seconds_since(t0);
+  seconds_quantize_ += seconds;
+  events_.push_back({.layer = l, .step = step.name(), .target = fmt::format("blk.{}", l), .value = rec.event.value,
+                     .error_before = rec.event.error_before, .error_after = rec.event.error_after,
+                     .seconds = seconds});
 }
 
 void LayerMethods::quantize_activations(const quant::MethodStep& step, int64_t l, model::LayerWeights& w,

@@ -9,7 +9,12 @@
 //     layer will get;
 //  2. the weight quantizer (rtn, gptq), on every linear with a format in the plan, with the
 //     observer's ranges and E[x²] importance;
-//  3. the activation scheme (int8-token, int8-tensor, llm-int8), when the recipe has one, on every
+//  3. the layer reconstruction (qat-block), when the recipe has one: given the layer before the
+//     weight quantizer (after migration), the quantizer's result and the layer's streams (inputs
+//     from the quantized stream, targets from the full-precision stream: the caller runs the
+//     pipeline with SequentialOptions::float_stream, see needs_float_stream), it replaces the
+//     trained linears;
+//  4. the activation scheme (int8-token, int8-tensor, llm-int8), when the recipe has one, on every
 //     linear input.
 // Model transforms (rotate) ran on the whole model before calibration (model_quantize.cpp).
 // Steps that need a statistic the run did not collect are an Error (the caller collects what
@@ -29,6 +34,7 @@
 #include "core/thread_pool.h"
 #include "model/linear_weight.h"
 #include "model/model.h"
+#include "pipeline/sequential.h"
 #include "quant/method.h"
 #include "quant/recipe.h"
 
@@ -44,6 +50,9 @@ using ActivationScheme = model::ActivationQuant::Kind;
 // model's names, model::activation_quant_by_name); Error listing them for an unknown name.
 ActivationScheme parse_activation_scheme(const std::string& name);
 
+// Whether a recipe step reconstructs layers (and so needs the full-precision stream).
+bool needs_float_stream(const quant::Recipe& recipe);
+
 // What a recipe's steps (and the activation scheme `act`, when given apart) need from
 // calibration: the union of their methods' needs, with absmax and mean_sq always.
 calib::StatSet required_stats(const quant::Recipe& recipe, ActivationScheme act = ActivationScheme::kNone);
@@ -57,8 +66,10 @@ class LayerMethods {
   LayerMethods(const model::ModelConfig& config, const std::vector<TensorAssignment>& plan,
                const quant::Recipe& recipe, const ModelQuantizeOptions& options, ThreadPool& pool);
 
-  // Transforms and quantizes layer `layer` in place.
-  void apply(int64_t layer, model::LayerWeights& weights, const calib::CalibrationStats& layer_stats);
+  // Transforms and quantizes layer `layer` in place. `streams` (sequential.h) are read by a
+  // reconstruction step only: it needs inputs and targets (else a kInvalidArgument Error).
+  void apply(int64_t layer, model::LayerWeights& weights, const calib::CalibrationStats& layer_stats,
+             const LayerStreams& streams = {});
 
   const std::vector<MethodEvent>& events() const { return events_; }
   double seconds_quantize() const { return seconds_quantize_; }
@@ -70,6 +81,8 @@ class LayerMethods {
   void migrate(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights, Sites& sites);
   void quantize_weights(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
                         const Sites& sites);
+  void reconstruct(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
+                   const model::LayerWeights& original, const LayerStreams& streams);
   void quantize_activations(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
                             const Sites& sites) const;
 

@@ -151,6 +151,14 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
                                    const std::function<void(const QuantizeProgress&)>& on_tensor, ThreadPool& pool) {
   ModelQuantizeResult r;
   const quant::Recipe recipe = effective_recipe(o);
+  if (needs_float_stream(recipe)) {  // checked before any work
+    if (samples.empty())
+      fail(ErrorKind::kInvalidArgument, "{}: layer reconstruction needs calibration samples (a statistics file "
+           "holds no hidden states)", recipe.origin);
+    if (!sequential.true_sequential)
+      fail(ErrorKind::kInvalidArgument, "{}: layer reconstruction trains on the quantized layers' outputs: it "
+           "needs true-sequential calibration (not float inputs)", recipe.origin);
+  }
   for (const quant::MethodStep& step : recipe.steps) {
     if (step.stage() != quant::MethodStage::kModelTransform) continue;
     // The statistics must describe the transformed model, so they come from calibrating it.
@@ -181,9 +189,9 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
   };
   LayerMethods methods(m.config, r.plan, recipe, o, pool);
   const LayerQuantizer layer_quantizer = [&](int64_t l, model::LayerWeights& weights,
-                                             const calib::CalibrationStats& layer_stats) {
+                                             const calib::CalibrationStats& layer_stats, const LayerStreams& streams) {
     const auto t0 = std::chrono::steady_clock::now();
-    methods.apply(l, weights, layer_stats);
+    methods.apply(l, weights, layer_stats, streams);
     if (on_tensor) {
       const double s = seconds_since(t0);
       for (const model::TensorRole role : model::kLayerLinearRoles) {
@@ -197,11 +205,12 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
   if (!samples.empty()) {
     SequentialOptions seq = sequential;
     for (const calib::StatKind k : required_stats(recipe).kinds()) seq.stats = seq.stats.with(k);
+    seq.float_stream = seq.float_stream || needs_float_stream(recipe);
     r.calibration = run_layer_sequential(m, samples, seq, &layer_quantizer, pool);
     head_stats = &r.calibration->stats;
   } else {
     for (int64_t l = 0; l < m.config.num_layers; ++l) {
-      layer_quantizer(l, m.layers[static_cast<size_t>(l)], stats != nullptr ? *stats : calib::CalibrationStats{});
+      layer_quantizer(l, m.layers[static_cast<size_t>(l)], stats != nullptr ? *stats : calib::CalibrationStats{}, {});
     }
   }
   r.seconds_quantize += methods.seconds_quantize();

@@ -169,3 +169,57 @@ TEST(ModelQuantize, ActivationSchemeInTheChainEqualsTheOption) {
 
 }  // namespace
 }  // namespace calq::pipeline
+
+namespace calq::pipeline {
+namespace {
+
+// gptq+qat-block through the pipeline: the reconstruction runs on every layer after gptq (its
+// events in layer order), writes a trained layer only when it lowers the layer's output error,
+// and is deterministic across thread counts. Without calibration samples, or with float
+// inputs, it is an Error before any work.
+TEST(ModelQuantize, LayerReconstructionAfterTheWeightQuantizer) {
+  const auto run = [](size_t threads) {
+    ThreadPool pool(threads);
+    model::Model m = load_tiny_model(testing::temp_dir("qat_pipeline"), {.tied = true, .layers = 2}, pool);
+    // The tiny model's weights need larger rates than the defaults' (sized for real models).
+    const nlohmann::json steps = nlohmann::json::parse(
+        R"([{"method": "gptq"}, {"method": "qat-block", "epochs": 6, "lr_weights": 2e-3, "lr_quant": 2e-3}])");
+    ModelQuantizeOptions o{.format = &format_by_name("int3-g32-asym"),
+                           .recipe = quant::recipe_from_json(steps, "test")};
+    o.rules.push_back(parse_tensor_rule("ffn_down=int3-pc-asym"));  // rows of 48
+    const ModelQuantizeResult r = quantize_model(m, o, make_samples(4, 12, 61), {}, nullptr, nullptr, pool);
+    std::vector<const MethodEvent*> qat;
+    int64_t trained = 0;
+    for (const MethodEvent& e : r.events) {
+      if (e.step != "qat-block") continue;
+      qat.push_back(&e);
+      // value 1: the trained layer, whose error is below the start's; 0: the start kept.
+      EXPECT_EQ(e.value == 1.0, e.error_after < e.error_before) << e.layer;
+      EXPECT_GT(e.error_before, 0.0);
+      trained += e.value == 1.0 ? 1 : 0;
+    }
+    EXPECT_GE(trained, 1);
+    EXPECT_EQ(qat.size(), 2u);
+    for (size_t l = 0; l < qat.size(); ++l) EXPECT_EQ(qat[l]->layer, static_cast<int64_t>(l));
+    std::vector<std::byte> bytes;
+    for (const auto& layer : m.layers)
+      for (const auto role : model::kLayerLinearRoles) {
+        const auto& q = layer.linear(role).quantized();
+        bytes.insert(bytes.end(), q.bytes.begin(), q.bytes.end());
+      }
+    return bytes;
+  };
+  EXPECT_EQ(run(1), run(2));
+
+  ThreadPool pool(2);
+  model::Model m = load_tiny_model(testing::temp_dir("qat_pipeline_err"), {.tied = true, .layers = 1}, pool);
+  ModelQuantizeOptions o{.format = &format_by_name("int3-g32-asym"),
+                         .recipe = quant::parse_method_chain("qat-block")};
+  std::string e = error_of([&] { quantize_model(m, o, {}, {}, nullptr, nullptr, pool); });
+  EXPECT_NE(e.find("needs calibration samples"), std::string::npos) << e;
+  e = error_of([&] { quantize_model(m, o, make_samples(2, 8, 61), {.true_sequential = false}, nullptr, nullptr, pool); });
+  EXPECT_NE(e.find("needs true-sequential calibration"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace calq::pipeline

@@ -45,17 +45,23 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
   const size_t stride = static_cast<size_t>(seq * hs);
   const auto batch = static_cast<size_t>(pool.num_threads());
 
+  const bool second_pass = quantize != nullptr && o.true_sequential;
+  if (o.float_stream && !second_pass)
+    fail(ErrorKind::kInvalidArgument, "calibration: the full-precision stream (block reconstruction) needs "
+         "true-sequential quantization");
+
   SequentialResult r;
   r.samples = n;
   r.seq_len = seq;
   r.stats = calib::CalibrationStats(o.stats);
-  r.activation_bytes = n * seq * hs * static_cast<int64_t>(sizeof(float));
+  r.activation_bytes = (o.float_stream ? 2 : 1) * n * seq * hs * static_cast<int64_t>(sizeof(float));
   std::vector<float> hidden(static_cast<size_t>(n) * stride);
   for_each_sample(
       pool, n, [&](int64_t s, size_t) { model::embed_tokens(m, samples[static_cast<size_t>(s)], &hidden[s * stride]); },
       nullptr);
-
-  const bool second_pass = quantize != nullptr && o.true_sequential;
+  // The float model's hidden states (float_stream): the same embedding to start with.
+  std::vector<float> fp_hidden;
+  if (o.float_stream) fp_hidden = hidden;
   std::vector<model::LayerScratch> scratch;
   scratch.reserve(batch);
   for (size_t i = 0; i < batch; ++i) scratch.emplace_back(m.config, seq);
@@ -99,7 +105,22 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
 
     if (quantize != nullptr) {
       t0 = std::chrono::steady_clock::now();
-      (*quantize)(l, weights, layer_stats);
+      if (o.float_stream) {
+        // The float layer on the float stream, before its weights are replaced: the targets.
+        for_each_sample(
+            pool, n,
+            [&](int64_t s, size_t slot) {
+              model::decoder_layer_forward(m.config, weights, l, &fp_hidden[s * stride], seq, scratch[slot], pool,
+                                           nullptr);
+            },
+            nullptr);
+      }
+      // Without the second pass, pass 1 already advanced `hidden` past this layer: no inputs then.
+      const LayerStreams streams{.samples = n, .seq_len = seq,
+                                 .inputs = second_pass ? std::span<const float>(hidden) : std::span<const float>(),
+                                 .targets = o.float_stream ? std::span<const float>(fp_hidden)
+                                                           : std::span<const float>()};
+      (*quantize)(l, weights, layer_stats, streams);
       progress.seconds_quantize = seconds_since(t0);
     }
     if (second_pass) {

@@ -8,7 +8,10 @@
 //     CalibrationStats after checking it is finite (a NaN/Inf is an Error naming layer, site,
 //     token and channel); the per-sample stats are merged into the total in sample order.
 //  2. quantize — the LayerQuantizer (if any) replaces layer i's linear weights, given the
-//     statistics of layer i's sites.
+//     statistics of layer i's sites and the layer's input for every sample (LayerStreams). With
+//     float_stream, the full-precision stream is carried too: layer i, still float, first runs on
+//     the float model's own hidden states, and those outputs are the quantizer's targets (and the
+//     float stream's input to layer i+1) — what block reconstruction (qat-block) trains against.
 //  3. outputs — "true sequential" (the default when quantizing): layer i runs again, now with its
 //     quantized weights, and those outputs are layer i+1's inputs, so every layer is calibrated on
 //     the activations the quantized model will really produce. With true_sequential = false (or
@@ -16,7 +19,8 @@
 // After the last layer the final norm runs and the output head's input (site head_in, layer -1)
 // is observed; the head itself is left to the caller.
 //
-// Memory: the hidden states of all samples (samples × seq_len × hidden float32) plus, per worker,
+// Memory: the hidden states of all samples (samples × seq_len × hidden float32; twice that with
+// float_stream, whose hidden states are as many) plus, per worker,
 // one sample's copy and the layer's scratch, plus one layer's weights in float32 while the
 // quantizer converts them; the model's weights may stay in their stored dtype (HfLoadOptions).
 //
@@ -36,10 +40,19 @@
 
 namespace calq::pipeline {
 
+// The hidden states a LayerQuantizer sees for its layer: [samples · seq_len, hidden] float32,
+// sample after sample.
+struct LayerStreams {
+  int64_t samples = 0, seq_len = 0;
+  std::span<const float> inputs;   // true sequential: the layer's input (the quantized layers' outputs); else empty
+  std::span<const float> targets;  // float_stream: the float layer's output on the float stream; else empty
+};
+
 // Quantizes (replaces) the linear weights of `layer` given the statistics of its sites
-// (`layer_stats` holds only layer `layer`). Called on the calling thread; may use the pool.
-using LayerQuantizer =
-    std::function<void(int64_t layer, model::LayerWeights& weights, const calib::CalibrationStats& layer_stats)>;
+// (`layer_stats` holds only layer `layer`) and its streams. Called on the calling thread; may use
+// the pool.
+using LayerQuantizer = std::function<void(int64_t layer, model::LayerWeights& weights,
+                                          const calib::CalibrationStats& layer_stats, const LayerStreams& streams)>;
 
 struct LayerProgress {
   int64_t layer = 0;
@@ -52,6 +65,9 @@ struct LayerProgress {
 struct SequentialOptions {
   calib::StatSet stats = calib::StatSet::defaults();
   bool true_sequential = true;
+  // Carry the full-precision stream (LayerStreams::targets). Needs a quantizer and true_sequential
+  // (else a kInvalidArgument Error).
+  bool float_stream = false;
   std::function<void(const LayerProgress&)> on_layer;  // after each layer, on the calling thread
 };
 
@@ -59,7 +75,7 @@ struct SequentialResult {
   calib::CalibrationStats stats;
   int64_t samples = 0;
   int64_t seq_len = 0;
-  int64_t activation_bytes = 0;  // the hidden states held for all samples
+  int64_t activation_bytes = 0;  // the hidden states held for all samples (both streams with float_stream)
   double seconds = 0;
   double seconds_forward = 0;    // passes 1 and 3 (statistics included)
 };

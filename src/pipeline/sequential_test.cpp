@@ -35,7 +35,7 @@ model::Model tiny(const std::string& tag, ThreadPool& pool, int64_t layers = 3) 
 const LayerQuantizer& int8_quantizer(ThreadPool& pool) {
   static const Format& f = format_by_name("int8-pc-sym");
   static LayerQuantizer q;
-  q = [&pool](int64_t, model::LayerWeights& w, const calib::CalibrationStats&) {
+  q = [&pool](int64_t, model::LayerWeights& w, const calib::CalibrationStats&, const LayerStreams&) {
     for (const auto role : {model::TensorRole::kAttnQ, model::TensorRole::kAttnK, model::TensorRole::kAttnV,
                             model::TensorRole::kAttnOut, model::TensorRole::kMlpGate, model::TensorRole::kMlpUp,
                             model::TensorRole::kMlpDown}) {
@@ -163,6 +163,56 @@ TEST(LayerSequential, BadSamples) {
   EXPECT_THROW(run_layer_sequential(m, uneven, {}, nullptr, pool), Error);
   std::vector<std::vector<int32_t>> outside = {{1, 2, static_cast<int32_t>(m.config.vocab_size)}};
   EXPECT_THROW(run_layer_sequential(m, outside, {}, nullptr, pool), Error);
+}
+
+}  // namespace
+}  // namespace calq::pipeline
+
+namespace calq::pipeline {
+namespace {
+
+// With float_stream the quantizer sees, for layer l, the quantized stream's input and, as targets,
+// the float model's layer-l output (the float layers run on the float model's own hidden states).
+TEST(LayerSequential, FloatStreamCarriesTheFloatModelsOutputs) {
+  ThreadPool pool(2);
+  const model::Model fp = tiny("seq_fp_stream", pool);
+  model::Model m = fp;
+  const auto samples = make_samples(3, 7, m.config.vocab_size);
+  const int64_t hs = m.config.hidden_size, stride = 7 * hs;
+  // The float model's hidden states after each layer, sample by sample.
+  std::vector<std::vector<float>> expected(static_cast<size_t>(m.config.num_layers));
+  std::vector<float> h(static_cast<size_t>(3 * stride));
+  for (int64_t s = 0; s < 3; ++s) model::embed_tokens(fp, samples[static_cast<size_t>(s)], &h[s * stride]);
+  model::LayerScratch scratch(fp.config, 7);
+  for (int64_t l = 0; l < fp.config.num_layers; ++l) {
+    for (int64_t s = 0; s < 3; ++s)
+      model::decoder_layer_forward(fp.config, fp.layers[static_cast<size_t>(l)], l, &h[s * stride], 7, scratch, pool);
+    expected[static_cast<size_t>(l)] = h;
+  }
+  const LayerQuantizer& int8 = int8_quantizer(pool);
+  std::vector<float> previous_input;
+  int64_t calls = 0;
+  const LayerQuantizer check = [&](int64_t l, model::LayerWeights& w, const calib::CalibrationStats& st,
+                                   const LayerStreams& streams) {
+    ++calls;
+    EXPECT_EQ(streams.samples, 3);
+    EXPECT_EQ(streams.seq_len, 7);
+    ASSERT_EQ(streams.targets.size(), static_cast<size_t>(3 * stride));
+    EXPECT_TRUE(std::equal(streams.targets.begin(), streams.targets.end(), expected[static_cast<size_t>(l)].begin()))
+        << "layer " << l;
+    ASSERT_EQ(streams.inputs.size(), streams.targets.size());
+    // From layer 1 on, the input is the quantized stream: not the float model's.
+    if (l > 0) {
+      EXPECT_FALSE(std::equal(streams.inputs.begin(), streams.inputs.end(), expected[static_cast<size_t>(l - 1)].begin()));
+    }
+    int8(l, w, st, streams);
+  };
+  const SequentialResult r = run_layer_sequential(m, samples, {.float_stream = true}, &check, pool);
+  EXPECT_EQ(calls, m.config.num_layers);
+  EXPECT_EQ(r.activation_bytes, 2 * 3 * stride * static_cast<int64_t>(sizeof(float)));
+  model::Model again = fp;
+  EXPECT_THROW(run_layer_sequential(again, samples, {.true_sequential = false, .float_stream = true}, &check, pool),
+               Error);
 }
 
 }  // namespace

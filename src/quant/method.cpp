@@ -17,6 +17,7 @@ std::string_view stage_name(MethodStage stage) {
     case MethodStage::kModelTransform: return "model transform";
     case MethodStage::kScaleMigration: return "scale migration";
     case MethodStage::kWeightQuantizer: return "weight quantizer";
+    case MethodStage::kLayerReconstruction: return "layer reconstruction";
     case MethodStage::kActivation: return "activation scheme";
   }
   return "?";
@@ -82,6 +83,9 @@ Migration Method::migrate(const MigrationGroup&, const StepOptions&, ThreadPool&
 }
 QuantizedWeight Method::quantize(const WeightTarget&, const StepOptions&, ThreadPool&) const {
   no_hook(*this, "weight");
+}
+Reconstruction Method::reconstruct(const LayerReconstructionTarget&, const StepOptions&, ThreadPool&) const {
+  no_hook(*this, "reconstruction");
 }
 model::ActivationQuant Method::activation(const ActivationSite&, const StepOptions&) const {
   no_hook(*this, "activation");

@@ -10,6 +10,10 @@
 //      kScaleMigration  — per input group of a layer: scales folded into the group's producer so
 //                         the float layer computes the same function (smoothquant, awq); hook migrate();
 //      kWeightQuantizer — per linear weight: float to its format (rtn, gptq); hook quantize();
+//      kLayerReconstruction — per decoder layer, after its weight quantizer: trains the layer's
+//                         weights and quantization parameters against the full-precision layer's
+//                         outputs and writes the quantized linears anew (qat-block); hook
+//                         reconstruct(). The pipeline then carries the full-precision stream too.
 //      kActivation      — per linear input: the activation quantization spec (int8-token,
 //                         int8-tensor, llm-int8); hook activation().
 //  * its recipe keys (OptionSpec: type, range, default), parsed into its typed option struct
@@ -34,6 +38,7 @@
 #include <string>
 #include <string_view>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -48,8 +53,8 @@
 
 namespace calq::quant {
 
-enum class MethodStage : uint8_t { kModelTransform, kScaleMigration, kWeightQuantizer, kActivation };
-// "model transform", "scale migration", "weight quantizer", "activation scheme".
+enum class MethodStage : uint8_t { kModelTransform, kScaleMigration, kWeightQuantizer, kLayerReconstruction, kActivation };
+// "model transform", "scale migration", "weight quantizer", "layer reconstruction", "activation scheme".
 std::string_view stage_name(MethodStage stage);
 
 // ---- Options ----
@@ -163,6 +168,35 @@ struct QuantizedWeight {
   std::optional<EventValues> event;  // recorded when set
 };
 
+// One decoder layer after its weight quantizer (kLayerReconstruction). Hidden states are
+// [samples · seq_len, hidden_size] float32, sample after sample.
+struct ReconstructionLinear {
+  model::TensorRole role = model::TensorRole::kAttnQ;  // one of kLayerLinearRoles
+  const Format* format = nullptr;  // nullptr: kept float (not trained, not rewritten)
+  std::string_view name;           // tensor name, for messages
+};
+struct LayerReconstructionTarget {
+  int64_t layer = 0;
+  const model::ModelConfig* config = nullptr;
+  // The layer before its weight quantizer (after any scale migration: the same function as the
+  // loaded layer), linears dense float32.
+  const model::LayerWeights* original = nullptr;
+  // The layer as the weight quantizer left it: linears with a format quantized in it.
+  const model::LayerWeights* quantized = nullptr;
+  std::span<const ReconstructionLinear> linears;  // the seven linears, kLayerLinearRoles order
+  int64_t samples = 0, seq_len = 0;
+  // The layer's input for every calibration sample: the already quantized layers' outputs.
+  std::span<const float> inputs;
+  // The full-precision layer's output on the full-precision model's input to it (the FP stream).
+  std::span<const float> targets;
+};
+
+struct Reconstruction {
+  // The linears to replace (role, new weight); empty: the layer stays as the weight quantizer left it.
+  std::vector<std::pair<model::TensorRole, QuantizedTensor>> weights;
+  EventValues event;
+};
+
 // One linear input of one layer (kActivation).
 struct ActivationSite {
   int64_t layer = 0;
@@ -200,6 +234,8 @@ class Method {
   virtual void transform_model(model::Model& model, const StepOptions& options, ThreadPool& pool) const;
   virtual Migration migrate(const MigrationGroup& group, const StepOptions& options, ThreadPool& pool) const;
   virtual QuantizedWeight quantize(const WeightTarget& target, const StepOptions& options, ThreadPool& pool) const;
+  virtual Reconstruction reconstruct(const LayerReconstructionTarget& target, const StepOptions& options,
+                                     ThreadPool& pool) const;
   virtual model::ActivationQuant activation(const ActivationSite& site, const StepOptions& options) const;
 };
 

@@ -88,6 +88,19 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
                           model::InputSite::kMlpDown})
     sites.emplace(site, InputStats(stats.find(0, site)));
   model::LayerWeights& w = m.layers[0];
+  // Layer 0's streams for a reconstruction step: two samples of 24 tokens, the embedding in, the
+  // float layer's output as the target (the float stream's layer 0 sees the same input).
+  const int64_t seq = 24, samples = 2, hs = m.config.hidden_size;
+  const std::vector<int32_t> ids = model::testutil::test_token_ids(seq * samples, m.config.vocab_size);
+  std::vector<float> inputs(static_cast<size_t>(samples * seq * hs)), targets;
+  for (int64_t s = 0; s < samples; ++s)
+    model::embed_tokens(m, std::span(ids).subspan(static_cast<size_t>(s * seq), static_cast<size_t>(seq)),
+                        &inputs[static_cast<size_t>(s * seq * hs)]);
+  targets = inputs;
+  model::LayerScratch scratch(m.config, seq);
+  for (int64_t s = 0; s < samples; ++s)
+    model::decoder_layer_forward(m.config, w, 0, &targets[static_cast<size_t>(s * seq * hs)], seq, scratch, pool);
+  model::LayerWeights original;
   Output out;
   for (const MethodStep& step : recipe.steps) {
     switch (step.stage()) {
@@ -111,7 +124,25 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
           if (!mg.importance.empty()) site.mean_sq = mg.importance;
         }
         break;
+      case MethodStage::kLayerReconstruction: {
+        std::vector<ReconstructionLinear> linears;
+        for (const TensorRole role : model::kLayerLinearRoles)
+          linears.push_back({.role = role, .format = &format_for(w.linear(role).cols()), .name = "blk.0.weight"});
+        Reconstruction rec = step.method->reconstruct(
+            {.layer = 0, .config = &m.config, .original = &original, .quantized = &w, .linears = linears,
+             .samples = samples, .seq_len = seq, .inputs = inputs, .targets = targets},
+            step.options, pool);
+        out.weights.clear();
+        for (const TensorRole role : model::kLayerLinearRoles) {
+          for (auto& [r, t] : rec.weights)
+            if (r == role) w.linear(role) = std::move(t);
+          const QuantizedTensor& q = w.linear(role).quantized();
+          out.weights.insert(out.weights.end(), q.bytes.begin(), q.bytes.end());
+        }
+        break;
+      }
       case MethodStage::kWeightQuantizer:
+        original = w;
         for (const TensorRole role : model::kLayerLinearRoles) {
           const InputStats& site = sites.at(calib::input_site(role));
           const Tensor& dense = w.linear(role).dense();
@@ -272,7 +303,8 @@ INSTANTIATE_TEST_SUITE_P(AllMethods, MethodContract, ::testing::ValuesIn(all_met
 
 TEST(MethodRegistry, EveryStageHasAMethodAndUnknownNamesListKnownOnes) {
   for (const MethodStage stage : {MethodStage::kModelTransform, MethodStage::kScaleMigration,
-                                  MethodStage::kWeightQuantizer, MethodStage::kActivation})
+                                  MethodStage::kWeightQuantizer, MethodStage::kLayerReconstruction,
+                                  MethodStage::kActivation})
     EXPECT_FALSE(method_names(stage).empty()) << stage_name(stage);
   EXPECT_EQ(method_names(MethodStage::kWeightQuantizer), "rtn, gptq");
   const std::string e = error_of([] { (void)method_by_name("gtpq"); });

@@ -14,6 +14,7 @@ MethodList make_smoothquant_methods();  // smoothquant (method_smoothquant.cpp)
 MethodList make_awq_methods();          // awq (method_awq.cpp)
 MethodList make_rtn_methods();          // rtn (method_rtn.cpp)
 MethodList make_gptq_methods();         // gptq (method_gptq.cpp)
+MethodList make_qat_block_methods();    // qat-block (method_qat_block.cpp)
 MethodList make_activation_methods();   // int8-token, int8-tensor, llm-int8 (method_activation.cpp)
 
 namespace {
@@ -41,6 +42,7 @@ const Registry& registry() {
     r.add(make_awq_methods());
     r.add(make_rtn_methods());
     r.add(make_gptq_methods());
+    r.add(make_qat_block_methods());
     r.add(make_activation_methods());
     return r;
   }();

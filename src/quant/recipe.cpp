@@ -16,13 +16,14 @@ struct RawStep {
 };
 
 // Where a stage may stand in the chain: transforms (of both kinds) first, then the weight
-// quantizer, then the activation scheme.
+// quantizer, then the layer reconstruction, then the activation scheme.
 int rank(MethodStage stage) {
   switch (stage) {
     case MethodStage::kModelTransform:
     case MethodStage::kScaleMigration: return 0;
     case MethodStage::kWeightQuantizer: return 1;
-    case MethodStage::kActivation: return 2;
+    case MethodStage::kLayerReconstruction: return 2;
+    case MethodStage::kActivation: return 3;
   }
   return 0;
 }
@@ -32,7 +33,8 @@ std::string order_rule() {
   const std::string migrations = method_names(MethodStage::kScaleMigration);
   if (!migrations.empty()) transforms += (transforms.empty() ? "" : ", ") + migrations;
   return "transforms (" + transforms + ") go first, then one weight quantizer (" +
-         method_names(MethodStage::kWeightQuantizer) + "), then at most one activation scheme (" +
+         method_names(MethodStage::kWeightQuantizer) + "), then at most one layer reconstruction (" +
+         method_names(MethodStage::kLayerReconstruction) + "), then at most one activation scheme (" +
          method_names(MethodStage::kActivation) + ")";
 }
 
@@ -66,7 +68,8 @@ Recipe validated(const std::vector<RawStep>& raw, std::string origin) {
                                          [](const MethodStep& s) { return s.stage() == MethodStage::kWeightQuantizer; });
   if (!has_quantizer) {
     const Method& rtn = method_by_name("rtn");
-    const auto at = r.activation() != nullptr ? r.steps.end() - 1 : r.steps.end();
+    // Before the first step that goes after the weight quantizer.
+    const auto at = std::find_if(r.steps.begin(), r.steps.end(), [](const MethodStep& s) { return rank(s.stage()) > 1; });
     r.steps.insert(at, MethodStep{&rtn, rtn.parse_options(nlohmann::json::object(), r.origin)});
   }
   return r;
