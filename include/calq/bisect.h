@@ -56,7 +56,7 @@ BisectReport bisect(const BisectJob& job);
 
 struct CalibCheckJob {
   std::string model;
-  std::string calib;      // the calibration text
+  std::string calib;      // the calibration text, or "generate:N" (see CalibrationData)
   std::string eval_text;  // the text the model will be judged (or used) on
   int64_t samples = 32;   // windows drawn from each text
   int64_t seq_len = 512;

@@ -13,8 +13,13 @@ namespace calq {
 
 // How calibration samples are drawn from a text: `samples` windows of `seq_len` tokens, at
 // positions drawn with `seed` from the documents (separated by blank lines) joined by EOS.
+// Data-free: text "generate:N[,greedy=G][,top_k=K]" samples N sequences of `seq_len` tokens from
+// the model itself instead (LLM-QAT): the model's BOS (its EOS when it has none), a token drawn
+// uniformly from the tokenizer's vocabulary, G argmax tokens (default 3), then tokens sampled from
+// the softmax at temperature 1 (among the K most likely when K > 0), with `seed`; `samples` is not
+// used. The statistics file records "generated:n=N,seq_len=...,seed=...,..." instead of a file hash.
 struct CalibrationData {
-  std::string text;       // plain-text file ("" = no calibration)
+  std::string text;       // plain-text or JSONL file, or "generate:N" ("" = no calibration)
   int64_t samples = 128;  // below 128 is allowed, with a warning (noisier statistics)
   int64_t seq_len = 512;
   uint64_t seed = 0;

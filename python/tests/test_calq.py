@@ -170,3 +170,18 @@ def test_inspect_check_bisect_calib_check(tmp_path):
         calq.bisect(str(REF), str(q), str(HELDOUT), tolerance=-1.0)
     d = calq.calib_check(str(REF), str(CALIB), str(HELDOUT), samples=2, seq_len=64, threads=2)
     assert d["sites"] and d["threshold"] == 0.15
+
+
+@needs_shared
+def test_calibrate_and_quantize_on_generated_samples(tmp_path):
+    # Data-free calibration: "generate:N" samples N sequences from the model itself.
+    stages = []
+    r = calq.calibrate(model=str(REF), out=str(tmp_path / "gen.gguf"), text="generate:2", seq_len=24, seed=3,
+                       stats="absmax,mean_sq", threads=2, progress=lambda p: stages.append(p["stage"]))
+    assert r["samples"] == 2 and r["seq_len"] == 24
+    assert "generate" in stages
+    q = calq.quantize(model=str(REF), out=str(tmp_path / "q.gguf"), format="int4-g128-asym", method="gptq",
+                      calib="generate:2,greedy=4", seq_len=24, threads=2)
+    assert q["n_quantized"] > 0
+    with pytest.raises(calq.Error, match="generate:x.*number of sequences"):
+        calq.calibrate(model=str(REF), out=str(tmp_path / "bad.gguf"), text="generate:x")

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "calq/calq.h"
+#include "calib/collectors.h"
 #include "calib/stats_drift.h"
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
@@ -119,6 +120,45 @@ TEST_F(Api, CalibrateThenQuantizeWithTheStatistics) {
   EXPECT_EQ(r.n_with_importance, r.n_quantized - 1);
   EXPECT_FALSE(r.method_events.empty());
   EXPECT_NE(r.method_events.front().find("gptq"), std::string::npos);
+}
+
+TEST_F(Api, CalibrateOnSamplesGeneratedByTheModel) {
+  // Data-free calibration: "generate:N" samples N sequences from the model itself.
+  const auto run = [&](const std::string& out, size_t threads, std::vector<std::string>* stages) {
+    return calibrate({.model = (dir_ / "hf").string(), .out = (dir_ / out).string(),
+                      .data = {.text = "generate:3,top_k=50", .samples = 128, .seq_len = 12, .seed = 4},
+                      .stats = "absmax,mean_sq", .threads = threads,
+                      .progress = [stages](const Progress& p) {
+                        if (stages != nullptr) stages->emplace_back(p.stage);
+                        return true;
+                      }});
+  };
+  std::vector<std::string> stages;
+  const CalibrateReport a = run("gen1.gguf", 1, &stages);
+  EXPECT_EQ(a.samples, 3);  // N, not `samples`
+  EXPECT_EQ(a.seq_len, 12);
+  EXPECT_EQ(a.n_documents, 0);
+  EXPECT_NE(std::find(stages.begin(), stages.end(), "generate"), stages.end());
+  run("gen2.gguf", 2, nullptr);
+  EXPECT_EQ(read_text_file(dir_ / "gen1.gguf"), read_text_file(dir_ / "gen2.gguf"));
+  const calib::CalibrationStats s = calib::read_stats_file(dir_ / "gen1.gguf");
+  EXPECT_EQ(s.samples, 3);
+  EXPECT_EQ(s.seed, 4);
+  EXPECT_EQ(s.calib_sha256, (std::vector<std::string>{"generated:n=3,seq_len=12,seed=4,bos=none,greedy=3,top_k=50"}));
+  // Another seed, other samples, other statistics.
+  calibrate({.model = (dir_ / "hf").string(), .out = (dir_ / "gen3.gguf").string(),
+             .data = {.text = "generate:3,top_k=50", .seq_len = 12, .seed = 5}, .stats = "absmax,mean_sq",
+             .threads = 1});
+  EXPECT_NE(read_text_file(dir_ / "gen1.gguf"), read_text_file(dir_ / "gen3.gguf"));
+
+  for (const char* bad : {"generate:0", "generate:x"}) {
+    const std::string msg = error_of([&] {
+      calibrate({.model = (dir_ / "hf").string(), .out = (dir_ / "bad.gguf").string(), .data = {.text = bad}});
+    });
+    EXPECT_NE(msg.find(bad), std::string::npos) << msg;
+    EXPECT_NE(msg.find("number of sequences"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("--"), std::string::npos) << msg;
+  }
 }
 
 TEST_F(Api, EvaluateComparesWithTheReference) {

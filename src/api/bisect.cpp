@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/calibration_data.h"
 #include "api/model_source.h"
 #include "api/reporter.h"
 #include "calib/stats_drift.h"
@@ -42,9 +43,14 @@ std::string bisect_json(const BisectJob& job, const BisectReport& r) {
 // model: absmax and mean |x| per channel).
 calib::CalibrationStats activation_stats(model::Model& m, const std::string& path, const io::Tokenizer& tokenizer,
                                          const CalibCheckJob& job, api::Reporter& report, ThreadPool& pool) {
-  const io::CalibrationSet set = io::load_calibration_set(
-      path, tokenizer,
-      {.samples = job.samples, .seq_len = job.seq_len, .seed = job.seed, .separator = m.config.eos_token_id});
+  // "generate:N": samples of the model itself (data-free calibration, api/calibration_data.h).
+  std::optional<io::CalibrationSet> generated = api::generate_calibration(
+      {.text = path, .seq_len = job.seq_len, .seed = job.seed}, tokenizer, m, pool, report);
+  const io::CalibrationSet set =
+      generated ? std::move(*generated)
+                : io::load_calibration_set(path, tokenizer,
+                                           {.samples = job.samples, .seq_len = job.seq_len, .seed = job.seed,
+                                            .separator = m.config.eos_token_id});
   report("calibrate", 0, 0,
          fmt::format("{} samples x {} tokens of {} ({} windows)", set.samples.size(), job.seq_len, path, set.n_windows));
   return pipeline::run_layer_sequential(

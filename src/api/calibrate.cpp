@@ -24,11 +24,13 @@ CalibrateReport calibrate(const CalibrateJob& job) {
   std::string tokenizer_source;
   const io::Tokenizer tokenizer =
       api::load_model_tokenizer(m.location, m.gguf.get(), job.data.tokenizer, tokenizer_source);
-  const io::CalibrationSet set = api::load_calibration(job.data, tokenizer, m.model.config, report);
+  const io::CalibrationSet set = api::load_calibration(job.data, tokenizer, m.model, pool, report);
+  const std::string origin = set.generated.empty() ? fmt::format("{} ({} documents, {} windows)", job.data.text,
+                                                                 set.n_documents, set.n_windows)
+                                                   : set.generated;
   report("calibrate", 0, m.model.config.num_layers,
-         fmt::format("{} samples x {} tokens from {} ({} documents, {} windows), {} threads, stats {}",
-                     set.samples.size(), job.data.seq_len, job.data.text, set.n_documents, set.n_windows,
-                     pool.num_threads(), kinds.to_string()));
+         fmt::format("{} samples x {} tokens from {}, {} threads, stats {}", set.samples.size(), job.data.seq_len,
+                     origin, pool.num_threads(), kinds.to_string()));
   const pipeline::SequentialResult r = pipeline::run_layer_sequential(
       m.model, set.samples,
       {.stats = kinds,
@@ -42,7 +44,7 @@ CalibrateReport calibrate(const CalibrateJob& job) {
   calib::CalibrationStats stats = r.stats;
   stats.seed = static_cast<int64_t>(job.data.seed);
   stats.model_name = m.location.path.filename().string();
-  stats.calib_sha256 = {set.file_sha256};
+  stats.calib_sha256 = {api::calibration_source_id(set)};
   calib::write_stats_file(stats, job.out);
 
   CalibrateReport out{.out = job.out, .samples = r.samples, .seq_len = r.seq_len,

@@ -172,7 +172,7 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   if (!job.calibration.text.empty()) {
     std::string source;
     const io::Tokenizer tokenizer = load_model_tokenizer(m.location, m.gguf.get(), job.calibration.tokenizer, source);
-    set.emplace(load_calibration(job.calibration, tokenizer, m.model.config, report));
+    set.emplace(load_calibration(job.calibration, tokenizer, m.model, pool, report));
   } else if (job.stats.empty()) {
     report("note", 0, 0, "no calibration text or statistics file: rounding without importance statistics");
   }
@@ -226,7 +226,10 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
              fmt::format("{} bytes stored, the allocation counted {}", m.model.storage_bytes(), alloc->total_bytes()));
     }
   }
-  if (set) export_options.extra_metadata.emplace_back("calq.calib_sha256", io::GgufValue::of_string(set->file_sha256));
+  if (set) {
+    export_options.extra_metadata.emplace_back("calq.calib_sha256",
+                                               io::GgufValue::of_string(calibration_source_id(*set)));
+  }
   if (stats) {
     export_options.extra_metadata.emplace_back("calq.calib_sha256", io::GgufValue::of_strings(stats->calib_sha256));
   }

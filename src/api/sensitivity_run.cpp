@@ -54,7 +54,7 @@ pipeline::SensitivityMap measure_sensitivity_map(const SensitivityRequest& r, Th
     stats.emplace(calib::read_stats_file(r.stats));
     pipeline::check_stats_match(*stats, fp.model, r.stats);
   } else if (has_calib) {
-    const io::CalibrationSet set = load_calibration(*r.calib, tokenizer, fp.model.config, report);
+    const io::CalibrationSet set = load_calibration(*r.calib, tokenizer, fp.model, pool, report);
     calib::StatSet kinds = calib::StatSet().with(calib::StatKind::kMeanSq).with(calib::StatKind::kAbsMax);
     for (const calib::StatKind k : pipeline::required_stats(r.recipe, pipeline::ActivationScheme::kNone).kinds()) {
       kinds = kinds.with(k);

@@ -171,7 +171,7 @@ class CalibrationStats {
   int64_t seq_len = 0;                    // tokens per sample
   int64_t seed = 0;                       // sampling seed
   std::string model_name;                 // the model the statistics describe
-  std::vector<std::string> calib_sha256;  // hex SHA-256 of each calibration file
+  std::vector<std::string> calib_sha256;  // hex SHA-256 of each calibration file, or "generated:..." (eval/synthetic.h)
 
   friend bool operator==(const CalibrationStats&, const CalibrationStats&) = default;
 

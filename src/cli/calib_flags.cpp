@@ -5,8 +5,11 @@ namespace calq::cli {
 
 void add_calib_flags(CLI::App* cmd, CalibFlags& f) {
   cmd->add_option("--calib", f.text,
-                  "Calibration text: plain text (documents separated by blank lines) or JSONL with a \"text\" field");
-  cmd->add_option("--samples", f.samples, "Calibration samples (sequences) to draw; 128-512 advised")
+                  "Calibration text: plain text (documents separated by blank lines) or JSONL with a \"text\" field; "
+                  "or generate:N[,greedy=G][,top_k=K] for N sequences sampled from the model itself (data-free, "
+                  "LLM-QAT style: BOS, a random token, G greedy tokens (default 3), then sampling, seeded by --seed)");
+  cmd->add_option("--samples", f.samples,
+                  "Calibration samples (sequences) to draw; 128-512 advised (generate:N draws N instead)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   cmd->add_option("--seq-len", f.seq_len, "Tokens per calibration sample")

@@ -116,7 +116,8 @@ void register_bisect(CLI::App& app) {
   cmd->add_option("--json", flags->job.json_out, "Write the steps and the result as JSON");
   cmd->add_flag("--calib-check", flags->calib_check,
                 "Instead: compare the activation statistics of --calib with those of --eval-text (as calq calib-check)");
-  cmd->add_option("--calib", flags->check.calib, "--calib-check: the calibration text");
+  cmd->add_option("--calib", flags->check.calib,
+                  "--calib-check: the calibration text, or generate:N (N sequences sampled from the model)");
   add_calib_check_flags(cmd, flags->check);
   cmd->add_option("--threads", flags->job.threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");
@@ -128,7 +129,8 @@ void register_calib_check(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "calib-check", "Compare per-channel activation statistics of a calibration set with an evaluation text");
   cmd->add_option("--model", flags->job.model, "Full-precision model: Hugging Face folder or GGUF file")->required();
-  cmd->add_option("--calib", flags->job.calib, "Calibration text")->required();
+  cmd->add_option("--calib", flags->job.calib, "Calibration text, or generate:N (N sequences sampled from the model)")
+      ->required();
   cmd->add_option("--eval-text", flags->job.eval_text, "Evaluation text")->required();
   add_calib_check_flags(cmd, flags->job);
   cmd->add_option("--tokenizer", flags->job.tokenizer, "tokenizer.json instead of the model's own");

@@ -204,7 +204,8 @@ PYBIND11_MODULE(_calq, m) {
       py::arg("model"), py::arg("out"), py::arg("text"), py::arg("samples") = 128, py::arg("seq_len") = 512,
       py::arg("seed") = 0, py::arg("stats") = "absmax,mean_abs,mean_sq,histogram", py::arg("threads") = 0,
       py::arg("force") = false, py::arg("progress") = py::none(),
-      "Calibration statistics of every linear input, written to a statistics file");
+      "Calibration statistics of every linear input, written to a statistics file (text: a file, or "
+      "\"generate:N\" for N sequences sampled from the model)");
 
   m.def(
       "quantize",

@@ -52,6 +52,9 @@ struct CalibrationSet {
   int64_t n_tokens = 0;                       // stream length, separators included
   int64_t n_windows = 0;                      // W
   double unknown_share = 0;                   // unknown + byte-fallback tokens / all tokens
+  // Samples not from a file (the API's "generate:N", sampled from the model): how they were made,
+  // recorded instead of file_sha256 (empty then); empty for a file.
+  std::string generated;
 };
 
 CalibrationSet load_calibration_set(const std::filesystem::path& path, const Tokenizer& tokenizer,
