@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eval/compare.h"
+
 namespace calq::api {
 namespace {
 
@@ -74,7 +76,7 @@ void compare_json(const EvalReport& r, Json& j) {
   j["nll_ref_per_window"] = r.nll_ref_per_window;
   j["ref_accuracy"] = r.ref_accuracy;
   j["ref_ece"] = r.ref_ece;
-  j["ece_bins"] = 15;
+  j["ece_bins"] = eval::kEceBins;
   j["ref_forward_seconds"] = r.ref_forward_seconds;
   j["ref_tokens_per_second"] = r.ref_tokens_per_second;
   j["seconds"] = r.seconds;
