@@ -172,9 +172,17 @@ void run_text(const EvalJob& job, const std::optional<api::LoadedModel>& ref, co
   }
 }
 
-// `models` holds the reference first when `has_reference`.
-ChoiceReport run_choices(const EvalJob& job, const std::vector<const api::LoadedModel*>& models, bool has_reference,
-                         const io::Tokenizer& tokenizer, api::Reporter& report, ThreadPool& pool) {
+// The models of the tasks beside perplexity and their display names: the reference first (named
+// "reference") when there is one.
+struct TaskModels {
+  std::vector<const api::LoadedModel*> models;
+  std::vector<std::string> names;
+  bool has_reference = false;
+};
+
+ChoiceReport run_choices(const EvalJob& job, const TaskModels& tasks, const io::Tokenizer& tokenizer,
+                         api::Reporter& report, ThreadPool& pool) {
+  const std::vector<const api::LoadedModel*>& models = tasks.models;
   const std::vector<eval::McItem> items = eval::read_hellaswag_jsonl(job.hellaswag);
   std::vector<const model::Model*> ptrs;
   for (const api::LoadedModel* m : models) ptrs.push_back(&m->model);
@@ -186,10 +194,10 @@ ChoiceReport run_choices(const EvalJob& job, const std::vector<const api::Loaded
                    .seconds = rep.seconds};
   for (size_t i = 0; i < models.size(); ++i) {
     const eval::McModelResult& r = rep.models[i];
-    ChoiceScore s{.model = has_reference && i == 0 ? "reference" : display_name(*models[i]), .acc = r.acc,
+    ChoiceScore s{.model = tasks.names[i], .acc = r.acc,
                   .acc_norm = r.acc_norm, .acc_ci = interval(r.acc_ci), .acc_norm_ci = interval(r.acc_norm_ci),
                   .chosen = r.chosen, .chosen_norm = r.chosen_norm};
-    if (has_reference && i > 0) {
+    if (tasks.has_reference && i > 0) {
       const eval::McAgreement& a = rep.agreement[i - 1];
       s.agreement = a.chosen_agreement;
       s.agreement_norm = a.chosen_norm_agreement;
@@ -201,9 +209,9 @@ ChoiceReport run_choices(const EvalJob& job, const std::vector<const api::Loaded
   return out;
 }
 
-std::vector<Generation> run_generate(const EvalJob& job, const std::vector<const api::LoadedModel*>& models,
-                                     bool has_reference, const io::Tokenizer& tokenizer, api::Reporter& report,
-                                     ThreadPool& pool) {
+std::vector<Generation> run_generate(const EvalJob& job, const TaskModels& tasks, const io::Tokenizer& tokenizer,
+                                     api::Reporter& report, ThreadPool& pool) {
+  const std::vector<const api::LoadedModel*>& models = tasks.models;
   std::vector<Generation> out;
   for (const std::string& prompt : job.generate) {
     Generation g{.prompt = prompt, .prompt_ids = tokenizer.encode(prompt, /*add_special_tokens=*/true)};
@@ -218,7 +226,7 @@ std::vector<Generation> run_generate(const EvalJob& job, const std::vector<const
         ++same;
       }
       std::string text = tokenizer.decode(ids, /*skip_special_tokens=*/true);
-      g.outputs.push_back({.model = has_reference && i == 0 ? "reference" : display_name(*models[i]),
+      g.outputs.push_back({.model = tasks.names[i],
                            .ids = std::move(ids), .text = std::move(text), .same_prefix_as_first = same});
       report("generate", static_cast<int64_t>(i + 1), static_cast<int64_t>(models.size()));
     }
@@ -260,13 +268,17 @@ EvalReport evaluate(const EvalJob& job) {
   if (job.text.empty()) {
     for (const api::LoadedModel& m : models) out.models.push_back(score_of(m));
   }
-  std::vector<const api::LoadedModel*> task_models;
-  if (ref) task_models.push_back(&*ref);
-  for (const api::LoadedModel& m : models) task_models.push_back(&m);
-  if (!job.hellaswag.empty()) {
-    out.multiple_choice = run_choices(job, task_models, ref.has_value(), tokenizer, report, pool);
+  TaskModels tasks{.has_reference = ref.has_value()};
+  if (ref) {
+    tasks.models.push_back(&*ref);
+    tasks.names.emplace_back("reference");
   }
-  if (!job.generate.empty()) out.generations = run_generate(job, task_models, ref.has_value(), tokenizer, report, pool);
+  for (const api::LoadedModel& m : models) {
+    tasks.models.push_back(&m);
+    tasks.names.push_back(display_name(m));
+  }
+  if (!job.hellaswag.empty()) out.multiple_choice = run_choices(job, tasks, tokenizer, report, pool);
+  if (!job.generate.empty()) out.generations = run_generate(job, tasks, tokenizer, report, pool);
   out.warnings = report.warnings();
   out.json = api::eval_report_json(out);
   if (!job.json_out.empty()) api::write_text_atomic(job.json_out, out.json);

@@ -140,6 +140,9 @@ py::dict model_score(const calq::ModelScore& s) {
   return d;
 }
 
+// A report's JSON document as plain Python objects (dicts, lists).
+py::object parse_json(const std::string& json) { return py::module_::import("json").attr("loads")(json); }
+
 // A C-contiguous float32 array, or calq.Error naming what it is instead.
 py::array_t<float, py::array::c_style> float32_array(const py::array& a, const char* what) {
   if (!a.dtype().is(py::dtype::of<float>())) {
@@ -274,7 +277,7 @@ PYBIND11_MODULE(_calq, m) {
         d["models"] = scores;
         d["warnings"] = r.warnings;
         // Everything else (per-window values, multiple choice, generations) as `calq eval --json` writes it.
-        d["report"] = py::module_::import("json").attr("loads")(r.json);
+        d["report"] = parse_json(r.json);
         return d;
       },
       py::arg("reference"), py::arg("models"), py::arg("text") = "", py::arg("ctx") = 512, py::arg("max_windows") = 0,
@@ -284,12 +287,9 @@ PYBIND11_MODULE(_calq, m) {
       "Models against a full-precision reference (\"\" for one model's perplexity): PPL, KLD, top-1 agreement, ECE "
       "with 95% intervals; HellaSwag multiple choice and greedy generation on request");
 
-  // Reports that have a JSON document are returned as that document, parsed (plain dicts/lists).
-  const auto parsed = [](const std::string& json) { return py::module_::import("json").attr("loads")(json); };
-
   m.def(
       "inspect",
-      [parsed](const std::string& model, bool weights, bool activations, const std::string& text,
+      [](const std::string& model, bool weights, bool activations, const std::string& text,
                const std::string& tokenizer, int64_t samples, int64_t ctx, size_t top, size_t threads,
                const py::object& progress) {
         const calq::InspectReport r = run_released(progress, [&](const calq::ProgressFn& pf) {
@@ -297,7 +297,7 @@ PYBIND11_MODULE(_calq, m) {
                                 .tokenizer = tokenizer, .samples = samples, .ctx = ctx, .top = top,
                                 .threads = threads, .progress = pf});
         });
-        py::dict d = parsed(r.json);
+        py::dict d = parse_json(r.json);
         d["text"] = r.text;
         return d;
       },
@@ -308,18 +308,18 @@ PYBIND11_MODULE(_calq, m) {
 
   m.def(
       "check",
-      [parsed](const std::string& path) { return parsed(run_released(py::none(), [&](const calq::ProgressFn&) {
+      [](const std::string& path) { return parse_json(run_released(py::none(), [&](const calq::ProgressFn&) {
                                             return calq::check(path);
                                           }).json); },
       py::arg("path"), "Whether llama.cpp's loader would accept a GGUF file: {ok, errors, warnings, findings}");
 
   m.def(
       "bisect",
-      [parsed](const std::string& model, const std::string& quantized, const std::string& eval_text,
+      [](const std::string& model, const std::string& quantized, const std::string& eval_text,
                const std::string& tokenizer, double target, const std::optional<double>& tolerance,
                const std::string& restore_format, int64_t ctx, int64_t max_windows, size_t threads,
                const py::object& progress) {
-        return parsed(run_released(progress, [&](const calq::ProgressFn& pf) {
+        return parse_json(run_released(progress, [&](const calq::ProgressFn& pf) {
                         return calq::bisect({.model = model, .quantized = quantized, .eval_text = eval_text,
                                              .tokenizer = tokenizer, .target = target, .tolerance = tolerance,
                                              .restore_format = restore_format, .ctx = ctx,
@@ -333,10 +333,10 @@ PYBIND11_MODULE(_calq, m) {
 
   m.def(
       "calib_check",
-      [parsed](const std::string& model, const std::string& calib, const std::string& eval_text, int64_t samples,
+      [](const std::string& model, const std::string& calib, const std::string& eval_text, int64_t samples,
                int64_t seq_len, uint64_t seed, const std::string& tokenizer, double threshold, size_t threads,
                const py::object& progress) {
-        return parsed(run_released(progress, [&](const calq::ProgressFn& pf) {
+        return parse_json(run_released(progress, [&](const calq::ProgressFn& pf) {
                         return calq::calib_check({.model = model, .calib = calib, .eval_text = eval_text,
                                                   .samples = samples, .seq_len = seq_len, .seed = seed,
                                                   .tokenizer = tokenizer, .threshold = threshold,
