@@ -4,6 +4,7 @@
 
 #include <cassert>
 #include <chrono>
+#include <utility>
 
 #include "core/stopwatch.h"
 #include "core/error.h"
@@ -166,7 +167,7 @@ void LayerMethods::reconstruct(const quant::MethodStep& step, int64_t l, model::
   seconds_quantize_ += seconds;
   events_.push_back({.layer = l, .step = step.name(), .target = fmt::format("blk.{}", l), .value = rec.event.value,
                      .error_before = rec.event.error_before, .error_after = rec.event.error_after,
-                     .seconds = seconds});
+                     .seconds = seconds, .curve = std::move(rec.event.curve)});
 }
 
 void LayerMethods::quantize_activations(const quant::MethodStep& step, int64_t l, model::LayerWeights& w,
