@@ -8,8 +8,9 @@
 namespace calq {
 
 struct Progress {
-  // What is running: "load", "calibrate", "sensitivity", "allocate", "quantize", "method", "verify",
-  // "evaluate", or "warning"/"note" for a message that is not a unit of work.
+  // What is running: "load", "calibrate", "sensitivity", "allocate", "quantize", "method", "train"
+  // (an optimizer step of a training method: done / total steps, the message with its loss and
+  // ETA), "verify", "evaluate", or "warning"/"note" for a message that is not a unit of work.
   std::string_view stage;
   int64_t done = 0;   // units of the stage finished (tensors, layers, windows)
   int64_t total = 0;  // 0 when unknown

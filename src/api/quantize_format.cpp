@@ -133,6 +133,12 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   options.recipe = build_recipe(job);
   options.act = pipeline::parse_activation_scheme(job.act_quant);
   options.llm_int8_threshold = job.llm_int8_threshold;
+  options.on_training = [&report](const quant::TrainingProgress& p) {
+    const std::string where = p.layer >= 0 ? fmt::format(" layer {}", p.layer) : std::string();
+    report("train", p.done, p.total,
+           fmt::format("{}{} step {}/{}: loss {:.5g}, {:.1f} s, ETA {:.0f} s", p.step, where, p.done, p.total, p.loss,
+                       p.seconds, p.eta_seconds));
+  };
   if (!(job.llm_int8_threshold > 0)) fail(ErrorKind::kInvalidArgument, "llm_int8_threshold must be > 0");
 
   ThreadPool pool(job.threads);

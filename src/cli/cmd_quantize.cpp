@@ -96,8 +96,9 @@ void register_quantize(CLI::App& app) {
                   "Any registered number format for the linear weights (e.g. int4-g128-asym, nf4-dq, fp8-e4m3, q4_k; "
                   "docs/formats.md lists them)");
   cmd->add_option("--method", flags->job.method,
-                  "Method chain, e.g. rtn, gptq, awq, awq+gptq, rotate+gptq, smoothquant, gptq+qat-block (transforms "
-                  "first, then rtn or gptq, then qat-block; rtn is appended when no weight quantizer is named)")
+                  "Method chain, e.g. rtn, gptq, awq, awq+gptq, rotate+gptq, smoothquant, gptq+qat-block, "
+                  "gptq+qat-block+qat-e2e (transforms first, then rtn or gptq, then qat-block, then qat-e2e; rtn is "
+                  "appended when no weight quantizer is named)")
       ->capture_default_str();
   cmd->add_option("--recipe", flags->job.recipe,
                   "Recipe file (JSON): {\"steps\": [{\"method\": \"awq\"}, {\"method\": \"gptq\", \"act_order\": true}]}");

@@ -4,6 +4,7 @@
 
 #include <cassert>
 #include <chrono>
+#include <utility>
 
 #include "core/stopwatch.h"
 #include "core/error.h"
@@ -73,6 +74,7 @@ void LayerMethods::apply(int64_t l, model::LayerWeights& w, const calib::Calibra
         quantize_weights(step, l, w, sites);
         break;
       case quant::MethodStage::kLayerReconstruction: reconstruct(step, l, w, original, streams); break;
+      case quant::MethodStage::kModelReconstruction: break;  // once after the layer pass (model_quantize.cpp)
       case quant::MethodStage::kActivation: quantize_activations(step, l, w, sites); break;
     }
   }
@@ -157,14 +159,15 @@ void LayerMethods::reconstruct(const quant::MethodStep& step, int64_t l, model::
   const auto t0 = std::chrono::steady_clock::now();
   quant::Reconstruction rec = step.method->reconstruct(
       {.layer = l, .config = &config_, .original = &original, .quantized = &w, .linears = linears,
-       .samples = streams.samples, .seq_len = streams.seq_len, .inputs = streams.inputs, .targets = streams.targets},
+       .samples = streams.samples, .seq_len = streams.seq_len, .inputs = streams.inputs, .targets = streams.targets,
+       .progress = &options_.on_training},
       step.options, pool_);
   for (auto& [role, tensor] : rec.weights) w.linear(role) = std::move(tensor);
   const double seconds = seconds_since(t0);
   seconds_quantize_ += seconds;
   events_.push_back({.layer = l, .step = step.name(), .target = fmt::format("blk.{}", l), .value = rec.event.value,
                      .error_before = rec.event.error_before, .error_after = rec.event.error_after,
-                     .seconds = seconds});
+                     .seconds = seconds, .curve = std::move(rec.event.curve)});
 }
 
 void LayerMethods::quantize_activations(const quant::MethodStep& step, int64_t l, model::LayerWeights& w,

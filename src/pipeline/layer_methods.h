@@ -14,6 +14,7 @@
 //     from the quantized stream, targets from the full-precision stream: the caller runs the
 //     pipeline with SequentialOptions::float_stream, see needs_float_stream), it replaces the
 //     trained linears;
+//  (the model reconstruction, qat-e2e, runs once after the layer pass: model_quantize.cpp)
 //  4. the activation scheme (int8-token, int8-tensor, llm-int8), when the recipe has one, on every
 //     linear input.
 // Model transforms (rotate) ran on the whole model before calibration (model_quantize.cpp).

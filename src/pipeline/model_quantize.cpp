@@ -5,6 +5,7 @@
 #include <cassert>
 #include <chrono>
 #include <map>
+#include <optional>
 
 #include "core/stopwatch.h"
 #include "core/error.h"
@@ -169,6 +170,16 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
     step.method->transform_model(m, step.options, pool);
     r.events.push_back({.layer = -1, .step = step.name(), .target = "model", .seconds = seconds_since(t0)});
   }
+  const quant::MethodStep* model_step = nullptr;
+  for (const quant::MethodStep& step : recipe.steps)
+    if (step.stage() == quant::MethodStage::kModelReconstruction) model_step = &step;
+  if (model_step != nullptr && samples.empty())
+    fail(ErrorKind::kInvalidArgument, "{}: {} trains on calibration samples (a statistics file holds no token "
+         "sequences)", recipe.origin, model_step->name());
+  // The teacher: the float model as the transforms left it (a copy shares its tensors; the layer
+  // pass replaces the copy's linears, never writes into them).
+  std::optional<model::Model> teacher;
+  if (model_step != nullptr) teacher = m;
   r.plan = plan_model_quantization(m, o);
   std::map<std::pair<int64_t, int>, const TensorAssignment*> by_role;
   for (const auto& a : r.plan) by_role[{a.layer, static_cast<int>(a.role)}] = &a;
@@ -227,6 +238,21 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
     m.output = m.embedding;
   } else {
     quantize_one(m.output, *by_role.at({-1, static_cast<int>(model::TensorRole::kOutput)}), head_imp);
+  }
+  if (model_step != nullptr) {
+    std::vector<quant::ModelReconstructionLinear> linears;
+    for (const auto& a : r.plan)
+      if (a.layer >= 0) linears.push_back({.layer = a.layer, .role = a.role, .format = a.format, .name = a.name});
+    const auto t0 = std::chrono::steady_clock::now();
+    quant::ModelReconstruction rec = model_step->method->reconstruct_model(
+        {.teacher = &*teacher, .quantized = &m, .linears = linears, .samples = samples, .progress = &o.on_training},
+        model_step->options, pool);
+    for (auto& w : rec.weights) m.layers[static_cast<size_t>(w.layer)].linear(w.role) = std::move(w.tensor);
+    const double s = seconds_since(t0);
+    r.seconds_quantize += s;
+    r.events.push_back({.layer = -1, .step = model_step->name(), .target = "model", .value = rec.event.value,
+                        .error_before = rec.event.error_before, .error_after = rec.event.error_after, .seconds = s,
+                        .curve = std::move(rec.event.curve)});
   }
   return r;
 }

@@ -71,6 +71,8 @@ struct ModelQuantizeOptions {
   // act != kNone is an Error.
   ActivationScheme act = ActivationScheme::kNone;
   float llm_int8_threshold = 6.0f;
+  // Progress of the training steps (qat-block, qat-e2e), on the calling thread; may be empty.
+  quant::TrainingProgressFn on_training;
 };
 
 struct TensorAssignment {
@@ -100,7 +102,9 @@ struct ModelQuantizeResult {
   std::vector<MethodEvent> events;  // what the method steps did, per layer
 };
 
-// Quantizes `model` in place. `samples` (calibration token sequences) may be empty; then `stats`
+// Quantizes `model` in place. A model reconstruction step (qat-e2e) runs last, after the embedding
+// and head are quantized, with a copy of the float model (after model transforms) as its teacher;
+// it needs `samples`. `samples` (calibration token sequences) may be empty; then `stats`
 // (from a statistics file) may give the importance; both absent: no importance.
 // `sequential.on_layer` and `on_tensor` report progress on the calling thread.
 ModelQuantizeResult quantize_model(model::Model& model, const ModelQuantizeOptions& options,

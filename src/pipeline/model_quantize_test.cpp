@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "formats/format.h"
@@ -219,6 +223,59 @@ TEST(ModelQuantize, LayerReconstructionAfterTheWeightQuantizer) {
   EXPECT_NE(e.find("needs calibration samples"), std::string::npos) << e;
   e = error_of([&] { quantize_model(m, o, make_samples(2, 8, 61), {.true_sequential = false}, nullptr, nullptr, pool); });
   EXPECT_NE(e.find("needs true-sequential calibration"), std::string::npos) << e;
+}
+
+// gptq+qat-block+qat-e2e through the pipeline: qat-e2e runs once, last (event layer −1 after the
+// layers' qat-block events), both report every optimizer step through on_training and carry their
+// loss curve in their events; the same bytes for 1 and 2 threads. Without samples it is an Error
+// before any work.
+TEST(ModelQuantize, ModelReconstructionAfterTheLayerPass) {
+  const auto run = [](size_t threads) {
+    ThreadPool pool(threads);
+    model::Model m = load_tiny_model(testing::temp_dir("qat_e2e_pipeline"), {.tied = true, .layers = 2}, pool);
+    const nlohmann::json steps = nlohmann::json::parse(
+        R"([{"method": "gptq"}, {"method": "qat-block", "epochs": 2, "lr_weights": 2e-3, "lr_quant": 2e-3},
+            {"method": "qat-e2e", "epochs": 3, "lr": 5e-3, "batch": 2}])");
+    ModelQuantizeOptions o{.format = &format_by_name("int3-g32-asym"),
+                           .recipe = quant::recipe_from_json(steps, "test")};
+    o.rules.push_back(parse_tensor_rule("ffn_down=int3-pc-asym"));  // rows of 48
+    std::vector<std::pair<std::string, int64_t>> progress;  // (step, done)
+    o.on_training = [&](const quant::TrainingProgress& p) {
+      EXPECT_GT(p.total, 0);
+      EXPECT_TRUE(std::isfinite(p.loss) && p.eta_seconds >= 0);
+      progress.emplace_back(std::string(p.step), p.done);
+    };
+    const ModelQuantizeResult r = quantize_model(m, o, make_samples(4, 12, 61), {}, nullptr, nullptr, pool);
+    EXPECT_FALSE(r.events.empty());
+    const MethodEvent& last = r.events.back();
+    EXPECT_EQ(last.step, "qat-e2e");
+    EXPECT_EQ(last.layer, -1);
+    EXPECT_EQ(last.curve.size(), 6u);  // 3 epochs of 2 steps
+    EXPECT_EQ(last.value == 1.0, last.error_after < last.error_before);
+    int64_t block_steps = 0, e2e_steps = 0;
+    for (const auto& [step, done] : progress) (step == "qat-e2e" ? e2e_steps : block_steps) += 1;
+    EXPECT_EQ(e2e_steps, 6);
+    EXPECT_EQ(block_steps, 2 * 2);  // 2 layers × 2 epochs of 1 step (4 samples, batch 4)
+    for (const MethodEvent& e : r.events) {
+      if (e.step == "qat-block") {
+        EXPECT_FALSE(e.curve.empty()) << e.layer;
+      }
+    }
+    std::vector<std::byte> bytes;
+    for (const auto& layer : m.layers)
+      for (const auto role : model::kLayerLinearRoles) {
+        const auto& q = layer.linear(role).quantized();
+        bytes.insert(bytes.end(), q.bytes.begin(), q.bytes.end());
+      }
+    return bytes;
+  };
+  EXPECT_EQ(run(1), run(2));
+
+  ThreadPool pool(2);
+  model::Model m = load_tiny_model(testing::temp_dir("qat_e2e_pipeline_err"), {.tied = true, .layers = 1}, pool);
+  ModelQuantizeOptions o{.format = &format_by_name("int3-g32-asym"), .recipe = quant::parse_method_chain("qat-e2e")};
+  const std::string e = error_of([&] { quantize_model(m, o, {}, {}, nullptr, nullptr, pool); });
+  EXPECT_NE(e.find("qat-e2e trains on calibration samples"), std::string::npos) << e;
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 
@@ -18,6 +19,7 @@ std::string_view stage_name(MethodStage stage) {
     case MethodStage::kScaleMigration: return "scale migration";
     case MethodStage::kWeightQuantizer: return "weight quantizer";
     case MethodStage::kLayerReconstruction: return "layer reconstruction";
+    case MethodStage::kModelReconstruction: return "model reconstruction";
     case MethodStage::kActivation: return "activation scheme";
   }
   return "?";
@@ -86,6 +88,21 @@ QuantizedWeight Method::quantize(const WeightTarget&, const StepOptions&, Thread
 }
 Reconstruction Method::reconstruct(const LayerReconstructionTarget&, const StepOptions&, ThreadPool&) const {
   no_hook(*this, "reconstruction");
+}
+
+std::string curve_text(std::span<const double> curve) {
+  if (curve.empty()) return "";
+  std::string s = "; loss curve";
+  const size_t n = curve.size(), shown = std::min<size_t>(n, 12);
+  for (size_t k = 0; k < shown; ++k) {
+    const size_t i = shown == 1 ? 0 : k * (n - 1) / (shown - 1);
+    s += fmt::format(" {:.4g}", curve[i]);
+  }
+  return s;
+}
+
+ModelReconstruction Method::reconstruct_model(const ModelReconstructionTarget&, const StepOptions&, ThreadPool&) const {
+  no_hook(*this, "model reconstruction");
 }
 model::ActivationQuant Method::activation(const ActivationSite&, const StepOptions&) const {
   no_hook(*this, "activation");

@@ -14,6 +14,10 @@
 //                         weights and quantization parameters against the full-precision layer's
 //                         outputs and writes the quantized linears anew (qat-block); hook
 //                         reconstruct(). The pipeline then carries the full-precision stream too.
+//      kModelReconstruction — once, after every layer (and the embedding and head) is quantized:
+//                         trains the quantized linears of the whole model against the
+//                         full-precision model's logits and writes them anew (qat-e2e); hook
+//                         reconstruct_model(). Needs calibration samples (token sequences).
 //      kActivation      — per linear input: the activation quantization spec (int8-token,
 //                         int8-tensor, llm-int8); hook activation().
 //  * its recipe keys (OptionSpec: type, range, default), parsed into its typed option struct
@@ -31,6 +35,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -53,8 +58,16 @@
 
 namespace calq::quant {
 
-enum class MethodStage : uint8_t { kModelTransform, kScaleMigration, kWeightQuantizer, kLayerReconstruction, kActivation };
-// "model transform", "scale migration", "weight quantizer", "layer reconstruction", "activation scheme".
+enum class MethodStage : uint8_t {
+  kModelTransform,
+  kScaleMigration,
+  kWeightQuantizer,
+  kLayerReconstruction,
+  kModelReconstruction,
+  kActivation
+};
+// "model transform", "scale migration", "weight quantizer", "layer reconstruction", "model
+// reconstruction", "activation scheme".
 std::string_view stage_name(MethodStage stage);
 
 // ---- Options ----
@@ -111,12 +124,29 @@ struct MethodEvent {
   double value = 0;    // awq: α; smoothquant: α; gptq: dampening used (× mean diagonal)
   double error_before = 0, error_after = 0;  // output error Σ δᵀHδ where measured (awq: rtn → awq)
   double seconds = 0;
+  std::vector<double> curve;  // training methods: the loss of every step, in order (empty otherwise)
 };
+
+// "; loss curve 0.31 0.29 …": at most 12 of the curve's values, evenly spaced, the first and the
+// last included ("" for an empty curve).
+std::string curve_text(std::span<const double> curve);
 
 // What a hook reports for its event (the caller adds layer, step, target and the time).
 struct EventValues {
   double value = 0, error_before = 0, error_after = 0;
+  std::vector<double> curve;  // as MethodEvent::curve
 };
+
+// Progress of a training hook, sent after each optimizer step on the calling thread.
+struct TrainingProgress {
+  std::string_view step;   // the method's name
+  int64_t layer = -1;      // −1: the whole model
+  int64_t done = 0, total = 0;  // optimizer steps taken, of all
+  double loss = 0;         // of the step just taken (its batch)
+  double seconds = 0;      // since training began
+  double eta_seconds = 0;  // seconds / done · (total − done)
+};
+using TrainingProgressFn = std::function<void(const TrainingProgress&)>;
 
 // The statistics of one input site as the steps of a layer see them: divide_inputs() turns them
 // into the statistics of x / s after a scale fold, so later steps see the inputs the layer will get.
@@ -189,11 +219,38 @@ struct LayerReconstructionTarget {
   std::span<const float> inputs;
   // The full-precision layer's output on the full-precision model's input to it (the FP stream).
   std::span<const float> targets;
+  const TrainingProgressFn* progress = nullptr;  // may be null
 };
 
 struct Reconstruction {
   // The linears to replace (role, new weight); empty: the layer stays as the weight quantizer left it.
   std::vector<std::pair<model::TensorRole, QuantizedTensor>> weights;
+  EventValues event;
+};
+
+// The whole model after the layer pass (kModelReconstruction).
+struct ModelReconstructionLinear {
+  int64_t layer = 0;
+  model::TensorRole role = model::TensorRole::kAttnQ;  // one of kLayerLinearRoles
+  const Format* format = nullptr;  // nullptr: kept float (not trained)
+  std::string_view name;
+};
+struct ModelReconstructionTarget {
+  const model::Model* teacher = nullptr;    // the full-precision model (after any model transform and
+                                            // scale migration: the loaded model's function)
+  const model::Model* quantized = nullptr;  // every layer, the embedding and the head as quantized
+  std::span<const ModelReconstructionLinear> linears;  // every layer's seven linears
+  std::span<const std::vector<int32_t>> samples;       // calibration token sequences, equal lengths
+  const TrainingProgressFn* progress = nullptr;        // may be null
+};
+struct ModelReconstruction {
+  // The linears to replace: (layer, role, new weight); empty: the model stays as it was.
+  struct Weight {
+    int64_t layer = 0;
+    model::TensorRole role = model::TensorRole::kAttnQ;
+    QuantizedTensor tensor;
+  };
+  std::vector<Weight> weights;
   EventValues event;
 };
 
@@ -236,6 +293,8 @@ class Method {
   virtual QuantizedWeight quantize(const WeightTarget& target, const StepOptions& options, ThreadPool& pool) const;
   virtual Reconstruction reconstruct(const LayerReconstructionTarget& target, const StepOptions& options,
                                      ThreadPool& pool) const;
+  virtual ModelReconstruction reconstruct_model(const ModelReconstructionTarget& target, const StepOptions& options,
+                                                ThreadPool& pool) const;
   virtual model::ActivationQuant activation(const ActivationSite& site, const StepOptions& options) const;
 };
 

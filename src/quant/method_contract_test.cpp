@@ -101,6 +101,7 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
   for (int64_t s = 0; s < samples; ++s)
     model::decoder_layer_forward(m.config, w, 0, &targets[static_cast<size_t>(s * seq * hs)], seq, scratch, pool);
   model::LayerWeights original;
+  model::Model teacher;  // the float model before the weight quantizer (model reconstruction)
   Output out;
   for (const MethodStep& step : recipe.steps) {
     switch (step.stage()) {
@@ -141,8 +142,27 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
         }
         break;
       }
+      case MethodStage::kModelReconstruction: {
+        std::vector<ModelReconstructionLinear> linears;
+        for (const TensorRole role : model::kLayerLinearRoles)
+          linears.push_back({.layer = 0, .role = role, .format = &format_for(w.linear(role).cols()),
+                             .name = "blk.0.weight"});
+        const std::vector<std::vector<int32_t>> seqs = {
+            {ids.begin(), ids.begin() + seq}, {ids.begin() + seq, ids.end()}};
+        ModelReconstruction rec = step.method->reconstruct_model(
+            {.teacher = &teacher, .quantized = &m, .linears = linears, .samples = seqs}, step.options, pool);
+        out.weights.clear();
+        for (const TensorRole role : model::kLayerLinearRoles) {
+          for (auto& rw : rec.weights)
+            if (rw.layer == 0 && rw.role == role) w.linear(role) = std::move(rw.tensor);
+          const QuantizedTensor& q = w.linear(role).quantized();
+          out.weights.insert(out.weights.end(), q.bytes.begin(), q.bytes.end());
+        }
+        break;
+      }
       case MethodStage::kWeightQuantizer:
         original = w;
+        teacher = m;
         for (const TensorRole role : model::kLayerLinearRoles) {
           const InputStats& site = sites.at(calib::input_site(role));
           const Tensor& dense = w.linear(role).dense();

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -45,12 +46,12 @@ class QatBlock final : public MethodOf<QatBlockOptions> {
 
   Reconstruction reconstruct(const LayerReconstructionTarget& t, const StepOptions& options,
                              ThreadPool& pool) const override {
-    const QatBlockResult r = qat_block(t, typed(options), pool);
+    QatBlockResult r = qat_block(t, typed(options), pool);
     Reconstruction out;
     out.weights = r.weights;
     // value: 1 trained layer written, 0 start kept (training did not lower the loss), −1 nothing to train.
     out.event = {.value = !r.trained ? -1.0 : r.trained_kept ? 1.0 : 0.0, .error_before = r.loss_start,
-                 .error_after = r.loss_trained};
+                 .error_after = r.loss_trained, .curve = std::move(r.curve)};
     return out;
   }
 
@@ -58,8 +59,8 @@ class QatBlock final : public MethodOf<QatBlockOptions> {
     const char* what = e.value > 0    ? "trained layer written"
                        : e.value == 0 ? "not lower than the start: kept the weight quantizer's layer"
                                       : "nothing to train: kept the weight quantizer's layer";
-    return fmt::format("qat-block layer {}: output mse {:.4g} -> {:.4g}, {}, {:.2f} s", e.layer, e.error_before,
-                       e.error_after, what, e.seconds);
+    return fmt::format("qat-block layer {}: output mse {:.4g} -> {:.4g}, {}, {:.2f} s{}", e.layer, e.error_before,
+                       e.error_after, what, e.seconds, curve_text(e.curve));
   }
 };
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cassert>
 #include <cmath>
 #include <cstring>
@@ -19,101 +20,14 @@
 #include "grad/fake_quant_learn.h"
 #include "grad/loss.h"
 #include "grad/optim.h"
+#include "quant/qat_trainable.h"
 
 namespace calq::quant {
 namespace {
 
 using model::TensorRole;
-
-std::vector<float>& linear_of(grad::LayerParams<float>& p, TensorRole role) {
-  switch (role) {
-    case TensorRole::kAttnQ: return p.wq;
-    case TensorRole::kAttnK: return p.wk;
-    case TensorRole::kAttnV: return p.wv;
-    case TensorRole::kAttnOut: return p.wo;
-    case TensorRole::kMlpGate: return p.w_gate;
-    case TensorRole::kMlpUp: return p.w_up;
-    case TensorRole::kMlpDown: return p.w_down;
-    default: break;
-  }
-  assert(false && "not a per-layer linear role");
-  return p.wq;
-}
-
-// One trained linear: its latent weights and (int family) learned step sizes / zero points.
-struct Trainable {
-  TensorRole role{};
-  const Format* format = nullptr;
-  std::string name;
-  int64_t rows = 0, cols = 0;
-  bool is_int = false;
-  grad::IntLayout layout;
-  std::vector<float> w, step, zero, min_step;
-  std::unique_ptr<grad::FakeQuantizer> fq;  // non-int formats
-  std::vector<uint8_t> mask;
-  std::vector<float> grad_w, grad_step, grad_zero;
-
-  void forward(ThreadPool& pool, float* w_hat) {
-    if (is_int) {
-      grad::lsq_forward<float>(pool, layout, rows, cols, w.data(), step, zero, w_hat, name);
-    } else {
-      fq->forward(pool, w.data(), w_hat, mask.data());
-    }
-  }
-  // grad_w_hat: dL/dŴ. Fills grad_w (when trained), grad_step, grad_zero.
-  void backward(ThreadPool& pool, const float* grad_w_hat) {
-    if (is_int) {
-      grad::lsq_backward<float>(pool, layout, rows, cols, w.data(), step, zero, grad_w_hat,
-                                grad_w.empty() ? nullptr : grad_w.data(), grad_step, grad_zero);
-    } else {
-      grad::ste_backward<float>({grad_w_hat, w.size()}, mask, grad_w);
-    }
-  }
-  QuantizedTensor encode(ThreadPool& pool) {
-    std::vector<std::byte> bytes =
-        is_int ? grad::encode_with_params(*format, w.data(), rows, cols, grad::lsq_quant_params(layout, step, zero, name),
-                                          name)
-               : fq->encode(pool, w.data());
-    return QuantizedTensor::copy_of(*format, rows, cols, bytes);
-  }
-};
-
-// Latent weights of an int linear: the point of the quantizer's rounding cell nearest the original
-// weight (qat_block.h), with LSQ steps / zero points from the stored parameters.
-void init_int(Trainable& tr, const float* original, const std::vector<float>& start,
-              std::span<const QuantParams> params) {
-  const grad::IntLayout& l = tr.layout;
-  const auto groups = params.size();
-  tr.step.resize(groups);
-  tr.zero.resize(l.symmetric ? 0 : groups);
-  grad::lsq_init(params, tr.step, tr.zero);
-  tr.min_step.resize(groups);
-  // A zero-scale group (all its start values 0) gets the smallest step the scale type stores, so
-  // that LSQ's step is > 0; its values stay 0 until trained.
-  const float tiny = l.f32 ? std::numeric_limits<float>::min() : 0x1p-24f;
-  for (size_t g = 0; g < groups; ++g) {
-    if (!(tr.step[g] > 0)) tr.step[g] = tiny;
-    tr.min_step[g] = std::max(tr.step[g] * 0.01f, tiny);
-  }
-  tr.w.resize(start.size());
-  const double qmin = l.grid.qmin, qmax = l.grid.qmax;
-  for (int64_t r = 0; r < tr.rows; ++r) {
-    for (int64_t c = 0; c < tr.cols; ++c) {
-      const size_t i = static_cast<size_t>(r * tr.cols + c);
-      const QuantParams& p = params[static_cast<size_t>(l.group_of(r, c, tr.cols))];
-      if (!(p.scale > 0)) {
-        tr.w[i] = start[i];
-        continue;
-      }
-      const double s = p.scale;
-      const double q = std::nearbyint(start[i] / s) + p.zero_point;  // the quantizer's code
-      const double lo = q <= qmin ? -std::numeric_limits<double>::infinity() : -0.45;
-      const double hi = q >= qmax ? std::numeric_limits<double>::infinity() : 0.45;
-      const double u = std::clamp((static_cast<double>(original[i]) - start[i]) / s, lo, hi);
-      tr.w[i] = static_cast<float>(start[i] + s * u);
-    }
-  }
-}
+using detail::Trainable;
+using detail::linear_of;
 
 // Mean squared error over all samples of the layer `p` on the inputs against the targets.
 double full_loss(ThreadPool& pool, const LayerReconstructionTarget& t, const grad::LayerParams<float>& p,
@@ -130,29 +44,6 @@ double full_loss(ThreadPool& pool, const LayerReconstructionTarget& t, const gra
            static_cast<double>(b);
   }
   return sum / static_cast<double>(t.samples);
-}
-
-// The first trained value or gradient that is not finite, for the error of a non-finite loss.
-std::string first_non_finite(const std::vector<Trainable>& trs) {
-  const auto bad = [](std::span<const float> v) {
-    return std::any_of(v.begin(), v.end(), [](float x) { return !std::isfinite(x); });
-  };
-  for (const Trainable& tr : trs) {
-    if (bad(tr.w)) return fmt::format("parameter {} (weights) is not finite", tr.name);
-    if (bad(tr.step)) return fmt::format("parameter {} (step sizes) is not finite", tr.name);
-    if (bad(tr.zero)) return fmt::format("parameter {} (zero points) is not finite", tr.name);
-  }
-  for (const Trainable& tr : trs) {
-    if (bad(tr.grad_w)) return fmt::format("the gradient of {} (weights) is not finite", tr.name);
-    if (bad(tr.grad_step)) return fmt::format("the gradient of {} (step sizes) is not finite", tr.name);
-    if (bad(tr.grad_zero)) return fmt::format("the gradient of {} (zero points) is not finite", tr.name);
-  }
-  return "every parameter and gradient is finite (a non-finite input or target, or an overflow inside the layer)";
-}
-
-// Seeded Fisher–Yates on raw 64-bit outputs (std::shuffle's use of the engine is not specified).
-void shuffle(std::vector<int64_t>& v, std::mt19937_64& rng) {
-  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng() % i]);
 }
 
 QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o, ThreadPool& pool) {
@@ -187,7 +78,7 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
     if (is_int) {
       tr.layout = grad::int_layout(*lin.format);
       const Tensor orig = t.original->linear(lin.role).to_dense(pool);
-      init_int(tr, orig.f32(), w_start, grad::read_int_params(*lin.format, q.quantized().bytes, tr.rows, tr.cols, tr.name));
+      detail::init_int(tr, orig.f32(), w_start, grad::read_int_params(*lin.format, q.quantized().bytes, tr.rows, tr.cols, tr.name));
       tr.grad_step.resize(tr.step.size());
       tr.grad_zero.resize(tr.zero.size());
     } else {
@@ -221,15 +112,18 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
   const int64_t steps_per_epoch = (t.samples + batch - 1) / batch;
   const grad::CosineSchedule schedule({.lr = 1.0, .warmup_steps = 0, .total_steps = o.epochs * steps_per_epoch});
 
+
   grad::LayerParams<float> p = start;  // the trained linears replaced by their fake-quantized weights
   grad::LayerGrads<float> grads = grad::LayerParams<float>::zeros(config);
   std::vector<float> x, y, out, d_out, d_in;
   std::vector<int64_t> order(static_cast<size_t>(t.samples));
   for (int64_t i = 0; i < t.samples; ++i) order[static_cast<size_t>(i)] = i;
   std::mt19937_64 rng(o.seed);
+  const int64_t total = o.epochs * steps_per_epoch;
+  const auto t0 = std::chrono::steady_clock::now();
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
-    shuffle(order, rng);
+    detail::shuffle(order, rng);
     for (int64_t s0 = 0; s0 < t.samples; s0 += batch, ++step) {
       const int64_t b = std::min(batch, t.samples - s0);
       const auto n = static_cast<size_t>(b * stride);
@@ -251,10 +145,15 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
       grad::layer_backward(pool, config, t.layer, p, x.data(), d_out.data(), d_in.data(), grads, *ws);
       for (Trainable& tr : trs) tr.backward(pool, linear_of(grads, tr.role).data());
       if (!std::isfinite(loss))
-        fail(ErrorKind::kInvalidArgument, "step {}: the loss is {}; {}", step + 1, loss, first_non_finite(trs));
+        fail(ErrorKind::kInvalidArgument, "step {}: the loss is {}; {}", step + 1, loss, detail::first_non_finite(trs));
       adam.step(groups, schedule.lr(step));
-      for (Trainable& tr : trs) {
-        for (size_t g = 0; g < tr.step.size(); ++g) tr.step[g] = std::max(tr.step[g], tr.min_step[g]);
+      for (Trainable& tr : trs) detail::clamp_steps(tr);
+      r.curve.push_back(loss);
+      if (t.progress != nullptr && *t.progress) {
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        (*t.progress)({.step = "qat-block", .layer = t.layer, .done = step + 1, .total = total, .loss = loss,
+                       .seconds = seconds, .eta_seconds = seconds / static_cast<double>(step + 1) *
+                                                          static_cast<double>(total - step - 1)});
       }
     }
   }

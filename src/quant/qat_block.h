@@ -69,6 +69,7 @@ struct QatBlockResult {
   bool trained = false;     // some parameter was trainable
   bool trained_kept = false;
   int64_t steps = 0;
+  std::vector<double> curve;  // the loss (batch MSE) of every step
   // The layer's parameters of the final training forward: trained linears fake-quantized from the
   // final parameters (their written tensors dequantize to exactly these), the rest as given.
   grad::LayerParams<float> fake_quantized;

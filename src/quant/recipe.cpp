@@ -16,14 +16,15 @@ struct RawStep {
 };
 
 // Where a stage may stand in the chain: transforms (of both kinds) first, then the weight
-// quantizer, then the layer reconstruction, then the activation scheme.
+// quantizer, then the layer reconstruction, then the model reconstruction, then the activation scheme.
 int rank(MethodStage stage) {
   switch (stage) {
     case MethodStage::kModelTransform:
     case MethodStage::kScaleMigration: return 0;
     case MethodStage::kWeightQuantizer: return 1;
     case MethodStage::kLayerReconstruction: return 2;
-    case MethodStage::kActivation: return 3;
+    case MethodStage::kModelReconstruction: return 3;
+    case MethodStage::kActivation: return 4;
   }
   return 0;
 }
@@ -34,7 +35,8 @@ std::string order_rule() {
   if (!migrations.empty()) transforms += (transforms.empty() ? "" : ", ") + migrations;
   return "transforms (" + transforms + ") go first, then one weight quantizer (" +
          method_names(MethodStage::kWeightQuantizer) + "), then at most one layer reconstruction (" +
-         method_names(MethodStage::kLayerReconstruction) + "), then at most one activation scheme (" +
+         method_names(MethodStage::kLayerReconstruction) + "), then at most one model reconstruction (" +
+         method_names(MethodStage::kModelReconstruction) + "), then at most one activation scheme (" +
          method_names(MethodStage::kActivation) + ")";
 }
 

@@ -1,0 +1,72 @@
+// The trainable linears shared by the training methods (qat-block, qat-e2e): one quantized linear's
+// latent weights and / or quantization parameters, their fake-quantized forward, the backward to
+// them, and the bytes written from the final parameters (what is written is what was trained).
+//
+// Modes of a Trainable:
+//  * int family, LSQ (frozen_codes false): latent weights w, learned step sizes and zero points per
+//    group (grad/fake_quant_learn.h); Ŵ = lsq_forward(w, step, zero). Start: init_int.
+//  * int family, frozen codes (EfficientQAT E2E-QP): the integer codes k = q − z of the weight
+//    quantizer are kept, only the step sizes learn: Ŵ = store_scale(step_g) · k. ∂Ŵ/∂step_g = k
+//    (straight through the scale's storage rounding). Written as encode_with_params(Ŵ, {stored
+//    step, z}): Ŵ / step rounds back to k, so the bytes dequantize to Ŵ exactly. Start: init_frozen.
+//    Group sums run serially, element order: the same bytes for any thread count.
+//  * other formats with a fake-quant path: latent weights through the format's grid (STE mask).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "formats/qtensor.h"
+#include "grad/fake_quant.h"
+#include "grad/fake_quant_int.h"
+#include "grad/layer.h"
+#include "model/model.h"
+
+namespace calq::quant::detail {
+
+// The linear of `role` (one of kLayerLinearRoles) in a layer's parameters.
+std::vector<float>& linear_of(grad::LayerParams<float>& p, model::TensorRole role);
+
+struct Trainable {
+  model::TensorRole role{};
+  int64_t layer = 0;
+  const Format* format = nullptr;
+  std::string name;
+  int64_t rows = 0, cols = 0;
+  bool is_int = false;
+  bool frozen_codes = false;  // int family only
+  grad::IntLayout layout;
+  std::vector<float> w, step, zero, min_step;
+  std::vector<float> codes;                 // frozen_codes: k = q − z per element
+  std::vector<int32_t> zero_points;         // frozen_codes: the stored zero point per group
+  std::unique_ptr<grad::FakeQuantizer> fq;  // non-int formats
+  std::vector<uint8_t> mask;
+  std::vector<float> grad_w, grad_step, grad_zero;
+
+  void forward(ThreadPool& pool, float* w_hat);
+  // grad_w_hat: dL/dŴ. Fills grad_w (when sized), grad_step, grad_zero.
+  void backward(ThreadPool& pool, const float* grad_w_hat);
+  QuantizedTensor encode(ThreadPool& pool);
+};
+
+// Latent weights of an int linear: the point of the quantizer's rounding cell nearest the original
+// weight (qat_block.h), with LSQ steps / zero points from the stored parameters.
+void init_int(Trainable& tr, const float* original, const std::vector<float>& start,
+              std::span<const QuantParams> params);
+// Frozen codes from the quantizer's dequantized weights `start` and its stored parameters.
+void init_frozen(Trainable& tr, const std::vector<float>& start, std::span<const QuantParams> params);
+// Steps kept at or above min_step (> 0) after an update.
+void clamp_steps(Trainable& tr);
+
+// The first trained value or gradient that is not finite, for the error of a non-finite loss.
+std::string first_non_finite(const std::vector<Trainable>& trs);
+
+// Seeded Fisher–Yates on raw 64-bit outputs (std::shuffle's use of the engine is not specified).
+void shuffle(std::vector<int64_t>& v, std::mt19937_64& rng);
+
+}  // namespace calq::quant::detail
