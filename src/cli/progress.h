@@ -32,7 +32,9 @@ class ProgressBar {
 // "tensor" lines as they are, other units indented ("allocate" not at all: the commands print the
 // allocation table from the report); units without a message drive a ProgressBar
 // per stage (`tokens_per_item` for its tokens/s; only for the stage `tokens_stage` when that is
-// not empty, the others counting items). Never cancels.
+// not empty, the others counting items); "train" steps (done > 0) throttled: on a terminal one line
+// redrawn at most 4 times a second, otherwise a run's first and last step and at most one line
+// every 10 s between. Never cancels.
 ProgressFn progress_printer(std::string prefix, bool quiet, int64_t tokens_per_item = 0, std::string tokens_stage = {});
 
 }  // namespace calq::cli
