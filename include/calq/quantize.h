@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "calq/calibrate.h"
@@ -65,6 +66,12 @@ struct QuantizeJob {
   std::string act_quant = "none";  // none, int8-token, int8-tensor, llm-int8
   float llm_int8_threshold = 6.0f;
   TargetOptions target;
+  // Bytes a training step (qat-block, qat-e2e) may hold at its estimated peak (0: no limit). The
+  // estimate (grad::estimate_training_memory for the step's settings, the calibration samples and
+  // threads, plus the model as loaded) is made before any work; over the limit is a
+  // kInvalidArgument Error naming both figures. Format and target forms.
+  uint64_t max_memory = 0;
+  std::string json_out;  // write the report's JSON here (atomically, after the model); "" = not
   size_t threads = 0;  // 0 = all cores
   bool force = false;  // overwrite an existing `out`
   ProgressFn progress;
@@ -87,6 +94,27 @@ struct VerifyReport {
   std::string text;  // the line the CLI prints
 };
 
+// One run of a training step: a qat-block layer, or qat-e2e's whole model.
+struct TrainingRecord {
+  std::string method;          // "qat-block", "qat-e2e"
+  int64_t layer = -1;          // the decoder layer; -1: the whole model
+  int64_t steps = 0;           // optimizer steps taken
+  double loss_start = 0;       // qat-block: the layer's output MSE over all samples; qat-e2e: the KL
+  double loss_written = 0;     // of what was trained, as written (= loss_start when nothing trained)
+  bool trained = false;        // something was trainable
+  bool kept = false;           // the trained result was written (it lowered the loss)
+  double seconds = 0;
+  std::vector<double> curve;   // the loss of every optimizer step (its batch), in order
+};
+
+// The preflight memory estimate of one training step (QuantizeJob::max_memory).
+struct TrainingMemoryReport {
+  std::string method;
+  uint64_t bytes = 0;  // the total
+  std::vector<std::pair<std::string, uint64_t>> parts;  // ("weights", bytes), ..., ("model", bytes)
+  std::string text;    // "qat-e2e: estimated peak 2.49 GiB (weights ..., ...)"
+};
+
 struct QuantizeReport {
   std::string out;
   std::string form;         // "mix", "format", "target"
@@ -105,6 +133,18 @@ struct QuantizeReport {
   double peak_rss_mib = 0;
   int threads = 0;
   std::vector<std::string> warnings;  // also sent to the progress callback as "warning"
+  std::vector<TrainingRecord> training;               // format and target forms, in run order
+  std::vector<TrainingMemoryReport> training_memory;  // one per training step of the recipe
+  // The whole report as JSON (what json_out holds). Keys: "out", "form", "description", "recipe",
+  // "bits_per_weight", "bytes_in", "bytes_out", "n_tensors", "n_quantized", "n_with_importance",
+  // "n_fallback", "tensors" [{"name", "shape", "from_type", "type", "quantized", "fell_back",
+  // "used_importance", "seconds"}], "method_events" [lines], "calibration" (line or null),
+  // "predicted_kld", "verify" ({"windows", "ctx", "predicted_kld", "measured_kld",
+  // "measured_kld_ci": [lo, hi]} or null), "seconds", "seconds_encode", "seconds_convert",
+  // "seconds_write", "peak_rss_mib", "threads", "warnings", "training_memory" [{"method", "bytes",
+  // "parts": {name: bytes}}], and "training" [{"method", "layer" (-1: the model), "steps",
+  // "loss_start", "loss_written", "trained", "kept", "seconds", "curve": [loss per step]}].
+  std::string json;
 };
 
 QuantizeReport quantize(const QuantizeJob& job);

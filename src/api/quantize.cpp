@@ -1,10 +1,15 @@
-// calq::quantize: checks which form the job asks for and runs it (api/quantize_forms.h).
+// calq::quantize: checks which form the job asks for, runs it (api/quantize_forms.h), and writes
+// the report's JSON (api/quantize_json.h) when asked.
+#include "api/model_source.h"
 #include "api/quantize_forms.h"
+#include "api/quantize_json.h"
 #include "core/error.h"
 
 namespace calq {
 
-QuantizeReport quantize(const QuantizeJob& job) {
+namespace {
+
+QuantizeReport run_form(const QuantizeJob& job) {
   if (job.model.empty()) fail(ErrorKind::kInvalidArgument, "quantize: no model given");
   if (job.out.empty()) fail(ErrorKind::kInvalidArgument, "quantize: no output file given");
   api::Reporter report(job.progress);
@@ -22,6 +27,16 @@ QuantizeReport quantize(const QuantizeJob& job) {
   }
   if (job.mix.empty()) fail(ErrorKind::kInvalidArgument, "quantize needs a mix or a format");
   return api::quantize_mix(job, report);
+}
+
+}  // namespace
+
+QuantizeReport quantize(const QuantizeJob& job) {
+  api::check_output_folder(job.json_out);
+  QuantizeReport r = run_form(job);
+  r.json = api::quantize_report_json(r);
+  if (!job.json_out.empty()) api::write_text_atomic(job.json_out, r.json);
+  return r;
 }
 
 }  // namespace calq

@@ -4,6 +4,7 @@
 // (pipeline/bit_alloc.h, api/target_alloc.h).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "api/quantize_forms.h"
 #include "api/sensitivity_run.h"
 #include "api/target_alloc.h"
+#include "api/training.h"
 #include "calib/collectors.h"
 #include "calib/observer.h"
 #include "core/error.h"
@@ -133,7 +135,15 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   options.recipe = build_recipe(job);
   options.act = pipeline::parse_activation_scheme(job.act_quant);
   options.llm_int8_threshold = job.llm_int8_threshold;
-  options.on_training = [&report](const quant::TrainingProgress& p) {
+  // The memory estimates (made below, before any work), each announced when its step starts training.
+  std::vector<TrainingMemoryReport> estimates;
+  std::vector<std::string> announced;
+  options.on_training = [&report, &estimates, &announced](const quant::TrainingProgress& p) {
+    if (std::find(announced.begin(), announced.end(), p.step) == announced.end()) {
+      announced.emplace_back(p.step);
+      for (const TrainingMemoryReport& e : estimates)
+        if (e.method == p.step) report("train", 0, p.total, e.text);
+    }
     const std::string where = p.layer >= 0 ? fmt::format(" layer {}", p.layer) : std::string();
     report("train", p.done, p.total,
            fmt::format("{}{} step {}/{}: loss {:.5g}, {:.1f} s, ETA {:.0f} s", p.step, where, p.done, p.total, p.loss,
@@ -171,8 +181,10 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
       verify.emplace(plan_verify(t, *sensitivity, tokenizer));
     }
   }
-  // Fail on rules and shapes before the (long) calibration.
+  // Fail on rules and shapes, and on a training step's memory estimate, before the (long) calibration.
   const std::vector<pipeline::TensorAssignment> plan = pipeline::plan_model_quantization(m.model, options);
+  estimates = estimate_training_memory(options.recipe, m.model, job.calibration, pool.num_threads());
+  check_max_memory(estimates, job.max_memory);
 
   std::optional<io::CalibrationSet> set;
   if (!job.calibration.text.empty()) {
@@ -249,6 +261,8 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   out.n_with_importance = r.n_with_importance;
   out.seconds_encode = r.seconds_quantize;
   for (const auto& e : r.events) out.method_events.push_back(quant::method_by_name(e.step).event_text(e));
+  out.training = training_records(r.events);
+  out.training_memory = std::move(estimates);
   if (r.calibration) {
     out.calibration = fmt::format(
         "calibration {} samples x {} tokens: {:.2f} s in forward passes ({}), activations {:.1f} MiB",

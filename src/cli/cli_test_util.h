@@ -24,8 +24,9 @@ struct RunResult {
   std::string output;  // stdout + stderr
 };
 
-inline RunResult run_calq(const std::string& args) {
-  const std::string cmd = std::string(CALQ_BINARY) + " " + args + " 2>&1";
+// Runs a shell command line, capturing stdout + stderr.
+inline RunResult run_command(const std::string& command) {
+  const std::string cmd = command + " 2>&1";
   RunResult r;
   FILE* pipe = ::popen(cmd.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -36,6 +37,8 @@ inline RunResult run_calq(const std::string& args) {
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
   return r;
 }
+
+inline RunResult run_calq(const std::string& args) { return run_command(std::string(CALQ_BINARY) + " " + args); }
 
 // `calq eval --quiet ARGS --json OUT`: its JSON report, or {} (with a test failure) when it fails.
 inline nlohmann::json eval_json(const std::string& args, const std::filesystem::path& out) {

@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "calq/quantize.h"
+#include "cli/byte_size.h"
 #include "cli/calib_flags.h"
 #include "cli/commands.h"
 #include "cli/progress.h"
@@ -31,11 +32,13 @@ struct QuantizeFlags {
   std::optional<double> sq_alpha;
   std::optional<uint64_t> rotate_seed;
   bool rotate_down = false;
+  std::string max_memory;  // "6G", parsed into job.max_memory
 };
 
 QuantizeJob job_of(const QuantizeFlags& f) {
   QuantizeJob job = f.job;
   job.use_importance = !f.no_importance;
+  if (!f.max_memory.empty()) job.max_memory = parse_byte_size(f.max_memory, "--max-memory");
   job.progress = progress_printer("calq quantize", f.quiet);
   if (f.damp) job.method_options.push_back({"gptq", "damp", fmt::format("{}", *f.damp)});
   if (f.act_order) job.method_options.push_back({"gptq", "act_order", "true"});
@@ -129,6 +132,11 @@ void register_quantize(CLI::App& app) {
                 "sees the outputs of the already quantized layers before it)");
   cmd->add_flag("--no-importance", flags->no_importance, "Do not weight the rounding error by E[x^2]");
   cmd->add_option("--imatrix", flags->job.imatrix, "Importance matrix (llama.cpp's imatrix.dat or GGUF imatrix)");
+  cmd->add_option("--max-memory", flags->max_memory,
+                  "Refuse, before any work, a training step (qat-block, qat-e2e) whose estimated peak memory is "
+                  "above this size (bytes, or K/M/G/T in powers of 1024: 6G, 512M)");
+  cmd->add_option("--json", flags->job.json_out,
+                  "Write the report as JSON to this file (tensors, method events, training loss curves)");
   cmd->add_option("--threads", flags->job.threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--force", flags->job.force, "Overwrite an existing output file");
   cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");

@@ -10,6 +10,7 @@
 #include "core/stopwatch.h"
 #include "core/error.h"
 #include "formats/qtensor.h"
+#include "grad/fake_quant.h"
 #include "model/architecture.h"
 #include "model/block_topology.h"
 
@@ -121,6 +122,19 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
            "rule '{}' matches no tensor of the model (rules match GGUF names such as 'blk.0.attn_v.weight' or "
            "Hugging Face names such as 'model.layers.0.self_attn.v_proj.weight'; an earlier rule wins)",
            o.rules[i].text);
+    }
+  }
+  // A training step trains every quantized linear of the layers through its format's fake
+  // quantization: a format without one is refused here, before any work, not at the first layer.
+  for (const quant::MethodStep& step : o.recipe.steps) {
+    if (step.stage() != quant::MethodStage::kLayerReconstruction &&
+        step.stage() != quant::MethodStage::kModelReconstruction)
+      continue;
+    for (const auto& a : plan) {
+      if (a.layer >= 0 && a.format != nullptr && !grad::has_fake_quant(*a.format)) {
+        fail(ErrorKind::kUnsupported, "{}: tensor {}: format {} has no fake-quantization path to train through",
+             step.name(), a.name, a.format->name());
+      }
     }
   }
   return plan;

@@ -85,7 +85,10 @@ struct TensorAssignment {
   bool fell_back = false;
 };
 
-// The format of every linear weight, the embedding and the (untied) head, in model order.
+// The format of every linear weight, the embedding and the (untied) head, in model order. With a
+// training step in the recipe (qat-block, qat-e2e), a layer linear whose format has no
+// fake-quantization path (grad::has_fake_quant) is an ErrorKind::kUnsupported Error naming the
+// step, the tensor and the format.
 std::vector<TensorAssignment> plan_model_quantization(const model::Model& model, const ModelQuantizeOptions& options);
 
 struct QuantizeProgress {

@@ -70,6 +70,17 @@ std::string Method::event_text(const MethodEvent& e) const {
   return fmt::format("{} {}: {:.2f} s", e.step, e.target, e.seconds);
 }
 
+std::optional<TrainingMemory> Method::training_memory(const model::ModelConfig&, const StepOptions&,
+                                                     const TrainingShape&) const {
+  return std::nullopt;
+}
+
+uint64_t TrainingMemory::total() const {
+  uint64_t t = training.total;
+  for (const auto& [what, bytes] : extra) t += bytes;
+  return t;
+}
+
 namespace {
 
 [[noreturn]] void no_hook(const Method& m, std::string_view hook) {

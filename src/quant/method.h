@@ -53,6 +53,7 @@
 #include "core/thread_pool.h"
 #include "formats/format.h"
 #include "formats/qtensor.h"
+#include "grad/model_grad.h"
 #include "model/linear_weight.h"
 #include "model/model.h"
 
@@ -254,6 +255,21 @@ struct ModelReconstruction {
   EventValues event;
 };
 
+// The memory a training method (kLayerReconstruction, kModelReconstruction) holds at its peak,
+// for a preflight check (QuantizeJob::max_memory): grad::estimate_training_memory for the
+// method's settings, plus what the method or the pipeline holds beside it (the teacher's dense
+// weights and logits cache, the calibration streams), in bytes.
+struct TrainingShape {
+  int64_t samples = 0;  // calibration samples
+  int64_t seq_len = 0;  // tokens per sample
+  int64_t threads = 1;  // the pool's threads
+};
+struct TrainingMemory {
+  grad::MemoryEstimate training;
+  std::vector<std::pair<std::string, uint64_t>> extra;  // ("teacher cache", bytes), ...
+  uint64_t total() const;
+};
+
 // One linear input of one layer (kActivation).
 struct ActivationSite {
   int64_t layer = 0;
@@ -286,6 +302,10 @@ class Method {
   virtual nlohmann::json options_json(const StepOptions& options, bool with_defaults = false) const = 0;
   // The progress line of one of this method's events (no indentation, no newline).
   virtual std::string event_text(const MethodEvent& event) const;
+  // Training methods: the memory estimate of a run with these options on a model of `config`
+  // (TrainingShape); nullopt (the default) for the others.
+  virtual std::optional<TrainingMemory> training_memory(const model::ModelConfig& config, const StepOptions& options,
+                                                        const TrainingShape& shape) const;
 
   // Stage hooks: a method implements the one of its stage (the others assert).
   virtual void transform_model(model::Model& model, const StepOptions& options, ThreadPool& pool) const;

@@ -11,6 +11,7 @@
 // steps (same losses as step sizes alone), at 1e-4 they make it worse. Hence 1e-5 for both.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -53,6 +54,21 @@ class QatBlock final : public MethodOf<QatBlockOptions> {
     out.event = {.value = !r.trained ? -1.0 : r.trained_kept ? 1.0 : 0.0, .error_before = r.loss_start,
                  .error_after = r.loss_trained, .curve = std::move(r.curve)};
     return out;
+  }
+
+  // One layer trained at a time (grad::MemoryEstimateOptions::Scope::kOneLayer, AdamW), while the
+  // pipeline holds the calibration samples' quantized and full-precision streams.
+  std::optional<TrainingMemory> training_memory(const model::ModelConfig& config, const StepOptions& options,
+                                                const TrainingShape& shape) const override {
+    const QatBlockOptions& o = typed(options);
+    TrainingMemory m;
+    m.training = grad::estimate_training_memory(
+        config, {.scope = grad::MemoryEstimateOptions::Scope::kOneLayer, .seq_len = shape.seq_len,
+                 .batch = std::min(o.batch, std::max<int64_t>(shape.samples, 1)),
+                 .optimizer_values_per_parameter = 2, .teacher_logits = false, .threads = shape.threads});
+    m.extra.emplace_back("calibration streams",
+                         2 * sizeof(float) * static_cast<uint64_t>(shape.samples * shape.seq_len * config.hidden_size));
+    return m;
   }
 
   std::string event_text(const MethodEvent& e) const override {

@@ -8,6 +8,7 @@
 // 32 × 512 tokens: 16 steps at 2 epochs of batch 4) a larger rate, 1e-4, is needed to move at all.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "core/error.h"
@@ -53,6 +54,25 @@ class QatE2e final : public MethodOf<QatE2eOptions> {
     out.event = {.value = !r.trained ? -1.0 : r.trained_kept ? 1.0 : 0.0, .error_before = r.loss_start,
                  .error_after = r.loss_trained, .curve = std::move(r.curve)};
     return out;
+  }
+
+  // The whole model trained (grad::MemoryEstimateOptions::Scope::kWholeModel, AdamW, the batch's
+  // teacher logits), beside the teacher's dense weights and, with cache_teacher, every sample's
+  // teacher logits.
+  std::optional<TrainingMemory> training_memory(const model::ModelConfig& config, const StepOptions& options,
+                                                const TrainingShape& shape) const override {
+    const QatE2eOptions& o = typed(options);
+    TrainingMemory m;
+    m.training = grad::estimate_training_memory(
+        config, {.scope = grad::MemoryEstimateOptions::Scope::kWholeModel, .seq_len = shape.seq_len,
+                 .batch = std::min(o.batch, std::max<int64_t>(shape.samples, 1)),
+                 .optimizer_values_per_parameter = 2, .teacher_logits = true, .threads = shape.threads});
+    m.extra.emplace_back("teacher weights", m.training.weights);
+    if (o.cache_teacher) {
+      m.extra.emplace_back("teacher cache",
+                           sizeof(float) * static_cast<uint64_t>(shape.samples * shape.seq_len * config.vocab_size));
+    }
+    return m;
   }
 
   std::string event_text(const MethodEvent& e) const override {
