@@ -280,3 +280,46 @@ TEST(ModelQuantize, ModelReconstructionAfterTheLayerPass) {
 
 }  // namespace
 }  // namespace calq::pipeline
+
+namespace calq::pipeline {
+namespace {
+
+// A format outside the registry with no fake-quantization path (every registered format has one:
+// grad/fake_quant_test.cpp), as a rule could give a linear.
+class NoFakeQuantFormat final : public RowFormat {
+ public:
+  const FormatTraits& traits() const override { return traits_; }
+
+ protected:
+  void quantize_row(const float*, int64_t, const float*, std::byte*) const override {}
+  void dequantize_row(const std::byte*, int64_t, float*) const override {}
+
+ private:
+  FormatTraits traits_{.name = "odd8", .family = "odd", .block_size = 1, .block_bytes = 1};
+};
+
+// A training step with such a format is refused when the plan is made, before any calibration;
+// without a training step the plan takes it.
+TEST(ModelPlan, TrainingNeedsAFakeQuantPathForEveryQuantizedLinear) {
+  ThreadPool pool(1);
+  const model::Model m = model::testutil::load_tiny_model(testing::temp_dir("plan_fq"), {.layers = 1}, pool);
+  const NoFakeQuantFormat odd;
+  for (const std::string chain : {"gptq+qat-block", "gptq+qat-e2e"}) {
+    ModelQuantizeOptions o{.format = &format_by_name("int4-g32-asym"), .recipe = quant::parse_method_chain(chain)};
+    o.rules.push_back(parse_tensor_rule("attn_v=q8_0"));
+    o.rules.back().text = "attn_v=odd8";
+    o.rules.back().format = &odd;
+    ErrorKind kind{};
+    const std::string e = calq::testing::error_of([&] { plan_model_quantization(m, o); }, &kind);
+    EXPECT_EQ(kind, ErrorKind::kUnsupported) << e;
+    EXPECT_NE(e.find(chain.substr(5) + ": tensor blk.0.attn_v.weight: format odd8 has no fake-quantization path"),
+              std::string::npos)
+        << e;
+    o.recipe = quant::parse_method_chain("gptq");
+    const std::vector<TensorAssignment> plan = plan_model_quantization(m, o);
+    EXPECT_TRUE(std::any_of(plan.begin(), plan.end(), [&](const TensorAssignment& a) { return a.format == &odd; }));
+  }
+}
+
+}  // namespace
+}  // namespace calq::pipeline
