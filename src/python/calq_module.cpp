@@ -218,7 +218,7 @@ PYBIND11_MODULE(_calq, m) {
          const std::vector<std::string>& candidates, const std::string& sensitivity,
          const std::string& sensitivity_text, int64_t sensitivity_windows, int64_t sensitivity_ctx,
          const std::string& act_quant, const std::vector<std::string>& rules, const std::string& observer,
-         size_t threads, bool force, const py::object& progress) {
+         uint64_t max_memory, const std::string& json_out, size_t threads, bool force, const py::object& progress) {
         calq::QuantizeJob job{.model = model, .out = out, .mix = mix, .format = format, .method = method,
                               .recipe = recipe, .observer = observer, .rules = rules,
                               .calibration = {.text = calib, .samples = samples, .seq_len = seq_len},
@@ -227,7 +227,7 @@ PYBIND11_MODULE(_calq, m) {
                                          .sensitivity = sensitivity, .sensitivity_text = sensitivity_text,
                                          .sensitivity_windows = sensitivity_windows,
                                          .sensitivity_ctx = sensitivity_ctx},
-                              .threads = threads, .force = force};
+                              .max_memory = max_memory, .json_out = json_out, .threads = threads, .force = force};
         // {"gptq.damp": 0.02, "gptq.act_order": True}: method.key -> a JSON value.
         const py::module_ json = py::module_::import("json");
         for (const auto& [name, value] : options) {
@@ -239,10 +239,13 @@ PYBIND11_MODULE(_calq, m) {
           job.method_options.push_back(
               {name.substr(0, dot), name.substr(dot + 1), json.attr("dumps")(value).cast<std::string>()});
         }
-        return quantize_report(run_released(progress, [&](const calq::ProgressFn& pf) {
+        const calq::QuantizeReport r = run_released(progress, [&](const calq::ProgressFn& pf) {
           job.progress = pf;
           return calq::quantize(job);
-        }));
+        });
+        py::dict d = quantize_report(r);
+        d["report"] = parse_json(r.json);  // the JSON document: training records with their loss curves
+        return d;
       },
       py::arg("model"), py::arg("out"), py::arg("format") = "", py::arg("mix") = "", py::arg("method") = "rtn",
       py::arg("recipe") = "", py::arg("options") = std::map<std::string, py::object>{}, py::arg("calib") = "",
@@ -250,7 +253,8 @@ PYBIND11_MODULE(_calq, m) {
       py::arg("candidates") = std::vector<std::string>{}, py::arg("sensitivity") = "",
       py::arg("sensitivity_text") = "", py::arg("sensitivity_windows") = 8, py::arg("sensitivity_ctx") = 512,
       py::arg("act_quant") = "none", py::arg("rules") = std::vector<std::string>{}, py::arg("observer") = "minmax",
-      py::arg("threads") = 0, py::arg("force") = false, py::arg("progress") = py::none(),
+      py::arg("max_memory") = 0, py::arg("json_out") = "", py::arg("threads") = 0, py::arg("force") = false,
+      py::arg("progress") = py::none(),
       "Quantize a model into a GGUF file (same options and recipes as `calq quantize`)");
 
   m.def(
