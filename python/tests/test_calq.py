@@ -4,6 +4,7 @@ Covers open/tokenize, quantize (with a progress callback and cancellation), eval
 precision, and number formats on numpy arrays with their errors (bad format name, wrong dtype,
 NaN input, wrong shape).
 """
+import json
 import os
 import pathlib
 
@@ -73,6 +74,30 @@ def test_quantize_cancel_and_option_errors(tmp_path):
         calq.quantize(model=str(REF), out=str(out), format="q4_k", options={"gptq.damp": 0.02})
     with pytest.raises(calq.Error, match="q4_kk"):
         calq.quantize(model=str(REF), out=str(out), format="q4_kk")
+
+
+@needs_shared
+def test_quantize_training_memory_and_json(tmp_path):
+    out = tmp_path / "q.gguf"
+    # Refused before any work (the calibration text does not even exist): the estimate names max_memory.
+    with pytest.raises(calq.Error, match=r"qat-e2e needs an estimated .* more than max_memory 1.0 MiB"):
+        calq.quantize(model=str(REF), out=str(out), format="int4-g128-asym", method="gptq+qat-e2e",
+                      calib=str(tmp_path / "missing.txt"), max_memory=1 << 20)
+    assert not out.exists()
+    # Layer 0 trained (the other layers kept float: nothing to train there), its curve in the report.
+    js = tmp_path / "q.json"
+    rules = [r"^blk\.[1-9]\.=f32", r"^(token_embd|output)\.=q8_0"]
+    r = calq.quantize(model=str(REF), out=str(out), format="int4-g128-asym", method="gptq+qat-block",
+                      calib=str(CALIB), samples=4, seq_len=64, rules=rules, max_memory=64 << 30, json_out=str(js),
+                      threads=2)
+    report = r["report"]
+    assert json.loads(js.read_text()) == report
+    (memory,) = report["training_memory"]
+    assert memory["method"] == "qat-block" and 0 < memory["bytes"] < 64 << 30
+    first = report["training"][0]
+    assert first["method"] == "qat-block" and first["layer"] == 0 and first["trained"]
+    assert first["steps"] == len(first["curve"]) > 0
+    assert all(not t["trained"] and t["steps"] == 0 for t in report["training"][1:])
 
 
 def test_formats_round_trip():
