@@ -234,7 +234,7 @@ TEST(ModelQuantize, ModelReconstructionAfterTheLayerPass) {
     ThreadPool pool(threads);
     model::Model m = load_tiny_model(testing::temp_dir("qat_e2e_pipeline"), {.tied = true, .layers = 2}, pool);
     const nlohmann::json steps = nlohmann::json::parse(
-        R"([{"method": "gptq"}, {"method": "qat-block", "epochs": 2, "lr_weights": 2e-3, "lr_quant": 2e-3},
+        R"([{"method": "gptq"}, {"method": "qat-block", "epochs": 2, "batch": 4, "lr_weights": 2e-3, "lr_quant": 2e-3},
             {"method": "qat-e2e", "epochs": 3, "lr": 5e-3, "batch": 2}])");
     ModelQuantizeOptions o{.format = &format_by_name("int3-g32-asym"),
                            .recipe = quant::recipe_from_json(steps, "test")};

@@ -53,10 +53,10 @@
 namespace calq::quant {
 
 struct QatBlockOptions {
-  int64_t epochs = 2;          // passes over the calibration samples (>= 1)
-  double lr_weights = 1e-5;    // AdamW learning rate of the latent weights (> 0)
+  int64_t epochs = 4;          // passes over the calibration samples (>= 1)
+  double lr_weights = 1e-4;    // AdamW learning rate of the latent weights (> 0)
   double lr_quant = 1e-5;      // of the step sizes and zero points (> 0)
-  int64_t batch = 4;           // samples per step (>= 1; more than the samples: all of them)
+  int64_t batch = 2;           // samples per step (>= 1; more than the samples: all of them)
   bool train_weights = true;   // false: step sizes and zero points only (int family)
   uint64_t seed = 0;           // sample order
 };
