@@ -1,7 +1,8 @@
 // qat-e2e (qat_e2e.h) on the 2-layer tiny model (hidden 32, intermediate 48), started from round to
 // nearest in int3: training the step sizes (codes frozen) and, with train_weights, the weights
 // lowers the KL to the float model's logits; the written tensors dequantize bit for bit to the
-// fake-quantized weights of the final forward, and the runtime's logits of the written model equal
+// fake-quantized weights of the final forward, and the runtime's logits of the written model (in
+// memory, and written to a GGUF file and read back) equal
 // that forward's to 1e-5 relative; 1 and 2 threads give the same bytes; a NaN stops the run with an
 // Error naming the step and a parameter; bad options are Errors naming the key.
 #include "quant/qat_e2e.h"
@@ -20,6 +21,8 @@
 #include "grad/model_grad.h"
 #include "model/architecture.h"
 #include "model/forward.h"
+#include "model/gguf_export.h"
+#include "model/gguf_model.h"
 #include "model/tiny_model_testutil.h"
 #include "quant/recipe.h"
 #include "support/error_of.h"
@@ -102,17 +105,25 @@ void expect_trained_and_exact(const QatE2eOptions& o, double max_ratio) {
     EXPECT_EQ(std::memcmp(deq.data(), fq.data(), deq.size() * sizeof(float)), 0);
     written.layers[static_cast<size_t>(w.layer)].linear(w.role) = w.tensor;
   }
-  // The runtime's logits of the written model vs the training engine's fake-quantized forward.
+  // The runtime's logits of the written model, in memory and as a GGUF file read back (what `calq
+  // eval` runs), vs the training engine's fake-quantized forward.
   const std::vector<int32_t> ids = model::testutil::test_token_ids(2 * kSeq, written.config.vocab_size);
   const std::vector<float> trained = grad::model_logits<float>(pool, written.config, r.fake_quantized, ids, 2 * kSeq);
-  const Tensor runtime = model::forward(written, ids, pool);
-  ASSERT_EQ(static_cast<size_t>(runtime.numel()), trained.size());
-  double max_diff = 0, max_abs = 0;
-  for (size_t i = 0; i < trained.size(); ++i) {
-    max_diff = std::max(max_diff, std::fabs(static_cast<double>(trained[i]) - runtime.f32()[i]));
-    max_abs = std::max(max_abs, std::fabs(static_cast<double>(runtime.f32()[i])));
-  }
-  EXPECT_LE(max_diff, 1e-5 * max_abs);
+  const auto expect_same = [&](const model::Model& m, const char* what) {
+    const Tensor runtime = model::forward(m, ids, pool);
+    ASSERT_EQ(static_cast<size_t>(runtime.numel()), trained.size()) << what;
+    double max_diff = 0, max_abs = 0;
+    for (size_t i = 0; i < trained.size(); ++i) {
+      max_diff = std::max(max_diff, std::fabs(static_cast<double>(trained[i]) - runtime.f32()[i]));
+      max_abs = std::max(max_abs, std::fabs(static_cast<double>(runtime.f32()[i])));
+    }
+    EXPECT_LE(max_diff, 1e-5 * max_abs) << what;
+  };
+  expect_same(written, "in memory");
+  const auto file = calq::testing::temp_dir("qat_e2e_written") / "written.gguf";
+  written.source.clear();  // no tokenizer to embed (the tiny model has none)
+  model::write_gguf_model(written, file, {}, pool);
+  expect_same(model::load_gguf_model(file, pool), "written to a GGUF file and read back");
 }
 
 TEST(QatE2e, StepSizesWithFrozenCodesLowerTheKlAndWriteWhatWasTrained) { expect_trained_and_exact(kTrain, 0.95); }
