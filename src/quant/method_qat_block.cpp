@@ -1,5 +1,5 @@
 // qat-block — block-wise reconstruction after the weight quantizer (quant/qat_block.h), per decoder
-// layer. Options: QatBlockOptions' recipe keys epochs, lr_weights, lr_quant, batch, train_weights,
+// layer. Options: QatBlockOptions' recipe keys epochs, lr_weights, lr_quant, batch, train_weights, warmup, start_reach,
 // seed (defaults in qat_block.h). No identity setting: training moves the weights.
 //
 // Defaults (4 epochs, batch 2, lr_weights 1e-4, lr_quant 1e-5: 128 steps a layer on 64 samples ×
@@ -44,6 +44,11 @@ class QatBlock final : public MethodOf<QatBlockOptions> {
                                 "calibration samples per training step (default 2)"),
                   bool_option("train_weights", &QatBlockOptions::train_weights,
                               "train the latent weights too, not only the quantization parameters (default true)"),
+                  number_option("warmup", &QatBlockOptions::warmup, {0, 0.5},
+                                "fraction of the steps with a linear learning-rate warmup (default 0)"),
+                  number_option("start_reach", &QatBlockOptions::start_reach, {0, 0.49},
+                                "int formats: latent weights start at most this many steps from their code's "
+                                "centre toward the original weight (default 0.45; 0: at the centre)"),
                   number_option("seed", &QatBlockOptions::seed, {},
                                 "seed of the sample order (default 0)")}) {}
 

@@ -78,7 +78,8 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
     if (is_int) {
       tr.layout = grad::int_layout(*lin.format);
       const Tensor orig = t.original->linear(lin.role).to_dense(pool);
-      detail::init_int(tr, orig.f32(), w_start, grad::read_int_params(*lin.format, q.quantized().bytes, tr.rows, tr.cols, tr.name));
+      detail::init_int(tr, orig.f32(), w_start,
+                       grad::read_int_params(*lin.format, q.quantized().bytes, tr.rows, tr.cols, tr.name), o.start_reach);
       tr.grad_step.resize(tr.step.size());
       tr.grad_zero.resize(tr.zero.size());
     } else {
@@ -110,7 +111,10 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
   for (const auto& g : groups) sizes.push_back(g.param.size());
   grad::AdamW adam({.lr = 1.0, .weight_decay = 0}, sizes);
   const int64_t steps_per_epoch = (t.samples + batch - 1) / batch;
-  const grad::CosineSchedule schedule({.lr = 1.0, .warmup_steps = 0, .total_steps = o.epochs * steps_per_epoch});
+  const int64_t total_steps = o.epochs * steps_per_epoch;
+  const auto warmup =
+      std::min(static_cast<int64_t>(std::floor(o.warmup * static_cast<double>(total_steps))), total_steps - 1);
+  const grad::CosineSchedule schedule({.lr = 1.0, .warmup_steps = warmup, .total_steps = total_steps});
 
 
   grad::LayerParams<float> p = start;  // the trained linears replaced by their fake-quantized weights
@@ -119,7 +123,7 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
   std::vector<int64_t> order(static_cast<size_t>(t.samples));
   for (int64_t i = 0; i < t.samples; ++i) order[static_cast<size_t>(i)] = i;
   std::mt19937_64 rng(o.seed);
-  const int64_t total = o.epochs * steps_per_epoch;
+  const int64_t total = total_steps;
   const auto t0 = std::chrono::steady_clock::now();
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {

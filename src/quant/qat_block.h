@@ -8,8 +8,9 @@
 //  * int family (int<b>-<pt|pc|gN>-<sym|asym>): LSQ step sizes and zero points per group
 //    (grad/fake_quant_learn.h) starting from the parameters the weight quantizer stored, and —
 //    with train_weights — latent weights W. W starts inside the weight quantizer's rounding cell:
-//    W = Ŵ₀ + s·clamp((W_orig − Ŵ₀)/s, −0.45, 0.45) (unbounded outward at the grid's ends), the
-//    point of the cell of the quantizer's code nearest the original weight, so the first forward
+//    W = Ŵ₀ + s·clamp((W_orig − Ŵ₀)/s, −r, r) with r = start_reach (default 0.45; unbounded outward
+//    at the grid's ends), the point of the cell of the quantizer's code nearest the original weight
+//    (r = 0: the cell's centre, where only a consistent gradient re-rounds), so the first forward
 //    reproduces the quantizer's result (e.g. GPTQ's) while the rounding residuals the LSQ gradient
 //    reads still come from the original weights.
 //  * other formats with a fake-quant path (GGUF block types through their grid with frozen block
@@ -18,7 +19,8 @@
 //    With train_weights false these have nothing to train and keep the quantizer's result.
 // Loop: `epochs` passes over the samples in a seeded shuffled order, `batch` samples per step
 // (the last step of an epoch takes the rest), AdamW (no weight decay) with per-kind learning rates
-// lr_weights and lr_quant under a cosine decay over all steps (no warmup); steps are kept ≥ 1% of
+// lr_weights and lr_quant under a cosine decay over all steps after a linear warmup over the first
+// `warmup` fraction of them (default none); steps are kept ≥ 1% of
 // their start (and > 0).
 // Written: each trained linear encoded from the final parameters (int: encode_with_params of W
 // under lsq_quant_params; others: FakeQuantizer::encode) — so its dequantized bytes are bit for
@@ -58,6 +60,9 @@ struct QatBlockOptions {
   double lr_quant = 1e-5;      // of the step sizes and zero points (> 0)
   int64_t batch = 2;           // samples per step (>= 1; more than the samples: all of them)
   bool train_weights = true;   // false: step sizes and zero points only (int family)
+  double warmup = 0;           // fraction of the steps with a linear warmup, in [0, 0.5]
+  double start_reach = 0.45;   // int latent weights start at most this many steps from their code's
+                               // centre toward the original weight, in [0, 0.49]
   uint64_t seed = 0;           // sample order
 };
 

@@ -79,10 +79,9 @@ QuantizedTensor Trainable::encode(ThreadPool& pool) {
   return QuantizedTensor::copy_of(*format, rows, cols, bytes);
 }
 
-// Latent weights of an int linear: the point of the quantizer's rounding cell nearest the original
-// weight (qat_block.h), with LSQ steps / zero points from the stored parameters.
 void init_int(Trainable& tr, const float* original, const std::vector<float>& start,
-              std::span<const QuantParams> params) {
+              std::span<const QuantParams> params, double reach) {
+  assert(reach >= 0 && reach < 0.5);
   const grad::IntLayout& l = tr.layout;
   const auto groups = params.size();
   tr.step.resize(groups);
@@ -108,8 +107,8 @@ void init_int(Trainable& tr, const float* original, const std::vector<float>& st
       }
       const double s = p.scale;
       const double q = std::nearbyint(start[i] / s) + p.zero_point;  // the quantizer's code
-      const double lo = q <= qmin ? -std::numeric_limits<double>::infinity() : -0.45;
-      const double hi = q >= qmax ? std::numeric_limits<double>::infinity() : 0.45;
+      const double lo = q <= qmin ? -std::numeric_limits<double>::infinity() : -reach;
+      const double hi = q >= qmax ? std::numeric_limits<double>::infinity() : reach;
       const double u = std::clamp((static_cast<double>(original[i]) - start[i]) / s, lo, hi);
       tr.w[i] = static_cast<float>(start[i] + s * u);
     }

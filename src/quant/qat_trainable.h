@@ -55,9 +55,10 @@ struct Trainable {
 };
 
 // Latent weights of an int linear: the point of the quantizer's rounding cell nearest the original
-// weight (qat_block.h), with LSQ steps / zero points from the stored parameters.
+// weight, at most `reach` steps (in [0, 0.5)) from the cell's centre (qat_block.h), with LSQ steps /
+// zero points from the stored parameters.
 void init_int(Trainable& tr, const float* original, const std::vector<float>& start,
-              std::span<const QuantParams> params);
+              std::span<const QuantParams> params, double reach);
 // Frozen codes from the quantizer's dequantized weights `start` and its stored parameters.
 void init_frozen(Trainable& tr, const std::vector<float>& start, std::span<const QuantParams> params);
 // Steps kept at or above min_step (> 0) after an update.
