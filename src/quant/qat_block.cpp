@@ -123,7 +123,6 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
   std::vector<int64_t> order(static_cast<size_t>(t.samples));
   for (int64_t i = 0; i < t.samples; ++i) order[static_cast<size_t>(i)] = i;
   std::mt19937_64 rng(o.seed);
-  const int64_t total = total_steps;
   const auto t0 = std::chrono::steady_clock::now();
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
@@ -155,9 +154,9 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
       r.curve.push_back(loss);
       if (t.progress != nullptr && *t.progress) {
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        (*t.progress)({.step = "qat-block", .layer = t.layer, .done = step + 1, .total = total, .loss = loss,
+        (*t.progress)({.step = "qat-block", .layer = t.layer, .done = step + 1, .total = total_steps, .loss = loss,
                        .seconds = seconds, .eta_seconds = seconds / static_cast<double>(step + 1) *
-                                                          static_cast<double>(total - step - 1)});
+                                                          static_cast<double>(total_steps - step - 1)});
       }
     }
   }
