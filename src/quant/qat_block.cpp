@@ -94,28 +94,11 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
   if (trs.empty()) return r;
   r.trained = true;
 
-  // Parameter groups: latent weights, step sizes, zero points (ParamGroup spans point into trs).
-  std::vector<grad::ParamGroup> groups;
-  std::vector<size_t> sizes;
-  for (Trainable& tr : trs) {
-    if (o.train_weights)
-      groups.push_back({.name = tr.name, .param = tr.w, .grad = tr.grad_w, .lr_scale = o.lr_weights, .decay = false});
-    if (tr.is_int) {
-      groups.push_back({.name = tr.name + " step sizes", .param = tr.step, .grad = tr.grad_step,
-                        .lr_scale = o.lr_quant, .decay = false});
-      if (!tr.zero.empty())
-        groups.push_back({.name = tr.name + " zero points", .param = tr.zero, .grad = tr.grad_zero,
-                          .lr_scale = o.lr_quant, .decay = false});
-    }
-  }
-  for (const auto& g : groups) sizes.push_back(g.param.size());
-  grad::AdamW adam({.lr = 1.0, .weight_decay = 0}, sizes);
   const int64_t steps_per_epoch = (t.samples + batch - 1) / batch;
   const int64_t total_steps = o.epochs * steps_per_epoch;
-  const auto warmup =
-      std::min(static_cast<int64_t>(std::floor(o.warmup * static_cast<double>(total_steps))), total_steps - 1);
-  const grad::CosineSchedule schedule({.lr = 1.0, .warmup_steps = warmup, .total_steps = total_steps});
-
+  detail::Trainer trainer(trs, {.train_weights = o.train_weights, .lr_weights = o.lr_weights, .lr_quant = o.lr_quant,
+                                .warmup = o.warmup, .total_steps = total_steps, .method = "qat-block",
+                                .layer = t.layer, .progress = t.progress});
 
   grad::LayerParams<float> p = start;  // the trained linears replaced by their fake-quantized weights
   grad::LayerGrads<float> grads = grad::LayerParams<float>::zeros(config);
@@ -123,7 +106,6 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
   std::vector<int64_t> order(static_cast<size_t>(t.samples));
   for (int64_t i = 0; i < t.samples; ++i) order[static_cast<size_t>(i)] = i;
   std::mt19937_64 rng(o.seed);
-  const auto t0 = std::chrono::steady_clock::now();
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
     detail::shuffle(order, rng);
@@ -147,17 +129,7 @@ QatBlockResult run(const LayerReconstructionTarget& t, const QatBlockOptions& o,
       for (auto& [role, v] : grads.tensors()) std::fill(v->begin(), v->end(), 0.0f);
       grad::layer_backward(pool, config, t.layer, p, x.data(), d_out.data(), d_in.data(), grads, *ws);
       for (Trainable& tr : trs) tr.backward(pool, linear_of(grads, tr.role).data());
-      if (!std::isfinite(loss))
-        fail(ErrorKind::kInvalidArgument, "step {}: the loss is {}; {}", step + 1, loss, detail::first_non_finite(trs));
-      adam.step(groups, schedule.lr(step));
-      for (Trainable& tr : trs) detail::clamp_steps(tr);
-      r.curve.push_back(loss);
-      if (t.progress != nullptr && *t.progress) {
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        (*t.progress)({.step = "qat-block", .layer = t.layer, .done = step + 1, .total = total_steps, .loss = loss,
-                       .seconds = seconds, .eta_seconds = seconds / static_cast<double>(step + 1) *
-                                                          static_cast<double>(total_steps - step - 1)});
-      }
+      trainer.step(step, loss, r.curve);
     }
   }
   r.steps = step;

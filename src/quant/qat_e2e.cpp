@@ -138,25 +138,11 @@ QatE2eResult run(const ModelReconstructionTarget& t, const QatE2eOptions& o, Thr
   if (trs.empty()) return r;
   r.trained = true;
 
-  std::vector<grad::ParamGroup> groups;
-  for (Trainable& tr : trs) {
-    if (o.train_weights)
-      groups.push_back({.name = tr.name, .param = tr.w, .grad = tr.grad_w, .lr_scale = o.lr_weights, .decay = false});
-    if (tr.is_int) {
-      groups.push_back({.name = tr.name + " step sizes", .param = tr.step, .grad = tr.grad_step, .lr_scale = o.lr,
-                        .decay = false});
-      if (!tr.grad_zero.empty())
-        groups.push_back({.name = tr.name + " zero points", .param = tr.zero, .grad = tr.grad_zero, .lr_scale = o.lr,
-                          .decay = false});
-    }
-  }
-  std::vector<size_t> sizes;
-  for (const auto& g : groups) sizes.push_back(g.param.size());
-  grad::AdamW adam({.lr = 1.0, .weight_decay = 0}, sizes);
   const int64_t steps_per_epoch = (samples + batch - 1) / batch;
   const int64_t total = o.epochs * steps_per_epoch;
-  const auto warmup = std::min(static_cast<int64_t>(std::floor(o.warmup * static_cast<double>(total))), total - 1);
-  const grad::CosineSchedule schedule({.lr = 1.0, .warmup_steps = warmup, .total_steps = total});
+  detail::Trainer trainer(trs, {.train_weights = o.train_weights, .lr_weights = o.lr_weights, .lr_quant = o.lr,
+                                .warmup = o.warmup, .total_steps = total, .method = "qat-e2e", .layer = -1,
+                                .progress = t.progress});
 
   Params p = start;  // the trained linears replaced by their fake-quantized weights each step
   Params grads = Params::zeros(config);
@@ -165,7 +151,6 @@ QatE2eResult run(const ModelReconstructionTarget& t, const QatE2eOptions& o, Thr
   std::vector<int64_t> order(static_cast<size_t>(samples));
   for (int64_t i = 0; i < samples; ++i) order[static_cast<size_t>(i)] = i;
   std::mt19937_64 rng(o.seed);
-  const auto t0 = std::chrono::steady_clock::now();
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
     detail::shuffle(order, rng);
@@ -178,17 +163,7 @@ QatE2eResult run(const ModelReconstructionTarget& t, const QatE2eOptions& o, Thr
           pool, config, p, ids, batches.seq_len(),
           {.kind = grad::LossKind::kKlDivergence, .teacher_logits = teacher_logits}, grads);
       for (Trainable& tr : trs) tr.backward(pool, linear_of(grads.layers[static_cast<size_t>(tr.layer)], tr.role).data());
-      if (!std::isfinite(loss))
-        fail(ErrorKind::kInvalidArgument, "step {}: the loss is {}; {}", step + 1, loss, detail::first_non_finite(trs));
-      adam.step(groups, schedule.lr(step));
-      for (Trainable& tr : trs) detail::clamp_steps(tr);
-      r.curve.push_back(loss);
-      if (t.progress != nullptr && *t.progress) {
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        (*t.progress)({.step = "qat-e2e", .layer = -1, .done = step + 1, .total = total, .loss = loss,
-                       .seconds = seconds, .eta_seconds = seconds / static_cast<double>(step + 1) *
-                                                          static_cast<double>(total - step - 1)});
-      }
+      trainer.step(step, loss, r.curve);
     }
   }
   r.steps = step;

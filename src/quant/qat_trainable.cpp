@@ -161,6 +161,41 @@ std::string first_non_finite(const std::vector<Trainable>& trs) {
   return "every parameter and gradient is finite (a non-finite input or target, or an overflow inside the layer)";
 }
 
+Trainer::Trainer(std::vector<Trainable>& trs, const Options& o) : trs_(trs), o_(o) {
+  for (Trainable& tr : trs) {
+    if (o.train_weights)
+      groups_.push_back({.name = tr.name, .param = tr.w, .grad = tr.grad_w, .lr_scale = o.lr_weights, .decay = false});
+    if (tr.is_int) {
+      groups_.push_back({.name = tr.name + " step sizes", .param = tr.step, .grad = tr.grad_step,
+                         .lr_scale = o.lr_quant, .decay = false});
+      if (!tr.grad_zero.empty())
+        groups_.push_back({.name = tr.name + " zero points", .param = tr.zero, .grad = tr.grad_zero,
+                           .lr_scale = o.lr_quant, .decay = false});
+    }
+  }
+  std::vector<size_t> sizes;
+  for (const auto& g : groups_) sizes.push_back(g.param.size());
+  adam_.emplace(grad::AdamWOptions{.lr = 1.0, .weight_decay = 0}, sizes);
+  const auto warmup = std::min(static_cast<int64_t>(std::floor(o.warmup * static_cast<double>(o.total_steps))),
+                               o.total_steps - 1);
+  schedule_.emplace(grad::CosineScheduleOptions{.lr = 1.0, .warmup_steps = warmup, .total_steps = o.total_steps});
+  t0_ = std::chrono::steady_clock::now();
+}
+
+void Trainer::step(int64_t step, double loss, std::vector<double>& curve) {
+  if (!std::isfinite(loss))
+    fail(ErrorKind::kInvalidArgument, "step {}: the loss is {}; {}", step + 1, loss, first_non_finite(trs_));
+  adam_->step(groups_, schedule_->lr(step));
+  for (Trainable& tr : trs_) clamp_steps(tr);
+  curve.push_back(loss);
+  if (o_.progress != nullptr && *o_.progress) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    (*o_.progress)({.step = o_.method, .layer = o_.layer, .done = step + 1, .total = o_.total_steps, .loss = loss,
+                    .seconds = seconds,
+                    .eta_seconds = seconds / static_cast<double>(step + 1) * static_cast<double>(o_.total_steps - step - 1)});
+  }
+}
+
 // Seeded Fisher–Yates on raw 64-bit outputs (std::shuffle's use of the engine is not specified).
 void shuffle(std::vector<int64_t>& v, std::mt19937_64& rng) {
   for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng() % i]);

@@ -13,11 +13,14 @@
 //  * other formats with a fake-quant path: latent weights through the format's grid (STE mask).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -25,7 +28,9 @@
 #include "grad/fake_quant.h"
 #include "grad/fake_quant_int.h"
 #include "grad/layer.h"
+#include "grad/optim.h"
 #include "model/model.h"
+#include "quant/method.h"
 
 namespace calq::quant::detail {
 
@@ -66,6 +71,35 @@ void clamp_steps(Trainable& tr);
 
 // The first trained value or gradient that is not finite, for the error of a non-finite loss.
 std::string first_non_finite(const std::vector<Trainable>& trs);
+
+// The optimizer side of the training loop qat-block and qat-e2e share: AdamW (no weight decay) over
+// the trained values — latent weights (train_weights) at lr_weights, step sizes and zero points at
+// lr_quant — under a cosine decay over total_steps after a linear warmup over the first `warmup`
+// fraction of them. `trs` must outlive it and keep its elements in place (the groups point into them).
+class Trainer {
+ public:
+  struct Options {
+    bool train_weights = false;
+    double lr_weights = 0, lr_quant = 0, warmup = 0;
+    int64_t total_steps = 1;
+    std::string_view method;                       // the progress's step name
+    int64_t layer = -1;                            // the progress's layer (−1: the whole model)
+    const TrainingProgressFn* progress = nullptr;  // may be null
+  };
+  Trainer(std::vector<Trainable>& trs, const Options& options);
+  // After the backward of step `step` (from 0) with batch loss `loss`: a non-finite loss is an Error
+  // naming the step and the first non-finite parameter or gradient; otherwise the AdamW update at
+  // the schedule's rate, the steps clamped, the loss appended to `curve`, and the progress reported.
+  void step(int64_t step, double loss, std::vector<double>& curve);
+
+ private:
+  std::vector<Trainable>& trs_;
+  Options o_;
+  std::vector<grad::ParamGroup> groups_;
+  std::optional<grad::AdamW> adam_;
+  std::optional<grad::CosineSchedule> schedule_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 // Seeded Fisher–Yates on raw 64-bit outputs (std::shuffle's use of the engine is not specified).
 void shuffle(std::vector<int64_t>& v, std::mt19937_64& rng);
