@@ -4,6 +4,8 @@
 
 #include "core/error.h"
 #include "eval/synthetic.h"
+#include "model/block_topology.h"
+#include "pipeline/layer_methods.h"
 
 namespace calq::api {
 
@@ -15,6 +17,24 @@ std::string format_bytes(uint64_t bytes) {
   if (b >= kKiB) return fmt::format("{:.1f} KiB", b / kKiB);
   return fmt::format("{} bytes", bytes);
 }
+
+namespace {
+
+// The layer-sequential pipeline's statistics of the layer being quantized (pipeline/sequential.h):
+// with a Hessian-reading step in the recipe, each site's [cols × cols] doubles, held by each worker,
+// merged, and copied once more for the layer's methods (quant::InputStats). The per-channel
+// vectors are small beside them and not counted.
+uint64_t layer_statistics_bytes(const quant::Recipe& recipe, const model::Model& model, int64_t threads) {
+  if (!pipeline::required_stats(recipe).contains(calib::StatKind::kHessian) || model.layers.empty()) return 0;
+  uint64_t per_copy = 0;
+  for (const model::SiteWiring& site : model::block_topology(model.config).layer_sites) {
+    const auto cols = static_cast<uint64_t>(model.layers[0].linear(site.consumers[0]).cols());
+    per_copy += cols * cols * sizeof(double);
+  }
+  return per_copy * static_cast<uint64_t>(threads + 2);
+}
+
+}  // namespace
 
 std::vector<TrainingMemoryReport> estimate_training_memory(const quant::Recipe& recipe, const model::Model& model,
                                                            const CalibrationData& calibration, int64_t threads) {
@@ -32,6 +52,10 @@ std::vector<TrainingMemoryReport> estimate_training_memory(const quant::Recipe& 
                {"optimizer", m->training.optimizer},
                {"activations", m->training.activations}};
     r.parts.insert(r.parts.end(), m->extra.begin(), m->extra.end());
+    // A per-layer step trains while its layer's statistics are held; a whole-model one after them.
+    const uint64_t stats = step.method->stage() == quant::MethodStage::kLayerReconstruction
+                               ? layer_statistics_bytes(recipe, model, threads) : 0;
+    if (stats > 0) r.parts.emplace_back("layer statistics", stats);
     r.parts.emplace_back("model", model.storage_bytes());
     std::string parts;
     for (const auto& [what, bytes] : r.parts) {

@@ -166,6 +166,12 @@ TEST_F(CliTrain, JsonCarriesTheLossCurvesAndThePlotDrawsThem) {
   for (const auto& [k, v] : j["training_memory"][1]["parts"].items()) parts += v.get<uint64_t>();
   EXPECT_EQ(parts, j["training_memory"][1]["bytes"].get<uint64_t>());
   EXPECT_TRUE(j["training_memory"][1]["parts"].contains("teacher cache"));
+  // qat-block trains while its layer's GPTQ Hessians are held (one thread: its own, the merged and
+  // the methods' copy) — hidden 32 (attn_in, mlp_in), heads · head_dim = 32 (attn_out), 48 (down);
+  // qat-e2e runs after every layer, when none is.
+  EXPECT_EQ(j["training_memory"][0]["parts"]["layer statistics"].get<uint64_t>(),
+            3u * 8u * (32u * 32u * 3u + 48u * 48u));
+  EXPECT_FALSE(j["training_memory"][1]["parts"].contains("layer statistics"));
 
   if (std::system("python3 -c 'import xml.etree.ElementTree' > /dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
   const auto svg = dir_ / "loss.svg";

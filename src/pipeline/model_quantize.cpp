@@ -231,6 +231,7 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
     SequentialOptions seq = sequential;
     for (const calib::StatKind k : required_stats(recipe).kinds()) seq.stats = seq.stats.with(k);
     seq.float_stream = seq.float_stream || needs_float_stream(recipe);
+    seq.keep_layer_stats = false;  // only the head's are read after the layers (below)
     r.calibration = run_layer_sequential(m, samples, seq, &layer_quantizer, pool);
     head_stats = &r.calibration->stats;
   } else {

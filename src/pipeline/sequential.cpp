@@ -134,7 +134,7 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
       progress.seconds_outputs = seconds_since(t0);
     }
     r.seconds_forward += progress.seconds_stats + progress.seconds_outputs;
-    r.stats.merge(layer_stats);
+    if (o.keep_layer_stats) r.stats.merge(layer_stats);
     if (o.on_layer) o.on_layer(progress);
   }
 

@@ -19,7 +19,8 @@
 // After the last layer the final norm runs and the output head's input (site head_in, layer -1)
 // is observed; the head itself is left to the caller.
 //
-// Memory: the hidden states of all samples (samples × seq_len × hidden float32; twice that with
+// Memory: the statistics of the layers so far (of one layer without keep_layer_stats; a layer's
+// Hessians are columns² doubles per site), the hidden states of all samples (samples × seq_len × hidden float32; twice that with
 // float_stream, whose hidden states are as many) plus, per worker,
 // one sample's copy and the layer's scratch, plus one layer's weights in float32 while the
 // quantizer converts them; the model's weights may stay in their stored dtype (HfLoadOptions).
@@ -68,6 +69,11 @@ struct SequentialOptions {
   // Carry the full-precision stream (LayerStreams::targets). Needs a quantizer and true_sequential
   // (else a kInvalidArgument Error).
   bool float_stream = false;
+  // Keep every layer's statistics in SequentialResult::stats (a statistics file needs them). false:
+  // each layer's are dropped once its quantizer has run, and stats holds the head's input site only
+  // — a quantizing run then holds one layer's Hessians at a time, not the whole model's (an 8B
+  // model's would be tens of GB).
+  bool keep_layer_stats = true;
   std::function<void(const LayerProgress&)> on_layer;  // after each layer, on the calling thread
 };
 

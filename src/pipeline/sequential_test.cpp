@@ -98,6 +98,37 @@ TEST(LayerSequential, IdenticalForAnyThreadCount) {
   EXPECT_EQ(bytes[0], bytes[2]);
 }
 
+// keep_layer_stats = false: the same quantized weights and head statistics, no layer's statistics
+// kept (each layer's quantizer still sees its own).
+TEST(LayerSequential, DroppingLayerStatisticsKeepsTheHeadsAndTheWeights) {
+  ThreadPool pool(2);
+  std::vector<calib::CalibrationStats> stats;
+  std::vector<std::vector<std::byte>> bytes;
+  for (const bool keep : {true, false}) {
+    model::Model m = tiny("seq_keep", pool);
+    const auto samples = make_samples(5, 10, m.config.vocab_size);
+    int64_t seen = 0;
+    const LayerQuantizer& int8 = int8_quantizer(pool);
+    const LayerQuantizer check = [&](int64_t layer, model::LayerWeights& w, const calib::CalibrationStats& layer_stats,
+                                     const LayerStreams& streams) {
+      EXPECT_NE(layer_stats.find(layer, model::InputSite::kAttnIn), nullptr);
+      ++seen;
+      int8(layer, w, layer_stats, streams);
+    };
+    const SequentialResult r =
+        run_layer_sequential(m, samples, {.stats = calib::StatSet::all(), .keep_layer_stats = keep}, &check, pool);
+    EXPECT_EQ(seen, m.config.num_layers);
+    ASSERT_NE(r.stats.find(-1, model::InputSite::kHeadIn), nullptr);
+    for (const auto& [layer, site] : r.stats.sites()) EXPECT_TRUE(keep || layer == -1) << layer;
+    EXPECT_EQ(r.stats.site_count() > 1, keep);
+    stats.push_back(r.stats);
+    const auto& q = m.layers.back().w_down.quantized();
+    bytes.emplace_back(q.bytes.begin(), q.bytes.end());
+  }
+  EXPECT_TRUE(*stats[0].find(-1, model::InputSite::kHeadIn) == *stats[1].find(-1, model::InputSite::kHeadIn));
+  EXPECT_EQ(bytes[0], bytes[1]);
+}
+
 TEST(LayerSequential, TrueSequentialSeesQuantizedOutputs) {
   ThreadPool pool(2);
   const auto run = [&](bool true_sequential, bool quantize) {
