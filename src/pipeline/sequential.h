@@ -20,10 +20,11 @@
 // is observed; the head itself is left to the caller.
 //
 // Memory: the statistics of the layers so far (of one layer without keep_layer_stats; a layer's
-// Hessians are columns² doubles per site), the hidden states of all samples (samples × seq_len × hidden float32; twice that with
-// float_stream, whose hidden states are as many) plus, per worker,
-// one sample's copy and the layer's scratch, plus one layer's weights in float32 while the
-// quantizer converts them; the model's weights may stay in their stored dtype (HfLoadOptions).
+// Hessians are columns² doubles per site, per worker while collected), the hidden states of all
+// samples (samples × seq_len × hidden float32; twice that with float_stream, whose hidden states
+// are as many) plus, per worker, one sample's copy and the layer's scratch, plus one layer's
+// weights in float32 while the quantizer converts them; the model's weights may stay in their
+// stored dtype (HfLoadOptions).
 //
 // Determinism: samples run in parallel, one per worker, each forward pass single-threaded inside;
 // statistics are merged in sample order; the quantizer is called on the calling thread. So the
