@@ -1,6 +1,6 @@
 // qat-block — block-wise reconstruction after the weight quantizer (quant/qat_block.h), per decoder
-// layer. Options: QatBlockOptions' recipe keys epochs, lr_weights, lr_quant, batch, train_weights, warmup, start_reach,
-// seed (defaults in qat_block.h). No identity setting: training moves the weights.
+// layer. Options: QatBlockOptions' recipe keys epochs, lr_weights, lr_quant, batch, train_weights,
+// warmup, start_reach, seed (defaults in qat_block.h). No identity setting: training moves the weights.
 //
 // Defaults (4 epochs, batch 2, lr_weights 1e-4, lr_quant 1e-5: 128 steps a layer on 64 samples ×
 // 512 tokens), measured on the reference model, int3-g128-asym after gptq act-order, 64 × 512

@@ -51,6 +51,7 @@
 #include "formats/qtensor.h"
 #include "grad/layer.h"
 #include "quant/method.h"
+#include "quant/qat_trainable.h"
 
 namespace calq::quant {
 
@@ -61,8 +62,9 @@ struct QatBlockOptions {
   int64_t batch = 2;           // samples per step (>= 1; more than the samples: all of them)
   bool train_weights = true;   // false: step sizes and zero points only (int family)
   double warmup = 0;           // fraction of the steps with a linear warmup, in [0, 0.5]
-  double start_reach = 0.45;   // int latent weights start at most this many steps from their code's
-                               // centre toward the original weight, in [0, 0.49]
+  // int latent weights start at most this many steps from their code's centre toward the original
+  // weight, in [0, 0.49] (default 0.45)
+  double start_reach = detail::kDefaultStartReach;
   uint64_t seed = 0;           // sample order
 };
 

@@ -116,7 +116,7 @@ QatE2eResult run(const ModelReconstructionTarget& t, const QatE2eOptions& o, Thr
           grad::read_int_params(*lin.format, q.quantized().bytes, tr.rows, tr.cols, tr.name);
       if (o.train_weights) {
         const Tensor orig = t.teacher->layers[static_cast<size_t>(lin.layer)].linear(lin.role).to_dense(pool);
-        detail::init_int(tr, orig.f32(), w_start, params, 0.45);
+        detail::init_int(tr, orig.f32(), w_start, params, detail::kDefaultStartReach);
         tr.grad_zero.resize(tr.zero.size());
       } else {
         detail::init_frozen(tr, w_start, params);

@@ -139,6 +139,9 @@ void init_frozen(Trainable& tr, const std::vector<float>& start, std::span<const
   }
 }
 
+namespace {
+
+// Steps kept at or above min_step (> 0) after an update.
 void clamp_steps(Trainable& tr) {
   for (size_t g = 0; g < tr.step.size(); ++g) tr.step[g] = std::max(tr.step[g], tr.min_step[g]);
 }
@@ -160,6 +163,8 @@ std::string first_non_finite(const std::vector<Trainable>& trs) {
   }
   return "every parameter and gradient is finite (a non-finite input or target, or an overflow inside the layer)";
 }
+
+}  // namespace
 
 Trainer::Trainer(std::vector<Trainable>& trs, const Options& o) : trs_(trs), o_(o) {
   for (Trainable& tr : trs) {

@@ -59,6 +59,10 @@ struct Trainable {
   QuantizedTensor encode(ThreadPool& pool);
 };
 
+// init_int's reach unless a method's options say otherwise (qat-block's start_reach default, and
+// qat-e2e's when it trains latent weights): measured best on the reference model (docs/RESULTS.md).
+inline constexpr double kDefaultStartReach = 0.45;
+
 // Latent weights of an int linear: the point of the quantizer's rounding cell nearest the original
 // weight, at most `reach` steps (in [0, 0.5)) from the cell's centre (qat_block.h), with LSQ steps /
 // zero points from the stored parameters.
@@ -66,11 +70,6 @@ void init_int(Trainable& tr, const float* original, const std::vector<float>& st
               std::span<const QuantParams> params, double reach);
 // Frozen codes from the quantizer's dequantized weights `start` and its stored parameters.
 void init_frozen(Trainable& tr, const std::vector<float>& start, std::span<const QuantParams> params);
-// Steps kept at or above min_step (> 0) after an update.
-void clamp_steps(Trainable& tr);
-
-// The first trained value or gradient that is not finite, for the error of a non-finite loss.
-std::string first_non_finite(const std::vector<Trainable>& trs);
 
 // The optimizer side of the training loop qat-block and qat-e2e share: AdamW (no weight decay) over
 // the trained values — latent weights (train_weights) at lr_weights, step sizes and zero points at
