@@ -1,4 +1,4 @@
-// `calq quantize` with training steps (qat-block, qat-e2e) on a tiny model: --max-memory refuses an
+// `calq quantize` with training steps (qat-block, qat-e2e, autoround) on a tiny model: --max-memory refuses an
 // estimate over it before any work and passes one under it; bad training options and sizes exit 2
 // naming the option with no output left; --json carries one training record per layer and for
 // the model, with the loss curves scripts/plot_loss.py draws; the per-step progress is throttled;
@@ -86,7 +86,7 @@ class CliTrain : public ::testing::Test {
 };
 
 TEST_F(CliTrain, MaxMemoryRefusesBeforeAnyWork) {
-  for (const std::string method : {"gptq+qat-block", "gptq+qat-e2e"}) {
+  for (const std::string method : {"gptq+qat-block", "gptq+qat-e2e", "gptq+autoround"}) {
     // A calibration text that does not exist: the refusal comes before it is read.
     const std::string args = quantize(method, "--max-memory 64K");
     const std::string no_calib = args.substr(0, args.find(" --calib ")) + " --calib " +
@@ -109,6 +109,10 @@ TEST_F(CliTrain, MaxMemoryRefusesBeforeAnyWork) {
   EXPECT_NE(r.output.find("qat-block: estimated peak "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("qat-e2e: estimated peak "), std::string::npos) << r.output;
   EXPECT_TRUE(std::filesystem::exists(out()));
+  const RunResult a = run_calq(quantize("autoround", "--max-memory 8G --force"));
+  ASSERT_EQ(a.status, 0) << a.output;
+  EXPECT_NE(a.output.find("autoround: estimated peak "), std::string::npos) << a.output;
+  EXPECT_NE(a.output.find("autoround layer 1: output mse "), std::string::npos) << a.output;
 }
 
 TEST_F(CliTrain, BadSizesAndTrainingOptionsExitTwoBeforeAnyWork) {
@@ -123,7 +127,8 @@ TEST_F(CliTrain, BadSizesAndTrainingOptionsExitTwoBeforeAnyWork) {
   } cases[] = {
       {"qat-block", "lr_weights", "0"}, {"qat-block", "lr_quant", "-1e-5"}, {"qat-block", "epochs", "0"},
       {"qat-block", "batch", "0"},      {"qat-e2e", "lr", "0"},             {"qat-e2e", "lr_weights", "-1"},
-      {"qat-e2e", "epochs", "0"},       {"qat-e2e", "batch", "0"},
+      {"qat-e2e", "epochs", "0"},       {"qat-e2e", "batch", "0"},          {"autoround", "iters", "0"},
+      {"autoround", "lr", "-1"},        {"autoround", "batch", "0"},
   };
   for (const auto& c : cases) {
     const std::string file = recipe(R"([{"method": "gptq"}, {"method": ")" + c.step + R"(", ")" + c.key +

@@ -119,6 +119,7 @@ class GgufGridCodec final : public GridCodec {
 
   const Format& format() const override { return format_; }
   int64_t param_cols(int64_t) const override { return format_.traits().block_size; }
+  int levels() const override { return spec_.hi - spec_.lo + 1; }
 
   std::unique_ptr<GridState> start(int64_t rows, int64_t cols, const QuantizeOptions& options) const override {
     format_.check_shape(rows, cols, options.tensor_name);

@@ -38,6 +38,10 @@ class GridCodec {
   virtual ~GridCodec() = default;
   virtual const Format& format() const = 0;
   virtual int64_t param_cols(int64_t cols) const = 0;
+  // The number of codes a value can take under one block's parameters (q3_k: 8, int4: 16). On the
+  // uniform grids every codec but iq4's has, the spacing of representable values is
+  // (highest − lowest) / (levels − 1).
+  virtual int levels() const = 0;
   // State for one [rows, cols] tensor. Checks the shape (Error naming options.tensor_name).
   // `options` (importance, range chooser) must outlive the state.
   virtual std::unique_ptr<GridState> start(int64_t rows, int64_t cols, const QuantizeOptions& options) const = 0;

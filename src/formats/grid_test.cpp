@@ -114,6 +114,41 @@ TEST(GridCodec, CodecMirrorsItsFormat) {
   }
 }
 
+// levels(): sweeping a column's value from the lowest to the highest representable value under a
+// chosen block gives exactly `levels` distinct results (fewer only where the block decodes to one value).
+TEST(GridCodec, LevelsCountTheValuesOfABlock) {
+  const auto x = test_matrix(4);
+  ThreadPool pool1(1);
+  for (const Format* f : formats_with_codec()) {
+    SCOPED_TRACE(f->name());
+    const GridCodec& codec = *f->grid_codec();
+    const QuantizeOptions o{.tensor_name = "grid.levels"};
+    auto state = codec.start(kRows, kCols, o);
+    const int64_t pc = codec.param_cols(kCols);
+    for (int64_t b = 0; b < kCols / pc; ++b) codec.choose(*state, b, 0, kRows, x.data() + b * pc, kCols);
+    const int64_t col = kCols - 1;  // outside the all-zero block
+    std::vector<float> up(kRows, 1e30f), down(kRows, -1e30f), hi(kRows), lo(kRows), in(kRows), out(kRows);
+    codec.round_column(*state, col, 0, kRows, up.data(), 1, hi.data());
+    codec.round_column(*state, col, 0, kRows, down.data(), 1, lo.data());
+    std::vector<std::vector<float>> seen(kRows);
+    constexpr int kSweep = 4096;
+    for (int k = 0; k <= kSweep; ++k) {
+      for (int64_t r = 0; r < kRows; ++r) in[r] = lo[r] + (hi[r] - lo[r]) * static_cast<float>(k) / kSweep;
+      codec.round_column(*state, col, 0, kRows, in.data(), 1, out.data());
+      for (int64_t r = 0; r < kRows; ++r) seen[r].push_back(out[r]);
+    }
+    int64_t spread = 0;
+    for (int64_t r = 0; r < kRows; ++r) {
+      std::sort(seen[r].begin(), seen[r].end());
+      const auto distinct = std::unique(seen[r].begin(), seen[r].end()) - seen[r].begin();
+      if (hi[r] == lo[r]) continue;
+      ++spread;
+      EXPECT_EQ(distinct, codec.levels()) << "row " << r;
+    }
+    EXPECT_GE(spread, kRows - 1);
+  }
+}
+
 TEST(GridCodec, PacksTheFormatsBytesInAnyColumnOrder) {
   const auto x = test_matrix(1);
   const auto importance = test_importance(2);

@@ -112,6 +112,7 @@ class IntGridCodec final : public GridCodec {
 
   const Format& format() const override { return format_; }
   int64_t param_cols(int64_t cols) const override { return spec_.group == 0 ? cols : spec_.group; }
+  int levels() const override { return grid_.qmax - grid_.qmin + 1; }
 
   std::unique_ptr<GridState> start(int64_t rows, int64_t cols, const QuantizeOptions& options) const override {
     format_.check_shape(rows, cols, options.tensor_name);

@@ -114,6 +114,40 @@ void FakeQuantizer::forward(ThreadPool& pool, const float* w, float* w_hat, uint
   }
 }
 
+std::vector<float> FakeQuantizer::spacing(ThreadPool& pool) {
+  std::vector<float> out(static_cast<size_t>(rows_ * cols_));
+  const int64_t cols = cols_;
+  switch (kind_) {
+    case Kind::kInt:
+      for (int64_t r = 0; r < rows_; ++r) {
+        for (int64_t c = 0; c < cols; ++c)
+          out[static_cast<size_t>(r * cols + c)] = int_params_[static_cast<size_t>(int_layout_.group_of(r, c, cols))].scale;
+      }
+      return out;
+    case Kind::kCodec: {
+      // The probes leave codes in the state; forward and encode round every column again first.
+      const GridCodec& codec = *format_->grid_codec();
+      const float gaps = static_cast<float>(codec.levels() - 1);
+      for_row_chunks(pool, rows_, cols, [&](int64_t r0, int64_t r1) {
+        const auto n = static_cast<size_t>(r1 - r0);
+        std::vector<float> up(n, kProbe), down(n, -kProbe), hi(n), lo(n);
+        for (int64_t c = 0; c < cols; ++c) {
+          codec.round_column(*frozen_->state, c, r0, r1, up.data(), 1, hi.data());
+          codec.round_column(*frozen_->state, c, r0, r1, down.data(), 1, lo.data());
+          for (int64_t r = r0; r < r1; ++r) {
+            const size_t k = static_cast<size_t>(r - r0);
+            out[static_cast<size_t>(r * cols + c)] = std::fabs(hi[k] - lo[k]) / gaps;
+          }
+        }
+      });
+      return out;
+    }
+    case Kind::kDynamic: break;
+  }
+  fail(ErrorKind::kUnsupported, "tensor '{}': format {} has no frozen quantization parameters (it re-quantizes "
+       "every forward), so its grid has no fixed spacing", frozen_->name, format_->name());
+}
+
 std::vector<std::byte> FakeQuantizer::encode(ThreadPool& pool, const float* w) {
   std::vector<std::byte> out(format_->tensor_bytes(rows_, cols_));
   switch (kind_) {

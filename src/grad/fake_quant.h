@@ -64,6 +64,12 @@ class FakeQuantizer {
   void forward(ThreadPool& pool, const float* w, float* w_hat, uint8_t* mask);
   // The format's bytes (tensor_bytes(rows, cols)) of w under the frozen parameters.
   std::vector<std::byte> encode(ThreadPool& pool, const float* w);
+  // The spacing of representable values at each weight's position under the frozen parameters
+  // [rows·cols]: int family, its group's scale; GGUF codecs, (highest − lowest) / (levels − 1) of its
+  // (sub-)block — exact on the uniform grids, the mean spacing on iq4's table; 0 where the block
+  // decodes to a single value. calq::Error(kUnsupported) naming the format for formats without
+  // frozen parameters (they re-quantize every forward).
+  std::vector<float> spacing(ThreadPool& pool);
 
  private:
   enum class Kind { kInt, kCodec, kDynamic };

@@ -298,6 +298,126 @@ void lwc_backward(ThreadPool& pool, const IntLayout& l, int64_t rows, int64_t co
   }
 }
 
+// ---- Learned rounding ----
+
+namespace {
+
+template <typename T>
+std::vector<Eff<T>> round_effective(const IntLayout& l, const RoundRange& range, std::span<const T> gamma,
+                                    std::span<const T> beta) {
+  const size_t ng = gamma.size();
+  assert(range.hi.size() == ng && range.lo.size() == ng && (l.symmetric || beta.size() == ng));
+  const double qmin = l.grid.qmin, qmax = l.grid.qmax;
+  std::vector<Eff<T>> out(ng);
+  for (size_t g = 0; g < ng; ++g) {
+    Eff<T>& e = out[g];
+    // In double: at γ = β = 1 the range's own scale comes back exactly (round_range's products of a
+    // float scale and small integers are exact in double).
+    const double h = l.symmetric ? static_cast<double>(gamma[g]) * range.hi[g] / qmax
+                                 : (static_cast<double>(gamma[g]) * range.hi[g] -
+                                    static_cast<double>(beta[g]) * range.lo[g]) / (qmax - qmin);
+    e.s = stored(l, static_cast<T>(h));
+    if (l.symmetric) continue;
+    const double zr = e.s > T(0) ? qmin - std::nearbyint(static_cast<double>(beta[g]) * range.lo[g] /
+                                                         static_cast<double>(e.s))
+                                 : qmin;
+    e.z = static_cast<T>(std::clamp(zr, qmin, qmax));
+    e.z_free = e.s > T(0) && zr == static_cast<double>(e.z);
+  }
+  return out;
+}
+
+}  // namespace
+
+RoundRange round_range(const IntLayout& l, std::span<const QuantParams> params) {
+  RoundRange r{.hi = std::vector<double>(params.size()), .lo = std::vector<double>(params.size())};
+  for (size_t g = 0; g < params.size(); ++g) {
+    const double s = params[g].scale, z = l.symmetric ? 0.0 : params[g].zero_point;
+    r.hi[g] = s * (l.grid.qmax - z);
+    r.lo[g] = l.symmetric ? 0.0 : s * (l.grid.qmin - z);
+  }
+  return r;
+}
+
+std::vector<QuantParams> round_quant_params(const IntLayout& l, const RoundRange& range, std::span<const float> gamma,
+                                            std::span<const float> beta) {
+  const auto eff = round_effective<float>(l, range, gamma, beta);
+  std::vector<QuantParams> out(eff.size());
+  for (size_t g = 0; g < eff.size(); ++g) out[g] = {.scale = eff[g].s, .zero_point = static_cast<int32_t>(eff[g].z)};
+  return out;
+}
+
+template <typename T>
+void round_latent(ThreadPool& pool, const IntLayout& l, int64_t rows, int64_t cols, const T* base, std::span<const T> v,
+                  const RoundRange& range, std::span<const T> gamma, std::span<const T> beta, T* w_latent) {
+  const auto eff = round_effective<T>(l, range, gamma, beta);
+  for_groups(pool, l, rows, cols, [&](int64_t r, int64_t, int64_t g, int64_t j0, int64_t n) {
+    const T s = eff[static_cast<size_t>(g)].s;
+    for (int64_t i = r * cols + j0; i < r * cols + j0 + n; ++i) w_latent[i] = base[i] + v[static_cast<size_t>(i)] * s;
+  });
+}
+
+template <typename T>
+void round_forward(ThreadPool& pool, const IntLayout& l, int64_t rows, int64_t cols, const T* base, std::span<const T> v,
+                   const RoundRange& range, std::span<const T> gamma, std::span<const T> beta, T* w_hat,
+                   std::string_view tensor_name) {
+  std::vector<T> latent(static_cast<size_t>(rows * cols));
+  round_latent<T>(pool, l, rows, cols, base, v, range, gamma, beta, latent.data());
+  forward_with(pool, l, rows, cols, latent.data(), round_effective<T>(l, range, gamma, beta), w_hat, tensor_name);
+}
+
+template <typename T>
+void round_backward(ThreadPool& pool, const IntLayout& l, int64_t rows, int64_t cols, const T* base,
+                    std::span<const T> v, const RoundRange& range, std::span<const T> gamma, std::span<const T> beta,
+                    const T* grad_w_hat, T* grad_v, std::span<T> grad_gamma, std::span<T> grad_beta) {
+  const auto eff = round_effective<T>(l, range, gamma, beta);
+  assert(grad_v != nullptr && grad_gamma.size() == eff.size() && (l.symmetric || grad_beta.size() == eff.size()));
+  const T qmin = static_cast<T>(l.grid.qmin), qmax = static_cast<T>(l.grid.qmax);
+  const int64_t gpr = l.groups_per_row(cols);
+  // The forward's latent values, by the same function (one expression, whatever the contraction).
+  std::vector<T> latent(static_cast<size_t>(rows * cols));
+  round_latent<T>(pool, l, rows, cols, base, v, range, gamma, beta, latent.data());
+  std::vector<double> ps(static_cast<size_t>(rows * gpr)), pz(ps.size());
+  for_groups(pool, l, rows, cols, [&](int64_t r, int64_t k, int64_t g, int64_t j0, int64_t n) {
+    const Eff<T>& p = eff[static_cast<size_t>(g)];
+    double gs = 0, gz = 0;
+    for (int64_t i = r * cols + j0; i < r * cols + j0 + n; ++i) {
+      const T vi = v[static_cast<size_t>(i)];
+      bool inside;
+      T d_s;
+      element(latent[static_cast<size_t>(i)], p, qmin, qmax, inside, d_s);
+      if (p.s == T(0)) {  // a zero-scale group decodes to 0 whatever its offsets
+        grad_v[i] = T(0);
+        continue;
+      }
+      const double gh = grad_w_hat[i];
+      grad_v[i] = inside ? grad_w_hat[i] * p.s : T(0);
+      gs += gh * (static_cast<double>(d_s) + (inside ? static_cast<double>(vi) : 0.0));
+      if (!inside) gz -= gh * static_cast<double>(p.s);
+    }
+    ps[static_cast<size_t>(r * gpr + k)] = gs;
+    pz[static_cast<size_t>(r * gpr + k)] = gz;
+  });
+  const auto gs = reduce_groups(l, rows, cols, ps), gz = reduce_groups(l, rows, cols, pz);
+  const double range_q = l.symmetric ? static_cast<double>(qmax) : static_cast<double>(qmax - qmin);
+  for (size_t k = 0; k < eff.size(); ++k) {
+    grad_gamma[k] = T(0);
+    if (!l.symmetric) grad_beta[k] = T(0);
+    const double s = eff[k].s;
+    if (s == 0) continue;
+    const double hi = range.hi[k], lo = range.lo[k];
+    if (l.symmetric) {
+      grad_gamma[k] = static_cast<T>(gs[k] * hi / range_q);
+      continue;
+    }
+    const double beta_k = beta[k];
+    const double zg = eff[k].z_free ? gz[k] : 0.0;  // dL/dz through the elements, if z moves
+    const double h_total = gs[k] + zg * beta_k * lo / (s * s);
+    grad_gamma[k] = static_cast<T>(h_total * hi / range_q);
+    grad_beta[k] = static_cast<T>(-h_total * lo / range_q - zg * lo / s);
+  }
+}
+
 #define CALQ_GRAD_INSTANTIATE(T)                                                                                     \
   template void lsq_forward<T>(ThreadPool&, const IntLayout&, int64_t, int64_t, const T*, std::span<const T>,        \
                                std::span<const T>, T*, std::string_view);                                            \
@@ -306,7 +426,14 @@ void lwc_backward(ThreadPool& pool, const IntLayout& l, int64_t rows, int64_t co
   template void lwc_forward<T>(ThreadPool&, const IntLayout&, int64_t, int64_t, const T*, std::span<const T>,        \
                                std::span<const T>, T*, std::string_view);                                            \
   template void lwc_backward<T>(ThreadPool&, const IntLayout&, int64_t, int64_t, const T*, std::span<const T>,       \
-                                std::span<const T>, const T*, T*, std::span<T>, std::span<T>);
+                                std::span<const T>, const T*, T*, std::span<T>, std::span<T>);                       \
+  template void round_latent<T>(ThreadPool&, const IntLayout&, int64_t, int64_t, const T*, std::span<const T>,       \
+                                const RoundRange&, std::span<const T>, std::span<const T>, T*);                      \
+  template void round_forward<T>(ThreadPool&, const IntLayout&, int64_t, int64_t, const T*, std::span<const T>,      \
+                                 const RoundRange&, std::span<const T>, std::span<const T>, T*, std::string_view);   \
+  template void round_backward<T>(ThreadPool&, const IntLayout&, int64_t, int64_t, const T*, std::span<const T>,     \
+                                  const RoundRange&, std::span<const T>, std::span<const T>, const T*, T*,           \
+                                  std::span<T>, std::span<T>);
 CALQ_GRAD_INSTANTIATE(float)
 CALQ_GRAD_INSTANTIATE(double)
 #undef CALQ_GRAD_INSTANTIATE

@@ -80,4 +80,49 @@ void lwc_backward(ThreadPool& pool, const IntLayout& layout, int64_t rows, int64
                   std::span<const T> a, std::span<const T> b, const T* grad_w_hat, T* grad_w, std::span<T> grad_a,
                   std::span<T> grad_b);
 
+// ---- Learned rounding (AutoRound, arXiv 2309.05516) ----
+// Per element a rounding offset v in steps (the trainer keeps it in [−0.5, 0.5]); per group factors
+// γ of the top and β of the bottom (asym only) of a fixed range [lo, hi] (hi >= 0 >= lo; sym: hi the
+// largest magnitude, lo unused), AutoRound's max / min scale:
+//   asym: s = store((γ·hi − β·lo) / (qmax − qmin)), z = clamp(qmin − round(β·lo / s), qmin, qmax)
+//   sym:  s = store(γ·hi / qmax), z = 0
+//   latent w' = base + v·s,  Ŵ = s·(clamp(round(w'/s) + z, qmin, qmax) − z)
+// — round(base/s + v) up to the float rounding of w'. The scale is formed in double, so at γ = β = 1
+// over round_range(params) s and z are exactly those params (v = 0 then reproduces their quantizer's
+// result when base rounds to its codes). A group with hi = lo = 0 has scale 0 and decodes to 0.
+// What is written: encode_with_params(round_latent, round_quant_params) — bit for bit the forward.
+// Backward: the surrogate of LSQ's above with w' in place of w: inside, ∂Ŵ/∂v = s and ∂Ŵ/∂s =
+// round(w'/s) − w'/s + v (the latent's own dependence on s); outside, ∂Ŵ/∂v = 0, ∂Ŵ/∂s = q_b − z,
+// ∂Ŵ/∂z = −s; chained through s(γ, β) and z(β, s) as LWC's, hi and lo fixed. Same thread-count
+// independence as LSQ / LWC.
+
+struct RoundRange {
+  std::vector<double> hi, lo;  // per group
+};
+
+// The range of each group's grid under `params`: hi = s·(qmax − z), lo = s·(qmin − z) (sym: s·qmax).
+RoundRange round_range(const IntLayout& layout, std::span<const QuantParams> params);
+
+// The per-group parameters at factors gamma, beta (beta empty for sym).
+std::vector<QuantParams> round_quant_params(const IntLayout& layout, const RoundRange& range,
+                                            std::span<const float> gamma, std::span<const float> beta);
+
+// w_latent = base + v·s per element.
+template <typename T>
+void round_latent(ThreadPool& pool, const IntLayout& layout, int64_t rows, int64_t cols, const T* base,
+                  std::span<const T> v, const RoundRange& range, std::span<const T> gamma, std::span<const T> beta,
+                  T* w_latent);
+
+// A non-finite latent weight is calq::Error naming tensor_name, the row and the column.
+template <typename T>
+void round_forward(ThreadPool& pool, const IntLayout& layout, int64_t rows, int64_t cols, const T* base,
+                   std::span<const T> v, const RoundRange& range, std::span<const T> gamma, std::span<const T> beta,
+                   T* w_hat, std::string_view tensor_name = "<tensor>");
+
+// grad_v [rows·cols], grad_gamma [groups], grad_beta [groups] (empty for sym).
+template <typename T>
+void round_backward(ThreadPool& pool, const IntLayout& layout, int64_t rows, int64_t cols, const T* base,
+                    std::span<const T> v, const RoundRange& range, std::span<const T> gamma, std::span<const T> beta,
+                    const T* grad_w_hat, T* grad_v, std::span<T> grad_gamma, std::span<T> grad_beta);
+
 }  // namespace calq::grad

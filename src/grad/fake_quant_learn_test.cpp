@@ -1,4 +1,4 @@
-// LSQ and LWC: the float forward is what encode_with_params writes (bit for bit), the double
+// LSQ, LWC and learned rounding (AutoRound): the float forward is what encode_with_params writes (bit for bit), the double
 // gradients equal central finite differences of the STE surrogate (round(u) → u + frozen residual,
 // clamps kept), and results do not depend on the thread count.
 #include "grad/fake_quant_learn.h"
@@ -287,6 +287,145 @@ TEST(LsqLwc, SameBytesForAnyThreadCount) {
       gw.insert(gw.end(), gb.begin(), gb.end());
       gw.insert(gw.end(), gw2.begin(), gw2.end());
       return gw;
+    };
+    EXPECT_TRUE(same_bytes(run(one), run(two)));
+  }
+}
+
+// ---- Learned rounding ----
+
+TEST(Round, AtFactorsOneAndNoOffsetItIsTheStartAndWhatIsWrittenIsWhatWasTrained) {
+  ThreadPool pool(2);
+  const int64_t rows = 3, cols = 128;
+  const auto w = gaussian<float>(static_cast<size_t>(rows * cols), 7);
+  for (const char* name : kLayouts) {
+    SCOPED_TRACE(name);
+    const Format& f = format_by_name(name);
+    const IntLayout l = int_layout(f);
+    const auto params = choose_int_params(f, w.data(), rows, cols);
+    const RoundRange range = round_range(l, params);
+    const size_t ng = params.size();
+    std::vector<float> gamma(ng, 1.0f), beta(l.symmetric ? 0 : ng, 1.0f), v(w.size(), 0.0f);
+    const auto back = round_quant_params(l, range, gamma, beta);
+    for (size_t g = 0; g < ng; ++g) {
+      EXPECT_EQ(back[g].scale, params[g].scale) << g;
+      EXPECT_EQ(back[g].zero_point, params[g].zero_point) << g;
+    }
+    // Round to nearest under the format's own choice.
+    std::vector<float> got(w.size());
+    round_forward<float>(pool, l, rows, cols, w.data(), v, range, gamma, beta, got.data());
+    std::vector<std::byte> bytes(f.tensor_bytes(rows, cols));
+    f.quantize(pool, w.data(), rows, cols, bytes);
+    EXPECT_TRUE(same_bytes(got, deq(pool, f, bytes, rows, cols)));
+    // Trained offsets and factors: forward == deq(encode_with_params(latent, params)), and some
+    // codes differ from round to nearest.
+    std::mt19937 rng(8);
+    std::uniform_real_distribution<float> off(-0.5f, 0.5f), fac(0.7f, 1.0f);
+    for (float& x : v) x = off(rng);
+    for (float& x : gamma) x = fac(rng);
+    for (float& x : beta) x = fac(rng);
+    round_forward<float>(pool, l, rows, cols, w.data(), v, range, gamma, beta, got.data());
+    std::vector<float> latent(w.size());
+    round_latent<float>(pool, l, rows, cols, w.data(), v, range, gamma, beta, latent.data());
+    const auto written =
+        encode_with_params(f, latent.data(), rows, cols, round_quant_params(l, range, gamma, beta));
+    EXPECT_TRUE(same_bytes(got, deq(pool, f, written, rows, cols)));
+    EXPECT_FALSE(same_bytes(got, deq(pool, f, bytes, rows, cols)));
+  }
+}
+
+TEST(Round, GradientsEqualFiniteDifferencesOfTheSurrogate) {
+  ThreadPool pool(2);
+  const int64_t rows = 3, cols = 64;
+  for (const char* name : {"int3-g32-asym", "int4-pc-sym", "int2-pt-asym", "int3-g32-sym"}) {
+    SCOPED_TRACE(name);
+    const IntLayout l = int_layout(format_by_name(name));
+    const auto base = gaussian<double>(static_cast<size_t>(rows * cols), 51);
+    const auto c = gaussian<double>(base.size(), 52);
+    const size_t ng = static_cast<size_t>(l.num_groups(rows, cols));
+    // A range narrower than the weights' (some clip), offsets across [−0.5, 0.5].
+    RoundRange range{.hi = std::vector<double>(ng), .lo = std::vector<double>(ng)};
+    std::vector<double> gamma(ng), beta(l.symmetric ? 0 : ng), v(base.size());
+    for (size_t g = 0; g < ng; ++g) {
+      range.hi[g] = 1.4 + 0.05 * static_cast<double>(g);
+      range.lo[g] = l.symmetric ? 0.0 : -1.2 - 0.04 * static_cast<double>(g);
+      gamma[g] = 0.93 - 0.03 * static_cast<double>(g % 4);
+      if (!beta.empty()) beta[g] = 0.88 + 0.02 * static_cast<double>(g % 5);
+    }
+    for (size_t i = 0; i < v.size(); ++i) v[i] = 0.45 * std::sin(1.7 * static_cast<double>(i));
+    std::vector<double> gv(base.size()), gg(ng), gb(beta.size());
+    round_backward<double>(pool, l, rows, cols, base.data(), v, range, gamma, beta, c.data(), gv.data(), gg, gb);
+    std::vector<double> fwd(base.size());
+    round_forward<double>(pool, l, rows, cols, base.data(), v, range, gamma, beta, fwd.data());
+
+    Surrogate sur{.l = l, .rows = rows, .cols = cols};
+    auto loss = [&](const std::vector<double>& vv, const std::vector<double>& ga, const std::vector<double>& be) {
+      const double qr = l.symmetric ? l.grid.qmax : l.grid.qmax - l.grid.qmin;
+      auto scale = [&](size_t g) {
+        return l.symmetric ? ga[g] * range.hi[g] / qr : (ga[g] * range.hi[g] - be[g] * range.lo[g]) / qr;
+      };
+      std::vector<double> latent(base.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < cols; ++j) {
+          const size_t i = static_cast<size_t>(r * cols + j);
+          latent[i] = base[i] + vv[i] * scale(static_cast<size_t>(l.group_of(r, j, cols)));
+        }
+      }
+      return sur.loss(latent, c, [&](size_t g) {
+        const double s = scale(g);
+        return std::pair{s, l.symmetric ? 0.0 : -be[g] * range.lo[g] / s};
+      });
+    };
+    double direct = 0;
+    for (size_t i = 0; i < base.size(); ++i) direct += c[i] * fwd[i];
+    EXPECT_NEAR(loss(v, gamma, beta), direct, 1e-9);
+
+    const double h = 1e-6;
+    for (size_t g = 0; g < ng; ++g) {
+      auto ap = gamma, am = gamma;
+      ap[g] += h, am[g] -= h;
+      expect_close(gg[g], (loss(v, ap, beta) - loss(v, am, beta)) / (2 * h), "gamma " + std::to_string(g));
+      EXPECT_NE(gg[g], 0.0);
+      if (!beta.empty()) {
+        auto bp = beta, bm = beta;
+        bp[g] += h, bm[g] -= h;
+        expect_close(gb[g], (loss(v, gamma, bp) - loss(v, gamma, bm)) / (2 * h), "beta " + std::to_string(g));
+        EXPECT_NE(gb[g], 0.0);
+      }
+    }
+    size_t clipped = 0;
+    for (size_t i = 0; i < v.size(); ++i) {
+      auto vp = v, vm = v;
+      vp[i] += h, vm[i] -= h;
+      expect_close(gv[i], (loss(vp, gamma, beta) - loss(vm, gamma, beta)) / (2 * h), "v " + std::to_string(i));
+      clipped += gv[i] == 0.0;
+    }
+    EXPECT_GT(clipped, 0u);
+    EXPECT_LT(clipped, v.size());
+  }
+}
+
+TEST(Round, SameBytesForAnyThreadCount) {
+  ThreadPool one(1), two(2);
+  const int64_t rows = 64, cols = 512;
+  const auto w = gaussian<float>(static_cast<size_t>(rows * cols), 43);
+  const auto c = gaussian<float>(w.size(), 44);
+  for (const char* name : {"int4-g128-asym", "int3-pt-asym", "int2-pc-sym"}) {
+    SCOPED_TRACE(name);
+    const Format& f = format_by_name(name);
+    const IntLayout l = int_layout(f);
+    const auto params = choose_int_params(f, w.data(), rows, cols);
+    const RoundRange range = round_range(l, params);
+    std::vector<float> gamma(params.size(), 0.9f), beta(l.symmetric ? 0 : params.size(), 0.95f), v(w.size());
+    for (size_t i = 0; i < v.size(); ++i) v[i] = 0.3f * static_cast<float>(std::cos(static_cast<double>(i)));
+    auto run = [&](ThreadPool& pool) {
+      std::vector<float> gv(w.size()), gg(gamma.size()), gb(beta.size()), out(w.size());
+      round_backward<float>(pool, l, rows, cols, w.data(), v, range, gamma, beta, c.data(), gv.data(), gg, gb);
+      round_forward<float>(pool, l, rows, cols, w.data(), v, range, gamma, beta, out.data());
+      gv.insert(gv.end(), gg.begin(), gg.end());
+      gv.insert(gv.end(), gb.begin(), gb.end());
+      gv.insert(gv.end(), out.begin(), out.end());
+      return gv;
     };
     EXPECT_TRUE(same_bytes(run(one), run(two)));
   }

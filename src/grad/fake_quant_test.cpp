@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "formats/grid.h"
+#include "grad/fake_quant_int.h"
 
 namespace calq::grad {
 namespace {
@@ -148,6 +150,52 @@ TEST(FakeQuant, AFormatWithoutAPathIsAnErrorNamingIt) {
     EXPECT_EQ(e.kind(), ErrorKind::kUnsupported);
     EXPECT_NE(std::string(e.what()).find("'odd8'"), std::string::npos) << e.what();
   }
+}
+
+// spacing(): on the uniform grids, a quantized value plus its spacing rounds to itself plus the
+// spacing (the next representable value; except at a block's top), and nothing lies between; formats
+// without frozen parameters refuse it.
+TEST(FakeQuant, SpacingIsTheGridStepWhereParametersAreFrozen) {
+  ThreadPool pool(2);
+  const auto w0 = gaussian(static_cast<size_t>(kRows * kCols), 13);
+  int frozen = 0;
+  for (const Format* f : all_formats()) {
+    SCOPED_TRACE(f->name());
+    FakeQuantizer fq(pool, *f, w0.data(), kRows, kCols, {.tensor_name = "blk.1.attn_k"});
+    const bool has_params = is_int_format(*f) || f->grid_codec() != nullptr;
+    if (!has_params) {
+      try {
+        fq.spacing(pool);
+        ADD_FAILURE() << "no error";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::kUnsupported);
+        EXPECT_NE(std::string(e.what()).find("blk.1.attn_k"), std::string::npos) << e.what();
+      }
+      continue;
+    }
+    ++frozen;
+    const std::vector<float> sp = fq.spacing(pool);
+    std::vector<float> w_hat(w0.size()), up(w0.size()), next(w0.size());
+    fq.forward(pool, w0.data(), w_hat.data(), nullptr);
+    for (size_t i = 0; i < w0.size(); ++i) up[i] = w_hat[i] + sp[i];
+    fq.forward(pool, up.data(), next.data(), nullptr);
+    if (f->name().rfind("iq4", 0) == 0) {  // a table, not a uniform grid: a mean spacing > 0
+      for (float v : sp) EXPECT_GT(v, 0.0f);
+      continue;
+    }
+    size_t stepped = 0;
+    for (size_t i = 0; i < w0.size(); ++i) {
+      ASSERT_GT(sp[i], 0.0f) << i;
+      const float tol = 1e-4f * sp[i];
+      if (std::fabs(next[i] - up[i]) <= tol) {
+        ++stepped;
+      } else {
+        EXPECT_LE(std::fabs(next[i] - w_hat[i]), tol) << i << ": between two values";  // at the top
+      }
+    }
+    EXPECT_GT(stepped, w0.size() * 3 / 4);
+  }
+  EXPECT_GT(frozen, 100);
 }
 
 TEST(FakeQuant, NonFiniteWeightsAreErrorsNamingTheTensor) {

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "grad/fake_quant_learn.h"
+#include "grad/loss.h"
 
 namespace calq::quant::detail {
 
@@ -95,14 +96,20 @@ void init_int(Trainable& tr, const float* original, const std::vector<float>& st
     if (!(tr.step[g] > 0)) tr.step[g] = tiny;
     tr.min_step[g] = std::max(tr.step[g] * 0.01f, tiny);
   }
-  tr.w.resize(start.size());
+  tr.w = start_latent(l, tr.rows, tr.cols, original, start, params, reach);
+}
+
+std::vector<float> start_latent(const grad::IntLayout& l, int64_t rows, int64_t cols, const float* original,
+                                const std::vector<float>& start, std::span<const QuantParams> params, double reach) {
+  assert(reach >= 0 && reach < 0.5);
+  std::vector<float> w(start.size());
   const double qmin = l.grid.qmin, qmax = l.grid.qmax;
-  for (int64_t r = 0; r < tr.rows; ++r) {
-    for (int64_t c = 0; c < tr.cols; ++c) {
-      const size_t i = static_cast<size_t>(r * tr.cols + c);
-      const QuantParams& p = params[static_cast<size_t>(l.group_of(r, c, tr.cols))];
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const size_t i = static_cast<size_t>(r * cols + c);
+      const QuantParams& p = params[static_cast<size_t>(l.group_of(r, c, cols))];
       if (!(p.scale > 0)) {
-        tr.w[i] = start[i];
+        w[i] = start[i];
         continue;
       }
       const double s = p.scale;
@@ -110,9 +117,28 @@ void init_int(Trainable& tr, const float* original, const std::vector<float>& st
       const double lo = q <= qmin ? -std::numeric_limits<double>::infinity() : -reach;
       const double hi = q >= qmax ? std::numeric_limits<double>::infinity() : reach;
       const double u = std::clamp((static_cast<double>(original[i]) - start[i]) / s, lo, hi);
-      tr.w[i] = static_cast<float>(start[i] + s * u);
+      w[i] = static_cast<float>(start[i] + s * u);
     }
   }
+  return w;
+}
+
+std::vector<double> sample_losses(ThreadPool& pool, const LayerReconstructionTarget& t, const grad::LayerParams<float>& p,
+                                  int64_t batch, std::optional<grad::LayerWorkspace<float>>& ws) {
+  const int64_t stride = t.seq_len * t.config->hidden_size;
+  std::vector<double> out(static_cast<size_t>(t.samples));
+  std::vector<float> h;
+  for (int64_t s0 = 0; s0 < t.samples; s0 += batch) {
+    const int64_t b = std::min(batch, t.samples - s0);
+    if (!ws || ws->batch() != b) ws.emplace(*t.config, t.seq_len, b);
+    h.assign(t.inputs.begin() + s0 * stride, t.inputs.begin() + (s0 + b) * stride);
+    grad::layer_forward(pool, *t.config, t.layer, p, h.data(), *ws);
+    for (int64_t k = 0; k < b; ++k) {
+      out[static_cast<size_t>(s0 + k)] =
+          grad::mse<float>(pool, h.data() + k * stride, t.targets.data() + (s0 + k) * stride, stride, nullptr);
+    }
+  }
+  return out;
 }
 
 

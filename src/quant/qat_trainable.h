@@ -68,6 +68,9 @@ inline constexpr double kDefaultStartReach = 0.45;
 // zero points from the stored parameters.
 void init_int(Trainable& tr, const float* original, const std::vector<float>& start,
               std::span<const QuantParams> params, double reach);
+// The latent weights init_int starts from (its contract), for a [rows, cols] int linear.
+std::vector<float> start_latent(const grad::IntLayout& layout, int64_t rows, int64_t cols, const float* original,
+                                const std::vector<float>& start, std::span<const QuantParams> params, double reach);
 // Frozen codes from the quantizer's dequantized weights `start` and its stored parameters.
 void init_frozen(Trainable& tr, const std::vector<float>& start, std::span<const QuantParams> params);
 
@@ -99,6 +102,11 @@ class Trainer {
   std::optional<grad::CosineSchedule> schedule_;
   std::chrono::steady_clock::time_point t0_;
 };
+
+// The MSE of layer `p` on each calibration sample of `t` (its input against its target), run `batch`
+// samples at a time in sample order (`ws` reused while its batch fits).
+std::vector<double> sample_losses(ThreadPool& pool, const LayerReconstructionTarget& t, const grad::LayerParams<float>& p,
+                                  int64_t batch, std::optional<grad::LayerWorkspace<float>>& ws);
 
 // Seeded Fisher–Yates on raw 64-bit outputs (std::shuffle's use of the engine is not specified).
 void shuffle(std::vector<int64_t>& v, std::mt19937_64& rng);
