@@ -112,6 +112,32 @@ std::string curve_text(std::span<const double> curve) {
   return s;
 }
 
+EventValues layer_training_event(bool trained, bool kept, double loss_start, double loss_trained,
+                                 std::vector<double> curve) {
+  return {.value = !trained ? -1.0 : kept ? 1.0 : 0.0, .error_before = loss_start, .error_after = loss_trained,
+          .curve = std::move(curve)};
+}
+
+std::string layer_training_event_text(std::string_view method, std::string_view written, const MethodEvent& e) {
+  const std::string_view what = e.value > 0    ? written
+                                : e.value == 0 ? "not lower than the start: kept the weight quantizer's layer"
+                                               : "nothing to train: kept the weight quantizer's layer";
+  return fmt::format("{} layer {}: output mse {:.4g} -> {:.4g}, {}, {:.2f} s{}", method, e.layer, e.error_before,
+                     e.error_after, what, e.seconds, curve_text(e.curve));
+}
+
+TrainingMemory layer_training_memory(const model::ModelConfig& config, int64_t batch, int64_t optimizer_values,
+                                     const TrainingShape& shape) {
+  TrainingMemory m;
+  m.training = grad::estimate_training_memory(
+      config, {.scope = grad::MemoryEstimateOptions::Scope::kOneLayer, .seq_len = shape.seq_len,
+               .batch = std::min(batch, std::max<int64_t>(shape.samples, 1)),
+               .optimizer_values_per_parameter = optimizer_values, .teacher_logits = false, .threads = shape.threads});
+  m.extra.emplace_back("calibration streams",
+                       2 * sizeof(float) * static_cast<uint64_t>(shape.samples * shape.seq_len * config.hidden_size));
+  return m;
+}
+
 ModelReconstruction Method::reconstruct_model(const ModelReconstructionTarget&, const StepOptions&, ThreadPool&) const {
   no_hook(*this, "model reconstruction");
 }

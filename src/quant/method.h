@@ -269,6 +269,18 @@ struct TrainingMemory {
   std::vector<std::pair<std::string, uint64_t>> extra;  // ("teacher cache", bytes), ...
   uint64_t total() const;
 };
+// A per-layer training step's estimate (qat-block, autoround): one layer trained at a time
+// (grad::MemoryEstimateOptions::Scope::kOneLayer) with min(batch, samples) samples a step and
+// `optimizer_values` floats per trained parameter, while the pipeline holds the calibration
+// samples' quantized and full-precision streams.
+TrainingMemory layer_training_memory(const model::ModelConfig& config, int64_t batch, int64_t optimizer_values,
+                                     const TrainingShape& shape);
+// A layer reconstruction's event (value 1: trained layer written, 0: the start kept because training
+// did not lower the loss, −1: nothing to train) and its text, "<method> layer N: output mse A -> B,
+// <written | kept | nothing>, T s; loss curve ...".
+EventValues layer_training_event(bool trained, bool kept, double loss_start, double loss_trained,
+                                 std::vector<double> curve);
+std::string layer_training_event_text(std::string_view method, std::string_view written, const MethodEvent& e);
 
 // One linear input of one layer (kActivation).
 struct ActivationSite {

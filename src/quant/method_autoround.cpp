@@ -41,35 +41,19 @@ class AutoRound final : public MethodOf<AutoRoundOptions> {
   Reconstruction reconstruct(const LayerReconstructionTarget& t, const StepOptions& options,
                              ThreadPool& pool) const override {
     AutoRoundResult r = autoround(t, typed(options), pool);
-    Reconstruction out;
-    out.weights = r.weights;
-    // value: 1 trained layer written, 0 start kept, −1 nothing to train.
-    out.event = {.value = !r.trained ? -1.0 : r.trained_kept ? 1.0 : 0.0, .error_before = r.loss_start,
-                 .error_after = r.loss_trained, .curve = std::move(r.curve)};
-    return out;
+    return {.weights = std::move(r.weights),
+            .event = layer_training_event(r.trained, r.trained_kept, r.loss_start, r.loss_trained, std::move(r.curve))};
   }
 
-  // One layer at a time: no optimizer state (SignSGD), but the base weights, the best step's copy
-  // and the offsets beside the gradients (grad::MemoryEstimateOptions counts 2 values a parameter).
+  // No optimizer state (SignSGD), but the base weights and the best step's copy beside the offsets
+  // and their gradients: counted as 2 values a parameter.
   std::optional<TrainingMemory> training_memory(const model::ModelConfig& config, const StepOptions& options,
                                                 const TrainingShape& shape) const override {
-    const AutoRoundOptions& o = typed(options);
-    TrainingMemory m;
-    m.training = grad::estimate_training_memory(
-        config, {.scope = grad::MemoryEstimateOptions::Scope::kOneLayer, .seq_len = shape.seq_len,
-                 .batch = std::min(o.batch, std::max<int64_t>(shape.samples, 1)),
-                 .optimizer_values_per_parameter = 2, .teacher_logits = false, .threads = shape.threads});
-    m.extra.emplace_back("calibration streams",
-                         2 * sizeof(float) * static_cast<uint64_t>(shape.samples * shape.seq_len * config.hidden_size));
-    return m;
+    return layer_training_memory(config, typed(options).batch, 2, shape);
   }
 
   std::string event_text(const MethodEvent& e) const override {
-    const char* what = e.value > 0    ? "learned rounding written"
-                       : e.value == 0 ? "not lower than the start: kept the weight quantizer's layer"
-                                      : "nothing to train: kept the weight quantizer's layer";
-    return fmt::format("autoround layer {}: output mse {:.4g} -> {:.4g}, {}, {:.2f} s{}", e.layer, e.error_before,
-                       e.error_after, what, e.seconds, curve_text(e.curve));
+    return layer_training_event_text(name(), "learned rounding written", e);
   }
 };
 
