@@ -24,7 +24,8 @@ struct EvalFlags {
 std::string layer_name(int64_t layer) { return layer < 0 ? std::string("head") : fmt::format("layer {}", layer); }
 
 // Per layer, what simulated activation quantization did (LLM.int8(): the share of outlier columns
-// kept in float; int8-tensor: values its static scale saturated), on one line per model.
+// kept in float; int8-tensor, and int8/int4-token with a clip below 1: values saturated), on one
+// line per model.
 void print_act_quant_counts(const ModelScore& m) {
   const std::vector<ActQuantCounts>& counts = m.activation_quant;
   if (counts.empty()) return;
@@ -42,7 +43,7 @@ void print_act_quant_counts(const ModelScore& m) {
     if (kind == "llm-int8") {
       fmt::print("{} {}: {:.2f}% outlier columns", sep, layer_name(layer),
                  columns > 0 ? 100.0 * static_cast<double>(outliers) / static_cast<double>(columns) : 0.0);
-    } else if (kind == "int8-tensor") {
+    } else if (kind == "int8-tensor" || saturated > 0) {  // per-token kinds saturate only when clipped
       fmt::print("{} {}: {} saturated", sep, layer_name(layer), saturated);
     }
   }

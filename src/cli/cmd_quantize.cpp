@@ -111,7 +111,8 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--rotate-seed", flags->rotate_seed, "rotate: seed of the random Hadamard signs (default 0)");
   cmd->add_flag("--rotate-down", flags->rotate_down, "rotate: also rotate the MLP intermediate online");
   cmd->add_option("--act-quant", flags->job.act_quant,
-                  "Activation quantization simulated at every linear input: none, int8-token (dynamic), int8-tensor "
+                  "Activation quantization simulated at every linear input: none, int8-token / int4-token (dynamic "
+                  "per token; option clip in a recipe), int8-tensor "
                   "(static, from calibration), llm-int8 (outlier columns in float)")
       ->capture_default_str();
   cmd->add_option("--llm-int8-threshold", flags->job.llm_int8_threshold, "llm-int8: outlier threshold on |x|")

@@ -1,4 +1,5 @@
-// Activation quantization in linear_nt: per-token and per-tensor int8 fake quantization and the
+// Activation quantization in linear_nt: per-token int8/int4 (clipped or not) and per-tensor int8
+// fake quantization and the
 // LLM.int8() decomposition equal a plain loop written from the definition; the product is
 // matmul_nt of that x̂; counters count calls, columns and outliers exactly (also from parallel
 // windows); results are the same bits on 1 and 3 threads; GGUF keeps the spec and refuses
@@ -45,12 +46,12 @@ std::vector<float> make_x(uint32_t seed, float sigma) {
   return x;
 }
 
-// One value by the definition: round half to even, clamp to ±127, times s.
-float quant_one(float v, float s, int64_t* clipped = nullptr) {
+// One value by the definition: round half to even, clamp to ±qmax, times s.
+float quant_one(float v, float s, int64_t* clipped = nullptr, float qmax = 127.0f) {
   float q = std::nearbyint(v / s);
-  if (std::fabs(q) > 127.0f) {
+  if (std::fabs(q) > qmax) {
     if (clipped != nullptr) ++*clipped;
-    q = std::copysign(127.0f, q);
+    q = std::copysign(qmax, q);
   }
   return q * s;
 }
@@ -71,10 +72,12 @@ std::vector<float> manual(const ActivationQuant& a, const std::vector<float>& x,
     for (int64_t c = 0; c < kK; ++c) {
       if (!outlier[c]) amax = std::max(amax, std::fabs(x[r * kLdx + c]));
     }
-    const float s = a.kind == Kind::kInt8PerTensor ? a.scale : amax / 127.0f;
+    const float qmax = a.kind == Kind::kInt4PerToken ? 7.0f : 127.0f;
+    const float clip = a.kind == Kind::kInt8PerToken || a.kind == Kind::kInt4PerToken ? a.clip : 1.0f;
+    const float s = a.kind == Kind::kInt8PerTensor ? a.scale : clip * amax / qmax;
     for (int64_t c = 0; c < kK; ++c) {
       const float v = x[r * kLdx + c];
-      out[r * kK + c] = outlier[c] ? v : (s == 0.0f ? v : quant_one(v, s, clipped));
+      out[r * kK + c] = outlier[c] ? v : (s == 0.0f ? v : quant_one(v, s, clipped, qmax));
     }
   }
   return out;
@@ -136,6 +139,79 @@ TEST(ActQuant, PerTokenEqualsTheDefinition) {
 
   const LinearWeight w = with_spec(dense_weight(), a);
   EXPECT_TRUE(same_bits(run(pool, x, w), product(pool, want, w)));
+}
+
+TEST(ActQuant, Int4PerTokenWithClipEqualsTheDefinition) {
+  ThreadPool pool(3);
+  const std::vector<float> x = make_x(15, 2.0f);
+  for (const float clip : {1.0f, 0.9f, 0.6f}) {
+    SCOPED_TRACE(clip);
+    const ActivationQuant a{.kind = Kind::kInt4PerToken, .clip = clip};
+    ASSERT_TRUE(a.valid());
+    EXPECT_EQ(a.qmax(), 7);
+    int64_t want_clipped = 0;
+    const std::vector<float> want = manual(a, x, nullptr, &want_clipped);
+    std::vector<float> xq(static_cast<size_t>(kM * kK));
+    int64_t clipped = 0;
+    EXPECT_EQ(fake_quantize_activations(pool, a, x.data(), kLdx, kM, kK, xq.data(), &clipped), 0);
+    EXPECT_TRUE(same_bits(xq, want));
+    EXPECT_EQ(clipped, want_clipped);
+    // Independent properties: at most 15 levels per row, each of them k · s for |k| ≤ 7 with
+    // s = clip · absmax / 7; values within the clip are off by at most half a step, those beyond
+    // it land on ±7 s; without clipping nothing saturates, with clip 0.6 the largest values do.
+    int64_t beyond = 0;
+    for (int64_t r = 0; r < kM; ++r) {
+      float amax = 0.0f;
+      for (int64_t c = 0; c < kK; ++c) amax = std::max(amax, std::fabs(x[r * kLdx + c]));
+      const float s = clip * amax / 7.0f;
+      std::vector<float> row(xq.begin() + r * kK, xq.begin() + (r + 1) * kK);
+      std::sort(row.begin(), row.end());
+      EXPECT_LE(std::unique(row.begin(), row.end()) - row.begin(), 15);
+      for (int64_t c = 0; c < kK; ++c) {
+        const float v = x[r * kLdx + c];
+        const float got = xq[r * kK + c];
+        if (s == 0.0f) {
+          EXPECT_EQ(got, 0.0f);
+          continue;
+        }
+        EXPECT_EQ(got, std::nearbyint(got / s) * s);
+        EXPECT_LE(std::fabs(got), 7.0f * s * (1 + 1e-6f));
+        if (std::fabs(v) > 7.5f * s) {
+          ++beyond;
+          EXPECT_EQ(got, std::copysign(7.0f, v) * s);
+        } else {
+          EXPECT_LE(std::fabs(got - v), 0.5f * s * (1 + 1e-5f));
+        }
+      }
+    }
+    if (clip == 1.0f) {
+      EXPECT_EQ(clipped, 0);
+    }
+    if (clip == 0.6f) {
+      EXPECT_GE(clipped, kM - 1);  // every non-zero row's absmax at least
+    }
+    EXPECT_EQ(clipped, beyond);
+    const LinearWeight w = with_spec(dense_weight(), a);
+    EXPECT_TRUE(same_bits(run(pool, x, w), product(pool, want, w)));
+    EXPECT_EQ(w.act_quant_counts().saturated, clipped);
+  }
+}
+
+TEST(ActQuant, Int8PerTokenClipSaturatesTheRowsLargest) {
+  ThreadPool pool(2);
+  const std::vector<float> x = make_x(16, 1.0f);
+  const ActivationQuant a{.kind = Kind::kInt8PerToken, .clip = 0.5f};
+  int64_t want_clipped = 0;
+  const std::vector<float> want = manual(a, x, nullptr, &want_clipped);
+  std::vector<float> xq(static_cast<size_t>(kM * kK));
+  int64_t clipped = 0;
+  fake_quantize_activations(pool, a, x.data(), kLdx, kM, kK, xq.data(), &clipped);
+  EXPECT_TRUE(same_bits(xq, want));
+  EXPECT_EQ(clipped, want_clipped);
+  EXPECT_GT(clipped, kM);  // half the absmax: several values per row beyond it
+  // clip 1 is the unclipped scale bit for bit.
+  const std::vector<float> one = manual({.kind = Kind::kInt8PerToken, .clip = 1.0f}, x);
+  EXPECT_TRUE(same_bits(one, manual({.kind = Kind::kInt8PerToken}, x)));
 }
 
 TEST(ActQuant, PerTensorSaturatesBeyondTheStaticClip) {
@@ -268,6 +344,7 @@ TEST(ActQuant, NoneIsThePlainProductAndThreadsDoNotChangeBits) {
     cleared.set_act_quant({});
     EXPECT_TRUE(same_bits(run(three, x, cleared), run(three, x, base)));
     for (const ActivationQuant& a : {ActivationQuant{.kind = Kind::kInt8PerToken},
+                                     ActivationQuant{.kind = Kind::kInt4PerToken, .clip = 0.9f},
                                      ActivationQuant{.kind = Kind::kInt8PerTensor, .scale = 0.02f},
                                      ActivationQuant{.kind = Kind::kLlmInt8, .threshold = 4.0f}}) {
       SCOPED_TRACE(std::string(activation_quant_name(a.kind)));
@@ -282,9 +359,15 @@ TEST(ActQuant, NoneIsThePlainProductAndThreadsDoNotChangeBits) {
 }
 
 TEST(ActQuant, NamesRoundTrip) {
-  for (const Kind k : {Kind::kNone, Kind::kInt8PerToken, Kind::kInt8PerTensor, Kind::kLlmInt8}) {
+  for (const Kind k : {Kind::kNone, Kind::kInt8PerToken, Kind::kInt8PerTensor, Kind::kLlmInt8, Kind::kInt4PerToken}) {
     EXPECT_EQ(activation_quant_by_name(activation_quant_name(k)), k);
   }
+  EXPECT_EQ(activation_quant_name(Kind::kInt4PerToken), "int4-token");
+  for (const float bad : {0.0f, -0.5f, 1.01f, NAN, INFINITY}) {
+    EXPECT_FALSE((ActivationQuant{.kind = Kind::kInt4PerToken, .clip = bad}).valid()) << bad;
+    EXPECT_FALSE((ActivationQuant{.kind = Kind::kInt8PerToken, .clip = bad}).valid()) << bad;
+  }
+  EXPECT_TRUE((ActivationQuant{.kind = Kind::kInt4PerToken, .clip = 1.0f}).valid());
   EXPECT_FALSE(activation_quant_by_name("int8").has_value());
   EXPECT_FALSE((ActivationQuant{.kind = Kind::kInt8PerTensor}).valid());  // scale 0
   EXPECT_FALSE((ActivationQuant{.kind = Kind::kLlmInt8, .threshold = -1.0f}).valid());
@@ -296,6 +379,9 @@ Model tiny_with_specs(const std::filesystem::path& dir, ThreadPool& pool) {
   Model m = testutil::load_tiny_model(dir / "hf", {.tied = true}, pool);
   m.source.clear();
   m.layers[0].wq.set_act_quant({.kind = Kind::kInt8PerToken});
+  m.layers[0].wk.set_act_quant({.kind = Kind::kInt4PerToken});
+  m.layers[0].wv.set_act_quant({.kind = Kind::kInt4PerToken, .clip = 0.875f});
+  m.layers[1].wo.set_act_quant({.kind = Kind::kInt8PerToken, .clip = 0.75f});
   m.layers[0].w_down.set_act_quant({.kind = Kind::kInt8PerTensor, .scale = 0.0123f});
   m.layers[1].w_up.set_act_quant({.kind = Kind::kLlmInt8, .threshold = 1.25f});
   m.output.set_act_quant({.kind = Kind::kLlmInt8, .threshold = 2.5f});
@@ -314,6 +400,10 @@ TEST(ActQuantGguf, WriteReadKeepsTheSpec) {
     EXPECT_TRUE(file.get(std::string(kCalqRequiresCalqKey)).as_bool("requires"));
     EXPECT_EQ(file.get(calq_act_quant_key("blk.0.attn_q.weight")).s, "int8-token");
     EXPECT_EQ(file.find(calq_act_quant_value_key("blk.0.attn_q.weight")), nullptr);
+    EXPECT_EQ(file.get(calq_act_quant_key("blk.0.attn_k.weight")).s, "int4-token");
+    EXPECT_EQ(file.find(calq_act_quant_value_key("blk.0.attn_k.weight")), nullptr);  // clip 1: no value
+    EXPECT_EQ(file.get(calq_act_quant_value_key("blk.0.attn_v.weight")).f, 0.875);
+    EXPECT_EQ(file.get(calq_act_quant_value_key("blk.1.attn_output.weight")).f, 0.75);
     EXPECT_EQ(file.get(calq_act_quant_key("blk.0.ffn_down.weight")).s, "int8-tensor");
     EXPECT_EQ(file.get(calq_act_quant_value_key("blk.0.ffn_down.weight")).f, static_cast<double>(0.0123f));
     EXPECT_EQ(file.get(calq_act_quant_key("output.weight")).s, "llm-int8");
@@ -338,7 +428,10 @@ TEST(ActQuantGguf, WriteReadKeepsTheSpec) {
   EXPECT_GT(back.layers[1].w_up.act_quant_counts().calls, 0);
   Model plain = back;
   for (LayerWeights& l : plain.layers) {
-    for (TensorRole r : {TensorRole::kAttnQ, TensorRole::kMlpUp, TensorRole::kMlpDown}) l.linear(r).set_act_quant({});
+    for (TensorRole r : {TensorRole::kAttnQ, TensorRole::kAttnK, TensorRole::kAttnV, TensorRole::kAttnOut,
+                         TensorRole::kMlpUp, TensorRole::kMlpDown}) {
+      l.linear(r).set_act_quant({});
+    }
   }
   plain.output.set_act_quant({});
   const Tensor c = forward(plain, ids, pool);
@@ -385,8 +478,8 @@ TEST(ActQuantGguf, LoaderRefusesMalformedKeys) {
   };
   const std::string down = "blk.0.ffn_down.weight";
   const std::string up = "blk.1.ffn_up.weight";
-  expect_refused(set(calq_act_quant_key(down), io::GgufValue::of_string("int4-token")), calq_act_quant_key(down),
-                 "'int4-token'");
+  expect_refused(set(calq_act_quant_key(down), io::GgufValue::of_string("int2-token")), calq_act_quant_key(down),
+                 "'int2-token'");
   expect_refused(set(calq_act_quant_key(down), io::GgufValue::of_string("none")), calq_act_quant_key(down), "'none'");
   expect_refused(set(calq_act_quant_key(down), io::GgufValue::of_uint32(1)), calq_act_quant_key(down), "");
   expect_refused(erase(calq_act_quant_value_key(down)), calq_act_quant_value_key(down), "missing");
@@ -397,8 +490,10 @@ TEST(ActQuantGguf, LoaderRefusesMalformedKeys) {
                  "positive");
   expect_refused(set(calq_act_quant_value_key(up), io::GgufValue::of_string("6")), calq_act_quant_value_key(up),
                  "float32");
-  expect_refused(set(calq_act_quant_value_key("blk.0.attn_q.weight"), io::GgufValue::of_float32(1.0f)),
-                 calq_act_quant_value_key("blk.0.attn_q.weight"), "takes no value");
+  expect_refused(set(calq_act_quant_value_key("blk.0.attn_q.weight"), io::GgufValue::of_float32(1.5f)),
+                 calq_act_quant_value_key("blk.0.attn_q.weight"), "a clip ratio in (0, 1]");
+  expect_refused(set(calq_act_quant_value_key("blk.0.attn_v.weight"), io::GgufValue::of_float32(0.0f)),
+                 calq_act_quant_value_key("blk.0.attn_v.weight"), "a clip ratio in (0, 1]");
   expect_refused(set(calq_act_quant_key("blk.7.ffn_up.weight"), io::GgufValue::of_string("int8-token")),
                  calq_act_quant_key("blk.7.ffn_up.weight"), "names no linear weight");
   expect_refused(set(calq_act_quant_key("blk.0.attn_norm.weight"), io::GgufValue::of_string("int8-token")),

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -274,10 +275,13 @@ io::GgufMetadata gguf_model_metadata(const Model& m, const GgufExportOptions& op
     calq_only = true;
     calq_keys.emplace_back(calq_act_quant_key(name),
                            io::GgufValue::of_string(std::string(activation_quant_name(a.kind))));
-    if (a.kind == ActivationQuant::Kind::kInt8PerTensor || a.kind == ActivationQuant::Kind::kLlmInt8) {
-      const float v = a.kind == ActivationQuant::Kind::kInt8PerTensor ? a.scale : a.threshold;
-      calq_keys.emplace_back(calq_act_quant_value_key(name), io::GgufValue::of_float32(v));
-    }
+    // The value: the static scale, the outlier threshold, or a per-token kind's clip ratio when
+    // it clips (absent means 1, so unclipped files read as they always did).
+    std::optional<float> v;
+    if (a.kind == ActivationQuant::Kind::kInt8PerTensor) v = a.scale;
+    if (a.kind == ActivationQuant::Kind::kLlmInt8) v = a.threshold;
+    if (a.per_token() && a.clip != 1.0f) v = a.clip;
+    if (v) calq_keys.emplace_back(calq_act_quant_value_key(name), io::GgufValue::of_float32(*v));
   };
   for (const Item& it : items) {
     if (is_matrix(it.role)) act_quant_keys(linear_of(m, it), it.gguf_name);

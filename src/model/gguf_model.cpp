@@ -238,22 +238,25 @@ ActivationQuant read_act_quant(const io::GgufFile& file, const std::string& name
   const std::string& kind_name = kind_value->as_string(fmt::format("{}: key '{}'", origin, kind_key));
   const std::optional<ActivationQuant::Kind> kind = activation_quant_by_name(kind_name);
   if (!kind || *kind == ActivationQuant::Kind::kNone) {
-    fail(ErrorKind::kFormat, "{}: key '{}' is '{}'; expected int8-token, int8-tensor or llm-int8", origin, kind_key,
-         kind_name);
+    fail(ErrorKind::kFormat, "{}: key '{}' is '{}'; expected int8-token, int4-token, int8-tensor or llm-int8", origin,
+         kind_key, kind_name);
   }
   ActivationQuant spec{.kind = *kind};
-  if (*kind == ActivationQuant::Kind::kInt8PerToken) {
-    if (value != nullptr) fail(ErrorKind::kFormat, "{}: key '{}': int8-token takes no value", origin, value_key);
-    return spec;
-  }
+  // Per-token kinds: the value, when present, is the clip ratio (absent: 1).
+  if (spec.per_token() && value == nullptr) return spec;
   if (value == nullptr) fail(ErrorKind::kFormat, "{}: missing key '{}' for {}", origin, value_key, kind_name);
   if (value->type != io::GgufValueType::kFloat32) {
     fail(ErrorKind::kFormat, "{}: key '{}' must be a float32", origin, value_key);
   }
   const auto v = static_cast<float>(value->f);
-  (*kind == ActivationQuant::Kind::kInt8PerTensor ? spec.scale : spec.threshold) = v;
+  if (spec.per_token()) {
+    spec.clip = v;
+  } else {
+    (*kind == ActivationQuant::Kind::kInt8PerTensor ? spec.scale : spec.threshold) = v;
+  }
   if (!spec.valid()) {
-    fail(ErrorKind::kFormat, "{}: key '{}' = {} must be positive and finite", origin, value_key, value->f);
+    fail(ErrorKind::kFormat, "{}: key '{}' = {} must be {}", origin, value_key, value->f,
+         spec.per_token() ? "a clip ratio in (0, 1]" : "positive and finite");
   }
   return spec;
 }

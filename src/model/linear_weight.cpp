@@ -15,7 +15,6 @@ namespace {
 constexpr Grain kActRowGrain{.min_items = 8};
 // Columns per chunk of the LLM.int8() outlier scan (each chunk reads its columns of every row).
 constexpr Grain kActColumnGrain{.min_items = 64};
-constexpr float kInt8Max = 127.0f;
 
 // The product of x with the weight as stored (no activation quantization).
 void plain_product(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const LinearWeight& w, float* y,
@@ -30,14 +29,14 @@ void plain_product(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, con
                              .n = d.dim(0), .k = d.dim(1), .accumulate = accumulate});
 }
 
-// q = round(v / s) clamped to [−127, 127]; x̂ = q · s. Counts |v / s| rounding past 127.
-inline float fake_int8(float v, float s, int64_t& saturated) {
+// q = round(v / s) clamped to [−qmax, qmax]; x̂ = q · s. Counts |v / s| rounding past qmax.
+inline float fake_int(float v, float s, float qmax, int64_t& saturated) {
   float q = std::nearbyint(v / s);
-  if (q > kInt8Max) {
-    q = kInt8Max;
+  if (q > qmax) {
+    q = qmax;
     ++saturated;
-  } else if (q < -kInt8Max) {
-    q = -kInt8Max;
+  } else if (q < -qmax) {
+    q = -qmax;
     ++saturated;
   }
   return q * s;
@@ -45,10 +44,22 @@ inline float fake_int8(float v, float s, int64_t& saturated) {
 
 }  // namespace
 
+int ActivationQuant::qmax() const {
+  switch (kind) {
+    case Kind::kNone: return 0;
+    case Kind::kInt4PerToken: return 7;
+    case Kind::kInt8PerToken:
+    case Kind::kInt8PerTensor:
+    case Kind::kLlmInt8: return 127;
+  }
+  return 0;
+}
+
 bool ActivationQuant::valid() const {
   switch (kind) {
-    case Kind::kNone:
-    case Kind::kInt8PerToken: return true;
+    case Kind::kNone: return true;
+    case Kind::kInt8PerToken:
+    case Kind::kInt4PerToken: return std::isfinite(clip) && clip > 0.0f && clip <= 1.0f;
     case Kind::kInt8PerTensor: return std::isfinite(scale) && scale > 0.0f;
     case Kind::kLlmInt8: return std::isfinite(threshold) && threshold > 0.0f;
   }
@@ -61,13 +72,15 @@ std::string_view activation_quant_name(ActivationQuant::Kind kind) {
     case ActivationQuant::Kind::kInt8PerToken: return "int8-token";
     case ActivationQuant::Kind::kInt8PerTensor: return "int8-tensor";
     case ActivationQuant::Kind::kLlmInt8: return "llm-int8";
+    case ActivationQuant::Kind::kInt4PerToken: return "int4-token";
   }
   return "?";
 }
 
 std::optional<ActivationQuant::Kind> activation_quant_by_name(std::string_view name) {
   for (const auto kind : {ActivationQuant::Kind::kNone, ActivationQuant::Kind::kInt8PerToken,
-                          ActivationQuant::Kind::kInt8PerTensor, ActivationQuant::Kind::kLlmInt8}) {
+                          ActivationQuant::Kind::kInt8PerTensor, ActivationQuant::Kind::kLlmInt8,
+                          ActivationQuant::Kind::kInt4PerToken}) {
     if (activation_quant_name(kind) == name) return kind;
   }
   return std::nullopt;
@@ -170,6 +183,9 @@ int64_t fake_quantize_activations(ThreadPool& pool, const ActivationQuant& spec,
     for (const uint8_t o : outlier) n_outliers += o;
   }
   // Per-row work; saturation counts per chunk are integers, summed in any order.
+  const auto qmax = static_cast<float>(spec.qmax());
+  // Per-token kinds scale by clip · absmax; LLM.int8() always by absmax (clip stays 1 there).
+  const float clip = spec.per_token() ? spec.clip : 1.0f;
   std::atomic<int64_t> clipped{0};
   pool.parallel_for(0, static_cast<size_t>(m), kActRowGrain, [&](size_t r0, size_t r1) {
     int64_t chunk_clipped = 0;
@@ -177,7 +193,7 @@ int64_t fake_quantize_activations(ThreadPool& pool, const ActivationQuant& spec,
       const float* xr = x + r * ldx;
       float* qr = xq + r * k;
       if (spec.kind == Kind::kInt8PerTensor) {
-        for (int64_t c = 0; c < k; ++c) qr[c] = fake_int8(xr[c], spec.scale, chunk_clipped);
+        for (int64_t c = 0; c < k; ++c) qr[c] = fake_int(xr[c], spec.scale, qmax, chunk_clipped);
         continue;
       }
       const bool split = spec.kind == Kind::kLlmInt8 && n_outliers > 0;
@@ -185,14 +201,15 @@ int64_t fake_quantize_activations(ThreadPool& pool, const ActivationQuant& spec,
       for (int64_t c = 0; c < k; ++c) {
         if (!split || outlier[static_cast<size_t>(c)] == 0) absmax = std::max(absmax, std::fabs(xr[c]));
       }
-      const float s = absmax / kInt8Max;
+      // clip == 1 multiplies by exactly 1: the unclipped scale is absmax / qmax bit for bit.
+      const float s = clip * absmax / qmax;
       if (!(s > 0.0f)) {  // ±0 (or NaN) values only: copied, so a NaN still shows
         std::copy(xr, xr + k, qr);
         continue;
       }
-      int64_t never = 0;  // per-token scales cannot saturate
+      // Without clipping a per-token scale cannot saturate; with clip < 1 the row's largest do.
       for (int64_t c = 0; c < k; ++c) {
-        qr[c] = split && outlier[static_cast<size_t>(c)] != 0 ? xr[c] : fake_int8(xr[c], s, never);
+        qr[c] = split && outlier[static_cast<size_t>(c)] != 0 ? xr[c] : fake_int(xr[c], s, qmax, chunk_clipped);
       }
     }
     clipped += chunk_clipped;

@@ -31,8 +31,12 @@ namespace calq::model {
 
 // How linear_nt quantizes the activations x[m, k] it multiplies by this weight — a simulation
 // (fake quantization), computed in float32, deterministic and the same for any thread count:
-//  * kInt8PerToken: each row of x separately: s = max|row| / 127, q = round(x / s) clamped to
-//    [−127, 127] (round = nearbyint, half to even as torch.round), x̂ = q · s; a zero row stays 0.
+//  * kInt8PerToken: each row of x separately: s = clip · max|row| / 127, q = round(x / s) clamped
+//    to [−127, 127] (round = nearbyint, half to even as torch.round), x̂ = q · s; a zero row stays
+//    0. With clip < 1 (a per-tensor clipping ratio, as QuaRot and FlatQuant use) the largest
+//    values of a row saturate at ±127·s.
+//  * kInt4PerToken: the same with 4 bits: s = clip · max|row| / 7, q clamped to [−7, 7]
+//    (symmetric, as QuaRot's W4A4 activations).
 //  * kInt8PerTensor: the same with the static s = `scale` (calibrated clip / 127) for every row;
 //    values beyond 127·s saturate at ±127·s.
 //  * kLlmInt8 (Dettmers et al., LLM.int8()): the outlier columns of this call are the input
@@ -44,18 +48,23 @@ namespace calq::model {
 // The product of x̂ with a quantized weight (e.g. int8-pc-sym) is the W8A8 result up to float32
 // rounding: integer codes times scales, accumulated in float.
 struct ActivationQuant {
-  enum class Kind : uint8_t { kNone, kInt8PerToken, kInt8PerTensor, kLlmInt8 };
+  enum class Kind : uint8_t { kNone, kInt8PerToken, kInt8PerTensor, kLlmInt8, kInt4PerToken };
   Kind kind = Kind::kNone;
   float scale = 0;         // kInt8PerTensor: the static scale (> 0, finite)
   float threshold = 6.0f;  // kLlmInt8: |x| above it marks an outlier column (> 0, finite)
+  float clip = 1.0f;       // kInt8PerToken, kInt4PerToken: the clipping ratio, in (0, 1]
 
   bool enabled() const { return kind != Kind::kNone; }
-  // Whether the parameters its kind reads are valid (kNone and kInt8PerToken always are).
+  bool per_token() const { return kind == Kind::kInt8PerToken || kind == Kind::kInt4PerToken; }
+  // The largest code magnitude: 7 for kInt4PerToken, 127 for the int8 kinds (0 for kNone).
+  int qmax() const;
+  // Whether the parameters its kind reads are valid (kNone always is).
   bool valid() const;
   friend bool operator==(const ActivationQuant&, const ActivationQuant&) = default;
 };
 
-// "none", "int8-token", "int8-tensor", "llm-int8" (the GGUF metadata values, docs/formats.md).
+// "none", "int8-token", "int8-tensor", "llm-int8", "int4-token" (the GGUF metadata values,
+// docs/formats.md).
 std::string_view activation_quant_name(ActivationQuant::Kind kind);
 std::optional<ActivationQuant::Kind> activation_quant_by_name(std::string_view name);
 
@@ -66,7 +75,8 @@ struct ActivationQuantCounts {
   int64_t rows = 0;             // tokens quantized (Σ m)
   int64_t columns = 0;          // Σ k over calls: input columns looked at
   int64_t outlier_columns = 0;  // kLlmInt8: Σ over calls of the columns kept in float
-  int64_t saturated = 0;        // kInt8PerTensor: values beyond the clip (|x / s| rounds past 127)
+  int64_t saturated = 0;        // values beyond the clip (|x / s| rounds past qmax): kInt8PerTensor,
+                                // and per-token kinds with clip < 1
   friend bool operator==(const ActivationQuantCounts&, const ActivationQuantCounts&) = default;
 };
 

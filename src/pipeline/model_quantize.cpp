@@ -124,6 +124,23 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
            o.rules[i].text);
     }
   }
+  // Integer activations (int8/int4 per token, int8 per tensor, LLM.int8()'s int8 part) are meant
+  // for an integer product with the weight's codes (W4A4, W8A8): a weight whose codes are not
+  // integers times a scale (nf4's table, fp8, mx's floats) has no such product, so the request is
+  // refused before any work. Float weights (f32, f16, bf16) are unquantized and stay allowed.
+  ActivationScheme act = o.act;
+  if (const quant::MethodStep* step = o.recipe.activation()) act = *model::activation_quant_by_name(step->name());
+  if (act != ActivationScheme::kNone) {
+    for (const auto& a : plan) {
+      if (a.layer < 0 || a.format == nullptr) continue;
+      const std::string& family = a.format->traits().family;
+      if (family == "int" || family == "gguf" || family == "float") continue;
+      fail(ErrorKind::kInvalidArgument,
+           "activation scheme {}: tensor {} has format {} ({} codes are not integers), which has no integer "
+           "product with quantized activations; use an int or GGUF format for the layers (or no activation scheme)",
+           model::activation_quant_name(act), a.name, a.format->name(), family);
+    }
+  }
   // A training step trains every quantized linear of the layers through its format's fake
   // quantization: a format without one is refused here, before any work, not at the first layer.
   for (const quant::MethodStep& step : o.recipe.steps) {

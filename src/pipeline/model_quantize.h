@@ -88,7 +88,9 @@ struct TensorAssignment {
 // The format of every linear weight, the embedding and the (untied) head, in model order. With a
 // training step in the recipe (qat-block, qat-e2e), a layer linear whose format has no
 // fake-quantization path (grad::has_fake_quant) is an ErrorKind::kUnsupported Error naming the
-// step, the tensor and the format.
+// step, the tensor and the format. With an activation scheme (options.act or the recipe's step),
+// a layer linear in a format whose codes are not integers (families nf4, fp8, mx) is an
+// ErrorKind::kInvalidArgument Error naming the scheme, the tensor and the format.
 std::vector<TensorAssignment> plan_model_quantization(const model::Model& model, const ModelQuantizeOptions& options);
 
 struct QuantizeProgress {

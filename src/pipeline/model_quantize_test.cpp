@@ -321,5 +321,33 @@ TEST(ModelPlan, TrainingNeedsAFakeQuantPathForEveryQuantizedLinear) {
   }
 }
 
+// Integer activations with a weight whose codes are not integers are refused when the plan is
+// made, whichever way the scheme is given; float weights and no scheme are accepted.
+TEST(ModelPlan, IntegerActivationsNeedIntegerWeightCodes) {
+  ThreadPool pool(1);
+  const model::Model m = model::testutil::load_tiny_model(testing::temp_dir("plan_act"), {.layers = 1}, pool);
+  const size_t tensors = 1 + 7;  // the (tied) embedding and one layer's linears
+  for (const std::string format : {"fp8-e4m3", "mxfp4"}) {
+    ModelQuantizeOptions o{.format = &format_by_name("int4-g32-asym"), .act = ActivationScheme::kInt4PerToken};
+    o.rules.push_back(parse_tensor_rule("attn_v=" + format));
+    ErrorKind kind{};
+    std::string e = calq::testing::error_of([&] { plan_model_quantization(m, o); }, &kind);
+    EXPECT_EQ(kind, ErrorKind::kInvalidArgument) << e;
+    EXPECT_NE(e.find("activation scheme int4-token: tensor blk.0.attn_v.weight has format " + format), std::string::npos)
+        << e;
+    o.act = ActivationScheme::kNone;
+    o.recipe = quant::parse_method_chain("gptq+int8-token");
+    e = calq::testing::error_of([&] { plan_model_quantization(m, o); });
+    EXPECT_NE(e.find("activation scheme int8-token: tensor blk.0.attn_v.weight"), std::string::npos) << e;
+    o.recipe = quant::parse_method_chain("gptq");
+    EXPECT_EQ(plan_model_quantization(m, o).size(), tensors);
+  }
+  for (const std::string format : {"f16", "f32", "q8_0", "int8-pc-sym"}) {
+    ModelQuantizeOptions o{.format = &format_by_name("int4-g32-asym"), .act = ActivationScheme::kInt4PerToken};
+    o.rules.push_back(parse_tensor_rule("attn_v=" + format));
+    EXPECT_EQ(plan_model_quantization(m, o).size(), tensors) << format;
+  }
+}
+
 }  // namespace
 }  // namespace calq::pipeline

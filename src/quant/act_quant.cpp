@@ -61,9 +61,13 @@ float static_int8_scale(const calib::CalibrationStats& stats, int64_t layer, mod
 
 void set_activation_quant(model::Model& m, const ActQuantOptions& options, const calib::CalibrationStats* stats) {
   ActivationQuant spec{.kind = options.kind, .threshold = options.threshold};
+  if (spec.per_token()) spec.clip = options.clip_ratio;
   if (options.kind == ActivationQuant::Kind::kLlmInt8 && !spec.valid()) {
     fail(ErrorKind::kInvalidArgument, "LLM.int8() outlier threshold {} must be positive and finite",
          options.threshold);
+  }
+  if (spec.per_token() && !spec.valid()) {
+    fail(ErrorKind::kInvalidArgument, "activation clip ratio {} is outside (0, 1]", options.clip_ratio);
   }
   // Compute every scale first, so that an error leaves the model untouched.
   std::vector<ActivationQuant> specs;

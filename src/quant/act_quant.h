@@ -29,7 +29,8 @@ namespace calq::quant {
 struct ActQuantOptions {
   model::ActivationQuant::Kind kind = model::ActivationQuant::Kind::kInt8PerToken;
   float threshold = 6.0f;     // kLlmInt8: the outlier threshold (LLM.int8()'s default 6)
-  float clip_ratio = 1.0f;    // kInt8PerTensor: the clip as a fraction of the calibrated absmax
+  float clip_ratio = 1.0f;    // kInt8PerTensor: the clip as a fraction of the calibrated absmax;
+                              // per-token kinds: the ActivationQuant clip, in (0, 1]
   bool include_head = false;  // also the output head
 };
 

@@ -19,7 +19,7 @@
 //                         full-precision model's logits and writes them anew (qat-e2e); hook
 //                         reconstruct_model(). Needs calibration samples (token sequences).
 //      kActivation      — per linear input: the activation quantization spec (int8-token,
-//                         int8-tensor, llm-int8); hook activation().
+//                         int4-token, int8-tensor, llm-int8); hook activation().
 //  * its recipe keys (OptionSpec: type, range, default), parsed into its typed option struct
 //    (StepOptions holds it); an unknown key, a value of the wrong type or out of range is a
 //    kInvalidArgument Error naming the recipe origin, the method and the key;

@@ -1,7 +1,7 @@
-// The activation schemes — int8-token, int8-tensor, llm-int8: the model::ActivationQuant spec
+// The activation schemes — int8-token, int4-token, int8-tensor, llm-int8: the model::ActivationQuant spec
 // (model/linear_weight.h, whose enum and names they use) set on every linear input of a layer, after
 // the weights are quantized. They leave the weights as the weight quantizer wrote them (identity:
-// any options). One file for the family: the three differ only in the spec they build.
+// any options). One file for the family: they differ only in the spec they build.
 #include <algorithm>
 
 #include "core/error.h"
@@ -14,6 +14,9 @@ using Kind = model::ActivationQuant::Kind;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 struct NoOptions {};
+struct PerTokenOptions {
+  double clip = 1.0;  // the clipping ratio of every row's absmax (model::ActivationQuant::clip)
+};
 struct LlmInt8Options {
   double threshold = model::ActivationQuant{}.threshold;  // |x| above it marks an outlier column (6)
 };
@@ -26,13 +29,20 @@ MethodTraits scheme_traits(Kind kind, std::string summary, calib::StatSet needs)
           .identity = nlohmann::json::object()};
 }
 
-class Int8Token final : public MethodOf<NoOptions> {
+// int8-token and int4-token: symmetric codes, a dynamic scale per token, an optional clip.
+class PerToken final : public MethodOf<PerTokenOptions> {
  public:
-  Int8Token()
-      : MethodOf(scheme_traits(Kind::kInt8PerToken, "int8 activations, dynamic scale per token (W8A8)", {}), {}) {}
-  model::ActivationQuant activation(const ActivationSite& /*site*/, const StepOptions& /*options*/) const override {
-    return {.kind = Kind::kInt8PerToken};
+  PerToken(Kind kind, std::string summary)
+      : MethodOf(scheme_traits(kind, std::move(summary), {}),
+                 {number_option("clip", &PerTokenOptions::clip, {.min = 0, .max = 1, .min_exclusive = true},
+                                "scale = clip × the token's absmax / qmax; values beyond saturate (default 1)")}),
+        kind_(kind) {}
+  model::ActivationQuant activation(const ActivationSite& /*site*/, const StepOptions& options) const override {
+    return {.kind = kind_, .clip = static_cast<float>(typed(options).clip)};
   }
+
+ private:
+  Kind kind_;
 };
 
 class Int8Tensor final : public MethodOf<NoOptions> {
@@ -65,7 +75,8 @@ class LlmInt8 final : public MethodOf<LlmInt8Options> {
 
 MethodList make_activation_methods() {
   MethodList l;
-  l.push_back(std::make_unique<Int8Token>());
+  l.push_back(std::make_unique<PerToken>(Kind::kInt8PerToken, "int8 activations, dynamic scale per token (W8A8)"));
+  l.push_back(std::make_unique<PerToken>(Kind::kInt4PerToken, "int4 activations, dynamic scale per token (W4A4)"));
   l.push_back(std::make_unique<Int8Tensor>());
   l.push_back(std::make_unique<LlmInt8>());
   return l;

@@ -199,6 +199,8 @@ nlohmann::json non_default(const OptionSpec& s) {
     case OptionType::kBool: return !s.default_value.get<bool>();
     case OptionType::kNumber: {
       const double d = s.default_value.get<double>();
+      // Halfway to the far end: towards max, or towards min for a default at the top (clip 1).
+      if (std::isfinite(s.max) && d == s.max) return (d + s.min) / 2;
       return std::isfinite(s.max) ? (d + s.max) / 2 : d * 2 + 1;
     }
     case OptionType::kInteger: {

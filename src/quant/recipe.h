@@ -8,7 +8,7 @@
 //  2. exactly one weight quantizer: "rtn" (round to nearest) or "gptq" (error compensation);
 //  3. at most one layer reconstruction: "qat-block" (trains each layer from the quantizer's result);
 //  4. at most one model reconstruction: "qat-e2e" (trains the whole quantized model end to end);
-//  5. at most one activation scheme: "int8-token", "int8-tensor", "llm-int8".
+//  5. at most one activation scheme: "int8-token", "int4-token", "int8-tensor", "llm-int8".
 // A chain without a weight quantizer gets "rtn" (before the reconstruction and the activation
 // scheme, if any). Each
 // method appears at most once; two scale migrations (smoothquant and awq) rescale the same inputs
