@@ -13,6 +13,7 @@ namespace calq::grad {
 namespace {
 
 using model::ModelConfig;
+using model::InputSite;
 using model::TensorRole;
 
 template <typename T>
@@ -153,34 +154,46 @@ LayerWorkspace<T>::LayerWorkspace(const ModelConfig& c, int64_t seq_len, int64_t
 namespace {
 
 // The layer's forward from `input`, keeping every activation in ws. Writes the output into
-// `output` unless it is null (a backward does not need it); output may alias input.
+// `output` unless it is null (a backward does not need it); output may alias input. With maps,
+// each mapped site's linears read the map's output (kept in ws.m_*).
 template <typename T>
 void forward_impl(ThreadPool& pool, const ModelConfig& c, int64_t layer, const LayerParams<T>& p, const T* input,
-                  T* output, LayerWorkspace<T>& ws) {
+                  T* output, LayerWorkspace<T>& ws, const SiteMaps<T>* maps) {
   auto [norm1, q, k, v, probs, attn, h1, norm2, gate, up, act] =
       std::tie(ws.norm1_, ws.q_, ws.k_, ws.v_, ws.probs_, ws.attn_, ws.h1_, ws.norm2_, ws.gate_, ws.up_, ws.act_);
   const T* cos_t = ws.rope_cos_.data();
   const T* sin_t = ws.rope_sin_.data();
   const int64_t n = ws.rows(), h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
+  // What the site's linears read: the activation itself, or the map's output of it.
+  const auto site_input = [&](InputSite site, const std::vector<T>& x, std::vector<T>& mapped, int64_t width) {
+    if (maps == nullptr || !maps->maps(site)) return x.data();
+    mapped.resize(sz(n * width));
+    maps->forward(pool, site, x.data(), n, width, mapped.data());
+    return static_cast<const T*>(mapped.data());
+  };
   rms_norm_forward(pool, input, p.attn_norm.data(), n, h, c.rms_norm_eps, norm1.data());
-  linear_forward(pool, norm1.data(), n, h, p.wq.data(), qd, data_or_null(p.bq), q.data());
-  linear_forward(pool, norm1.data(), n, h, p.wk.data(), kvd, data_or_null(p.bk), k.data());
-  linear_forward(pool, norm1.data(), n, h, p.wv.data(), kvd, data_or_null(p.bv), v.data());
+  const T* x1 = site_input(InputSite::kAttnIn, norm1, ws.m_attn_in_, h);
+  linear_forward(pool, x1, n, h, p.wq.data(), qd, data_or_null(p.bq), q.data());
+  linear_forward(pool, x1, n, h, p.wk.data(), kvd, data_or_null(p.bk), k.data());
+  linear_forward(pool, x1, n, h, p.wv.data(), kvd, data_or_null(p.bv), v.data());
   rope_forward(pool, q.data(), qd, ws.batch(), ws.seq_len(), c.num_heads, c.head_dim, cos_t, sin_t);
   rope_forward(pool, k.data(), kvd, ws.batch(), ws.seq_len(), c.num_kv_heads, c.head_dim, cos_t, sin_t);
   attention_forward(pool, attention_shape(c, layer, ws.seq_len(), ws.batch()), q.data(), k.data(), v.data(),
                     probs.data(), attn.data());
+  const T* ao = site_input(InputSite::kAttnOut, attn, ws.m_attn_out_, qd);
   // h1 = input + attn·Woᵀ, accumulated onto the residual as the runtime does.
   std::copy_n(input, n * h, h1.data());
-  gemm_nt(pool, Gemm<T>{.a = attn.data(), .lda = qd, .b = p.wo.data(), .ldb = qd, .c = h1.data(), .ldc = h,
+  gemm_nt(pool, Gemm<T>{.a = ao, .lda = qd, .b = p.wo.data(), .ldb = qd, .c = h1.data(), .ldc = h,
                         .m = n, .n = h, .k = qd, .accumulate = true});
   rms_norm_forward(pool, h1.data(), p.mlp_norm.data(), n, h, c.rms_norm_eps, norm2.data());
-  linear_forward(pool, norm2.data(), n, h, p.w_gate.data(), inter, static_cast<const T*>(nullptr), gate.data());
-  linear_forward(pool, norm2.data(), n, h, p.w_up.data(), inter, static_cast<const T*>(nullptr), up.data());
+  const T* x2 = site_input(InputSite::kMlpIn, norm2, ws.m_mlp_in_, h);
+  linear_forward(pool, x2, n, h, p.w_gate.data(), inter, static_cast<const T*>(nullptr), gate.data());
+  linear_forward(pool, x2, n, h, p.w_up.data(), inter, static_cast<const T*>(nullptr), up.data());
   swiglu_forward(pool, gate.data(), up.data(), n * inter, act.data());
+  const T* ad = site_input(InputSite::kMlpDown, act, ws.m_mlp_down_, inter);
   if (output == nullptr) return;
   std::copy_n(h1.data(), n * h, output);
-  gemm_nt(pool, Gemm<T>{.a = act.data(), .lda = inter, .b = p.w_down.data(), .ldb = inter, .c = output, .ldc = h,
+  gemm_nt(pool, Gemm<T>{.a = ad, .lda = inter, .b = p.w_down.data(), .ldb = inter, .c = output, .ldc = h,
                         .m = n, .n = h, .k = inter, .accumulate = true});
 }
 
@@ -188,47 +201,65 @@ void forward_impl(ThreadPool& pool, const ModelConfig& c, int64_t layer, const L
 
 template <typename T>
 void layer_forward(ThreadPool& pool, const ModelConfig& c, int64_t layer, const LayerParams<T>& p, T* hidden,
-                   LayerWorkspace<T>& ws) {
-  forward_impl(pool, c, layer, p, hidden, hidden, ws);
+                   LayerWorkspace<T>& ws, const SiteMaps<T>* maps) {
+  forward_impl(pool, c, layer, p, hidden, hidden, ws, maps);
 }
 
 template <typename T>
 void layer_backward(ThreadPool& pool, const ModelConfig& c, int64_t layer, const LayerParams<T>& p, const T* input,
-                    const T* d_output, T* d_input, LayerGrads<T>& g, LayerWorkspace<T>& ws) {
+                    const T* d_output, T* d_input, LayerGrads<T>& g, LayerWorkspace<T>& ws, SiteMaps<T>* maps) {
   assert(d_input != input && d_input != d_output);
-  forward_impl(pool, c, layer, p, input, static_cast<T*>(nullptr), ws);
+  forward_impl(pool, c, layer, p, input, static_cast<T*>(nullptr), ws, static_cast<const SiteMaps<T>*>(maps));
   const int64_t n = ws.rows(), h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
   const T* cos_t = ws.rope_cos_.data();
   const T* sin_t = ws.rope_sin_.data();
+  const auto mapped = [&](InputSite site) { return maps != nullptr && maps->maps(site); };
+  // The input a site's linears read (as forward_impl chose it).
+  const auto read = [&](InputSite site, const std::vector<T>& x, const std::vector<T>& m) {
+    return mapped(site) ? m.data() : x.data();
+  };
+  // Given dL/d(what the linears read) in d_read: dL/d(the activation) — d_read itself, or the
+  // map's backward of it written into `into`.
+  const auto unmap = [&](InputSite site, const std::vector<T>& x, int64_t width, T* d_read, std::vector<T>& into) {
+    if (!mapped(site)) return d_read;
+    into.resize(sz(n * width));
+    maps->backward(pool, site, x.data(), n, width, d_read, into.data());
+    return into.data();
+  };
 
   // MLP: out = h1 + down(silu(gate(norm2)) ⊙ up(norm2)).
-  linear_backward(pool, ws.act_.data(), n, inter, p.w_down.data(), h, d_output, ws.d_act_.data(), false,
-                  g.w_down.data(), static_cast<T*>(nullptr));
-  swiglu_backward(pool, ws.gate_.data(), ws.up_.data(), ws.d_act_.data(), n * inter, ws.d_gate_.data(),
-                  ws.d_up_.data());
-  linear_backward(pool, ws.norm2_.data(), n, h, p.w_gate.data(), inter, ws.d_gate_.data(), ws.d_norm_.data(), false,
+  linear_backward(pool, read(InputSite::kMlpDown, ws.act_, ws.m_mlp_down_), n, inter, p.w_down.data(), h, d_output,
+                  ws.d_act_.data(), false, g.w_down.data(), static_cast<T*>(nullptr));
+  const T* d_act = unmap(InputSite::kMlpDown, ws.act_, inter, ws.d_act_.data(), ws.dm_i_);
+  swiglu_backward(pool, ws.gate_.data(), ws.up_.data(), d_act, n * inter, ws.d_gate_.data(), ws.d_up_.data());
+  const T* x2 = read(InputSite::kMlpIn, ws.norm2_, ws.m_mlp_in_);
+  linear_backward(pool, x2, n, h, p.w_gate.data(), inter, ws.d_gate_.data(), ws.d_norm_.data(), false,
                   g.w_gate.data(), static_cast<T*>(nullptr));
-  linear_backward(pool, ws.norm2_.data(), n, h, p.w_up.data(), inter, ws.d_up_.data(), ws.d_norm_.data(), true,
-                  g.w_up.data(), static_cast<T*>(nullptr));
+  linear_backward(pool, x2, n, h, p.w_up.data(), inter, ws.d_up_.data(), ws.d_norm_.data(), true, g.w_up.data(),
+                  static_cast<T*>(nullptr));
+  const T* d_norm2 = unmap(InputSite::kMlpIn, ws.norm2_, h, ws.d_norm_.data(), ws.dm_h_);
   std::copy_n(d_output, n * h, ws.d_h1_.data());
-  rms_norm_backward(pool, ws.h1_.data(), p.mlp_norm.data(), n, h, c.rms_norm_eps, ws.d_norm_.data(),
-                    ws.d_h1_.data(), true, g.mlp_norm.data());
+  rms_norm_backward(pool, ws.h1_.data(), p.mlp_norm.data(), n, h, c.rms_norm_eps, d_norm2, ws.d_h1_.data(), true,
+                    g.mlp_norm.data());
 
   // Attention: h1 = input + o(attention(rope(q(norm1)), rope(k(norm1)), v(norm1))).
-  linear_backward(pool, ws.attn_.data(), n, qd, p.wo.data(), h, ws.d_h1_.data(), ws.d_attn_.data(), false,
-                  g.wo.data(), static_cast<T*>(nullptr));
+  linear_backward(pool, read(InputSite::kAttnOut, ws.attn_, ws.m_attn_out_), n, qd, p.wo.data(), h,
+                  ws.d_h1_.data(), ws.d_attn_.data(), false, g.wo.data(), static_cast<T*>(nullptr));
+  const T* d_attn = unmap(InputSite::kAttnOut, ws.attn_, qd, ws.d_attn_.data(), ws.dm_q_);
   attention_backward(pool, attention_shape(c, layer, ws.seq_len(), ws.batch()), ws.q_.data(), ws.k_.data(),
-                     ws.v_.data(), ws.probs_.data(), ws.d_attn_.data(), ws.dq_.data(), ws.dk_.data(), ws.dv_.data());
+                     ws.v_.data(), ws.probs_.data(), d_attn, ws.dq_.data(), ws.dk_.data(), ws.dv_.data());
   rope_backward(pool, ws.dq_.data(), qd, ws.batch(), ws.seq_len(), c.num_heads, c.head_dim, cos_t, sin_t);
   rope_backward(pool, ws.dk_.data(), kvd, ws.batch(), ws.seq_len(), c.num_kv_heads, c.head_dim, cos_t, sin_t);
-  linear_backward(pool, ws.norm1_.data(), n, h, p.wq.data(), qd, ws.dq_.data(), ws.d_norm_.data(), false,
-                  g.wq.data(), data_or_null(g.bq));
-  linear_backward(pool, ws.norm1_.data(), n, h, p.wk.data(), kvd, ws.dk_.data(), ws.d_norm_.data(), true,
-                  g.wk.data(), data_or_null(g.bk));
-  linear_backward(pool, ws.norm1_.data(), n, h, p.wv.data(), kvd, ws.dv_.data(), ws.d_norm_.data(), true,
-                  g.wv.data(), data_or_null(g.bv));
+  const T* x1 = read(InputSite::kAttnIn, ws.norm1_, ws.m_attn_in_);
+  linear_backward(pool, x1, n, h, p.wq.data(), qd, ws.dq_.data(), ws.d_norm_.data(), false, g.wq.data(),
+                  data_or_null(g.bq));
+  linear_backward(pool, x1, n, h, p.wk.data(), kvd, ws.dk_.data(), ws.d_norm_.data(), true, g.wk.data(),
+                  data_or_null(g.bk));
+  linear_backward(pool, x1, n, h, p.wv.data(), kvd, ws.dv_.data(), ws.d_norm_.data(), true, g.wv.data(),
+                  data_or_null(g.bv));
+  const T* d_norm1 = unmap(InputSite::kAttnIn, ws.norm1_, h, ws.d_norm_.data(), ws.dm_h_);
   std::copy_n(ws.d_h1_.data(), n * h, d_input);
-  rms_norm_backward(pool, input, p.attn_norm.data(), n, h, c.rms_norm_eps, ws.d_norm_.data(), d_input, true,
+  rms_norm_backward(pool, input, p.attn_norm.data(), n, h, c.rms_norm_eps, d_norm1, d_input, true,
                     g.attn_norm.data());
 }
 
@@ -237,13 +268,14 @@ template struct LayerParams<double>;
 template class LayerWorkspace<float>;
 template class LayerWorkspace<double>;
 template void layer_forward<float>(ThreadPool&, const ModelConfig&, int64_t, const LayerParams<float>&, float*,
-                                   LayerWorkspace<float>&);
+                                   LayerWorkspace<float>&, const SiteMaps<float>*);
 template void layer_forward<double>(ThreadPool&, const ModelConfig&, int64_t, const LayerParams<double>&, double*,
-                                    LayerWorkspace<double>&);
+                                    LayerWorkspace<double>&, const SiteMaps<double>*);
 template void layer_backward<float>(ThreadPool&, const ModelConfig&, int64_t, const LayerParams<float>&, const float*,
-                                    const float*, float*, LayerGrads<float>&, LayerWorkspace<float>&);
+                                    const float*, float*, LayerGrads<float>&, LayerWorkspace<float>&,
+                                    SiteMaps<float>*);
 template void layer_backward<double>(ThreadPool&, const ModelConfig&, int64_t, const LayerParams<double>&,
                                      const double*, const double*, double*, LayerGrads<double>&,
-                                     LayerWorkspace<double>&);
+                                     LayerWorkspace<double>&, SiteMaps<double>*);
 
 }  // namespace calq::grad

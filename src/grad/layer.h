@@ -15,6 +15,10 @@
 //  * Same bits for any thread count (see ops_basic.h, ops_attention.h).
 //  * Configs the trainable layer does not implement (online Hadamard rotations, a quantized KV
 //    cache, activation quantization) are an ErrorKind::kUnsupported error from from_weights.
+//  * SiteMaps (optional): a map per input site (model/block_topology.h) applied between the tensor
+//    that produces the site's activation and the linears that read it — a learned transform and
+//    fake-quantized activations (FlatQuant). Without maps (nullptr) the layer computes exactly
+//    what it computes without this option, bit for bit.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +26,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "model/block_topology.h"
 #include "model/model.h"
 
 namespace calq::grad {
@@ -55,6 +60,23 @@ struct LayerParams {
 template <typename T>
 using LayerGrads = LayerParams<T>;
 
+// Maps of a layer's input sites. forward is const (the layer's forward may run from several
+// threads' batches only through the pool it is given); backward adds the map's own parameter
+// gradients into the map's buffers, so it is not.
+template <typename T>
+class SiteMaps {
+ public:
+  virtual ~SiteMaps() = default;
+  // Whether `site` is mapped; an unmapped site is read as produced, at no cost.
+  virtual bool maps(model::InputSite site) const = 0;
+  // y[rows, width] = map(x[rows, width]) (y never aliases x).
+  virtual void forward(ThreadPool& pool, model::InputSite site, const T* x, int64_t rows, int64_t width,
+                       T* y) const = 0;
+  // Given the map's input x and dL/dy: WRITES dx and ADDS the map's parameter gradients.
+  virtual void backward(ThreadPool& pool, model::InputSite site, const T* x, int64_t rows, int64_t width, const T* dy,
+                        T* dx) = 0;
+};
+
 // Throws ErrorKind::kUnsupported when the config needs runtime parts the trainable layer lacks.
 void check_trainable(const model::ModelConfig& config);
 
@@ -83,18 +105,22 @@ class LayerWorkspace {
   std::vector<T> norm1_, q_, k_, v_, probs_, attn_, h1_, norm2_, gate_, up_, act_;
   std::vector<T> d_h1_, d_norm_, d_attn_, dq_, dk_, dv_, d_act_, d_gate_, d_up_;
   std::vector<T> rope_cos_, rope_sin_;
+  // With SiteMaps only (sized on first use): the mapped inputs of the four sites, and the
+  // gradients of a mapped input of each width — N·(4H + 2Q + 2I) values more.
+  std::vector<T> m_attn_in_, m_attn_out_, m_mlp_in_, m_mlp_down_, dm_h_, dm_q_, dm_i_;
 };
 
 // hidden[ws.rows(), hidden_size] updated in place by decoder layer number `layer` (selects the
 // window).
 template <typename T>
 void layer_forward(ThreadPool& pool, const model::ModelConfig& config, int64_t layer, const LayerParams<T>& params,
-                   T* hidden, LayerWorkspace<T>& ws);
+                   T* hidden, LayerWorkspace<T>& ws, const SiteMaps<T>* maps = nullptr);
 
 // Given the layer's input[ws.rows(), hidden] and the loss gradient w.r.t. its output, recomputes
 // the forward, writes d_input (may not alias input or d_output) and adds the parameter gradients.
 template <typename T>
 void layer_backward(ThreadPool& pool, const model::ModelConfig& config, int64_t layer, const LayerParams<T>& params,
-                    const T* input, const T* d_output, T* d_input, LayerGrads<T>& grads, LayerWorkspace<T>& ws);
+                    const T* input, const T* d_output, T* d_input, LayerGrads<T>& grads, LayerWorkspace<T>& ws,
+                    SiteMaps<T>* maps = nullptr);
 
 }  // namespace calq::grad

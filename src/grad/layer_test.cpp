@@ -1,11 +1,13 @@
 // The trainable decoder layer: its float forward against the runtime's, its backward against
-// central finite differences in double (GQA, biases, a sliding window, two sequences), and the
-// same bits for any thread count.
+// central finite differences in double (GQA, biases, a sliding window, two sequences; with site
+// maps too), and the same bits for any thread count.
 #include "grad/layer.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <map>
 
 #include "core/error.h"
 #include "grad/grad_check_testutil.h"
@@ -112,6 +114,133 @@ void check_layer_backward(const ModelConfig& c, int64_t seq, int64_t batch) {
 TEST(GradLayer, BackwardMatchesFiniteDifferences) { check_layer_backward(small_config(false, 0), 5, 1); }
 
 TEST(GradLayer, BackwardWithBiasesWindowAndTwoSequences) { check_layer_backward(small_config(true, 3), 7, 2); }
+
+// A nonlinear, channel-mixing test map per mapped site: y_j = a_j·tanh(x_j) + b·x_{(j+1) mod w},
+// with its parameters a[w] and b; gradients added into da, db.
+class TestMaps final : public SiteMaps<double> {
+ public:
+  TestMaps(const ModelConfig& c, std::vector<model::InputSite> sites) : sites_(std::move(sites)) {
+    uint32_t seed = 40;
+    for (const model::InputSite site : sites_) {
+      const int64_t w = site == model::InputSite::kMlpDown   ? c.intermediate_size
+                        : site == model::InputSite::kAttnOut ? c.q_dim()
+                                                             : c.hidden_size;
+      Params& p = params_[site];
+      p.a = random_values(w, seed++, 0.3);
+      for (double& v : p.a) v += 1.0;
+      p.b = {0.25};
+      p.da.assign(p.a.size(), 0.0);
+      p.db = {0.0};
+    }
+  }
+  bool maps(model::InputSite site) const override { return params_.contains(site); }
+  void forward(ThreadPool&, model::InputSite site, const double* x, int64_t rows, int64_t w,
+               double* y) const override {
+    const Params& p = params_.at(site);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < w; ++j) y[r * w + j] = p.a[j] * std::tanh(x[r * w + j]) + p.b[0] * x[r * w + (j + 1) % w];
+    }
+  }
+  void backward(ThreadPool&, model::InputSite site, const double* x, int64_t rows, int64_t w, const double* dy,
+                double* dx) override {
+    Params& p = params_.at(site);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < w; ++j) {
+        const double t = std::tanh(x[r * w + j]);
+        dx[r * w + j] = dy[r * w + j] * p.a[j] * (1 - t * t) + dy[r * w + (j + w - 1) % w] * p.b[0];
+        p.da[j] += dy[r * w + j] * t;
+        p.db[0] += dy[r * w + j] * x[r * w + (j + 1) % w];
+      }
+    }
+  }
+  struct Params {
+    std::vector<double> a, b, da, db;
+  };
+  std::map<model::InputSite, Params> params_;
+
+ private:
+  std::vector<model::InputSite> sites_;
+};
+
+// With site maps: d_input, every layer parameter and every map parameter against finite differences.
+void check_mapped_backward(const ModelConfig& c, std::vector<model::InputSite> sites) {
+  ThreadPool pool(2);
+  const int64_t seq = 5, batch = 2, n = seq * batch, h = c.hidden_size;
+  LayerParams<double> p = random_layer<double>(c, 30);
+  auto input = random_values(n * h, 11);
+  const auto r = random_values(n * h, 12);
+  LayerWorkspace<double> ws(c, seq, batch);
+  TestMaps maps(c, sites);
+  auto loss = [&] {
+    std::vector<double> out(input);
+    layer_forward(pool, c, 0, p, out.data(), ws, &maps);
+    return project(out, r);
+  };
+  std::vector<double> d_input(input.size());
+  LayerGrads<double> g = LayerGrads<double>::zeros(c);
+  layer_backward(pool, c, 0, p, input.data(), r.data(), d_input.data(), g, ws, &maps);
+  const auto all = check_entries(input.size(), input.size());
+  EXPECT_LT(rel_error(numeric_grad(input, all, loss), d_input), 1e-6) << "d_input";
+  auto grads = g.tensors();
+  auto params = p.tensors();
+  for (size_t t = 0; t < params.size(); ++t) {
+    const auto entries = check_entries(params[t].second->size(), 24, static_cast<uint32_t>(t));
+    EXPECT_LT(rel_error(numeric_grad(*params[t].second, entries, loss), pick(*grads[t].second, entries)), 1e-6)
+        << model::role_name(params[t].first);
+  }
+  for (auto& [site, mp] : maps.params_) {
+    const auto entries = check_entries(mp.a.size(), mp.a.size());
+    const auto fd_a = numeric_grad(mp.a, entries, loss);
+    EXPECT_GT(testutil::norm(fd_a), 1e-4) << model::site_name(site);
+    EXPECT_LT(rel_error(fd_a, pick(mp.da, entries)), 1e-6) << model::site_name(site);
+    EXPECT_LT(rel_error(numeric_grad(mp.b, check_entries(1, 1), loss), mp.db), 1e-6) << model::site_name(site);
+  }
+}
+
+TEST(GradLayer, SiteMapsBackwardMatchesFiniteDifferences) {
+  using model::InputSite;
+  check_mapped_backward(small_config(true, 3),
+                        {InputSite::kAttnIn, InputSite::kAttnOut, InputSite::kMlpIn, InputSite::kMlpDown});
+  check_mapped_backward(small_config(false, 0), {InputSite::kAttnOut, InputSite::kMlpDown});
+  check_mapped_backward(small_config(false, 0), {InputSite::kAttnIn, InputSite::kMlpIn});
+}
+
+// Maps that copy their input give the unmapped layer's bits; no maps at all is the plain layer.
+TEST(GradLayer, IdentityMapsGiveTheUnmappedBits) {
+  class Copy final : public SiteMaps<float> {
+   public:
+    bool maps(model::InputSite) const override { return true; }
+    void forward(ThreadPool&, model::InputSite, const float* x, int64_t rows, int64_t w, float* y) const override {
+      std::copy_n(x, rows * w, y);
+    }
+    void backward(ThreadPool&, model::InputSite, const float*, int64_t rows, int64_t w, const float* dy,
+                  float* dx) override {
+      std::copy_n(dy, rows * w, dx);
+    }
+  };
+  const ModelConfig c = small_config(true, 3);
+  ThreadPool pool(2);
+  const int64_t seq = 6, batch = 2, n = seq * batch;
+  const LayerParams<float> p = random_layer<float>(c, 3);
+  std::vector<float> input(static_cast<size_t>(n * c.hidden_size)), d_out(input.size());
+  const auto a = random_values(input.size(), 4), b = random_values(input.size(), 5);
+  std::copy(a.begin(), a.end(), input.begin());
+  std::copy(b.begin(), b.end(), d_out.begin());
+  Copy copy;
+  std::vector<std::vector<float>> results;
+  for (Copy* maps : {static_cast<Copy*>(nullptr), &copy}) {
+    LayerWorkspace<float> ws(c, seq, batch);
+    LayerGrads<float> g = LayerGrads<float>::zeros(c);
+    std::vector<float> d_in(input.size()), out(input);
+    layer_backward(pool, c, 0, p, input.data(), d_out.data(), d_in.data(), g, ws, maps);
+    layer_forward(pool, c, 0, p, out.data(), ws, maps);
+    std::vector<float> all(d_in);
+    all.insert(all.end(), out.begin(), out.end());
+    for (const auto& [role, v] : g.tensors()) all.insert(all.end(), v->begin(), v->end());
+    results.push_back(std::move(all));
+  }
+  EXPECT_EQ(std::memcmp(results[1].data(), results[0].data(), results[0].size() * sizeof(float)), 0);
+}
 
 TEST(GradLayer, SameBitsForAnyThreadCount) {
   // Wide enough that products span several 256-wide tiles and reductions several column chunks.
