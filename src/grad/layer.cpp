@@ -65,6 +65,10 @@ void check_trainable(const ModelConfig& c) {
 template <typename T>
 LayerParams<T> LayerParams<T>::from_weights(const ModelConfig& c, const model::LayerWeights& w, ThreadPool& pool) {
   check_trainable(c);
+  if (w.has_transforms()) {
+    fail(ErrorKind::kUnsupported,
+         "training a model with online Kronecker input transforms (applied at run time) is not supported");
+  }
   LayerParams p;
   p.attn_norm = vector_copy<T>(w.attn_norm);
   p.wq = dense_copy<T>(w.wq, pool);

@@ -13,8 +13,9 @@
 //  * layer_backward ADDS the parameter gradients into `grads` (zero it first; a batch of calls
 //    sums) and WRITES d_input.
 //  * Same bits for any thread count (see ops_basic.h, ops_attention.h).
-//  * Configs the trainable layer does not implement (online Hadamard rotations, a quantized KV
-//    cache, activation quantization) are an ErrorKind::kUnsupported error from from_weights.
+//  * Configs the trainable layer does not implement (online Hadamard rotations, online Kronecker
+//    input transforms, a quantized KV cache, activation quantization) are an
+//    ErrorKind::kUnsupported error from from_weights.
 //  * SiteMaps (optional): a map per input site (model/block_topology.h) applied between the tensor
 //    that produces the site's activation and the linears that read it — a learned transform and
 //    fake-quantized activations (FlatQuant). Without maps (nullptr) the layer computes exactly

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "grad/grad_check_testutil.h"
 #include "model/forward.h"
+#include "model/site_transform.h"
 #include "model/tiny_model_testutil.h"
 #include "support/shared_dir.h"
 
@@ -285,6 +286,22 @@ TEST(GradLayer, UnsupportedRuntimePartsAreErrors) {
   EXPECT_THROW(check_trainable(c), Error);
   c.rotation = ModelConfig::Rotation{.residual_seed = 1, .residual_online = false};
   EXPECT_NO_THROW(check_trainable(c));  // folded rotations are ordinary weights
+}
+
+TEST(GradLayer, OnlineInputTransformsAreRefused) {
+  ThreadPool pool(1);
+  model::Model m = model::testutil::load_tiny_model(::calq::testing::temp_dir("grad_kron"), {}, pool);
+  EXPECT_NO_THROW(LayerParams<float>::from_weights(m.config, m.layers[1], pool));
+  model::set_site_transform(m, 1, model::InputSite::kMlpDown,
+                            model::KronTransform::identity(model::kron_factors(m.config.intermediate_size)), pool);
+  try {
+    LayerParams<float>::from_weights(m.config, m.layers[1], pool);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("online Kronecker input transforms"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(LayerParams<float>::from_weights(m.config, m.layers[0], pool));
 }
 
 }  // namespace

@@ -97,10 +97,15 @@ class Checker {
       tensors.emplace_back(name, v.type == GgufValueType::kString ? v.s : std::string("?"));
       calq_tensors_.insert(name);
     }
-    if (!requires_calq && tensors.empty()) return;
+    size_t kron_factors = 0;  // calq's online input transforms (reported per tensor in check_tensors)
+    for (const GgufTensorInfo& t : f_.tensors()) kron_factors += t.name.find("calq_kron") != std::string::npos;
+    if (!requires_calq && tensors.empty() && kron_factors == 0) return;
     r_.calq_only = true;
-    error("", fmt::format("calq-only file: llama.cpp cannot load it ({} tensor{} in calq-specific formats)",
-                          tensors.size(), tensors.size() == 1 ? "" : "s"));
+    error("", fmt::format("calq-only file: llama.cpp cannot load it ({} tensor{} in calq-specific formats{})",
+                          tensors.size(), tensors.size() == 1 ? "" : "s",
+                          kron_factors == 0 ? std::string()
+                                            : fmt::format(", {} online transform factor{}", kron_factors,
+                                                          kron_factors == 1 ? "" : "s")));
     for (const auto& [name, format] : tensors) {
       error(name, fmt::format("holds calq format '{}' as raw I8 bytes, which llama.cpp cannot compute with", format));
     }
@@ -307,6 +312,10 @@ class Checker {
     }
     for (const GgufTensorInfo& t : f_.tensors()) {
       const auto it = want.find(t.name);
+      if (it == want.end() && t.name.find("calq_kron") != std::string::npos) {
+        error(t.name, "is a factor of a calq online input transform (calq_kron), which llama.cpp does not apply");
+        continue;
+      }
       if (it == want.end()) {
         error(t.name,
               fmt::format("is not a tensor llama.cpp's {} loader uses (it refuses files with extra tensors)", arch_));

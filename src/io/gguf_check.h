@@ -21,7 +21,8 @@
 //    (token_embd, output_norm, per layer attn_norm/q/k/v/output, ffn_norm/gate/up/down), the
 //    optional ones (output, q/k/v/output biases) with theirs, and no tensor it would not use;
 //  * no calq-specific tensors (calq.qtensor.* / calq.requires_calq, see model/gguf_export.h): such
-//    a file gets the error "calq-only file: llama.cpp cannot load it" and one error per tensor.
+//    a file gets the error "calq-only file: llama.cpp cannot load it" and one error per tensor;
+//    the factors of calq's online input transforms (blk.L.calq_kron.*) get one error each saying so.
 //
 // Contract: never throws for file contents (only kIo-free findings); pure reads.
 #pragma once

@@ -28,6 +28,10 @@ void rope_row(float* x, int64_t num_heads, int64_t head_dim, const float* c, con
   }
 }
 
+void apply_site_transform(const LayerWeights& w, InputSite site, float* x, int64_t rows, ThreadPool& pool) {
+  if (const KronTransform* t = w.transform(site)) t->apply_rows(x, rows, pool);
+}
+
 void add_bias_rows(float* y, int64_t rows, const Tensor& bias) {
   const int64_t cols = bias.dim(0);
   const float* b = bias.f32();
@@ -92,6 +96,7 @@ void decode_step(const Model& m, std::span<const int32_t> ids, DecodeCache& s, f
 
     // Attention block: this token's q/k/v, its k/v into the cache, attention over the cache.
     rms_norm_rows(s.hidden_.data(), w.attn_norm.f32(), s.norm_.data(), B, hs, cfg.rms_norm_eps, pool);
+    apply_site_transform(w, InputSite::kAttnIn, s.norm_.data(), B, pool);
     linear_nt(pool, s.norm_.data(), hs, B, w.wq, s.q_.data(), q_dim);
     linear_nt(pool, s.norm_.data(), hs, B, w.wk, s.k_new_.data(), kv_dim);
     linear_nt(pool, s.norm_.data(), hs, B, w.wv, s.v_new_.data(), kv_dim);
@@ -140,16 +145,19 @@ void decode_step(const Model& m, std::span<const int32_t> ids, DecodeCache& s, f
         }
       }
     });
+    apply_site_transform(w, InputSite::kAttnOut, s.attn_.data(), B, pool);
     linear_nt(pool, s.attn_.data(), q_dim, B, w.wo, s.hidden_.data(), hs, /*accumulate=*/true);
 
     // MLP block: down(silu(gate(x)) * up(x)).
     rms_norm_rows(s.hidden_.data(), w.mlp_norm.f32(), s.norm_.data(), B, hs, cfg.rms_norm_eps, pool);
+    apply_site_transform(w, InputSite::kMlpIn, s.norm_.data(), B, pool);
     linear_nt(pool, s.norm_.data(), hs, B, w.w_gate, s.gate_.data(), inter);
     linear_nt(pool, s.norm_.data(), hs, B, w.w_up, s.up_.data(), inter);
     silu_mul(s.gate_.data(), s.up_.data(), B * inter);
     if (cfg.rotation && cfg.rotation->down_seed) {
       RandomizedHadamard(inter, *cfg.rotation->down_seed).apply_rows(s.gate_.data(), B, pool);
     }
+    apply_site_transform(w, InputSite::kMlpDown, s.gate_.data(), B, pool);
     linear_nt(pool, s.gate_.data(), inter, B, w.w_down, s.hidden_.data(), hs, /*accumulate=*/true);
   }
   output_logits(m, s.hidden_.data(), B, logits, pool);

@@ -10,7 +10,8 @@
 //    that position; the logits equal those of model::forward on the sequence so far, row for row,
 //    up to float rounding (the products run on `batch` rows instead of the whole prefix; the
 //    same math otherwise: q/k/v biases, sliding windows, a simulated quantized KV cache, online
-//    rotations and activation quantization of LinearWeight all apply as in forward.h).
+//    rotations, online input transforms (LayerWeights::transforms) and activation quantization of
+//    LinearWeight all apply as in forward.h).
 //  * Deterministic and independent of the thread count (linear_nt's fixed blocks; attention of one
 //    (sequence, head) pair runs on one thread in a fixed order). The bits may depend on `batch`.
 //  * Errors (kInvalidArgument): a step past max_len, ids.size() != batch, ids outside the

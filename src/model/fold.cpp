@@ -97,6 +97,14 @@ void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t l
     fail(ErrorKind::kInvalidArgument, "input scales: site '{}' has no fold point in the {} block", site_name(site),
          block_topology(config).name);
   }
+  if (layer.transform(site) != nullptr) {
+    // The consumers read x·T: a per-channel scale of x does not commute with T, and one of x·T
+    // has no producer to fold into.
+    fail(ErrorKind::kUnsupported,
+         "layer {}: cannot fold input scales of site '{}': it has an online Kronecker transform (fold scales "
+         "before installing transforms)",
+         layer_index, site_name(site));
+  }
   const std::span<const TensorRole> consumers = wiring->consumers;
   const TensorRole producer = wiring->producer;
   if (!can_fold(*wiring, config)) {

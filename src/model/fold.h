@@ -35,7 +35,8 @@ std::vector<TensorRole> input_consumers(TensorRole group, const BlockTopology& b
 // Errors (nothing is changed): a site without a fold point (kInvalidArgument); consumers or
 // producer not dense float32 (kUnsupported, naming the tensor); s of the wrong length or with a
 // value not finite and > 0 (kInvalidArgument); a fold condition the config does not meet, e.g.
-// attn_out with num_heads != num_kv_heads (kUnsupported, naming the layer).
+// attn_out with num_heads != num_kv_heads (kUnsupported, naming the layer); a site with an online
+// transform (LayerWeights::transforms; kUnsupported, naming layer and site).
 void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, InputSite site,
                        std::span<const float> s);
 // The same, naming the site by its first consumer (kAttnQ for attn_in, ...); any other role is

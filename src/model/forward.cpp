@@ -85,6 +85,11 @@ void attention(const ModelConfig& cfg, const float* q, const float* k, const flo
   });
 }
 
+// x[rows, width of the site] ← x·T when the layer has a transform on `site` (a no-op otherwise).
+void apply_site_transform(const LayerWeights& w, InputSite site, float* x, int64_t rows, ThreadPool& pool) {
+  if (const KronTransform* t = w.transform(site)) t->apply_rows(x, rows, pool);
+}
+
 void call_hook(const LinearHook* hook, int64_t layer, TensorRole role, const float* x, int64_t rows, int64_t cols) {
   if (hook != nullptr && *hook) (*hook)(LinearInput{layer, role, x, rows, cols});
 }
@@ -165,6 +170,9 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
 
   // Attention block.
   rms_norm_rows(hidden, w.attn_norm.f32(), s.norm_.data(), seq_len, hs, cfg.rms_norm_eps, pool);
+  // An online transform (kron_transform.h) changes each site's input before its consumers and
+  // the hook: the stored weights multiply x·T.
+  apply_site_transform(w, InputSite::kAttnIn, s.norm_.data(), seq_len, pool);
   call_hook(hook, layer, TensorRole::kAttnQ, s.norm_.data(), seq_len, hs);
   call_hook(hook, layer, TensorRole::kAttnK, s.norm_.data(), seq_len, hs);
   call_hook(hook, layer, TensorRole::kAttnV, s.norm_.data(), seq_len, hs);
@@ -185,11 +193,13 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
     quantize_kv_rows(*cfg.kv_cache, s.v_.data(), seq_len, cfg.num_kv_heads, cfg.head_dim, pool);
   }
   attention(cfg, s.q_.data(), s.k_.data(), s.v_.data(), s.attn_.data(), seq_len, cfg.window_for_layer(layer), pool);
+  apply_site_transform(w, InputSite::kAttnOut, s.attn_.data(), seq_len, pool);
   call_hook(hook, layer, TensorRole::kAttnOut, s.attn_.data(), seq_len, cfg.q_dim());
   linear_nt(pool, s.attn_.data(), cfg.q_dim(), seq_len, w.wo, hidden, hs, /*accumulate=*/true);
 
   // MLP block: down(silu(gate(x)) * up(x)).
   rms_norm_rows(hidden, w.mlp_norm.f32(), s.norm_.data(), seq_len, hs, cfg.rms_norm_eps, pool);
+  apply_site_transform(w, InputSite::kMlpIn, s.norm_.data(), seq_len, pool);
   call_hook(hook, layer, TensorRole::kMlpGate, s.norm_.data(), seq_len, hs);
   call_hook(hook, layer, TensorRole::kMlpUp, s.norm_.data(), seq_len, hs);
   linear(pool, s.norm_.data(), seq_len, w.w_gate, s.gate_.data());
@@ -202,6 +212,7 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
     // Online rotation of the intermediate (rotate.h): w_down holds W_down·Q_d.
     RandomizedHadamard(inter, *cfg.rotation->down_seed).apply_rows(s.gate_.data(), seq_len, pool);
   }
+  apply_site_transform(w, InputSite::kMlpDown, s.gate_.data(), seq_len, pool);
   call_hook(hook, layer, TensorRole::kMlpDown, s.gate_.data(), seq_len, inter);
   linear_nt(pool, s.gate_.data(), inter, seq_len, w.w_down, hidden, hs, /*accumulate=*/true);
 }

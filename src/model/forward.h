@@ -49,7 +49,9 @@ class LayerScratch {
 // hidden[seq_len, hidden_size] is updated in place: h += attn(norm(h)); h += mlp(norm(h)).
 // Positions are 0..seq_len-1 (one causal sequence). `layer_index` selects the layer's attention
 // window. `hook` may be null; it sees the input of q/k/v (before any bias is involved) and, with
-// an online down rotation (config.rotation->down_seed), the rotated input of w_down.
+// an online down rotation (config.rotation->down_seed), the rotated input of w_down. A site with
+// an online transform (weights.transforms, kron_transform.h) has its input replaced by x·T first
+// (after the down rotation for mlp_down): the hook sees what the stored weights multiply.
 void decoder_layer_forward(const ModelConfig& config, const LayerWeights& weights, int64_t layer_index,
                            float* hidden, int64_t seq_len, LayerScratch& scratch, ThreadPool& pool,
                            const LinearHook* hook = nullptr);

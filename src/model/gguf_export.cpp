@@ -213,6 +213,10 @@ std::string calq_qtensor_format_key(std::string_view tensor_name) {
 std::string calq_qtensor_shape_key(std::string_view tensor_name) {
   return fmt::format("calq.qtensor.{}.shape", tensor_name);
 }
+std::string calq_kron_tensor_name(int64_t layer, InputSite site, char factor) {
+  assert(factor == 'a' || factor == 'b');
+  return fmt::format("blk.{}.{}.{}.{}", layer, kCalqKronTag, site_name(site), factor);
+}
 std::string calq_act_quant_key(std::string_view tensor_name) {
   return fmt::format("{}{}", kCalqActQuantPrefix, tensor_name);
 }
@@ -298,6 +302,8 @@ io::GgufMetadata gguf_model_metadata(const Model& m, const GgufExportOptions& op
       calq_keys.emplace_back(std::string(kCalqRotationDownSeedKey), io::GgufValue::of_uint64(*rot->down_seed));
     }
   }
+  // Online input transforms (kron_transform.h): their factors are tensors; the runtime must apply them.
+  if (m.has_transforms()) calq_only = true;
   if (calq_only) out.emplace_back(std::string(kCalqRequiresCalqKey), io::GgufValue::of_bool(true));
   for (auto& kv : calq_keys) out.push_back(std::move(kv));
   for (const auto& kv : options.extra_metadata) {
@@ -368,6 +374,17 @@ void write_gguf_model(const Model& m, const std::filesystem::path& out, const Gg
     } else {
       tensors.push_back({.name = it.gguf_name, .ne = {static_cast<int64_t>(q.bytes.size())}, .type = kGgmlI8,
                          .data = q.bytes});
+    }
+  }
+  for (int64_t l = 0; l < static_cast<int64_t>(m.layers.size()); ++l) {
+    for (size_t site = 0; site < static_cast<size_t>(kNumInputSites); ++site) {
+      const std::optional<KronTransform>& t = m.layers[static_cast<size_t>(l)].transforms[site];
+      if (!t) continue;
+      const auto s = static_cast<InputSite>(site);
+      tensors.push_back({.name = calq_kron_tensor_name(l, s, 'a'), .ne = {t->n1(), t->n1()}, .type = io::kGgmlF32,
+                         .data = t->a().bytes()});
+      tensors.push_back({.name = calq_kron_tensor_name(l, s, 'b'), .ne = {t->n2(), t->n2()}, .type = io::kGgmlF32,
+                         .data = t->b().bytes()});
     }
   }
   io::write_gguf(out, metadata, tensors, {});

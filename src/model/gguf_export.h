@@ -66,6 +66,14 @@ inline constexpr std::string_view kCalqRequiresCalqKey = "calq.requires_calq";
 inline constexpr std::string_view kCalqRotationResidualSeedKey = "calq.rotation.residual_seed";
 inline constexpr std::string_view kCalqRotationResidualOnlineKey = "calq.rotation.residual_online";
 inline constexpr std::string_view kCalqRotationDownSeedKey = "calq.rotation.down_seed";
+// Online Kronecker input transforms (LayerWeights::transforms, kron_transform.h): factor A of
+// layer L's site S as the F32 tensor "blk.L.calq_kron.S.a" (ne = {n1, n1}, row-major as held), B
+// as "blk.L.calq_kron.S.b" (ne = {n2, n2}); written after the model's tensors, by layer and site.
+// Any transform sets calq.requires_calq (llama.cpp would run the folded weights on untransformed
+// inputs). The names do not end in "weight", so a GGUF mix quantization (pipeline/gguf_quantize.h)
+// copies the factors unchanged.
+std::string calq_kron_tensor_name(int64_t layer, InputSite site, char factor);  // factor 'a' or 'b'
+inline constexpr std::string_view kCalqKronTag = "calq_kron";
 // Activation quantization of a linear weight (LinearWeight::act_quant, docs/formats.md):
 // "calq.act_quant.<name>" = "int8-token" | "int8-tensor" | "llm-int8", and for the latter two
 // "calq.act_quant.<name>.value" = f32 scale / threshold. Written for every weight whose spec is

@@ -15,6 +15,7 @@
 #include "core/hadamard.h"
 #include "formats/format.h"
 #include "model/gguf_export.h"
+#include "model/gguf_kron.h"
 #include "model/loader_util.h"
 
 namespace calq::model {
@@ -94,6 +95,7 @@ Shape row_major_shape(const std::vector<int64_t>& ne) { return Shape(ne.rbegin()
 
 void check_known_tensors(const io::GgufFile& file, const ModelConfig& config, const Architecture& arch) {
   for (const auto& t : file.tensors()) {
+    if (is_kron_tensor_name(t.name)) continue;  // read_gguf_transforms checks them
     const auto parsed = parse_gguf_tensor_name(arch, t.name);
     if (!parsed) {
       fail(ErrorKind::kUnsupported, "{}: tensor '{}' is not part of the '{}' architecture as calq knows it",
@@ -390,6 +392,7 @@ Model load_gguf_model_from(const Source& src, ThreadPool& pool) {
     matrix_names.push_back(name);
   }
   load_layers(m, load_linear, load_vec);
+  read_gguf_transforms(file, m, pool);
   check_act_quant_keys(file, matrix_names);
   return m;
 }

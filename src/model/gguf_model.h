@@ -25,6 +25,11 @@
 //  * calq.act_quant.<name> keys (gguf_export.h) set the activation quantization of that linear
 //    weight (LinearWeight::set_act_quant; a tied head's under "output.weight"); malformed ones and
 //    keys naming no linear weight are kFormat Errors naming file and key.
+//  * Online input transforms (gguf_export.h: F32 tensors blk.L.calq_kron.S.a / .b) are read into
+//    LayerWeights::transforms. Any tensor whose name contains "calq_kron" must be one: a name of
+//    that form, a layer below block_count, S a layer site of the block, a square F32 matrix of
+//    finite values, its partner present, n1·n2 = the site's width; else kFormat naming the file
+//    and the tensor.
 //  * Where the table says the converter permuted Q/K rows for llama.cpp's interleaved rotary
 //    embedding, the loader undoes it (for a quantized weight by moving whole rows of bytes: rows
 //    of GGUF block types are independent), so the Model is the one load_hf_model() gives for the

@@ -77,6 +77,14 @@ Tensor& LayerWeights::vector(TensorRole role) {
   return const_cast<Tensor&>(static_cast<const LayerWeights&>(*this).vector(role));
 }
 
+bool LayerWeights::has_transforms() const {
+  return std::any_of(transforms.begin(), transforms.end(), [](const auto& t) { return t.has_value(); });
+}
+
+bool Model::has_transforms() const {
+  return std::any_of(layers.begin(), layers.end(), [](const LayerWeights& l) { return l.has_transforms(); });
+}
+
 Shape expected_shape(const ModelConfig& c, TensorRole role) {
   switch (role) {
     case TensorRole::kTokenEmbedding:

@@ -10,15 +10,19 @@
 // picks by what a path is, with its tokenizer, is api::load_model (src/api/model_source.h).
 #pragma once
 
+#include <array>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
 #include "core/thread_pool.h"
 #include "model/architecture.h"
+#include "model/block_topology.h"
 #include "model/config.h"
+#include "model/kron_transform.h"
 #include "model/linear_weight.h"
 
 namespace calq::model {
@@ -42,6 +46,10 @@ struct LayerWeights {
   Tensor bq;            // [q_dim] when config.qkv_bias, else empty
   Tensor bk;            // [kv_dim] when config.qkv_bias, else empty
   Tensor bv;            // [kv_dim] when config.qkv_bias, else empty
+  // Online input transforms (FlatQuant; kron_transform.h, site_transform.h), indexed by InputSite
+  // (the head_in slot stays empty: the head is not part of a layer). A site with one has its input
+  // x replaced by x·T before its consumers and the LinearHook; its consumers hold W·T^{-T}.
+  std::array<std::optional<KronTransform>, kNumInputSites> transforms;
 
   // The weight of a per-layer linear role (asserts is_linear(role) and per-layer; the roles are
   // kLayerLinearRoles).
@@ -50,6 +58,12 @@ struct LayerWeights {
   // The float32 vector of a per-layer norm or bias role (asserts it is one).
   const Tensor& vector(TensorRole role) const;
   Tensor& vector(TensorRole role);
+  // The transform of `site`, nullptr when it has none.
+  const KronTransform* transform(InputSite site) const {
+    const auto& t = transforms[static_cast<size_t>(site)];
+    return t ? &*t : nullptr;
+  }
+  bool has_transforms() const;
 };
 
 // What a tensor looked like in the source file (for `calq inspect`).
@@ -68,6 +82,8 @@ struct Model {
   Tensor final_norm;    // [hidden]
   LinearWeight output;  // [vocab, hidden]; same storage as `embedding` when tied
 
+  // Whether any layer has an online input transform (LayerWeights::transforms).
+  bool has_transforms() const;
   int64_t parameter_count() const;  // unique parameters (tied weights counted once)
   // Bytes of every weight as held (float32, or the encoded bytes of a quantized weight; tied
   // weights once) and 8 × that / parameter_count(): the bits per weight of the model as stored,

@@ -94,6 +94,11 @@ void rotate_model(Model& m, const RotateOptions& options, ThreadPool& pool) {
     fail(ErrorKind::kInvalidArgument, "{}: the model is already rotated (residual seed {})", m.source.string(),
          c.rotation->residual_seed);
   }
+  if (m.has_transforms()) {
+    // The norms fold into the weights that read their output, which with a transform is x·T.
+    fail(ErrorKind::kInvalidArgument, "{}: cannot rotate a model with online Kronecker transforms (rotate first)",
+         m.source.string());
+  }
   require_size(m, "hidden_size", c.hidden_size);
   if (options.rotate_down) require_size(m, "intermediate_size", c.intermediate_size);
   require_dense(m, m.embedding, TensorRole::kTokenEmbedding, -1);

@@ -19,7 +19,8 @@
 //  * Logits equal the original's up to float rounding. New tensors are written: tensors shared
 //    with other Models (copies share storage) are left as they were.
 //  * Sets config.rotation (persisted as calq.rotation.* GGUF keys, see docs/formats.md).
-//  * Errors: a quantized weight, an already rotated model (config.rotation set) — kInvalidArgument;
+//  * Errors: a quantized weight, an already rotated model (config.rotation set), a model with
+//    online Kronecker transforms (LayerWeights::transforms) — kInvalidArgument;
 //    a hidden/intermediate size without a Hadamard transform — kUnsupported naming the sizes.
 #pragma once
 

@@ -4,13 +4,18 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/error.h"
 #include "formats/format.h"
+#include "model/forward.h"
+#include "model/site_transform.h"
 #include "model/tiny_model_testutil.h"
+#include "pipeline/tensor_swap.h"
 #include "support/shared_dir.h"
 #include "support/error_of.h"
 
@@ -348,6 +353,94 @@ TEST(ModelPlan, IntegerActivationsNeedIntegerWeightCodes) {
     EXPECT_EQ(plan_model_quantization(m, o).size(), tensors) << format;
   }
 }
+
+// A model with online input transforms (model/site_transform.h) calibrates and quantizes like any
+// other: the statistics are those of the transformed inputs the stored weights multiply (layer 0's
+// attn_in input is exactly the norm output times T, whatever produced it), and GPTQ on the folded
+// weights loses about as much as on the plain model (the transforms here are random, not trained).
+TEST(ModelQuantize, ModelWithOnlineTransforms) {
+  ThreadPool pool(2);
+  const model::Model plain = load_tiny_model(testing::temp_dir("mq_kron"), {.layers = 2}, pool);
+  model::Model transformed = plain;
+  std::mt19937 gen(5);
+  for (int64_t l = 0; l < plain.config.num_layers; ++l) {
+    for (const model::InputSite site : {model::InputSite::kAttnIn, model::InputSite::kAttnOut,
+                                        model::InputSite::kMlpIn, model::InputSite::kMlpDown}) {
+      const int64_t width = model::site_width(*model::find_site(model::block_topology(plain.config), site), plain.config);
+      const model::KronShape s = model::kron_factors(width);
+      const auto factor = [&](int64_t n) {
+        Tensor f = Tensor::zeros(DType::kF32, {n, n});
+        std::normal_distribution<float> d(0.0f, 0.3f / std::sqrt(static_cast<float>(n)));
+        for (int64_t i = 0; i < n * n; ++i) f.mutable_f32()[i] = d(gen) + (i % (n + 1) == 0 ? 1.0f : 0.0f);
+        return f;
+      };
+      model::set_site_transform(transformed, l, site, model::KronTransform::make(factor(s.n1), factor(s.n2), "t"),
+                                pool);
+    }
+  }
+  const auto samples = make_samples(4, 16, plain.config.vocab_size);
+
+  // Statistics: Σx² of layer 0's attn_in over the samples — the plain model's norm output (from
+  // its hook) times T, by hand.
+  model::Model stats_plain = plain, stats_t = transformed;
+  const SequentialResult rp = run_layer_sequential(stats_plain, samples, {}, nullptr, pool);
+  const SequentialResult rt = run_layer_sequential(stats_t, samples, {}, nullptr, pool);
+  const calib::SiteStats* sp = rp.stats.find(0, model::InputSite::kAttnIn);
+  const calib::SiteStats* st = rt.stats.find(0, model::InputSite::kAttnIn);
+  ASSERT_NE(sp, nullptr);
+  ASSERT_NE(st, nullptr);
+  const int64_t hs = plain.config.hidden_size;
+  std::vector<double> want(static_cast<size_t>(hs), 0.0);
+  for (const auto& sample : samples) {
+    std::vector<float> x;
+    const model::LinearHook capture = [&](const model::LinearInput& in) {
+      if (in.layer == 0 && in.role == model::TensorRole::kAttnQ) x.assign(in.x, in.x + in.rows * in.cols);
+    };
+    model::forward(plain, sample, pool, &capture);
+    const auto rows = static_cast<int64_t>(sample.size());
+    transformed.layers[0].transform(model::InputSite::kAttnIn)->apply_rows(x.data(), rows, pool);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < hs; ++c) {
+        const auto v = static_cast<double>(x[static_cast<size_t>(r * hs + c)]);
+        want[static_cast<size_t>(c)] += v * v;
+      }
+    }
+  }
+  double max_rel = 0, moved = 0;
+  for (size_t c = 0; c < want.size(); ++c) {
+    max_rel = std::max(max_rel, std::fabs(st->sum_sq()[c] - want[c]) / want[c]);
+    moved = std::max(moved, std::fabs(sp->sum_sq()[c] - want[c]) / want[c]);
+  }
+  EXPECT_LT(max_rel, 1e-12);  // the same float rows, summed in double
+  EXPECT_GT(moved, 1e-2);     // and not the untransformed statistics
+
+  // GPTQ after the fold.
+  const auto ids = test_token_ids(40, plain.config.vocab_size);
+  const Tensor ref = model::forward(plain, ids, pool);
+  const auto quantized_error = [&](model::Model m) {
+    // Per-channel: the tiny model's 48 intermediate columns fit no 32-wide group.
+    const ModelQuantizeOptions o{.format = &format_by_name("int4-pc-asym"),
+                                 .recipe = quant::parse_method_chain("gptq")};
+    quantize_model(m, o, samples, {}, nullptr, nullptr, pool);
+    EXPECT_TRUE(m.layers[1].w_down.is_quantized());
+    const Tensor out = model::forward(m, ids, pool);
+    double max_abs = 0, max_diff = 0;
+    for (int64_t i = 0; i < out.numel(); ++i) {
+      EXPECT_TRUE(std::isfinite(out.f32()[i]));
+      max_abs = std::max(max_abs, std::fabs(static_cast<double>(ref.f32()[i])));
+      max_diff = std::max(max_diff, std::fabs(static_cast<double>(out.f32()[i]) - ref.f32()[i]));
+    }
+    return max_diff / max_abs;
+  };
+  const double err_plain = quantized_error(plain);
+  const double err_t = quantized_error(transformed);
+  std::printf("gptq int4-pc-asym: max |Δlogit| / max |logit| plain %.4f, with transforms %.4f\n", err_plain, err_t);
+  EXPECT_GT(err_t, 1e-4);
+  EXPECT_LT(err_t, 2.0 * err_plain);
+
+  // Single tensors do not move between a transformed and a plain model.
+  const std::string e = error_of([&] { check_same_layout(plain, transformed); });
+  EXPECT_NE(e.find("blk.0.calq_kron.attn_in"), std::string::npos) << e;
 
 }  // namespace
 }  // namespace calq::pipeline

@@ -1,6 +1,7 @@
 #include "pipeline/tensor_swap.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "core/error.h"
 #include "model/architecture.h"
@@ -87,6 +88,18 @@ void check_same_layout(const model::Model& a, const model::Model& b) {
   if (a.config.rotation.has_value() != b.config.rotation.has_value()) {
     mismatch("one has a Hadamard rotation (calq.rotation.*), the other not; swapping single tensors between "
              "them mixes two bases");
+  }
+  // An online input transform changes the basis its site's consumers work in, as a rotation does.
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    for (size_t site = 0; site < static_cast<size_t>(model::kNumInputSites); ++site) {
+      const std::optional<model::KronTransform>& ta = a.layers[l].transforms[site];
+      const std::optional<model::KronTransform>& tb = b.layers[l].transforms[site];
+      if (ta.has_value() != tb.has_value() || (ta && !ta->same_values(*tb))) {
+        mismatch(fmt::format("their online input transforms blk.{}.calq_kron.{} differ; swapping single tensors "
+                             "between them mixes two bases",
+                             l, model::site_name(static_cast<model::InputSite>(site))));
+      }
+    }
   }
   const auto same_norm = [&](const Tensor& x, const Tensor& y, const std::string& name) {
     const Tensor fx = x.to_f32(), fy = y.to_f32();

@@ -13,7 +13,8 @@
 //  * check_same_layout() throws ErrorKind::kInvalidArgument naming both models (their source
 //    paths) and the first tensor whose presence or shape differs, or the first norm weight whose
 //    values differ, or a rotation only one of them has (awq/smoothquant/rotate fold scales into the
-//    norms, so single weights of such a model do not fit into the other).
+//    norms, so single weights of such a model do not fit into the other), or online input
+//    transforms (LayerWeights::transforms) that are not the same in both.
 #pragma once
 
 #include <cstdint>
