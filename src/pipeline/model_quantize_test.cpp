@@ -441,6 +441,7 @@ TEST(ModelQuantize, ModelWithOnlineTransforms) {
   // Single tensors do not move between a transformed and a plain model.
   const std::string e = error_of([&] { check_same_layout(plain, transformed); });
   EXPECT_NE(e.find("blk.0.calq_kron.attn_in"), std::string::npos) << e;
+}
 
 }  // namespace
 }  // namespace calq::pipeline
