@@ -53,7 +53,8 @@ std::vector<TrainingMemoryReport> estimate_training_memory(const quant::Recipe& 
                {"activations", m->training.activations}};
     r.parts.insert(r.parts.end(), m->extra.begin(), m->extra.end());
     // A per-layer step trains while its layer's statistics are held; a whole-model one after them.
-    const uint64_t stats = step.method->stage() == quant::MethodStage::kLayerReconstruction
+    const quant::MethodStage stage = step.method->stage();
+    const uint64_t stats = stage == quant::MethodStage::kLayerReconstruction || stage == quant::MethodStage::kLayerTransform
                                ? layer_statistics_bytes(recipe, model, threads) : 0;
     if (stats > 0) r.parts.emplace_back("layer statistics", stats);
     r.parts.emplace_back("model", model.storage_bytes());
@@ -82,7 +83,8 @@ std::vector<TrainingRecord> training_records(const std::vector<quant::MethodEven
   std::vector<TrainingRecord> out;
   for (const quant::MethodEvent& e : events) {
     const quant::MethodStage stage = quant::method_by_name(e.step).stage();
-    if (stage != quant::MethodStage::kLayerReconstruction && stage != quant::MethodStage::kModelReconstruction)
+    if (stage != quant::MethodStage::kLayerReconstruction && stage != quant::MethodStage::kModelReconstruction &&
+        stage != quant::MethodStage::kLayerTransform)
       continue;
     // The training methods' event values: 1 trained and written, 0 trained and not kept, −1 nothing to train.
     out.push_back({.method = e.step, .layer = e.layer, .steps = static_cast<int64_t>(e.curve.size()),

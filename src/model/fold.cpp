@@ -90,8 +90,10 @@ void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t l
   fold_input_scales(layer, config, layer_index, w->site, s);
 }
 
-void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, InputSite site,
-                       std::span<const float> s) {
+namespace {
+
+void fold(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, InputSite site,
+          std::span<const float> s, bool consumers_too) {
   const SiteWiring* wiring = find_site(block_topology(config), site);
   if (wiring == nullptr || wiring->fold == FoldPoint::kNone) {
     fail(ErrorKind::kInvalidArgument, "input scales: site '{}' has no fold point in the {} block", site_name(site),
@@ -148,6 +150,7 @@ void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t l
 
   // Consumers: column c times s[c].
   for (const TensorRole role : consumers) {
+    if (!consumers_too) break;
     Tensor w = owned_copy(layer.linear(role).dense());
     float* d = w.mutable_f32();
     const int64_t rows = w.dim(0);
@@ -171,6 +174,18 @@ void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t l
   }
   layer.linear(producer) = LinearWeight(std::move(p));
   if (bias) layer.vector(*bias) = divided(layer.vector(*bias), s);
+}
+
+}  // namespace
+
+void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, InputSite site,
+                       std::span<const float> s) {
+  fold(layer, config, layer_index, site, s, true);
+}
+
+void fold_into_producer(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, InputSite site,
+                        std::span<const float> s) {
+  fold(layer, config, layer_index, site, s, false);
 }
 
 }  // namespace calq::model

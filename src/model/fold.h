@@ -39,6 +39,11 @@ std::vector<TensorRole> input_consumers(TensorRole group, const BlockTopology& b
 // transform (LayerWeights::transforms; kUnsupported, naming layer and site).
 void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, InputSite site,
                        std::span<const float> s);
+// The producer's half alone: output c of the producer divided by s[c], the consumers untouched —
+// for callers whose consumers already hold W·diag(s) (FlatQuant's transformed weights). Same
+// checks and errors as fold_input_scales.
+void fold_into_producer(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, InputSite site,
+                        std::span<const float> s);
 // The same, naming the site by its first consumer (kAttnQ for attn_in, ...); any other role is
 // an Error(kInvalidArgument).
 void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, TensorRole group,

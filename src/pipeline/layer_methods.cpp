@@ -12,6 +12,7 @@
 #include "model/block_topology.h"
 #include "model/fold.h"
 #include "pipeline/model_quantize.h"
+#include "quant/flatquant.h"
 
 namespace calq::pipeline {
 using model::TensorRole;
@@ -25,7 +26,8 @@ ActivationScheme parse_activation_scheme(const std::string& name) {
 
 bool needs_float_stream(const quant::Recipe& recipe) {
   for (const auto& step : recipe.steps)
-    if (step.stage() == quant::MethodStage::kLayerReconstruction) return true;
+    if (step.stage() == quant::MethodStage::kLayerReconstruction || step.stage() == quant::MethodStage::kLayerTransform)
+      return true;
   return false;
 }
 
@@ -69,6 +71,7 @@ void LayerMethods::apply(int64_t l, model::LayerWeights& w, const calib::Calibra
     switch (step.stage()) {
       case quant::MethodStage::kModelTransform: break;  // ran on the whole model (model_quantize.cpp)
       case quant::MethodStage::kScaleMigration: migrate(step, l, w, sites); break;
+      case quant::MethodStage::kLayerTransform: transform(step, l, w, sites, streams); break;
       case quant::MethodStage::kWeightQuantizer:
         original = w;
         quantize_weights(step, l, w, sites);
@@ -115,6 +118,73 @@ void LayerMethods::migrate(const quant::MethodStep& step, int64_t l, model::Laye
   }
 }
 
+// The layer's input streams, checked: a training step needs both (true-sequential calibration
+// with the full-precision stream).
+void LayerMethods::check_streams(const quant::MethodStep& step, int64_t l, const LayerStreams& streams) const {
+  const auto rows = streams.samples * streams.seq_len * config_.hidden_size;
+  if (streams.inputs.size() != static_cast<size_t>(rows) || streams.targets.size() != static_cast<size_t>(rows) ||
+      rows == 0)
+    fail(ErrorKind::kInvalidArgument, "{}: {} needs calibration samples run true-sequentially with the "
+         "full-precision stream (layer {})", recipe_.origin, step.name(), l);
+}
+
+void LayerMethods::transform(const quant::MethodStep& step, int64_t l, model::LayerWeights& w, Sites& sites,
+                             const LayerStreams& streams) {
+  check_streams(step, l, streams);
+  const model::BlockTopology& block = model::block_topology(config_);
+  std::vector<quant::TransformSite> targets;
+  for (const model::SiteWiring& g : block.layer_sites) {
+    bool foldable = false;
+    for (const model::MigrationGroup& mg : model::migration_groups(block, config_))
+      if (mg.site->site == g.site) foldable = mg.foldable;
+    targets.push_back({.site = g.site, .consumers = g.consumers, .foldable = foldable, .stats = &sites.at(g.site)});
+  }
+  std::vector<quant::ReconstructionLinear> linears;
+  for (const TensorRole role : model::kLayerLinearRoles) {
+    const TensorAssignment& a = assignment(l, role);
+    linears.push_back({.role = role, .format = a.format, .name = a.name});
+  }
+  // The activation quantization the layer will run with (its clip learned by the transform); the
+  // per-token schemes read no statistics, the others are named by kind only (and refused there).
+  model::ActivationQuant act;
+  if (const quant::MethodStep* a = recipe_.activation()) {
+    act.kind = *model::activation_quant_by_name(a->name());
+    if (act.per_token()) act = a->method->activation({.layer = l, .group = "", .stats = nullptr}, a->options);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  quant::LayerTransform t = step.method->transform_layer(
+      {.layer = l, .config = &config_, .weights = &w, .linears = linears, .sites = targets, .activation = act,
+       .samples = streams.samples, .seq_len = streams.seq_len, .inputs = streams.inputs, .targets = streams.targets,
+       .progress = &options_.on_training},
+      step.options, pool_);
+  // The consumers take the transformed weights W·diag(s)·T⁻ᵀ; then each smoothing folds into its
+  // producer only (a producer linear — up for mlp_down — is itself a consumer replaced above); the
+  // transform is stored for the runtime to apply.
+  for (auto& [role, tensor] : t.weights) w.linear(role) = std::move(tensor);
+  for (const quant::SiteTransform& st : t.sites) {
+    if (st.smoothing.empty()) continue;
+    model::fold_into_producer(w, config_, l, st.site, st.smoothing);
+    sites.at(st.site).divide_inputs(st.smoothing);
+  }
+  for (const quant::SiteTransform& st : t.sites) {
+    quant::InputStats& site = sites.at(st.site);
+    Tensor a = Tensor::zeros(DType::kF32, {st.n1, st.n1});
+    Tensor b = Tensor::zeros(DType::kF32, {st.n2, st.n2});
+    std::copy(st.a.begin(), st.a.end(), a.mutable_f32());
+    std::copy(st.b.begin(), st.b.end(), b.mutable_f32());
+    const std::string context = fmt::format("layer {} site {}", l, model::site_name(st.site));
+    model::KronTransform kt = model::KronTransform::make(std::move(a), std::move(b), context);
+    quant::transform_input_stats(site, kt);
+    w.transforms[static_cast<size_t>(st.site)] = std::move(kt);
+    if (st.act_clip > 0) learned_clip_[{l, static_cast<int>(st.site)}] = st.act_clip;
+  }
+  const double seconds = seconds_since(t0);
+  seconds_quantize_ += seconds;
+  events_.push_back({.layer = l, .step = step.name(), .target = fmt::format("blk.{}", l), .value = t.event.value,
+                     .error_before = t.event.error_before, .error_after = t.event.error_after,
+                     .seconds = seconds, .curve = std::move(t.event.curve)});
+}
+
 void LayerMethods::quantize_weights(const quant::MethodStep& step, int64_t l, model::LayerWeights& w,
                                     const Sites& sites) {
   const RangeChooser* range = options_.observer != nullptr ? &options_.observer->weight_range() : nullptr;
@@ -146,11 +216,7 @@ void LayerMethods::quantize_weights(const quant::MethodStep& step, int64_t l, mo
 
 void LayerMethods::reconstruct(const quant::MethodStep& step, int64_t l, model::LayerWeights& w,
                                const model::LayerWeights& original, const LayerStreams& streams) {
-  const auto rows = streams.samples * streams.seq_len * config_.hidden_size;
-  if (streams.inputs.size() != static_cast<size_t>(rows) || streams.targets.size() != static_cast<size_t>(rows) ||
-      rows == 0)
-    fail(ErrorKind::kInvalidArgument, "{}: {} needs calibration samples run true-sequentially with the "
-         "full-precision stream (layer {})", recipe_.origin, step.name(), l);
+  check_streams(step, l, streams);
   std::vector<quant::ReconstructionLinear> linears;
   for (const TensorRole role : model::kLayerLinearRoles) {
     const TensorAssignment& a = assignment(l, role);
@@ -174,9 +240,11 @@ void LayerMethods::quantize_activations(const quant::MethodStep& step, int64_t l
                                         const Sites& sites) const {
   for (const model::SiteWiring& g : model::block_topology(config_).layer_sites) {
     const quant::InputStats& site = sites.at(g.site);
+    const auto learned = learned_clip_.find({l, static_cast<int>(g.site)});
+    const float clip = learned == learned_clip_.end() ? 0.0f : learned->second;
     for (const TensorRole role : g.consumers) {
-      w.linear(role).set_act_quant(
-          step.method->activation({.layer = l, .group = model::site_name(g.site), .stats = &site}, step.options));
+      w.linear(role).set_act_quant(step.method->activation(
+          {.layer = l, .group = model::site_name(g.site), .stats = &site, .learned_clip = clip}, step.options));
     }
   }
 }

@@ -79,7 +79,10 @@ class LayerMethods {
  private:
   using Sites = std::map<model::InputSite, quant::InputStats>;
   const TensorAssignment& assignment(int64_t layer, model::TensorRole role) const;
+  void check_streams(const quant::MethodStep& step, int64_t layer, const LayerStreams& streams) const;
   void migrate(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights, Sites& sites);
+  void transform(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights, Sites& sites,
+                 const LayerStreams& streams);
   void quantize_weights(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
                         const Sites& sites);
   void reconstruct(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
@@ -93,6 +96,8 @@ class LayerMethods {
   const ModelQuantizeOptions& options_;
   ThreadPool& pool_;
   std::vector<MethodEvent> events_;
+  // Per-token activation clip ratios a layer transform learned, by (layer, site).
+  std::map<std::pair<int64_t, int>, float> learned_clip_;
   double seconds_quantize_ = 0;
   int64_t n_with_importance_ = 0;
 };

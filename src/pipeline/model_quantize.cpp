@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "formats/qtensor.h"
 #include "grad/fake_quant.h"
+#include "grad/fake_quant_int.h"
 #include "model/architecture.h"
 #include "model/block_topology.h"
 
@@ -141,6 +142,16 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
            model::activation_quant_name(act), a.name, a.format->name(), family);
     }
   }
+  // A layer transform (flatquant) learns weight clipping in the int formats of every layer linear.
+  for (const quant::MethodStep& step : o.recipe.steps) {
+    if (step.stage() != quant::MethodStage::kLayerTransform) continue;
+    for (const auto& a : plan) {
+      if (a.layer >= 0 && (a.format == nullptr || !grad::is_int_format(*a.format))) {
+        fail(ErrorKind::kUnsupported, "{}: tensor {}: format {} is not an int format (it learns int weight clipping)",
+             step.name(), a.name, a.format == nullptr ? std::string("f32") : a.format->name());
+      }
+    }
+  }
   // A training step trains every quantized linear of the layers through its format's fake
   // quantization: a format without one is refused here, before any work, not at the first layer.
   for (const quant::MethodStep& step : o.recipe.steps) {
@@ -185,10 +196,10 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
   const quant::Recipe recipe = effective_recipe(o);
   if (needs_float_stream(recipe)) {  // checked before any work
     if (samples.empty())
-      fail(ErrorKind::kInvalidArgument, "{}: layer reconstruction needs calibration samples (a statistics file "
-           "holds no hidden states)", recipe.origin);
+      fail(ErrorKind::kInvalidArgument, "{}: per-layer training (layer reconstruction, layer transform) needs "
+           "calibration samples (a statistics file holds no hidden states)", recipe.origin);
     if (!sequential.true_sequential)
-      fail(ErrorKind::kInvalidArgument, "{}: layer reconstruction trains on the quantized layers' outputs: it "
+      fail(ErrorKind::kInvalidArgument, "{}: per-layer training trains on the quantized layers' outputs: it "
            "needs true-sequential calibration (not float inputs)", recipe.origin);
   }
   for (const quant::MethodStep& step : recipe.steps) {

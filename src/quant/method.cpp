@@ -21,6 +21,7 @@ std::string_view stage_name(MethodStage stage) {
     case MethodStage::kLayerReconstruction: return "layer reconstruction";
     case MethodStage::kModelReconstruction: return "model reconstruction";
     case MethodStage::kActivation: return "activation scheme";
+    case MethodStage::kLayerTransform: return "layer transform";
   }
   return "?";
 }
@@ -101,6 +102,10 @@ Reconstruction Method::reconstruct(const LayerReconstructionTarget&, const StepO
   no_hook(*this, "reconstruction");
 }
 
+LayerTransform Method::transform_layer(const LayerTransformTarget&, const StepOptions&, ThreadPool&) const {
+  no_hook(*this, "layer transform");
+}
+
 std::string curve_text(std::span<const double> curve) {
   if (curve.empty()) return "";
   std::string s = "; loss curve";
@@ -118,10 +123,11 @@ EventValues layer_training_event(bool trained, bool kept, double loss_start, dou
           .curve = std::move(curve)};
 }
 
-std::string layer_training_event_text(std::string_view method, std::string_view written, const MethodEvent& e) {
-  const std::string_view what = e.value > 0    ? written
-                                : e.value == 0 ? "not lower than the start: kept the weight quantizer's layer"
-                                               : "nothing to train: kept the weight quantizer's layer";
+std::string layer_training_event_text(std::string_view method, std::string_view written, const MethodEvent& e,
+                                      std::string_view start) {
+  const std::string what = e.value > 0    ? std::string(written)
+                           : e.value == 0 ? fmt::format("not lower than the start: kept {}", start)
+                                          : fmt::format("nothing to train: kept {}", start);
   return fmt::format("{} layer {}: output mse {:.4g} -> {:.4g}, {}, {:.2f} s{}", method, e.layer, e.error_before,
                      e.error_after, what, e.seconds, curve_text(e.curve));
 }

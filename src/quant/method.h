@@ -1,5 +1,5 @@
-// Method — one quantization method a recipe step can name (rotate, smoothquant, awq, rtn, gptq,
-// the activation schemes), and the registry of all of them. The shape follows formats/format.h:
+// Method — one quantization method a recipe step can name (rotate, smoothquant, awq, flatquant,
+// rtn, gptq, qat-block, qat-e2e, autoround, the activation schemes), and the registry of all of them. The shape follows formats/format.h:
 // each method is one file in quant/ (method_<name>.cpp) defining `MethodList make_<name>_methods()`,
 // and one line in method_registry.cpp registers it.
 //
@@ -9,6 +9,12 @@
 //                         hook transform_model();
 //      kScaleMigration  — per input group of a layer: scales folded into the group's producer so
 //                         the float layer computes the same function (smoothquant, awq); hook migrate();
+//      kLayerTransform  — per decoder layer, before its weight quantizer: learned transforms of the
+//                         layer's input sites, trained against the full-precision layer's outputs
+//                         (flatquant); hook transform_layer(). The pipeline replaces the consumers'
+//                         weights, folds the smoothing into the producers, stores the transforms on
+//                         the layer (applied online by the runtime) and transforms the sites'
+//                         statistics; it carries the full-precision stream too.
 //      kWeightQuantizer — per linear weight: float to its format (rtn, gptq); hook quantize();
 //      kLayerReconstruction — per decoder layer, after its weight quantizer: trains the layer's
 //                         weights and quantization parameters against the full-precision layer's
@@ -54,6 +60,7 @@
 #include "formats/format.h"
 #include "formats/qtensor.h"
 #include "grad/model_grad.h"
+#include "model/block_topology.h"
 #include "model/linear_weight.h"
 #include "model/model.h"
 
@@ -65,10 +72,11 @@ enum class MethodStage : uint8_t {
   kWeightQuantizer,
   kLayerReconstruction,
   kModelReconstruction,
-  kActivation
+  kActivation,
+  kLayerTransform,  // (appended: the enum's values are not its order; recipe.h gives the order)
 };
 // "model transform", "scale migration", "weight quantizer", "layer reconstruction", "model
-// reconstruction", "activation scheme".
+// reconstruction", "activation scheme", "layer transform".
 std::string_view stage_name(MethodStage stage);
 
 // ---- Options ----
@@ -280,13 +288,53 @@ TrainingMemory layer_training_memory(const model::ModelConfig& config, int64_t b
 // <written | kept | nothing>, T s; loss curve ...".
 EventValues layer_training_event(bool trained, bool kept, double loss_start, double loss_trained,
                                  std::vector<double> curve);
-std::string layer_training_event_text(std::string_view method, std::string_view written, const MethodEvent& e);
+// `start` names what a layer keeps when training did not help.
+std::string layer_training_event_text(std::string_view method, std::string_view written, const MethodEvent& e,
+                                      std::string_view start = "the weight quantizer's layer");
 
 // One linear input of one layer (kActivation).
 struct ActivationSite {
   int64_t layer = 0;
   std::string_view group;             // the input site ("attn_in")
   const InputStats* stats = nullptr;  // of that input (after any scale fold)
+  float learned_clip = 0;             // a clip ratio a layer transform learned for it (0: none)
+};
+
+// One decoder layer before its weight quantizer (kLayerTransform): learned transforms of its
+// input sites (FlatQuant). Streams as LayerReconstructionTarget's.
+struct TransformSite {
+  model::InputSite site = model::InputSite::kAttnIn;
+  std::span<const model::TensorRole> consumers;  // the linears reading it, forward order
+  bool foldable = false;              // per-channel scales may fold into its producer (fold.h)
+  const InputStats* stats = nullptr;  // of its input (after any scale migration)
+};
+struct LayerTransformTarget {
+  int64_t layer = 0;
+  const model::ModelConfig* config = nullptr;
+  const model::LayerWeights* weights = nullptr;   // dense float32, after any scale migration
+  std::span<const ReconstructionLinear> linears;  // the seven linears, kLayerLinearRoles order
+  std::span<const TransformSite> sites;           // the layer's input sites, forward order
+  model::ActivationQuant activation;              // the recipe's activation scheme (kNone: none)
+  int64_t samples = 0, seq_len = 0;
+  std::span<const float> inputs;   // as LayerReconstructionTarget::inputs
+  std::span<const float> targets;  // as LayerReconstructionTarget::targets
+  const TrainingProgressFn* progress = nullptr;  // may be null
+};
+
+// A site's learned transform: the input x becomes x̃ = (x / s)·(A ⊗ B) (x viewed per token as an
+// n1 × n2 matrix X: X̃ = Aᵀ·(X / s)·B), the consumers' weights W·diag(s)·(A ⊗ B)⁻ᵀ.
+struct SiteTransform {
+  model::InputSite site = model::InputSite::kAttnIn;
+  std::vector<float> smoothing;  // s, folded into the producer (empty: none)
+  int64_t n1 = 0, n2 = 0;
+  std::vector<float> a, b;       // A [n1 × n1], B [n2 × n2], row-major
+  float act_clip = 0;            // the learned per-token activation clip ratio (0: none learned)
+};
+struct LayerTransform {
+  std::vector<SiteTransform> sites;  // empty: the layer stays as it was
+  // Every consumer's new dense float32 weight, W·diag(s)·(A ⊗ B)⁻ᵀ (learned clipping applied).
+  std::vector<std::pair<model::TensorRole, Tensor>> weights;
+  EventValues event;
 };
 
 // ---- Methods ----
@@ -325,6 +373,8 @@ class Method {
   virtual QuantizedWeight quantize(const WeightTarget& target, const StepOptions& options, ThreadPool& pool) const;
   virtual Reconstruction reconstruct(const LayerReconstructionTarget& target, const StepOptions& options,
                                      ThreadPool& pool) const;
+  virtual LayerTransform transform_layer(const LayerTransformTarget& target, const StepOptions& options,
+                                         ThreadPool& pool) const;
   virtual ModelReconstruction reconstruct_model(const ModelReconstructionTarget& target, const StepOptions& options,
                                                 ThreadPool& pool) const;
   virtual model::ActivationQuant activation(const ActivationSite& site, const StepOptions& options) const;

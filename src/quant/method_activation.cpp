@@ -37,8 +37,11 @@ class PerToken final : public MethodOf<PerTokenOptions> {
                  {number_option("clip", &PerTokenOptions::clip, {.min = 0, .max = 1, .min_exclusive = true},
                                 "scale = clip × the token's absmax / qmax; values beyond saturate (default 1)")}),
         kind_(kind) {}
-  model::ActivationQuant activation(const ActivationSite& /*site*/, const StepOptions& options) const override {
-    return {.kind = kind_, .clip = static_cast<float>(typed(options).clip)};
+  // The clip: the step's option when given, else one a layer transform learned, else 1.
+  model::ActivationQuant activation(const ActivationSite& site, const StepOptions& options) const override {
+    const float clip = options.given(0) || site.learned_clip <= 0 ? static_cast<float>(typed(options).clip)
+                                                                   : site.learned_clip;
+    return {.kind = kind_, .clip = clip};
   }
 
  private:

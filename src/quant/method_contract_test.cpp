@@ -125,6 +125,27 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
           if (!mg.importance.empty()) site.mean_sq = mg.importance;
         }
         break;
+      case MethodStage::kLayerTransform: {
+        // As the pipeline applies it: smoothing folded into the producers, the consumers replaced.
+        std::vector<ReconstructionLinear> linears;
+        for (const TensorRole role : model::kLayerLinearRoles)
+          linears.push_back({.role = role, .format = &format_for(w.linear(role).cols()), .name = "blk.0.weight"});
+        const model::BlockTopology& block = model::block_topology(m.config);
+        std::vector<TransformSite> ts;
+        for (const model::MigrationGroup& mg : model::migration_groups(block, m.config))
+          ts.push_back({.site = mg.site->site, .consumers = mg.site->consumers, .foldable = mg.foldable,
+                        .stats = &sites.at(mg.site->site)});
+        model::ActivationQuant act;
+        if (const MethodStep* a = recipe.activation()) act = a->method->activation({.layer = 0}, a->options);
+        LayerTransform lt = step.method->transform_layer(
+            {.layer = 0, .config = &m.config, .weights = &w, .linears = linears, .sites = ts, .activation = act,
+             .samples = samples, .seq_len = seq, .inputs = inputs, .targets = targets},
+            step.options, pool);
+        for (auto& [role, t] : lt.weights) w.linear(role) = std::move(t);
+        for (const SiteTransform& st : lt.sites)
+          if (!st.smoothing.empty()) model::fold_into_producer(w, m.config, 0, st.site, st.smoothing);
+        break;
+      }
       case MethodStage::kLayerReconstruction: {
         std::vector<ReconstructionLinear> linears;
         for (const TensorRole role : model::kLayerLinearRoles)
@@ -325,7 +346,8 @@ INSTANTIATE_TEST_SUITE_P(AllMethods, MethodContract, ::testing::ValuesIn(all_met
 
 TEST(MethodRegistry, EveryStageHasAMethodAndUnknownNamesListKnownOnes) {
   for (const MethodStage stage : {MethodStage::kModelTransform, MethodStage::kScaleMigration,
-                                  MethodStage::kWeightQuantizer, MethodStage::kLayerReconstruction,
+                                  MethodStage::kLayerTransform, MethodStage::kWeightQuantizer,
+                                  MethodStage::kLayerReconstruction, MethodStage::kModelReconstruction,
                                   MethodStage::kActivation})
     EXPECT_FALSE(method_names(stage).empty()) << stage_name(stage);
   EXPECT_EQ(method_names(MethodStage::kWeightQuantizer), "rtn, gptq");

@@ -12,6 +12,7 @@ namespace calq::quant {
 MethodList make_rotate_methods();       // rotate (method_rotate.cpp)
 MethodList make_smoothquant_methods();  // smoothquant (method_smoothquant.cpp)
 MethodList make_awq_methods();          // awq (method_awq.cpp)
+MethodList make_flatquant_methods();    // flatquant (method_flatquant.cpp)
 MethodList make_rtn_methods();          // rtn (method_rtn.cpp)
 MethodList make_gptq_methods();         // gptq (method_gptq.cpp)
 MethodList make_qat_block_methods();    // qat-block (method_qat_block.cpp)
@@ -42,6 +43,7 @@ const Registry& registry() {
     r.add(make_rotate_methods());
     r.add(make_smoothquant_methods());
     r.add(make_awq_methods());
+    r.add(make_flatquant_methods());
     r.add(make_rtn_methods());
     r.add(make_gptq_methods());
     r.add(make_qat_block_methods());

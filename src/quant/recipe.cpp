@@ -15,16 +15,18 @@ struct RawStep {
   nlohmann::json options;  // an object
 };
 
-// Where a stage may stand in the chain: transforms (of both kinds) first, then the weight
-// quantizer, then the layer reconstruction, then the model reconstruction, then the activation scheme.
+// Where a stage may stand in the chain: transforms (of both kinds) first, then the layer
+// transform, then the weight quantizer, then the layer reconstruction, then the model
+// reconstruction, then the activation scheme.
 int rank(MethodStage stage) {
   switch (stage) {
     case MethodStage::kModelTransform:
     case MethodStage::kScaleMigration: return 0;
-    case MethodStage::kWeightQuantizer: return 1;
-    case MethodStage::kLayerReconstruction: return 2;
-    case MethodStage::kModelReconstruction: return 3;
-    case MethodStage::kActivation: return 4;
+    case MethodStage::kLayerTransform: return 1;
+    case MethodStage::kWeightQuantizer: return 2;
+    case MethodStage::kLayerReconstruction: return 3;
+    case MethodStage::kModelReconstruction: return 4;
+    case MethodStage::kActivation: return 5;
   }
   return 0;
 }
@@ -33,7 +35,8 @@ std::string order_rule() {
   std::string transforms = method_names(MethodStage::kModelTransform);
   const std::string migrations = method_names(MethodStage::kScaleMigration);
   if (!migrations.empty()) transforms += (transforms.empty() ? "" : ", ") + migrations;
-  return "transforms (" + transforms + ") go first, then one weight quantizer (" +
+  return "transforms (" + transforms + ") go first, then at most one layer transform (" +
+         method_names(MethodStage::kLayerTransform) + "), then one weight quantizer (" +
          method_names(MethodStage::kWeightQuantizer) + "), then at most one layer reconstruction (" +
          method_names(MethodStage::kLayerReconstruction) + "), then at most one model reconstruction (" +
          method_names(MethodStage::kModelReconstruction) + "), then at most one activation scheme (" +
@@ -71,7 +74,9 @@ Recipe validated(const std::vector<RawStep>& raw, std::string origin) {
   if (!has_quantizer) {
     const Method& rtn = method_by_name("rtn");
     // Before the first step that goes after the weight quantizer.
-    const auto at = std::find_if(r.steps.begin(), r.steps.end(), [](const MethodStep& s) { return rank(s.stage()) > 1; });
+    const auto at = std::find_if(r.steps.begin(), r.steps.end(), [](const MethodStep& s) {
+      return rank(s.stage()) > rank(MethodStage::kWeightQuantizer);
+    });
     r.steps.insert(at, MethodStep{&rtn, rtn.parse_options(nlohmann::json::object(), r.origin)});
   }
   return r;

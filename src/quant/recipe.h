@@ -5,6 +5,7 @@
 // Steps, in the order they must come (a recipe out of this order is an Error):
 //  1. transforms: model transforms ("rotate") and scale migration ("smoothquant", "awq"), in any
 //     order among themselves (model transforms run first regardless, on the whole model);
+//  1b. at most one layer transform: "flatquant" (learned per-layer input transforms);
 //  2. exactly one weight quantizer: "rtn" (round to nearest) or "gptq" (error compensation);
 //  3. at most one layer reconstruction: "qat-block" (trains each layer from the quantizer's result);
 //  4. at most one model reconstruction: "qat-e2e" (trains the whole quantized model end to end);
