@@ -21,13 +21,16 @@ ProgressBar::ProgressBar(std::string unit, int64_t tokens_per_item, bool enabled
 void ProgressBar::update(int64_t done, int64_t total) {
   if (!enabled_ || total <= 0) return;
   const double secs = seconds_since(start_);
-  const double rate = secs > 0 ? static_cast<double>(done * tokens_per_item_) / secs : 0.0;
+  // A rate over less than half a second (the bar is often made as its first item completes) says
+  // nothing: shown as "-" until then.
+  const std::string rate =
+      secs >= 0.5 ? fmt::format("{:.0f}", static_cast<double>(done * tokens_per_item_) / secs) : std::string("-");
   const double eta = done > 0 ? secs * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
   const int eta_s = static_cast<int>(eta + 0.5);
   if (tty_) {
     constexpr int kWidth = 30;
     const int filled = static_cast<int>(kWidth * done / total);
-    fmt::print(stderr, "\r[{}{}] {}/{} {}  {:.0f} tok/s  ETA {}:{:02d} ", std::string(filled, '#'),
+    fmt::print(stderr, "\r[{}{}] {}/{} {}  {} tok/s  ETA {}:{:02d} ", std::string(filled, '#'),
                std::string(kWidth - filled, '.'), done, total, unit_, rate, eta_s / 60, eta_s % 60);
     std::fflush(stderr);
     drawn_ = true;
@@ -36,7 +39,7 @@ void ProgressBar::update(int64_t done, int64_t total) {
   const int decile = static_cast<int>(10 * done / total);
   if (decile != last_decile_) {
     last_decile_ = decile;
-    fmt::print(stderr, "progress: {}/{} {} ({}%), {:.0f} tok/s\n", done, total, unit_, 10 * decile, rate);
+    fmt::print(stderr, "progress: {}/{} {} ({}%), {} tok/s\n", done, total, unit_, 10 * decile, rate);
   }
 }
 
