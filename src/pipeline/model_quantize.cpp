@@ -142,9 +142,16 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
            model::activation_quant_name(act), a.name, a.format->name(), family);
     }
   }
-  // A layer transform (flatquant) learns weight clipping in the int formats of every layer linear.
+  // A layer transform (flatquant) learns weight clipping in the int formats of every layer linear,
+  // and leaves online transforms that the gradient engine does not run: no training step after it.
   for (const quant::MethodStep& step : o.recipe.steps) {
     if (step.stage() != quant::MethodStage::kLayerTransform) continue;
+    for (const quant::MethodStep& later : o.recipe.steps) {
+      if (later.stage() == quant::MethodStage::kLayerReconstruction ||
+          later.stage() == quant::MethodStage::kModelReconstruction)
+        fail(ErrorKind::kUnsupported, "{} leaves online input transforms, which {} cannot train through yet; use "
+             "one of them", step.name(), later.name());
+    }
     for (const auto& a : plan) {
       if (a.layer >= 0 && (a.format == nullptr || !grad::is_int_format(*a.format))) {
         fail(ErrorKind::kUnsupported, "{}: tensor {}: format {} is not an int format (it learns int weight clipping)",

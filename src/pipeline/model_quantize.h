@@ -90,7 +90,9 @@ struct TensorAssignment {
 // fake-quantization path (grad::has_fake_quant) is an ErrorKind::kUnsupported Error naming the
 // step, the tensor and the format. With an activation scheme (options.act or the recipe's step),
 // a layer linear in a format whose codes are not integers (families nf4, fp8, mx) is an
-// ErrorKind::kInvalidArgument Error naming the scheme, the tensor and the format.
+// ErrorKind::kInvalidArgument Error naming the scheme, the tensor and the format. A layer
+// transform (flatquant) needs int formats on every layer linear and no training step after it
+// (ErrorKind::kUnsupported naming the steps or the tensor).
 std::vector<TensorAssignment> plan_model_quantization(const model::Model& model, const ModelQuantizeOptions& options);
 
 struct QuantizeProgress {

@@ -326,6 +326,29 @@ TEST(ModelPlan, TrainingNeedsAFakeQuantPathForEveryQuantizedLinear) {
   }
 }
 
+// A layer transform is refused before any work with a non-int layer format or a training step
+// after it.
+TEST(ModelPlan, FlatQuantNeedsIntFormatsAndNoTrainingAfterIt) {
+  ThreadPool pool(1);
+  const model::Model m = model::testutil::load_tiny_model(testing::temp_dir("plan_fq2"), {.layers = 1}, pool);
+  ModelQuantizeOptions o{.format = &format_by_name("int4-pc-asym"),
+                         .recipe = quant::parse_method_chain("flatquant+gptq")};
+  EXPECT_EQ(plan_model_quantization(m, o).size(), 1u + 7u);
+  for (const std::string chain : {"flatquant+gptq+qat-block", "flatquant+autoround", "flatquant+qat-e2e"}) {
+    o.recipe = quant::parse_method_chain(chain);
+    ErrorKind kind{};
+    const std::string e = calq::testing::error_of([&] { plan_model_quantization(m, o); }, &kind);
+    EXPECT_EQ(kind, ErrorKind::kUnsupported) << e;
+    EXPECT_NE(e.find("flatquant leaves online input transforms, which " + chain.substr(chain.rfind('+') + 1)),
+              std::string::npos)
+        << e;
+  }
+  o.recipe = quant::parse_method_chain("flatquant+gptq");
+  o.rules.push_back(parse_tensor_rule("attn_v=f16"));
+  const std::string e = calq::testing::error_of([&] { plan_model_quantization(m, o); });
+  EXPECT_NE(e.find("flatquant: tensor blk.0.attn_v.weight: format f16 is not an int format"), std::string::npos) << e;
+}
+
 // Integer activations with a weight whose codes are not integers are refused when the plan is
 // made, whichever way the scheme is given; float weights and no scheme are accepted.
 TEST(ModelPlan, IntegerActivationsNeedIntegerWeightCodes) {
