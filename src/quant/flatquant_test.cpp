@@ -67,10 +67,12 @@ struct FlatRun {
 };
 
 const model::ActivationQuant kA4{.kind = model::ActivationQuant::Kind::kInt4PerToken};
-// 10 steps of 4 samples. Measured (int4-pc-sym, int4-token): start 5.30 (random rotations and the
-// initial smoothing; round to nearest without them 5.60), trained 4.14, the runtime 4.16. The rate
-// is the paper's ×4: ten steps on a 32-wide layer.
-const FlatQuantOptions kTrain{.epochs = 10, .batch = 4, .lr = 2e-2};
+// 20 steps of 4 samples. The trajectory depends on float rounding (the training is chaotic at
+// int4), so the bounds leave room for other compilers: measured start 5.30 (random rotations and
+// the initial smoothing; round to nearest without them 5.60), trained 3.87 (release -O3), 4.09
+// (the sanitizer build, -O1), 4.19 (the release binary under valgrind), the runtime within 0.5 %
+// of each. The rate is the paper's ×4: twenty steps on a 32-wide layer.
+const FlatQuantOptions kTrain{.epochs = 20, .batch = 4, .lr = 2e-2};
 
 FlatRun run_flatquant(const FlatQuantOptions& o, ThreadPool& pool, const std::string& format = "int4-pc-sym",
                       model::ActivationQuant act = kA4, const std::string& row_format = "int4-pc-sym") {
@@ -119,7 +121,7 @@ TEST(FlatQuant, LowersTheW4A4OutputErrorAndTheRuntimeComputesWhatWasTrained) {
   const EventValues& e = r.result.event;
   EXPECT_EQ(e.value, 1) << e.error_before << " -> " << e.error_after;
   EXPECT_EQ(e.curve.size(), static_cast<size_t>(kTrain.epochs * ((kSamples + kTrain.batch - 1) / kTrain.batch)));
-  EXPECT_LT(e.error_after, 0.85 * e.error_before);
+  EXPECT_LT(e.error_after, 0.88 * e.error_before);
   ASSERT_EQ(r.result.sites.size(), 4u);
   for (const SiteTransform& st : r.result.sites) {
     EXPECT_GT(st.n1, 1) << model::site_name(st.site);
