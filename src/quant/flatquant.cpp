@@ -236,10 +236,13 @@ Site make_site(const LayerTransformTarget& t, const TransformSite& ts, const Fla
   }
   s.act = t.activation.enabled();
   if (s.act) s.bits = t.activation.kind == model::ActivationQuant::Kind::kInt4PerToken ? 4 : 8;
-  // Start from the scheme's clip when it gives one below 1 (σ⁻¹(clip)), else σ(4).
+  // Start from the scheme's clip when it gives one below 1 (σ⁻¹(clip)), else σ(4). Without
+  // act_clip the clip is not learned and training runs at the scheme's own (σ(30) is 1 in float).
   if (s.act && t.activation.clip < 1.0f) {
     const double clip = t.activation.clip;
     s.gamma[0] = static_cast<float>(std::log(clip / (1 - clip)));
+  } else if (s.act && !o.act_clip) {
+    s.gamma[0] = 30.0f;
   }
   return s;
 }

@@ -162,6 +162,21 @@ TEST(FlatQuant, SameBytesForAnyThreadCount) {
   EXPECT_EQ(std::memcmp(all[0].data(), all[1].data(), all[0].size() * sizeof(float)), 0);
 }
 
+// Without act_clip nothing is learned for the activations: the result carries no clip, and
+// training ran at the scheme's clip of 1 (the runtime's loss with clip 1 is the trained loss).
+TEST(FlatQuant, ActivationClipNotLearnedTrainsAtTheSchemesClip) {
+  ThreadPool pool(2);
+  const model::Model& m = tiny_model();
+  FlatQuantOptions o = kTrain;
+  o.act_clip = false;
+  const FlatRun r = run_flatquant(o, pool);
+  for (const SiteTransform& st : r.result.sites) EXPECT_EQ(st.act_clip, 0.0f);
+  FlatRun one = r;
+  for (SiteTransform& st : one.result.sites) st.act_clip = 1.0f;
+  const double runtime = runtime_mse(m, r.problem, applied(m, one, pool, "int4-pc-sym"), pool);
+  EXPECT_NEAR(runtime, r.result.event.error_after, 0.02 * r.result.event.error_after);
+}
+
 TEST(FlatQuant, WeightOnlyAndGroupFormats) {
   ThreadPool pool(2);
   const FlatRun r = run_flatquant({.epochs = 5, .batch = 2}, pool, "int3-g32-asym", {}, "int3-pc-asym");
