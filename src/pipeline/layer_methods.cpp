@@ -134,10 +134,9 @@ void LayerMethods::transform(const quant::MethodStep& step, int64_t l, model::La
   const model::BlockTopology& block = model::block_topology(config_);
   std::vector<quant::TransformSite> targets;
   for (const model::SiteWiring& g : block.layer_sites) {
-    bool foldable = false;
-    for (const model::MigrationGroup& mg : model::migration_groups(block, config_))
-      if (mg.site->site == g.site) foldable = mg.foldable;
-    targets.push_back({.site = g.site, .consumers = g.consumers, .foldable = foldable, .stats = &sites.at(g.site)});
+    targets.push_back({.site = g.site, .consumers = g.consumers,
+                       .foldable = model::can_fold(g, config_),
+                       .stats = &sites.at(g.site)});
   }
   std::vector<quant::ReconstructionLinear> linears;
   for (const TensorRole role : model::kLayerLinearRoles) {

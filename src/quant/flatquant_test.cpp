@@ -52,10 +52,9 @@ Sites layer0_sites(const model::Model& m, const Problem& p, ThreadPool& pool) {
   const model::BlockTopology& block = model::block_topology(m.config);
   for (const model::SiteWiring& w : block.layer_sites) out.stats.emplace(w.site, InputStats(cs.find(0, w.site)));
   for (const model::SiteWiring& w : block.layer_sites) {
-    bool foldable = false;
-    for (const model::MigrationGroup& g : model::migration_groups(block, m.config))
-      if (g.site->site == w.site) foldable = g.foldable;
-    out.sites.push_back({.site = w.site, .consumers = w.consumers, .foldable = foldable, .stats = &out.stats.at(w.site)});
+    out.sites.push_back({.site = w.site, .consumers = w.consumers,
+                         .foldable = model::can_fold(w, m.config),
+                         .stats = &out.stats.at(w.site)});
   }
   return out;
 }
