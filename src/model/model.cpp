@@ -81,6 +81,30 @@ bool LayerWeights::has_transforms() const {
   return std::any_of(transforms.begin(), transforms.end(), [](const auto& t) { return t.has_value(); });
 }
 
+namespace {
+size_t linear_slot(TensorRole role) {
+  for (size_t i = 0; i < std::size(kLayerLinearRoles); ++i)
+    if (kLayerLinearRoles[i] == role) return i;
+  assert(false && "not a per-layer linear role");
+  return 0;
+}
+}  // namespace
+
+const LoraAdapter* LayerWeights::adapter(TensorRole role) const {
+  const auto& a = adapters[linear_slot(role)];
+  return a ? &*a : nullptr;
+}
+
+std::optional<LoraAdapter>& LayerWeights::adapter_slot(TensorRole role) { return adapters[linear_slot(role)]; }
+
+bool LayerWeights::has_adapters() const {
+  return std::any_of(adapters.begin(), adapters.end(), [](const auto& a) { return a.has_value(); });
+}
+
+bool Model::has_adapters() const {
+  return std::any_of(layers.begin(), layers.end(), [](const LayerWeights& l) { return l.has_adapters(); });
+}
+
 bool Model::has_transforms() const {
   return std::any_of(layers.begin(), layers.end(), [](const LayerWeights& l) { return l.has_transforms(); });
 }
@@ -131,6 +155,8 @@ uint64_t Model::storage_bytes() const {
       if (!is_per_layer(role) || !has_role(config, role)) continue;
       n += is_linear(role) ? l.linear(role).nbytes() : l.vector(role).nbytes();
     }
+    for (const auto& a : l.adapters)
+      if (a) n += a->nbytes();
   }
   return n;
 }

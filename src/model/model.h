@@ -11,6 +11,7 @@
 #pragma once
 
 #include <array>
+#include <iterator>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -24,6 +25,7 @@
 #include "model/config.h"
 #include "model/kron_transform.h"
 #include "model/linear_weight.h"
+#include "model/lora_adapter.h"
 
 namespace calq::model {
 
@@ -50,6 +52,9 @@ struct LayerWeights {
   // (the head_in slot stays empty: the head is not part of a layer). A site with one has its input
   // x replaced by x·T before its consumers and the LinearHook; its consumers hold W·T^{-T}.
   std::array<std::optional<KronTransform>, kNumInputSites> transforms;
+  // Low-rank float additions to the linears (lora_adapter.h), indexed by the role's position in
+  // kLayerLinearRoles; the base weights are untouched.
+  std::array<std::optional<LoraAdapter>, std::size(kLayerLinearRoles)> adapters;
 
   // The weight of a per-layer linear role (asserts is_linear(role) and per-layer; the roles are
   // kLayerLinearRoles).
@@ -64,6 +69,10 @@ struct LayerWeights {
     return t ? &*t : nullptr;
   }
   bool has_transforms() const;
+  // The adapter of a per-layer linear role, nullptr when it has none.
+  const LoraAdapter* adapter(TensorRole role) const;
+  std::optional<LoraAdapter>& adapter_slot(TensorRole role);
+  bool has_adapters() const;
 };
 
 // What a tensor looked like in the source file (for `calq inspect`).
@@ -84,9 +93,10 @@ struct Model {
 
   // Whether any layer has an online input transform (LayerWeights::transforms).
   bool has_transforms() const;
+  bool has_adapters() const;
   int64_t parameter_count() const;  // unique parameters (tied weights counted once)
   // Bytes of every weight as held (float32, or the encoded bytes of a quantized weight; tied
-  // weights once) and 8 × that / parameter_count(): the bits per weight of the model as stored,
+  // weights once; LoRA adapters included, though not in parameter_count) and 8 × that / parameter_count(): the bits per weight of the model as stored,
   // norms included (as llama.cpp reports a file's BPW).
   uint64_t storage_bytes() const;
   double bits_per_weight() const;
