@@ -97,9 +97,9 @@ void decode_step(const Model& m, std::span<const int32_t> ids, DecodeCache& s, f
     // Attention block: this token's q/k/v, its k/v into the cache, attention over the cache.
     rms_norm_rows(s.hidden_.data(), w.attn_norm.f32(), s.norm_.data(), B, hs, cfg.rms_norm_eps, pool);
     apply_site_transform(w, InputSite::kAttnIn, s.norm_.data(), B, pool);
-    linear_nt(pool, s.norm_.data(), hs, B, w.wq, s.q_.data(), q_dim);
-    linear_nt(pool, s.norm_.data(), hs, B, w.wk, s.k_new_.data(), kv_dim);
-    linear_nt(pool, s.norm_.data(), hs, B, w.wv, s.v_new_.data(), kv_dim);
+    layer_linear(pool, w, TensorRole::kAttnQ, s.norm_.data(), B, s.q_.data());
+    layer_linear(pool, w, TensorRole::kAttnK, s.norm_.data(), B, s.k_new_.data());
+    layer_linear(pool, w, TensorRole::kAttnV, s.norm_.data(), B, s.v_new_.data());
     if (cfg.qkv_bias) {
       add_bias_rows(s.q_.data(), B, w.bq);
       add_bias_rows(s.k_new_.data(), B, w.bk);
@@ -146,19 +146,19 @@ void decode_step(const Model& m, std::span<const int32_t> ids, DecodeCache& s, f
       }
     });
     apply_site_transform(w, InputSite::kAttnOut, s.attn_.data(), B, pool);
-    linear_nt(pool, s.attn_.data(), q_dim, B, w.wo, s.hidden_.data(), hs, /*accumulate=*/true);
+    layer_linear(pool, w, TensorRole::kAttnOut, s.attn_.data(), B, s.hidden_.data(), /*accumulate=*/true);
 
     // MLP block: down(silu(gate(x)) * up(x)).
     rms_norm_rows(s.hidden_.data(), w.mlp_norm.f32(), s.norm_.data(), B, hs, cfg.rms_norm_eps, pool);
     apply_site_transform(w, InputSite::kMlpIn, s.norm_.data(), B, pool);
-    linear_nt(pool, s.norm_.data(), hs, B, w.w_gate, s.gate_.data(), inter);
-    linear_nt(pool, s.norm_.data(), hs, B, w.w_up, s.up_.data(), inter);
+    layer_linear(pool, w, TensorRole::kMlpGate, s.norm_.data(), B, s.gate_.data());
+    layer_linear(pool, w, TensorRole::kMlpUp, s.norm_.data(), B, s.up_.data());
     silu_mul(s.gate_.data(), s.up_.data(), B * inter);
     if (cfg.rotation && cfg.rotation->down_seed) {
       RandomizedHadamard(inter, *cfg.rotation->down_seed).apply_rows(s.gate_.data(), B, pool);
     }
     apply_site_transform(w, InputSite::kMlpDown, s.gate_.data(), B, pool);
-    linear_nt(pool, s.gate_.data(), inter, B, w.w_down, s.hidden_.data(), hs, /*accumulate=*/true);
+    layer_linear(pool, w, TensorRole::kMlpDown, s.gate_.data(), B, s.hidden_.data(), /*accumulate=*/true);
   }
   output_logits(m, s.hidden_.data(), B, logits, pool);
   ++s.length_;

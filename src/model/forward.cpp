@@ -94,8 +94,9 @@ void call_hook(const LinearHook* hook, int64_t layer, TensorRole role, const flo
   if (hook != nullptr && *hook) (*hook)(LinearInput{layer, role, x, rows, cols});
 }
 
-void linear(ThreadPool& pool, const float* x, int64_t rows, const LinearWeight& w, float* y) {
-  linear_nt(pool, x, w.cols(), rows, w, y, w.rows());
+void linear(ThreadPool& pool, const LayerWeights& lw, TensorRole role, const float* x, int64_t rows, float* y,
+            bool accumulate = false) {
+  layer_linear(pool, lw, role, x, rows, y, accumulate);
 }
 
 // y[t, :] += bias for every row (the bias of a linear layer, added after the product as
@@ -146,6 +147,13 @@ void rope_tables(int64_t seq_len, int64_t head_dim, double theta, float* cos_out
   }
 }
 
+void layer_linear(ThreadPool& pool, const LayerWeights& lw, TensorRole role, const float* x, int64_t rows, float* y,
+                  bool accumulate) {
+  const LinearWeight& w = lw.linear(role);
+  linear_nt(pool, x, w.cols(), rows, w, y, w.rows(), accumulate);
+  if (const LoraAdapter* a = lw.adapter(role)) a->apply(pool, x, rows, y);
+}
+
 void rms_norm_rows(const float* x, const float* weight, float* y, int64_t rows, int64_t cols, double eps,
                    ThreadPool& pool) {
   pool.parallel_for(0, static_cast<size_t>(rows), kRowGrain, [&](size_t r0, size_t r1) {
@@ -176,9 +184,9 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
   call_hook(hook, layer, TensorRole::kAttnQ, s.norm_.data(), seq_len, hs);
   call_hook(hook, layer, TensorRole::kAttnK, s.norm_.data(), seq_len, hs);
   call_hook(hook, layer, TensorRole::kAttnV, s.norm_.data(), seq_len, hs);
-  linear(pool, s.norm_.data(), seq_len, w.wq, s.q_.data());
-  linear(pool, s.norm_.data(), seq_len, w.wk, s.k_.data());
-  linear(pool, s.norm_.data(), seq_len, w.wv, s.v_.data());
+  linear(pool, w, TensorRole::kAttnQ, s.norm_.data(), seq_len, s.q_.data());
+  linear(pool, w, TensorRole::kAttnK, s.norm_.data(), seq_len, s.k_.data());
+  linear(pool, w, TensorRole::kAttnV, s.norm_.data(), seq_len, s.v_.data());
   if (cfg.qkv_bias) {
     add_bias_rows(pool, s.q_.data(), seq_len, w.bq);
     add_bias_rows(pool, s.k_.data(), seq_len, w.bk);
@@ -195,15 +203,15 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
   attention(cfg, s.q_.data(), s.k_.data(), s.v_.data(), s.attn_.data(), seq_len, cfg.window_for_layer(layer), pool);
   apply_site_transform(w, InputSite::kAttnOut, s.attn_.data(), seq_len, pool);
   call_hook(hook, layer, TensorRole::kAttnOut, s.attn_.data(), seq_len, cfg.q_dim());
-  linear_nt(pool, s.attn_.data(), cfg.q_dim(), seq_len, w.wo, hidden, hs, /*accumulate=*/true);
+  linear(pool, w, TensorRole::kAttnOut, s.attn_.data(), seq_len, hidden, /*accumulate=*/true);
 
   // MLP block: down(silu(gate(x)) * up(x)).
   rms_norm_rows(hidden, w.mlp_norm.f32(), s.norm_.data(), seq_len, hs, cfg.rms_norm_eps, pool);
   apply_site_transform(w, InputSite::kMlpIn, s.norm_.data(), seq_len, pool);
   call_hook(hook, layer, TensorRole::kMlpGate, s.norm_.data(), seq_len, hs);
   call_hook(hook, layer, TensorRole::kMlpUp, s.norm_.data(), seq_len, hs);
-  linear(pool, s.norm_.data(), seq_len, w.w_gate, s.gate_.data());
-  linear(pool, s.norm_.data(), seq_len, w.w_up, s.up_.data());
+  linear(pool, w, TensorRole::kMlpGate, s.norm_.data(), seq_len, s.gate_.data());
+  linear(pool, w, TensorRole::kMlpUp, s.norm_.data(), seq_len, s.up_.data());
   pool.parallel_for(0, static_cast<size_t>(seq_len), kRowGrain, [&](size_t r0, size_t r1) {
     const int64_t off = static_cast<int64_t>(r0) * inter;
     silu_mul(s.gate_.data() + off, s.up_.data() + off, static_cast<int64_t>(r1 - r0) * inter);
@@ -214,7 +222,7 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
   }
   apply_site_transform(w, InputSite::kMlpDown, s.gate_.data(), seq_len, pool);
   call_hook(hook, layer, TensorRole::kMlpDown, s.gate_.data(), seq_len, inter);
-  linear_nt(pool, s.gate_.data(), inter, seq_len, w.w_down, hidden, hs, /*accumulate=*/true);
+  linear(pool, w, TensorRole::kMlpDown, s.gate_.data(), seq_len, hidden, /*accumulate=*/true);
 }
 
 void embed_tokens(const Model& m, std::span<const int32_t> ids, float* hidden) {
@@ -253,7 +261,7 @@ void output_logits(const Model& m, const float* hidden, int64_t seq_len, float* 
   std::vector<float> normed(static_cast<size_t>(seq_len * hs));
   final_norm_rows(m, hidden, seq_len, normed.data(), pool);
   call_hook(hook, -1, TensorRole::kOutput, normed.data(), seq_len, hs);
-  linear(pool, normed.data(), seq_len, m.output, logits);
+  linear_nt(pool, normed.data(), m.output.cols(), seq_len, m.output, logits, m.output.rows());
 }
 
 Tensor forward(const Model& m, std::span<const int32_t> ids, ThreadPool& pool, const LinearHook* hook) {

@@ -75,6 +75,11 @@ Tensor forward(const Model& model, std::span<const int32_t> ids, ThreadPool& poo
                const LinearHook* hook = nullptr);
 
 // Building blocks, exposed for tests and for the calibration pipeline.
+// y[rows, out] = x·Wᵀ (+= with accumulate) for the layer's linear `role` (linear_nt), plus its LoRA
+// adapter's term when it has one (lora_adapter.h). Every path that runs a layer's linears uses it.
+void layer_linear(ThreadPool& pool, const LayerWeights& weights, TensorRole role, const float* x, int64_t rows,
+                  float* y, bool accumulate = false);
+
 void rms_norm_rows(const float* x, const float* weight, float* y, int64_t rows, int64_t cols, double eps,
                    ThreadPool& pool);
 // Rotary tables as Hugging Face computes them (float32 inverse frequencies and angles).

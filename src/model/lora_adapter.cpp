@@ -1,6 +1,9 @@
 #include "model/lora_adapter.h"
 
 #include <cmath>
+#include <vector>
+
+#include "core/matmul.h"
 
 #include "core/error.h"
 
@@ -32,6 +35,36 @@ LoraAdapter LoraAdapter::make(Tensor a, Tensor b, double alpha, int64_t in, int6
   l.b_ = std::move(b);
   l.alpha_ = alpha;
   return l;
+}
+
+void LoraAdapter::apply(ThreadPool& pool, const float* x, int64_t rows, float* y) const {
+  const int64_t r = rank();
+  std::vector<float> t(static_cast<size_t>(rows * r));
+  matmul_nt(pool, {.x = x, .ldx = in(), .w = a_.f32(), .ldw = in(), .y = t.data(), .ldy = r, .m = rows, .n = r,
+                   .k = in()});
+  const float s = scale();
+  for (float& v : t) v *= s;
+  matmul_nt(pool, {.x = t.data(), .ldx = r, .w = b_.f32(), .ldw = r, .y = y, .ldy = out(), .m = rows, .n = out(),
+                   .k = r, .accumulate = true});
+}
+
+void LoraAdapter::apply_reference(const float* x, int64_t rows, float* y) const {
+  const int64_t r = rank();
+  const float* a = a_.f32();
+  const float* b = b_.f32();
+  std::vector<double> t(static_cast<size_t>(r));
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t k = 0; k < r; ++k) {
+      double acc = 0;
+      for (int64_t c = 0; c < in(); ++c) acc += static_cast<double>(x[i * in() + c]) * a[k * in() + c];
+      t[static_cast<size_t>(k)] = acc * scale();
+    }
+    for (int64_t o = 0; o < out(); ++o) {
+      double acc = 0;
+      for (int64_t k = 0; k < r; ++k) acc += t[static_cast<size_t>(k)] * b[o * r + k];
+      y[i * out() + o] = static_cast<float>(static_cast<double>(y[i * out() + o]) + acc);
+    }
+  }
 }
 
 }  // namespace calq::model

@@ -6,6 +6,9 @@
 //  * make() checks the shapes (A [rank, in], B [out, rank], rank >= 1, float32, every value finite,
 //    alpha finite and > 0) and keeps the Tensors (shared, not copied); otherwise
 //    Error(kInvalidArgument) whose message starts with `context` ("layer 3 attn_q adapter").
+//  * apply(): y[rows, out] += scale · (x[rows, in]·Aᵀ)·Bᵀ — two matmul_nt calls on the pool
+//    (core/matmul.h: the same bits for any thread count), the rank-sized intermediate scaled
+//    before the second. apply_reference is its scalar twin (double accumulation) for tests.
 //  * An adapter's bytes count in Model::storage_bytes (and so in bits per weight), not in
 //    parameter_count: bits per weight stay bits per base weight, adapters included.
 #pragma once
@@ -14,6 +17,7 @@
 #include <string_view>
 
 #include "core/tensor.h"
+#include "core/thread_pool.h"
 
 namespace calq::model {
 
@@ -30,6 +34,9 @@ class LoraAdapter {
   const Tensor& a() const { return a_; }  // [rank, in]
   const Tensor& b() const { return b_; }  // [out, rank]
   uint64_t nbytes() const { return a_.nbytes() + b_.nbytes(); }
+
+  void apply(ThreadPool& pool, const float* x, int64_t rows, float* y) const;
+  void apply_reference(const float* x, int64_t rows, float* y) const;
 
  private:
   Tensor a_, b_;
