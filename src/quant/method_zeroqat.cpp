@@ -36,6 +36,9 @@ class ZeroQat final : public MethodOf<ZeroQatOptions> {
                                 "perturbation of the step sizes' log-multipliers (default 0.01)"),
                   number_option("lr", &ZeroQatOptions::lr, {0, 1, true},
                                 "learning rate of the step sizes' log-multipliers (default 1e-4)"),
+                  number_option("granularity", &ZeroQatOptions::granularity, {0, 2},
+                                "step-size multipliers: 0 one per group, 1 one per output row, 2 one per tensor "
+                                "(default 0)"),
                   bool_option("train_weights", &ZeroQatOptions::train_weights,
                               "train latent weights too, re-quantized every forward, rather than freeze the start's "
                               "codes (default false)"),

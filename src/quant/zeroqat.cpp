@@ -43,7 +43,8 @@ struct Linear {
   std::vector<QuantParams> start;  // s0 and z per group
   std::vector<uint8_t> codes;      // codes frozen: q − qmin per element (k = q − z)
   std::vector<float> latent;       // train_weights: latent weights (absolute)
-  int64_t theta0 = 0;              // first index of its groups in θ and in the direction's values
+  int64_t theta0 = 0;              // first index of its multipliers in θ and in the direction's values
+  int64_t per_row = 1;             // groups per row (the multiplier of group g: theta0 + share(g))
   int64_t latent0 = 0;             // first index of its weights in the direction's values
 };
 
@@ -83,7 +84,8 @@ class Trainer {
         }
       }
       l.theta0 = groups_;
-      groups_ += static_cast<int64_t>(l.start.size());
+      l.per_row = l.layout.granularity == grad::IntGranularity::kTensor ? 0 : l.layout.groups_per_row(l.cols);
+      groups_ += o.granularity == 0 ? static_cast<int64_t>(l.start.size()) : o.granularity == 1 ? l.rows : 1;
       linears_.push_back(std::move(l));
     }
     theta_.assign(static_cast<size_t>(groups_), 0.0f);
@@ -140,7 +142,7 @@ class Trainer {
   std::string non_finite() const {
     for (const Linear& l : linears_) {
       for (size_t g = 0; g < l.start.size(); ++g)
-        if (!std::isfinite(theta_[static_cast<size_t>(l.theta0) + g]))
+        if (!std::isfinite(theta_[static_cast<size_t>(l.theta0 + share(l, static_cast<int64_t>(g)))]))
           return fmt::format("tensor {} group {} step multiplier", l.name, g);
       for (size_t e = 0; e < l.latent.size(); ++e)
         if (!std::isfinite(l.latent[e])) return fmt::format("tensor {} latent weight {}", l.name, e);
@@ -158,11 +160,19 @@ class Trainer {
   }
 
  private:
+  // The multiplier a group shares (options.granularity: its own, its row's, its tensor's).
+  int64_t share(const Linear& l, int64_t g) const {
+    if (o_.granularity == 0) return g;
+    if (o_.granularity == 2 || l.per_row == 0) return 0;
+    return g / l.per_row;
+  }
+
   QuantizedTensor encode(const Linear& l, const Perturbation& p) const {
     std::vector<QuantParams> params(l.start.size());
     for (size_t g = 0; g < params.size(); ++g) {
-      double th = theta_[static_cast<size_t>(l.theta0) + g];
-      if (p.sign != 0) th += p.sign * o_.eps * zeroqat_normal(o_.seed, p.step, p.dir, static_cast<uint64_t>(l.theta0) + g);
+      const int64_t ti = l.theta0 + share(l, static_cast<int64_t>(g));
+      double th = theta_[static_cast<size_t>(ti)];
+      if (p.sign != 0) th += p.sign * o_.eps * zeroqat_normal(o_.seed, p.step, p.dir, static_cast<uint64_t>(ti));
       const float s0 = l.start[g].scale;
       const float s = s0 > 0 ? l.layout.store_scale(static_cast<float>(s0 * std::exp(th))) : 0.0f;
       if (!std::isfinite(s))

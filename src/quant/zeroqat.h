@@ -5,9 +5,11 @@
 //
 // Trained, per linear in an int-family format (others, kept-float linears, norms, the embedding and
 // the head stay as they are):
-//  * the step size of every group, as a log-multiplier θ_g of the start's: s_g = s0_g · exp(θ_g),
-//    stored as the format stores scales (fp16 or fp32); with train_weights false the start's
-//    integer codes are frozen (Ŵ = s_g · k, as qat-e2e's E2E-QP);
+//  * the step size of every group, as a log-multiplier θ of the start's: s_g = s0_g · exp(θ),
+//    stored as the format stores scales (fp16 or fp32); θ is the group's own (granularity 0), or
+//    shared by the groups of an output row (1) or of the whole tensor (2): fewer values for the
+//    estimate to find its way in (its variance grows with their number); with train_weights false
+//    the start's integer codes are frozen (Ŵ = s_g · k, as qat-e2e's E2E-QP);
 //  * with train_weights, latent weights too: v (in units of the group's start step, started as
 //    qat-block starts them: the point of the start's rounding cell nearest the original weight, at
 //    most 0.45 steps from its centre, so the start's codes are kept) re-quantized every forward
@@ -52,6 +54,7 @@ struct ZeroQatOptions {
   int64_t directions = 1;       // q: random directions averaged per step (>= 1)
   double eps = 1e-2;            // perturbation of the step sizes' log-multipliers (> 0)
   double lr = 1e-4;             // learning rate of the log-multipliers (> 0)
+  int64_t granularity = 0;      // step multipliers: 0 one per group, 1 one per output row, 2 one per tensor
   bool train_weights = false;   // latent weights too (else codes frozen)
   double eps_weights = 0.1;     // perturbation of the latent weights, in start steps (> 0)
   double lr_weights = 1e-3;     // learning rate of the latent weights (> 0)

@@ -143,6 +143,30 @@ TEST(ZeroQat, StepSizesWithFrozenCodesLowerTheKlAndKeepTheCodes) {
   EXPECT_TRUE(scales_moved);
 }
 
+TEST(ZeroQat, SharedMultipliersScaleEveryGroupOfARowOrTensorAlike) {
+  ThreadPool pool(2);
+  for (const int64_t granularity : {1, 2}) {
+    ZeroQatOptions o = kTrain;
+    o.granularity = granularity;
+    o.lr = 2e-2;
+    model::Model written;
+    expect_trained(o, 0.97, &written);
+    const Problem p = make_problem(pool);
+    for (int64_t l = 0; l < 2; ++l)
+      for (const TensorRole role : model::kLayerLinearRoles) {
+        const QuantizedTensor& a = p.quantized.layers[static_cast<size_t>(l)].linear(role).quantized();
+        const QuantizedTensor& b = written.layers[static_cast<size_t>(l)].linear(role).quantized();
+        const std::vector<QuantParams> pa = grad::read_int_params(*a.format, a.bytes, a.rows, a.cols);
+        const std::vector<QuantParams> pb = grad::read_int_params(*b.format, b.bytes, b.rows, b.cols);
+        const size_t per = granularity == 2 ? pa.size() : pa.size() / static_cast<size_t>(a.rows);
+        for (size_t g0 = 0; g0 < pa.size(); g0 += per)
+          for (size_t g = g0; g < g0 + per; ++g)  // the same factor, up to the fp16 scales' rounding
+            EXPECT_NEAR(pb[g].scale / pa[g].scale, pb[g0].scale / pa[g0].scale, 2e-3)
+                << "granularity " << granularity << " layer " << l << " " << model::role_name(role) << " group " << g;
+      }
+  }
+}
+
 TEST(ZeroQat, TrainedWeightsLowerTheKl) {
   ZeroQatOptions o = kTrain;
   o.steps = 150;
