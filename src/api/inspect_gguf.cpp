@@ -82,6 +82,28 @@ std::string first_elements(const GgufValue& v) {
 
 std::string ne_string(const std::vector<int64_t>& ne) { return fmt::format("[{}]", fmt::join(ne, ", ")); }
 
+// The LoRA adapters a model file carries (<weight>.lora_a / .lora_b, model/gguf_lora.h).
+struct LoraSummary {
+  int64_t linears = 0, min_rank = 0, max_rank = 0;
+  uint64_t bytes = 0;
+};
+LoraSummary lora_summary(const io::GgufFile& file) {
+  LoraSummary s;
+  const auto ends_with = [](const std::string& n, std::string_view suffix) {
+    return n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  for (const auto& t : file.tensors()) {
+    const bool a = ends_with(t.name, ".lora_a");
+    if (!a && !ends_with(t.name, ".lora_b")) continue;
+    s.bytes += t.size_bytes;
+    if (!a || t.ne.size() != 2) continue;
+    s.min_rank = s.linears == 0 ? t.ne[1] : std::min(s.min_rank, t.ne[1]);
+    s.max_rank = std::max(s.max_rank, t.ne[1]);
+    ++s.linears;
+  }
+  return s;
+}
+
 }  // namespace
 
 std::string gguf_value_summary(const GgufValue& v) {
@@ -103,7 +125,14 @@ std::string gguf_listing_text(const io::GgufFile& file) {
   }
   fmt::format_to(out, "file size      {} bytes\n", file.file_size());
   fmt::format_to(out, "metadata keys  {}\n", file.metadata().size());
-  fmt::format_to(out, "tensors        {}\n\n", file.tensors().size());
+  fmt::format_to(out, "tensors        {}\n", file.tensors().size());
+  if (const LoraSummary lora = lora_summary(file); lora.linears > 0) {
+    fmt::format_to(out, "lora adapters  {} linears, rank {}, {} bytes (counted in bits per weight)\n", lora.linears,
+                   lora.min_rank == lora.max_rank ? fmt::format("{}", lora.min_rank)
+                                                  : fmt::format("{}-{}", lora.min_rank, lora.max_rank),
+                   lora.bytes);
+  }
+  fmt::format_to(out, "\n");
 
   size_t key_width = 3;
   for (const auto& [key, value] : file.metadata()) key_width = std::max(key_width, key.size());
@@ -157,6 +186,10 @@ nlohmann::ordered_json gguf_listing_json(const io::GgufFile& file) {
       m["value"] = v.f;
     }
     meta.push_back(std::move(m));
+  }
+  if (const LoraSummary lora = lora_summary(file); lora.linears > 0) {
+    j["lora_adapters"] = {{"linears", lora.linears}, {"min_rank", lora.min_rank}, {"max_rank", lora.max_rank},
+                          {"bytes", lora.bytes}};
   }
   auto& tensors = j["tensors"] = nlohmann::ordered_json::array();
   for (const auto& t : file.tensors()) {

@@ -133,6 +133,14 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   options.observer = observer.get();
   options.use_importance = job.use_importance;
   options.recipe = build_recipe(job);
+  if (target) {
+    for (const quant::MethodStep& step : options.recipe.steps) {
+      if (step.stage() == quant::MethodStage::kErrorCompensation)
+        fail(ErrorKind::kInvalidArgument, "{}: {}'s adapters are not part of the bit allocation (it budgets the "
+             "linears' formats only); give a format instead of a target bits_per_weight", options.recipe.origin,
+             step.name());
+    }
+  }
   options.act = pipeline::parse_activation_scheme(job.act_quant);
   options.llm_int8_threshold = job.llm_int8_threshold;
   // The memory estimates (made below, before any work), each announced when its step starts training.

@@ -32,6 +32,7 @@ struct QuantizeFlags {
   std::optional<double> sq_alpha;
   std::optional<uint64_t> rotate_seed;
   bool rotate_down = false;
+  std::optional<int64_t> lora_rank;
   std::string max_memory;  // "6G", parsed into job.max_memory
 };
 
@@ -45,6 +46,7 @@ QuantizeJob job_of(const QuantizeFlags& f) {
   if (f.sq_alpha) job.method_options.push_back({"smoothquant", "alpha", fmt::format("{}", *f.sq_alpha)});
   if (f.rotate_seed) job.method_options.push_back({"rotate", "seed", fmt::format("{}", *f.rotate_seed)});
   if (f.rotate_down) job.method_options.push_back({"rotate", "rotate_down", "true"});
+  if (f.lora_rank) job.method_options.push_back({"lora-compensate", "rank", fmt::format("{}", *f.lora_rank)});
   return job;
 }
 
@@ -107,6 +109,8 @@ void register_quantize(CLI::App& app) {
                   "Recipe file (JSON): {\"steps\": [{\"method\": \"awq\"}, {\"method\": \"gptq\", \"act_order\": true}]}");
   cmd->add_option("--damp", flags->damp, "gptq: dampening, times the mean diagonal of the Hessian (default 0.01)");
   cmd->add_flag("--act-order", flags->act_order, "gptq: quantize columns by descending Hessian diagonal");
+  cmd->add_option("--lora-rank", flags->lora_rank,
+                  "lora-compensate: adapter rank (default 16; other options through --recipe)");
   cmd->add_option("--sq-alpha", flags->sq_alpha, "smoothquant: migration strength alpha in [0, 1] (default 0.5)");
   cmd->add_option("--rotate-seed", flags->rotate_seed, "rotate: seed of the random Hadamard signs (default 0)");
   cmd->add_flag("--rotate-down", flags->rotate_down, "rotate: also rotate the MLP intermediate online");

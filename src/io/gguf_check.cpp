@@ -18,6 +18,15 @@
 namespace calq::io {
 namespace {
 
+// A LoRA adapter factor ("<weight>.lora_a" / ".lora_b", as model/gguf_lora.h writes them).
+bool is_lora_factor(std::string_view name) {
+  for (const std::string_view suffix : {std::string_view(".lora_a"), std::string_view(".lora_b")}) {
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return true;
+  }
+  return false;
+}
+
 constexpr std::array<std::string_view, 2> kArchitectures = {"llama", "qwen2"};
 // tokenizer.ggml.model values llama.cpp's vocabulary loader knows.
 constexpr std::array<std::string_view, 8> kTokenizerModels = {"no_vocab", "none", "llama", "gpt2",
@@ -98,14 +107,21 @@ class Checker {
       calq_tensors_.insert(name);
     }
     size_t kron_factors = 0;  // calq's online input transforms (reported per tensor in check_tensors)
-    for (const GgufTensorInfo& t : f_.tensors()) kron_factors += t.name.find("calq_kron") != std::string::npos;
-    if (!requires_calq && tensors.empty() && kron_factors == 0) return;
+    size_t lora_tensors = 0;  // LoRA adapter factors inside the model file (likewise)
+    for (const GgufTensorInfo& t : f_.tensors()) {
+      kron_factors += t.name.find("calq_kron") != std::string::npos;
+      lora_tensors += is_lora_factor(t.name);
+    }
+    if (!requires_calq && tensors.empty() && kron_factors == 0 && lora_tensors == 0) return;
     r_.calq_only = true;
-    error("", fmt::format("calq-only file: llama.cpp cannot load it ({} tensor{} in calq-specific formats{})",
+    error("", fmt::format("calq-only file: llama.cpp cannot load it ({} tensor{} in calq-specific formats{}{})",
                           tensors.size(), tensors.size() == 1 ? "" : "s",
                           kron_factors == 0 ? std::string()
                                             : fmt::format(", {} online transform factor{}", kron_factors,
-                                                          kron_factors == 1 ? "" : "s")));
+                                                          kron_factors == 1 ? "" : "s"),
+                          lora_tensors == 0 ? std::string()
+                                            : fmt::format(", {} LoRA adapter tensor{}", lora_tensors,
+                                                          lora_tensors == 1 ? "" : "s")));
     for (const auto& [name, format] : tensors) {
       error(name, fmt::format("holds calq format '{}' as raw I8 bytes, which llama.cpp cannot compute with", format));
     }
@@ -314,6 +330,11 @@ class Checker {
       const auto it = want.find(t.name);
       if (it == want.end() && t.name.find("calq_kron") != std::string::npos) {
         error(t.name, "is a factor of a calq online input transform (calq_kron), which llama.cpp does not apply");
+        continue;
+      }
+      if (it == want.end() && is_lora_factor(t.name)) {
+        error(t.name, "is a LoRA adapter factor inside the model file, which llama.cpp's model loader refuses (it "
+                      "takes adapters from a separate adapter GGUF, --lora)");
         continue;
       }
       if (it == want.end()) {

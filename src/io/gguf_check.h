@@ -22,7 +22,8 @@
 //    optional ones (output, q/k/v/output biases) with theirs, and no tensor it would not use;
 //  * no calq-specific tensors (calq.qtensor.* / calq.requires_calq, see model/gguf_export.h): such
 //    a file gets the error "calq-only file: llama.cpp cannot load it" and one error per tensor;
-//    the factors of calq's online input transforms (blk.L.calq_kron.*) get one error each saying so.
+//    the factors of calq's online input transforms (blk.L.calq_kron.*) and LoRA adapter tensors in
+//    the model file (<weight>.lora_a / .lora_b, model/gguf_lora.h) get one error each saying so.
 //
 // Contract: never throws for file contents (only kIo-free findings); pure reads.
 #pragma once

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "formats/format.h"
 #include "io/tokenizer/hf_gguf_vocab.h"
+#include "model/gguf_lora.h"
 #include "model/gguf_model.h"
 
 namespace calq::model {
@@ -304,6 +305,11 @@ io::GgufMetadata gguf_model_metadata(const Model& m, const GgufExportOptions& op
   }
   // Online input transforms (kron_transform.h): their factors are tensors; the runtime must apply them.
   if (m.has_transforms()) calq_only = true;
+  // LoRA adapters (gguf_lora.h): extra tensors llama.cpp refuses in a model file; one alpha.
+  if (const std::optional<double> alpha = model_lora_alpha(m, m.source.string())) {
+    calq_only = true;
+    calq_keys.emplace_back(std::string(kCalqLoraAlphaKey), io::GgufValue::of_float32(static_cast<float>(*alpha)));
+  }
   if (calq_only) out.emplace_back(std::string(kCalqRequiresCalqKey), io::GgufValue::of_bool(true));
   for (auto& kv : calq_keys) out.push_back(std::move(kv));
   for (const auto& kv : options.extra_metadata) {
@@ -385,6 +391,22 @@ void write_gguf_model(const Model& m, const std::filesystem::path& out, const Gg
                          .data = t->a().bytes()});
       tensors.push_back({.name = calq_kron_tensor_name(l, s, 'b'), .ne = {t->n2(), t->n2()}, .type = io::kGgmlF32,
                          .data = t->b().bytes()});
+    }
+  }
+  // LoRA adapters (gguf_lora.h), by layer and role; B's rows permuted where its base's are.
+  for (int64_t l = 0; l < static_cast<int64_t>(m.layers.size()); ++l) {
+    for (const TensorRole role : kLayerLinearRoles) {
+      const LoraAdapter* a = m.layers[static_cast<size_t>(l)].adapter(role);
+      if (a == nullptr) continue;
+      const LinearWeight& base = m.layers[static_cast<size_t>(l)].linear(role);
+      const bool calq_specific = base.is_quantized() && !base.quantized().format->traits().ggml_type;
+      const int64_t heads = calq_specific ? 0 : heads_if_permuted(role);
+      const std::string name = gguf_tensor_name(*m.arch, role, l);
+      tensors.push_back({.name = lora_tensor_name(name, 'a'), .ne = {a->in(), a->rank()}, .type = io::kGgmlF32,
+                         .data = a->a().bytes()});
+      const auto b = heads != 0 ? permuted_floats(a->b().f32(), a->out(), a->rank(), heads) : a->b().bytes();
+      tensors.push_back({.name = lora_tensor_name(name, 'b'), .ne = {a->rank(), a->out()}, .type = io::kGgmlF32,
+                         .data = b});
     }
   }
   io::write_gguf(out, metadata, tensors, {});

@@ -74,6 +74,10 @@ inline constexpr std::string_view kCalqRotationDownSeedKey = "calq.rotation.down
 // copies the factors unchanged.
 std::string calq_kron_tensor_name(int64_t layer, InputSite site, char factor);  // factor 'a' or 'b'
 inline constexpr std::string_view kCalqKronTag = "calq_kron";
+// LoRA adapters (LayerWeights::adapters): F32 tensors "<weight>.lora_a" / ".lora_b" and the key
+// calq.lora.alpha (gguf_lora.h; adapters of different alphas are kUnsupported), written after the
+// transforms, by layer and role; they set calq.requires_calq (llama.cpp's model loader refuses
+// extra tensors; its --lora takes them from a separate adapter file).
 // Activation quantization of a linear weight (LinearWeight::act_quant, docs/formats.md):
 // "calq.act_quant.<name>" = "int8-token" | "int8-tensor" | "llm-int8", and for the latter two
 // "calq.act_quant.<name>.value" = f32 scale / threshold. Written for every weight whose spec is

@@ -16,6 +16,7 @@
 #include "formats/format.h"
 #include "model/gguf_export.h"
 #include "model/gguf_kron.h"
+#include "model/gguf_lora.h"
 #include "model/loader_util.h"
 
 namespace calq::model {
@@ -96,6 +97,7 @@ Shape row_major_shape(const std::vector<int64_t>& ne) { return Shape(ne.rbegin()
 void check_known_tensors(const io::GgufFile& file, const ModelConfig& config, const Architecture& arch) {
   for (const auto& t : file.tensors()) {
     if (is_kron_tensor_name(t.name)) continue;  // read_gguf_transforms checks them
+    if (is_lora_tensor_name(t.name)) continue;  // read_gguf_adapters checks them
     const auto parsed = parse_gguf_tensor_name(arch, t.name);
     if (!parsed) {
       fail(ErrorKind::kUnsupported, "{}: tensor '{}' is not part of the '{}' architecture as calq knows it",
@@ -393,6 +395,13 @@ Model load_gguf_model_from(const Source& src, ThreadPool& pool) {
   }
   load_layers(m, load_linear, load_vec);
   read_gguf_transforms(file, m, pool);
+  // B's rows follow their base's: Q/K-permuted unless the base is calq-specific (never permuted).
+  read_gguf_adapters(
+      file, m,
+      [&](TensorRole role, std::string_view base) -> int64_t {
+        return file.find(calq_qtensor_format_key(base)) != nullptr ? 0 : heads_if_permuted(role);
+      },
+      pool);
   check_act_quant_keys(file, matrix_names);
   return m;
 }

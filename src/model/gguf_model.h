@@ -30,6 +30,9 @@
 //    that form, a layer below block_count, S a layer site of the block, a square F32 matrix of
 //    finite values, its partner present, n1·n2 = the site's width; else kFormat naming the file
 //    and the tensor.
+//  * LoRA adapters (gguf_lora.h: F32 tensors <weight>.lora_a / .lora_b and calq.lora.alpha) are
+//    read into LayerWeights::adapters; malformed ones are kFormat Errors naming the file and the
+//    tensor or key.
 //  * Where the table says the converter permuted Q/K rows for llama.cpp's interleaved rotary
 //    embedding, the loader undoes it (for a quantized weight by moving whole rows of bytes: rows
 //    of GGUF block types are independent), so the Model is the one load_hf_model() gives for the

@@ -6,6 +6,7 @@
 #include <cassert>
 #include <chrono>
 #include <cstring>
+#include <string_view>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -85,6 +86,15 @@ QuantizeGgufResult quantize_gguf(const io::GgufFile& in, const std::filesystem::
   const QuantMix& mix = *options.mix;
   const std::string origin = in.path().string();
   QuantizeGgufResult r;
+  // LoRA adapters in a model file (model/gguf_lora.h) belong to the weights they were made with:
+  // the mix would copy them beside re-encoded weights.
+  for (const io::GgufTensorInfo& t : in.tensors()) {
+    for (const std::string_view suffix : {std::string_view(".lora_a"), std::string_view(".lora_b")}) {
+      if (t.name.size() > suffix.size() && t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        fail(ErrorKind::kUnsupported, "{}: tensor {} is a LoRA adapter factor; a mix does not quantize a model "
+             "carrying adapters (they were made for its current weights)", origin, t.name);
+    }
+  }
   r.plan = plan_gguf_quantization(in, mix);
 
   // Check every type before the slow part, so a missing encoder fails fast.

@@ -4,6 +4,7 @@
 //  * Input: a GGUF file whose tensors are F32, F16 or BF16 (a quantized input tensor that the mix
 //    would convert is kUnsupported: calq does not requantize). Any architecture: the mix reads
 //    only tensor names and <arch>.block_count / head counts / expert_count.
+//    A file carrying LoRA adapter tensors (<weight>.lora_a / .lora_b) is kUnsupported.
 //  * Each tensor gets the type assign_types() chooses; tensors that keep their type are copied
 //    byte for byte. The encoders are the registered formats (format_by_ggml_type); a type with no
 //    registered format is kUnsupported naming the tensor and type.

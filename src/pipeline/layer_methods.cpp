@@ -77,6 +77,7 @@ void LayerMethods::apply(int64_t l, model::LayerWeights& w, const calib::Calibra
         quantize_weights(step, l, w, sites);
         break;
       case quant::MethodStage::kLayerReconstruction: reconstruct(step, l, w, original, streams); break;
+      case quant::MethodStage::kErrorCompensation: compensate(step, l, w, original, sites); break;
       case quant::MethodStage::kModelReconstruction: break;  // once after the layer pass (model_quantize.cpp)
       case quant::MethodStage::kActivation: quantize_activations(step, l, w, sites); break;
     }
@@ -233,6 +234,32 @@ void LayerMethods::reconstruct(const quant::MethodStep& step, int64_t l, model::
   events_.push_back({.layer = l, .step = step.name(), .target = fmt::format("blk.{}", l), .value = rec.event.value,
                      .error_before = rec.event.error_before, .error_after = rec.event.error_after,
                      .seconds = seconds, .curve = std::move(rec.event.curve)});
+}
+
+void LayerMethods::compensate(const quant::MethodStep& step, int64_t l, model::LayerWeights& w,
+                              const model::LayerWeights& original, const Sites& sites) {
+  std::vector<quant::CompensationLinear> linears;
+  for (const model::SiteWiring& g : model::block_topology(config_).layer_sites) {
+    for (const TensorRole role : g.consumers) {
+      const TensorAssignment& a = assignment(l, role);
+      linears.push_back({.role = role, .name = a.name, .rows = a.rows, .cols = a.cols,
+                         .original = original.linear(role).dense().f32(),
+                         .quantized = a.format != nullptr ? &w.linear(role) : nullptr, .stats = &sites.at(g.site)});
+    }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  quant::LayerCompensation c = step.method->compensate({.layer = l, .linears = linears}, step.options, pool_);
+  const double seconds = seconds_since(t0);
+  seconds_quantize_ += seconds;
+  for (quant::CompensationAdapter& ca : c.adapters) {
+    const TensorAssignment& a = assignment(l, ca.role);
+    w.adapter_slot(ca.role) = std::move(ca.adapter);
+    ++n_adapters_;
+    // The layer's time is shared evenly by its linears' events (they ran together).
+    events_.push_back({.layer = l, .step = step.name(), .target = a.name, .value = ca.event.value,
+                       .error_before = ca.event.error_before, .error_after = ca.event.error_after,
+                       .seconds = seconds / static_cast<double>(c.adapters.size())});
+  }
 }
 
 void LayerMethods::quantize_activations(const quant::MethodStep& step, int64_t l, model::LayerWeights& w,

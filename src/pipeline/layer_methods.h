@@ -14,6 +14,12 @@
 //     from the quantized stream, targets from the full-precision stream: the caller runs the
 //     pipeline with SequentialOptions::float_stream, see needs_float_stream), it replaces the
 //     trained linears;
+//  3b. the error compensation (lora-compensate), when the recipe has one: given every linear's
+//     weight before the weight quantizer, as written after it (and after any reconstruction) and
+//     its input's statistics, the method's adapters are stored on the layer
+//     (LayerWeights::adapters), so the layer's outputs — the next layer's calibration inputs —
+//     include them; n_adapters() counts them (the caller refuses a run where it stays 0: the
+//     roles matched no quantized linear);
 //  (the model reconstruction, qat-e2e, runs once after the layer pass: model_quantize.cpp)
 //  4. the activation scheme (int8-token, int8-tensor, llm-int8), when the recipe has one, on every
 //     linear input.
@@ -75,6 +81,7 @@ class LayerMethods {
   const std::vector<MethodEvent>& events() const { return events_; }
   double seconds_quantize() const { return seconds_quantize_; }
   int64_t n_with_importance() const { return n_with_importance_; }
+  int64_t n_adapters() const { return n_adapters_; }
 
  private:
   using Sites = std::map<model::InputSite, quant::InputStats>;
@@ -87,6 +94,8 @@ class LayerMethods {
                         const Sites& sites);
   void reconstruct(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
                    const model::LayerWeights& original, const LayerStreams& streams);
+  void compensate(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
+                  const model::LayerWeights& original, const Sites& sites);
   void quantize_activations(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
                             const Sites& sites) const;
 
@@ -100,6 +109,7 @@ class LayerMethods {
   std::map<std::pair<int64_t, int>, float> learned_clip_;
   double seconds_quantize_ = 0;
   int64_t n_with_importance_ = 0;
+  int64_t n_adapters_ = 0;
 };
 
 }  // namespace calq::pipeline

@@ -201,6 +201,16 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
                                    const std::function<void(const QuantizeProgress&)>& on_tensor, ThreadPool& pool) {
   ModelQuantizeResult r;
   const quant::Recipe recipe = effective_recipe(o);
+  // Adapters belong to the weights they were made with: re-quantizing those under them would
+  // keep adapters fitted to other weights (and an error compensation would replace them).
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    for (const model::TensorRole role : model::kLayerLinearRoles) {
+      if (m.layers[l].adapter(role) != nullptr)
+        fail(ErrorKind::kUnsupported, "{}: the model carries LoRA adapters (layer {} {}); quantize the model without "
+             "them (merged into its weights, or its base before the adapters were added)", m.source.string(), l,
+             model::role_name(role));
+    }
+  }
   if (needs_float_stream(recipe)) {  // checked before any work
     if (samples.empty())
       fail(ErrorKind::kInvalidArgument, "{}: per-layer training (layer reconstruction, layer transform) needs "
@@ -276,6 +286,11 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
   }
   r.seconds_quantize += methods.seconds_quantize();
   r.n_with_importance += methods.n_with_importance();
+  for (const quant::MethodStep& step : recipe.steps) {
+    if (step.stage() == quant::MethodStage::kErrorCompensation && methods.n_adapters() == 0)
+      fail(ErrorKind::kInvalidArgument, "{}: {} made no adapter: its roles {} match no quantized linear of the model",
+           recipe.origin, step.name(), step.method->options_json(step.options, true).value("roles", std::string("?")));
+  }
   r.events.insert(r.events.end(), methods.events().begin(), methods.events().end());
   // The embedding (tied: it is also the head, whose input statistics then weigh its columns) and
   // the untied head, always round to nearest. The embedding lookup reads rows, so its own "input"

@@ -89,6 +89,12 @@ void check_same_layout(const model::Model& a, const model::Model& b) {
     mismatch("one has a Hadamard rotation (calq.rotation.*), the other not; swapping single tensors between "
              "them mixes two bases");
   }
+  // A LoRA adapter is fitted to (or trained on) its own model's weight: moving the weight without
+  // it, or under the other model's, is neither model.
+  if (a.has_adapters() || b.has_adapters()) {
+    mismatch(fmt::format("{} carries LoRA adapters; swapping single tensors would separate a weight from its adapter",
+                         a.has_adapters() ? a.source.string() : b.source.string()));
+  }
   // An online input transform changes the basis its site's consumers work in, as a rotation does.
   for (size_t l = 0; l < a.layers.size(); ++l) {
     for (size_t site = 0; site < static_cast<size_t>(model::kNumInputSites); ++site) {

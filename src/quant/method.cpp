@@ -3,10 +3,13 @@
 #include "quant/method.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "quant/method_base.h"
@@ -22,12 +25,17 @@ std::string_view stage_name(MethodStage stage) {
     case MethodStage::kModelReconstruction: return "model reconstruction";
     case MethodStage::kActivation: return "activation scheme";
     case MethodStage::kLayerTransform: return "layer transform";
+    case MethodStage::kErrorCompensation: return "error compensation";
   }
   return "?";
 }
 
 std::string OptionSpec::expected() const {
   if (type == OptionType::kBool) return "true or false";
+  if (type == OptionType::kString) {
+    return fmt::format("{} {}", list ? "a comma-separated list of distinct values of" : "one of",
+                       fmt::join(choices, ", "));
+  }
   std::string s = type == OptionType::kInteger ? "an integer" : "a number";
   // Integer keys bounded only by their type (seeds) read as unbounded.
   const bool has_min = std::isfinite(min) && min > -9e18;
@@ -144,6 +152,9 @@ TrainingMemory layer_training_memory(const model::ModelConfig& config, int64_t b
   return m;
 }
 
+LayerCompensation Method::compensate(const LayerCompensationTarget&, const StepOptions&, ThreadPool&) const {
+  no_hook(*this, "error compensation");
+}
 ModelReconstruction Method::reconstruct_model(const ModelReconstructionTarget&, const StepOptions&, ThreadPool&) const {
   no_hook(*this, "model reconstruction");
 }
@@ -179,6 +190,27 @@ nlohmann::json checked_option_value(const Method& method, const OptionSpec& spec
     case OptionType::kBool:
       if (!value.is_boolean()) bad();
       return value;
+    case OptionType::kString: {
+      if (!value.is_string()) bad();
+      const std::string& v = value.get_ref<const std::string&>();
+      const auto known = [&](std::string_view item) {
+        return std::find(spec.choices.begin(), spec.choices.end(), item) != spec.choices.end();
+      };
+      if (!spec.list) {
+        if (!known(v)) bad();
+        return value;
+      }
+      std::vector<std::string_view> seen;
+      size_t pos = 0;
+      while (pos <= v.size()) {
+        const size_t comma = std::min(v.find(',', pos), v.size());
+        const std::string_view item = std::string_view(v).substr(pos, comma - pos);
+        if (!known(item) || std::find(seen.begin(), seen.end(), item) != seen.end()) bad();
+        seen.push_back(item);
+        pos = comma + 1;
+      }
+      return value;
+    }
     case OptionType::kNumber: {
       if (!value.is_number()) bad();
       const double v = value.get<double>();

@@ -24,9 +24,14 @@
 //                         trains the quantized linears of the whole model against the
 //                         full-precision model's logits and writes them anew (qat-e2e); hook
 //                         reconstruct_model(). Needs calibration samples (token sequences).
+//      kErrorCompensation — per decoder layer, after its weight quantizer and any layer
+//                         reconstruction: low-rank float adapters that absorb part of each
+//                         linear's quantization error (lora-compensate); hook compensate(). The
+//                         pipeline stores them on the layer (LayerWeights::adapters), so the layer's
+//                         outputs, and every later layer's calibration, include them.
 //      kActivation      — per linear input: the activation quantization spec (int8-token,
 //                         int4-token, int8-tensor, llm-int8); hook activation().
-//  * its recipe keys (OptionSpec: type, range, default), parsed into its typed option struct
+//  * its recipe keys (OptionSpec: type, range or choices, default), parsed into its typed option struct
 //    (StepOptions holds it); an unknown key, a value of the wrong type or out of range is a
 //    kInvalidArgument Error naming the recipe origin, the method and the key;
 //  * the calibration statistics it reads (calib::StatSet);
@@ -73,15 +78,16 @@ enum class MethodStage : uint8_t {
   kLayerReconstruction,
   kModelReconstruction,
   kActivation,
-  kLayerTransform,  // (appended: the enum's values are not its order; recipe.h gives the order)
+  kLayerTransform,     // (appended: the enum's values are not its order; recipe.h gives the order)
+  kErrorCompensation,  // (appended)
 };
 // "model transform", "scale migration", "weight quantizer", "layer reconstruction", "model
-// reconstruction", "activation scheme", "layer transform".
+// reconstruction", "activation scheme", "layer transform", "error compensation".
 std::string_view stage_name(MethodStage stage);
 
 // ---- Options ----
 
-enum class OptionType : uint8_t { kBool, kInteger, kNumber };
+enum class OptionType : uint8_t { kBool, kInteger, kNumber, kString };
 
 // One recipe key of a method.
 struct OptionSpec {
@@ -93,7 +99,12 @@ struct OptionSpec {
   bool min_exclusive = false;
   nlohmann::json default_value;  // the typed option struct's default
   std::string doc;               // one line
-  // "true or false", "a number in [0, 1]", "an integer in [1, 1000]", "a number > 0".
+  // kString: the values it may take (non-empty); with `list`, a comma-separated list of distinct
+  // ones ("q,k,v"), else exactly one of them.
+  std::vector<std::string> choices;
+  bool list = false;
+  // "true or false", "a number in [0, 1]", "an integer in [1, 1000]", "a number > 0", "one of a,
+  // b", "a comma-separated list of a, b".
   std::string expected() const;
 };
 
@@ -337,6 +348,29 @@ struct LayerTransform {
   EventValues event;
 };
 
+// One linear of one decoder layer after its weight quantizer (kErrorCompensation).
+struct CompensationLinear {
+  model::TensorRole role = model::TensorRole::kAttnQ;  // one of kLayerLinearRoles
+  std::string_view name;                     // tensor name, for messages
+  int64_t rows = 0, cols = 0;                // [out, in]
+  const float* original = nullptr;           // dense float32 [rows, cols]: before the weight quantizer
+  const model::LinearWeight* quantized = nullptr;  // as written (quantizer, then any reconstruction);
+                                                   // nullptr: kept float (nothing to compensate)
+  const InputStats* stats = nullptr;         // of its input (after any scale migration / transform)
+};
+struct LayerCompensationTarget {
+  int64_t layer = 0;
+  std::span<const CompensationLinear> linears;  // the seven linears, kLayerLinearRoles order
+};
+struct CompensationAdapter {
+  model::TensorRole role = model::TensorRole::kAttnQ;
+  model::LoraAdapter adapter;  // its in/out are the linear's cols/rows
+  EventValues event;           // recorded per linear, target = its tensor name
+};
+struct LayerCompensation {
+  std::vector<CompensationAdapter> adapters;  // at most one per role; empty: none for this layer
+};
+
 // ---- Methods ----
 
 struct MethodTraits {
@@ -377,6 +411,8 @@ class Method {
                                          ThreadPool& pool) const;
   virtual ModelReconstruction reconstruct_model(const ModelReconstructionTarget& target, const StepOptions& options,
                                                 ThreadPool& pool) const;
+  virtual LayerCompensation compensate(const LayerCompensationTarget& target, const StepOptions& options,
+                                       ThreadPool& pool) const;
   virtual model::ActivationQuant activation(const ActivationSite& site, const StepOptions& options) const;
 };
 

@@ -10,7 +10,8 @@
 //     Migration migrate(...) const override { const SmoothQuantOptions& o = typed(options); ... }
 //   };
 //
-// Field types: bool, int, int64_t, uint64_t, double. The default of each key is the option
+// Field types: bool, int, int64_t, uint64_t, double, std::string (string_option: one of a list of
+// values, or a comma-separated list of them). The default of each key is the option
 // struct's default member value (read from a value-initialised struct), so it is written once.
 #pragma once
 
@@ -50,7 +51,7 @@ struct OptionRange {
 
 template <class O>
 struct OptionField {
-  using Member = std::variant<bool O::*, int O::*, int64_t O::*, uint64_t O::*, double O::*>;
+  using Member = std::variant<bool O::*, int O::*, int64_t O::*, uint64_t O::*, double O::*, std::string O::*>;
   Member member;
   OptionSpec spec;
 };
@@ -58,6 +59,15 @@ struct OptionField {
 template <class O>
 OptionField<O> bool_option(std::string key, bool O::*member, std::string doc) {
   return {member, OptionSpec{.key = std::move(key), .type = OptionType::kBool, .doc = std::move(doc)}};
+}
+
+// One of `choices` (list: a comma-separated list of distinct ones), a std::string field.
+template <class O>
+OptionField<O> string_option(std::string key, std::string O::*member, std::vector<std::string> choices, bool list,
+                             std::string doc) {
+  assert(!choices.empty());
+  return {member, OptionSpec{.key = std::move(key), .type = OptionType::kString, .doc = std::move(doc),
+                             .choices = std::move(choices), .list = list}};
 }
 
 // A number (double field) or an integer (integral field) within `range` (integral fields are also
@@ -119,14 +129,27 @@ class MethodOf : public Method {
   static const O& typed(const StepOptions& options) { return options.template get<O>(); }
 
  private:
-  // (An option struct without fields has no field to read: GCC's bounds analysis would flag the
-  // unreachable member accesses.)
+  // (An option struct without fields has no field to read, and one smaller than a field type has
+  // no field of that type: GCC's bounds analysis would flag those unreachable member accesses.)
+  template <class T>
+  static constexpr bool kCanHold = sizeof(T) <= sizeof(O);
+
   static nlohmann::json read([[maybe_unused]] const typename OptionField<O>::Member& member,
                              [[maybe_unused]] const O& o) {
     if constexpr (std::is_empty_v<O>) {
       return {};
     } else {
-      return std::visit([&](auto m) { return nlohmann::json(o.*m); }, member);
+      return std::visit(
+          [&](auto m) -> nlohmann::json {
+            using T = std::remove_cv_t<std::remove_reference_t<decltype(o.*m)>>;
+            if constexpr (kCanHold<T>) {
+              return nlohmann::json(o.*m);
+            } else {
+              assert(false && "a field larger than its struct");
+              return {};
+            }
+          },
+          member);
     }
   }
   // `v` was checked by checked_option_value: the right JSON type and within the field's range.
@@ -136,7 +159,10 @@ class MethodOf : public Method {
       std::visit(
           [&](auto m) {
             using T = std::remove_reference_t<decltype(o.*m)>;
-            if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, double>) {
+            if constexpr (!kCanHold<T>) {
+              assert(false && "a field larger than its struct");
+            } else if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, double> ||
+                                 std::is_same_v<T, std::string>) {
               o.*m = v.get<T>();
             } else if constexpr (std::is_unsigned_v<T>) {
               o.*m = v.get<uint64_t>();

@@ -181,6 +181,25 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
         }
         break;
       }
+      case MethodStage::kErrorCompensation: {
+        // Every linear with its format (all quantized by the step before); the adapters' bytes
+        // join the weights'.
+        std::vector<CompensationLinear> linears;
+        for (const TensorRole role : model::kLayerLinearRoles) {
+          const model::LinearWeight& q = w.linear(role);
+          linears.push_back({.role = role, .name = "blk.0.weight", .rows = q.rows(), .cols = q.cols(),
+                             .original = original.linear(role).dense().f32(), .quantized = &q,
+                             .stats = &sites.at(calib::input_site(role))});
+        }
+        LayerCompensation c = step.method->compensate({.layer = 0, .linears = linears}, step.options, pool);
+        EXPECT_FALSE(c.adapters.empty()) << step.name();
+        for (const CompensationAdapter& a : c.adapters) {
+          append(out.weights, a.role);
+          for (const Tensor* t : {&a.adapter.a(), &a.adapter.b()})
+            out.weights.insert(out.weights.end(), t->bytes().begin(), t->bytes().end());
+        }
+        break;
+      }
       case MethodStage::kWeightQuantizer:
         original = w;
         teacher = m;
@@ -218,6 +237,7 @@ Output run(const Recipe& recipe, ThreadPool& pool) {
 nlohmann::json non_default(const OptionSpec& s) {
   switch (s.type) {
     case OptionType::kBool: return !s.default_value.get<bool>();
+    case OptionType::kString: return s.choices[0] != s.default_value.get<std::string>() ? s.choices[0] : s.choices[1];
     case OptionType::kNumber: {
       const double d = s.default_value.get<double>();
       // Halfway to the far end: towards max, or towards min for a default at the top (clip 1).
@@ -241,7 +261,7 @@ nlohmann::json non_default_options(const Method& m) {
 // Values just outside each finite end of a numeric key's range.
 std::vector<nlohmann::json> out_of_range(const OptionSpec& s) {
   std::vector<nlohmann::json> v;
-  if (s.type == OptionType::kBool) return v;
+  if (s.type == OptionType::kBool || s.type == OptionType::kString) return v;
   const auto number = [&](double x) {
     return s.type == OptionType::kInteger ? nlohmann::json(static_cast<int64_t>(x)) : nlohmann::json(x);
   };
@@ -347,8 +367,8 @@ INSTANTIATE_TEST_SUITE_P(AllMethods, MethodContract, ::testing::ValuesIn(all_met
 TEST(MethodRegistry, EveryStageHasAMethodAndUnknownNamesListKnownOnes) {
   for (const MethodStage stage : {MethodStage::kModelTransform, MethodStage::kScaleMigration,
                                   MethodStage::kLayerTransform, MethodStage::kWeightQuantizer,
-                                  MethodStage::kLayerReconstruction, MethodStage::kModelReconstruction,
-                                  MethodStage::kActivation})
+                                  MethodStage::kLayerReconstruction, MethodStage::kErrorCompensation,
+                                  MethodStage::kModelReconstruction, MethodStage::kActivation})
     EXPECT_FALSE(method_names(stage).empty()) << stage_name(stage);
   EXPECT_EQ(method_names(MethodStage::kWeightQuantizer), "rtn, gptq");
   const std::string e = error_of([] { (void)method_by_name("gtpq"); });

@@ -19,6 +19,7 @@ MethodList make_qat_block_methods();    // qat-block (method_qat_block.cpp)
 MethodList make_qat_e2e_methods();      // qat-e2e (method_qat_e2e.cpp)
 MethodList make_autoround_methods();    // autoround (method_autoround.cpp)
 MethodList make_zeroqat_methods();      // zeroqat (method_zeroqat.cpp)
+MethodList make_lora_compensate_methods();  // lora-compensate (method_lora_compensate.cpp)
 MethodList make_activation_methods();   // int8-token, int4-token, int8-tensor, llm-int8 (method_activation.cpp)
 
 namespace {
@@ -51,6 +52,7 @@ const Registry& registry() {
     r.add(make_qat_e2e_methods());
     r.add(make_autoround_methods());
     r.add(make_zeroqat_methods());
+    r.add(make_lora_compensate_methods());
     r.add(make_activation_methods());
     return r;
   }();

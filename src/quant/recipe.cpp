@@ -16,8 +16,8 @@ struct RawStep {
 };
 
 // Where a stage may stand in the chain: transforms (of both kinds) first, then the layer
-// transform, then the weight quantizer, then the layer reconstruction, then the model
-// reconstruction, then the activation scheme.
+// transform, then the weight quantizer, then the layer reconstruction, then the error
+// compensation, then the model reconstruction, then the activation scheme.
 int rank(MethodStage stage) {
   switch (stage) {
     case MethodStage::kModelTransform:
@@ -25,8 +25,9 @@ int rank(MethodStage stage) {
     case MethodStage::kLayerTransform: return 1;
     case MethodStage::kWeightQuantizer: return 2;
     case MethodStage::kLayerReconstruction: return 3;
-    case MethodStage::kModelReconstruction: return 4;
-    case MethodStage::kActivation: return 5;
+    case MethodStage::kErrorCompensation: return 4;
+    case MethodStage::kModelReconstruction: return 5;
+    case MethodStage::kActivation: return 6;
   }
   return 0;
 }
@@ -38,7 +39,8 @@ std::string order_rule() {
   return "transforms (" + transforms + ") go first, then at most one layer transform (" +
          method_names(MethodStage::kLayerTransform) + "), then one weight quantizer (" +
          method_names(MethodStage::kWeightQuantizer) + "), then at most one layer reconstruction (" +
-         method_names(MethodStage::kLayerReconstruction) + "), then at most one model reconstruction (" +
+         method_names(MethodStage::kLayerReconstruction) + "), then at most one error compensation (" +
+         method_names(MethodStage::kErrorCompensation) + "), then at most one model reconstruction (" +
          method_names(MethodStage::kModelReconstruction) + "), then at most one activation scheme (" +
          method_names(MethodStage::kActivation) + ")";
 }
@@ -69,6 +71,18 @@ Recipe validated(const std::vector<RawStep>& raw, std::string origin) {
   if (migrations.size() > 1)
     fail(ErrorKind::kInvalidArgument, "{}: {} and {} both rescale the same inputs; use one of them", r.origin,
          migrations[0], migrations[1]);
+  // An error compensation fits adapters to the layer's quantization error as the layer pass leaves
+  // it; a model reconstruction rewrites the linears afterwards (without the adapters in its forward
+  // pass), which would leave the adapters compensating an error the model no longer has.
+  const auto with_stage = [&](MethodStage stage) {
+    return std::find_if(r.steps.begin(), r.steps.end(), [&](const MethodStep& s) { return s.stage() == stage; });
+  };
+  if (const auto c = with_stage(MethodStage::kErrorCompensation), m = with_stage(MethodStage::kModelReconstruction);
+      c != r.steps.end() && m != r.steps.end()) {
+    fail(ErrorKind::kInvalidArgument,
+         "{}: '{}' rewrites the linears after '{}' fitted its adapters to their quantization error; use one of them",
+         r.origin, m->name(), c->name());
+  }
   const bool has_quantizer = std::any_of(r.steps.begin(), r.steps.end(),
                                          [](const MethodStep& s) { return s.stage() == MethodStage::kWeightQuantizer; });
   if (!has_quantizer) {

@@ -8,7 +8,10 @@
 //  1b. at most one layer transform: "flatquant" (learned per-layer input transforms);
 //  2. exactly one weight quantizer: "rtn" (round to nearest) or "gptq" (error compensation);
 //  3. at most one layer reconstruction: "qat-block" (trains each layer from the quantizer's result);
+//  3b. at most one error compensation: "lora-compensate" (low-rank adapters fitted to each linear's
+//     quantization error, after any reconstruction since that rewrites the linears);
 //  4. at most one model reconstruction: "qat-e2e" (trains the whole quantized model end to end);
+//     not with an error compensation (it would rewrite the linears the adapters were fitted to);
 //  5. at most one activation scheme: "int8-token", "int4-token", "int8-tensor", "llm-int8".
 // A chain without a weight quantizer gets "rtn" (before the reconstruction and the activation
 // scheme, if any). Each
