@@ -16,7 +16,10 @@
 #include "formats/format.h"
 #include "formats/qtensor.h"
 #include "model/decode.h"
+#include "model/fold.h"
 #include "model/forward.h"
+#include "model/rotate.h"
+#include "model/site_transform.h"
 #include "model/tiny_model_testutil.h"
 #include "support/error_of.h"
 #include "support/shared_dir.h"
@@ -321,6 +324,47 @@ TEST(LoraAdapter, DecodeMatchesForward) {
   }
   EXPECT_GT(max_val, 0.1);
   EXPECT_LT(max_err, 2e-5 * std::max(1.0, max_val));
+}
+
+// Operations that rewrite a linear's weights for a changed input or output basis would leave its
+// adapter computing the old function: they refuse, and change nothing.
+TEST(LoraAdapter, FoldRotateAndTransformsRefuseAdaptedLinears) {
+  ThreadPool pool(1);
+  Model m = testutil::load_tiny_model(testing::temp_dir("lora_refuse"), {.tied = false}, pool);
+  const int64_t h = m.config.hidden_size;
+  const std::vector<float> s(static_cast<size_t>(h), 2.0f);
+  Model q = m;  // an adapter on a consumer of attn_in (q, k, v)
+  q.layers[0].adapter_slot(TensorRole::kAttnK) = random_adapter(h, m.config.kv_dim(), 2, 2, 1);
+  const Model before = q;
+  ErrorKind kind{};
+  std::string msg = error_of([&] { fold_input_scales(q.layers[0], q.config, 0, InputSite::kAttnIn, s); }, &kind);
+  EXPECT_NE(msg.find("LoRA adapter"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("attn_in"), std::string::npos) << msg;
+  EXPECT_EQ(kind, ErrorKind::kUnsupported);
+  EXPECT_TRUE(q.layers[0].wq.dense().data() == before.layers[0].wq.dense().data());  // unchanged
+  EXPECT_TRUE(q.layers[0].attn_norm.data() == before.layers[0].attn_norm.data());
+  // Another site of the same layer folds.
+  fold_input_scales(q.layers[0], q.config, 0, InputSite::kMlpIn, s);
+
+  // An adapter on a linear producer: mlp_down's scales fold into the rows of up.
+  Model up = m;
+  up.layers[1].adapter_slot(TensorRole::kMlpUp) = random_adapter(h, m.config.intermediate_size, 2, 2, 3);
+  const std::vector<float> si(static_cast<size_t>(m.config.intermediate_size), 2.0f);
+  msg = error_of([&] { fold_input_scales(up.layers[1], up.config, 1, InputSite::kMlpDown, si); });
+  EXPECT_NE(msg.find("LoRA adapter"), std::string::npos) << msg;
+  msg = error_of([&] { fold_into_producer(up.layers[1], up.config, 1, InputSite::kMlpDown, si); });
+  EXPECT_NE(msg.find("LoRA adapter"), std::string::npos) << msg;
+
+  msg = error_of([&] { rotate_model(q, {}, pool); }, &kind);
+  EXPECT_NE(msg.find("LoRA adapters"), std::string::npos) << msg;
+  EXPECT_EQ(kind, ErrorKind::kInvalidArgument);
+  EXPECT_FALSE(q.config.rotation.has_value());
+
+  msg = error_of([&] {
+    set_site_transform(q, 0, InputSite::kAttnIn, KronTransform::identity(kron_factors(h)), pool);
+  });
+  EXPECT_NE(msg.find("LoRA adapter"), std::string::npos) << msg;
+  EXPECT_FALSE(q.layers[0].has_transforms());
 }
 
 }  // namespace
