@@ -120,6 +120,13 @@ void write_peft_adapters(const Model& m, const std::filesystem::path& dir_in, co
       fail(ErrorKind::kInvalidArgument, "{}: exists and is not a folder", dir.string());
     if (!options.overwrite)
       fail(ErrorKind::kInvalidArgument, "{}: output folder exists; overwriting it needs the force option", dir.string());
+    // Replacing removes the old folder whole: only ever one that holds an adapter (or nothing).
+    const bool empty = std::filesystem::is_empty(dir, ec);
+    if (!empty && !std::filesystem::exists(dir / kPeftConfigFile, ec) &&
+        !std::filesystem::exists(dir / kPeftWeightsFile, ec)) {
+      fail(ErrorKind::kInvalidArgument, "{}: exists and is not an adapter folder (no {}); not replacing it",
+           dir.string(), kPeftConfigFile);
+    }
   }
   const std::filesystem::path parent = dir.has_parent_path() ? dir.parent_path() : std::filesystem::path(".");
   if (!std::filesystem::is_directory(parent, ec))

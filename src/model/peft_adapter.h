@@ -24,7 +24,9 @@
 //  * An adapter whose rank exceeds min(in, out) of its linear is kInvalidArgument (nothing written).
 //  * Atomic: the files are written into a temporary folder beside `dir`, which is then renamed to
 //    `dir`; an existing `dir` is replaced only with `overwrite` (else kInvalidArgument naming it and
-//    the "force" option). On any error no `dir` (or the old one, untouched) is left, and no temporary.
+//    the "force" option), and only when it is empty or holds adapter_config.json or
+//    adapter_model.safetensors (any other folder is kInvalidArgument: it would be removed whole).
+//    On any error no `dir` (or the old one, untouched) is left, and no temporary.
 //
 // Contract of load_peft_adapters (nothing in `model` changes unless everything checks out):
 //  * Base check: with options.check_base_hash, calq_adapter.json must exist and its

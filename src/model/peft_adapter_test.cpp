@@ -317,6 +317,14 @@ TEST(PeftAdapter, WriteRefusesWithoutOutput) {
   EXPECT_NE(error_of([&] { write_peft_adapters(f.adapted, f.dir / "missing" / "adapter", write_options()); })
                 .find("does not exist"),
             std::string::npos);
+  // A folder that is not an adapter folder is never replaced, even with overwrite.
+  fs::create_directories(f.dir / "precious");
+  write_file_atomic(f.dir / "precious" / "notes.txt", std::as_bytes(std::span("keep", 4)));
+  PeftWriteOptions o = write_options();
+  o.overwrite = true;
+  EXPECT_NE(error_of([&] { write_peft_adapters(f.adapted, f.dir / "precious", o); }).find("not an adapter folder"),
+            std::string::npos);
+  EXPECT_EQ(read_text_file(f.dir / "precious" / "notes.txt"), "keep");
   for (const auto& e : fs::directory_iterator(f.dir))
     EXPECT_FALSE(e.path().filename().string().starts_with(".")) << e.path();
 }
