@@ -1,8 +1,10 @@
 // calq's public API: open a model, calibrate, quantize, evaluate, sensitivity, bisect and
-// calibration drift, inspect a model, check a GGUF file; number formats on arrays.
+// calibration drift, inspect a model, check a GGUF file; number formats on arrays; LoRA adapter
+// folders (merge into a model).
 // Every function throws calq::Error (calq/error.h) for bad input; none prints.
 #pragma once
 
+#include "calq/adapters.h"
 #include "calq/bisect.h"
 #include "calq/calibrate.h"
 #include "calq/check.h"

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "calq/adapters.h"
 #include "calq/progress.h"
 
 namespace calq {
@@ -31,6 +32,11 @@ struct EvalJob {
   std::vector<std::string> generate;  // prompts for greedy generation by every model
   int64_t max_new_tokens = 48;
   std::string json_out;  // write the report's JSON here (atomically); "" = not
+  // LoRA adapters (a PEFT folder, calq/adapters.h) loaded onto every model of `models` (not the
+  // reference); their base hash (calq_adapter.json) must be the model's unless
+  // adapter_skip_hash_check. Their bytes count in the models' bits per weight.
+  std::string adapter;
+  bool adapter_skip_hash_check = false;
   size_t threads = 0;
   ProgressFn progress;
 };
@@ -67,6 +73,7 @@ struct ModelScore {
   std::vector<double> nll_per_window, kld_per_window;  // sums per window
   std::vector<int64_t> top1_per_window;                 // agreeing positions per window
   std::vector<ActQuantCounts> activation_quant;         // empty without activation quantization
+  std::optional<AdapterInfo> adapters;                  // EvalJob::adapter's, when given
   double forward_seconds = 0, tokens_per_second = 0;
 };
 

@@ -11,7 +11,7 @@ Every function raises calq.Error (with the library's message) for bad input; pro
 receive {"stage", "done", "total", "message"} and return False to cancel.
 """
 from ._calq import (Error, Model, OpenOptions, __version__, bisect, calib_check, calibrate, check, evaluate, formats,
-                    inspect, open, quantize)
+                    inspect, merge_adapters, model_sha256, open, quantize)
 
 __all__ = ["Error", "Model", "OpenOptions", "__version__", "bisect", "calib_check", "calibrate", "check", "evaluate",
-           "formats", "inspect", "open", "quantize"]
+           "formats", "inspect", "merge_adapters", "model_sha256", "open", "quantize"]

@@ -30,6 +30,20 @@ Json act_counts_json(const std::vector<ActQuantCounts>& counts) {
   return list;
 }
 
+Json adapters_json(const AdapterInfo& a, double model_bits_per_weight) {
+  return {{"folder", a.folder},
+          {"count", a.count},
+          {"r", a.r},
+          {"rank_min", a.rank_min},
+          {"rank_max", a.rank_max},
+          {"lora_alpha", a.lora_alpha},
+          {"bytes", a.bytes},
+          {"bits_per_weight", a.bits_per_weight},
+          {"model_bits_per_weight", model_bits_per_weight},
+          {"hash_checked", a.hash_checked},
+          {"base_model_sha256", a.base_model_sha256}};
+}
+
 void single_json(const EvalReport& r, Json& j) {
   const ModelScore& m = r.models.front();
   j["protocol"] = "gptq-windows";
@@ -45,6 +59,7 @@ void single_json(const EvalReport& r, Json& j) {
   j["token_ids_sha256"] = r.token_ids_sha256;
   j["first_64_ids"] = r.first_ids;
   j["kv_cache"] = m.kv_cache;
+  if (m.adapters) j["adapters"] = adapters_json(*m.adapters, m.bits_per_weight);
   j["ppl"] = m.ppl;
   if (r.n_windows >= 8) {
     // The perplexity of the first 8 windows (as eval::ppl_of_prefix computes it).
@@ -89,6 +104,7 @@ void compare_json(const EvalReport& r, Json& j) {
     c["architecture"] = s.architecture;
     c["bits_per_weight"] = s.bits_per_weight;
     c["kv_cache"] = s.kv_cache;
+    if (s.adapters) c["adapters"] = adapters_json(*s.adapters, s.bits_per_weight);
     c["ppl_ref"] = s.ppl_ref;
     c["ppl"] = s.ppl;
     c["delta_ppl"] = s.delta_ppl;

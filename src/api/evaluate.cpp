@@ -5,8 +5,10 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <map>
 #include <optional>
 
+#include "api/adapters.h"
 #include "api/eval_json.h"
 #include "api/model_source.h"
 #include "api/reporter.h"
@@ -28,7 +30,9 @@ std::string display_name(const api::LoadedModel& m) {
   const std::filesystem::path& path = m.location.path;
   const std::filesystem::path p = path.has_filename() ? path : path.parent_path();
   const Format* kv = m.model.config.kv_cache;
-  return kv != nullptr ? p.filename().string() + " kv:" + kv->name() : p.filename().string();
+  std::string name = p.filename().string();
+  if (m.model.has_adapters()) name += " +lora";
+  return kv != nullptr ? name + " kv:" + kv->name() : name;
 }
 
 Interval interval(const eval::Interval& i) { return {.lo = i.lo, .hi = i.hi}; }
@@ -257,6 +261,16 @@ EvalReport evaluate(const EvalJob& job) {
   std::vector<api::LoadedModel> models;
   for (const std::string& m : job.models)
     for (const Format* k : kv) models.push_back(api::load_model(m, pool, {.kv_cache = k}));
+  std::vector<std::optional<AdapterInfo>> adapters(models.size());
+  if (!job.adapter.empty()) {
+    std::map<std::string, std::string> hashes;  // one hash per file, however many KV-cache variants
+    for (size_t i = 0; i < models.size(); ++i) {
+      std::string& hash = hashes[models[i].arg];
+      if (hash.empty() && !job.adapter_skip_hash_check) hash = api::model_source_sha256(models[i].location.path);
+      report("load", 0, 0, fmt::format("adapters {} onto {}", job.adapter, models[i].arg));
+      adapters[i] = api::load_adapters(models[i], job.adapter, job.adapter_skip_hash_check, hash);
+    }
+  }
   const api::LoadedModel& tok_owner = ref ? *ref : models.front();
   if (job.tokenizer.empty() && tok_owner.gguf != nullptr) {
     if (auto w = flat_spm_scores_warning(*tok_owner.gguf)) report.warn(std::move(*w));
@@ -268,6 +282,7 @@ EvalReport evaluate(const EvalJob& job) {
   if (job.text.empty()) {
     for (const api::LoadedModel& m : models) out.models.push_back(score_of(m));
   }
+  for (size_t i = 0; i < out.models.size(); ++i) out.models[i].adapters = adapters[i];
   TaskModels tasks{.has_reference = ref.has_value()};
   if (ref) {
     tasks.models.push_back(&*ref);

@@ -50,6 +50,20 @@ void print_act_quant_counts(const ModelScore& m) {
   fmt::print("\n");
 }
 
+std::string rank_text(const AdapterInfo& a) {
+  return a.rank_min == a.rank_max ? fmt::format("{}", a.rank_min) : fmt::format("{}–{}", a.rank_min, a.rank_max);
+}
+
+// "adapters    DIR: 14 linears, rank 8, alpha 16; +0.512 bits/weight (4.637 with them); base sha256 checked"
+void print_adapters(const ModelScore& m, bool with_name) {
+  if (!m.adapters) return;
+  const AdapterInfo& a = *m.adapters;
+  fmt::print("adapters    {}{}: {} linears, rank {}, alpha {:g}; +{:.3f} bits/weight ({:.3f} with them); base sha256 "
+             "{}\n",
+             with_name ? m.name + ": " : "", a.folder, a.count, rank_text(a), a.lora_alpha, a.bits_per_weight,
+             m.bits_per_weight, a.hash_checked ? "checked" : "not checked");
+}
+
 void print_header(const EvalReport& r) {
   fmt::print("text        {}\n", r.text);
   fmt::print("protocol    gptq-windows, ctx {}\n", r.ctx);
@@ -59,6 +73,7 @@ void print_header(const EvalReport& r) {
 void print_single(const EvalReport& r) {
   const ModelScore& m = r.models.front();
   fmt::print("model       {} ({}, {})\n", m.model, m.format, m.architecture);
+  print_adapters(m, false);
   fmt::print("tokenizer   {}\n", r.tokenizer);
   print_header(r);
   fmt::print("windows     {} ({} predicted tokens)\n", r.n_windows, r.n_predicted);
@@ -69,6 +84,7 @@ void print_single(const EvalReport& r) {
 
 void print_compare(const EvalReport& r) {
   fmt::print("reference   {} ({}, {})\n", r.reference, r.reference_format, r.reference_architecture);
+  for (const ModelScore& m : r.models) print_adapters(m, true);
   fmt::print("tokenizer   {} (for every model)\n", r.tokenizer);
   print_header(r);
   fmt::print("windows     {} ({} predicted tokens); 95% CIs over windows\n\n", r.n_windows, r.n_predicted);
@@ -153,6 +169,12 @@ void register_eval(CLI::App& app) {
                   "Greedy generation from this prompt by every model (the reference first), side by side "
                   "(repeatable)");
   cmd->add_option("--max-new-tokens", flags->job.max_new_tokens, "Tokens to generate per prompt")->capture_default_str();
+  cmd->add_option("--adapter", flags->job.adapter,
+                  "LoRA adapters to load onto every --model (not the reference): a PEFT adapter folder "
+                  "(adapter_model.safetensors, adapter_config.json) whose calq_adapter.json records the base model's "
+                  "sha256, checked against the model's file");
+  cmd->add_flag("--adapter-skip-hash-check", flags->job.adapter_skip_hash_check,
+                "Load --adapter without checking its base model's sha256 (e.g. adapters trained elsewhere)");
   cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_eval(*flags); });
 }

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   calq::cli::register_sensitivity(app);
   calq::cli::register_bisect(app);
   calq::cli::register_calib_check(app);
+  calq::cli::register_merge(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

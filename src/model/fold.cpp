@@ -109,6 +109,20 @@ void fold(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, I
   }
   const std::span<const TensorRole> consumers = wiring->consumers;
   const TensorRole producer = wiring->producer;
+  // A LoRA adapter reads the consumer's input (or adds to the producer's output) unscaled: the
+  // fold would change the adapted linear's function.
+  for (const TensorRole role : consumers) {
+    if (layer.adapter(role) != nullptr) {
+      fail(ErrorKind::kUnsupported,
+           "{}: cannot fold input scales of site '{}': it has a LoRA adapter (fold scales before adding adapters)",
+           tensor_label(config, role, layer_index), site_name(site));
+    }
+  }
+  if (wiring->fold != FoldPoint::kNormWeight && is_linear(producer) && layer.adapter(producer) != nullptr) {
+    fail(ErrorKind::kUnsupported,
+         "{}: cannot fold input scales of site '{}' into it: it has a LoRA adapter (fold scales before adding adapters)",
+         tensor_label(config, producer, layer_index), site_name(site));
+  }
   if (!can_fold(*wiring, config)) {
     switch (wiring->condition) {
       case FoldCondition::kOneQueryHeadPerKvHead:

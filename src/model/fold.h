@@ -36,7 +36,8 @@ std::vector<TensorRole> input_consumers(TensorRole group, const BlockTopology& b
 // producer not dense float32 (kUnsupported, naming the tensor); s of the wrong length or with a
 // value not finite and > 0 (kInvalidArgument); a fold condition the config does not meet, e.g.
 // attn_out with num_heads != num_kv_heads (kUnsupported, naming the layer); a site with an online
-// transform (LayerWeights::transforms; kUnsupported, naming layer and site).
+// transform (LayerWeights::transforms; kUnsupported, naming layer and site); a consumer or a linear
+// producer with a LoRA adapter (LayerWeights::adapters; kUnsupported, naming the tensor).
 void fold_input_scales(LayerWeights& layer, const ModelConfig& config, int64_t layer_index, InputSite site,
                        std::span<const float> s);
 // The producer's half alone: output c of the producer divided by s[c], the consumers untouched —

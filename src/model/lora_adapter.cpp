@@ -1,11 +1,13 @@
 #include "model/lora_adapter.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "core/matmul.h"
 
 #include "core/error.h"
+#include "model/model.h"
 
 namespace calq::model {
 namespace {
@@ -63,6 +65,33 @@ void LoraAdapter::apply_reference(const float* x, int64_t rows, float* y) const 
       double acc = 0;
       for (int64_t k = 0; k < r; ++k) acc += t[static_cast<size_t>(k)] * b[o * r + k];
       y[i * out() + o] = static_cast<float>(static_cast<double>(y[i * out() + o]) + acc);
+    }
+  }
+}
+
+void LoraAdapter::add_to_weight(ThreadPool& pool, float* w) const {
+  const int64_t r = rank();
+  std::vector<float> sb(b_.f32(), b_.f32() + b_.numel());
+  const float s = scale();
+  for (float& v : sb) v *= s;
+  matmul_nn(pool, {.x = sb.data(), .ldx = r, .w = a_.f32(), .ldw = in(), .y = w, .ldy = in(), .m = out(), .n = in(),
+                   .k = r, .accumulate = true});
+}
+
+void merge_adapters(Model& model, ThreadPool& pool) {
+  for (LayerWeights& l : model.layers) {
+    for (const TensorRole role : kLayerLinearRoles) {
+      std::optional<LoraAdapter>& a = l.adapter_slot(role);
+      if (!a) continue;
+      LinearWeight& w = l.linear(role);
+      const Tensor base = w.to_dense(pool);
+      Tensor merged = Tensor::zeros(DType::kF32, base.shape());
+      std::copy(base.f32(), base.f32() + base.numel(), merged.mutable_f32());
+      a->add_to_weight(pool, merged.mutable_f32());
+      const ActivationQuant spec = w.act_quant();
+      w = LinearWeight(std::move(merged));
+      if (spec.enabled()) w.set_act_quant(spec);
+      a.reset();
     }
   }
 }

@@ -37,10 +37,19 @@ class LoraAdapter {
 
   void apply(ThreadPool& pool, const float* x, int64_t rows, float* y) const;
   void apply_reference(const float* x, int64_t rows, float* y) const;
+  // w[out, in] += scale · B·A (float32, matmul_nn on the pool: the same bits for any thread count).
+  void add_to_weight(ThreadPool& pool, float* w) const;
 
  private:
   Tensor a_, b_;
   double alpha_ = 1;
 };
+
+struct Model;
+
+// Folds every adapter of `model` into its linear: W ← dequantize(W) + scale·B·A as a new dense
+// float32 weight (storage shared with other Models is never written; an activation quantization
+// spec is kept), and removes the adapter. Linears without an adapter are unchanged.
+void merge_adapters(Model& model, ThreadPool& pool);
 
 }  // namespace calq::model

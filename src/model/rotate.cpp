@@ -99,6 +99,11 @@ void rotate_model(Model& m, const RotateOptions& options, ThreadPool& pool) {
     fail(ErrorKind::kInvalidArgument, "{}: cannot rotate a model with online Kronecker transforms (rotate first)",
          m.source.string());
   }
+  if (m.has_adapters()) {
+    // Adapters read the unrotated residual stream and write into it: they would need rotating too.
+    fail(ErrorKind::kInvalidArgument, "{}: cannot rotate a model with LoRA adapters (rotate first, then add adapters)",
+         m.source.string());
+  }
   require_size(m, "hidden_size", c.hidden_size);
   if (options.rotate_down) require_size(m, "intermediate_size", c.intermediate_size);
   require_dense(m, m.embedding, TensorRole::kTokenEmbedding, -1);

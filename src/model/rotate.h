@@ -20,7 +20,8 @@
 //    with other Models (copies share storage) are left as they were.
 //  * Sets config.rotation (persisted as calq.rotation.* GGUF keys, see docs/formats.md).
 //  * Errors: a quantized weight, an already rotated model (config.rotation set), a model with
-//    online Kronecker transforms (LayerWeights::transforms) — kInvalidArgument;
+//    online Kronecker transforms (LayerWeights::transforms), a model with LoRA adapters
+//    (LayerWeights::adapters) — kInvalidArgument;
 //    a hidden/intermediate size without a Hadamard transform — kUnsupported naming the sizes.
 #pragma once
 

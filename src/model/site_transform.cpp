@@ -50,6 +50,11 @@ void set_site_transform(Model& m, int64_t layer, InputSite site, KronTransform t
          t.n2(), t.width(), width);
   }
   for (const TensorRole role : wiring->consumers) {
+    if (lw.adapter(role) != nullptr) {
+      // The adapter would read x·T with factors trained on x.
+      fail(ErrorKind::kInvalidArgument, "{}: consumer '{}' has a LoRA adapter (install transforms before adding adapters)",
+           context, tensor_label(m, role, layer));
+    }
     const LinearWeight& w = lw.linear(role);
     if (w.empty() || w.is_quantized()) {
       fail(ErrorKind::kInvalidArgument,

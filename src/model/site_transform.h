@@ -12,8 +12,8 @@
 //  * Errors (kInvalidArgument, nothing changed), each naming "layer L site S": a layer out of
 //    range; a site that is not a layer site of the model's block (head_in); a site that already
 //    has a transform; a transform whose width is not the site's; a consumer that is not dense
-//    float32 (a quantized consumer); a singular, ill-conditioned or non-finite factor (KronFold,
-//    with `options`).
+//    float32 (a quantized consumer); a consumer with a LoRA adapter; a singular, ill-conditioned or
+//    non-finite factor (KronFold, with `options`).
 #pragma once
 
 #include <cstdint>

@@ -121,6 +121,21 @@ py::dict quantize_report(const calq::QuantizeReport& r) {
   return d;
 }
 
+py::dict adapter_info(const calq::AdapterInfo& a) {
+  py::dict d;
+  d["folder"] = a.folder;
+  d["count"] = a.count;
+  d["r"] = a.r;
+  d["rank_min"] = a.rank_min;
+  d["rank_max"] = a.rank_max;
+  d["lora_alpha"] = a.lora_alpha;
+  d["bytes"] = a.bytes;
+  d["bits_per_weight"] = a.bits_per_weight;
+  d["hash_checked"] = a.hash_checked;
+  d["base_model_sha256"] = a.base_model_sha256;
+  return d;
+}
+
 py::dict model_score(const calq::ModelScore& s) {
   py::dict d;
   d["model"] = s.model;
@@ -137,6 +152,7 @@ py::dict model_score(const calq::ModelScore& s) {
   d["top1_agreement_ci"] = py::make_tuple(s.top1_agreement_ci.lo, s.top1_agreement_ci.hi);
   d["accuracy"] = s.accuracy;
   d["ece"] = s.ece;
+  if (s.adapters) d["adapters"] = adapter_info(*s.adapters);
   return d;
 }
 
@@ -262,12 +278,14 @@ PYBIND11_MODULE(_calq, m) {
       [](const std::string& reference, const std::vector<std::string>& models, const std::string& text, int64_t ctx,
          int64_t max_windows, const std::string& tokenizer, const std::vector<std::string>& kv_cache,
          const std::string& hellaswag, int64_t mc_items, const std::vector<std::string>& generate,
-         int64_t max_new_tokens, const std::string& json_out, size_t threads, const py::object& progress) {
+         int64_t max_new_tokens, const std::string& json_out, const std::string& adapter,
+         bool adapter_skip_hash_check, size_t threads, const py::object& progress) {
         const calq::EvalReport r = run_released(progress, [&](const calq::ProgressFn& pf) {
           return calq::evaluate({.reference = reference, .models = models, .text = text, .ctx = ctx,
                                  .max_windows = max_windows, .tokenizer = tokenizer, .kv_cache = kv_cache,
                                  .hellaswag = hellaswag, .mc_items = mc_items, .generate = generate,
-                                 .max_new_tokens = max_new_tokens, .json_out = json_out, .threads = threads,
+                                 .max_new_tokens = max_new_tokens, .json_out = json_out, .adapter = adapter,
+                                 .adapter_skip_hash_check = adapter_skip_hash_check, .threads = threads,
                                  .progress = pf});
         });
         py::dict d;
@@ -287,9 +305,38 @@ PYBIND11_MODULE(_calq, m) {
       py::arg("reference"), py::arg("models"), py::arg("text") = "", py::arg("ctx") = 512, py::arg("max_windows") = 0,
       py::arg("tokenizer") = "", py::arg("kv_cache") = std::vector<std::string>{}, py::arg("hellaswag") = "",
       py::arg("mc_items") = 0, py::arg("generate") = std::vector<std::string>{}, py::arg("max_new_tokens") = 48,
-      py::arg("json_out") = "", py::arg("threads") = 0, py::arg("progress") = py::none(),
+      py::arg("json_out") = "", py::arg("adapter") = "", py::arg("adapter_skip_hash_check") = false,
+      py::arg("threads") = 0, py::arg("progress") = py::none(),
       "Models against a full-precision reference (\"\" for one model's perplexity): PPL, KLD, top-1 agreement, ECE "
       "with 95% intervals; HellaSwag multiple choice and greedy generation on request");
+
+  m.def("model_sha256", &calq::model_sha256, py::arg("path"),
+        "The base-model hash LoRA adapter folders record (sha256 of a GGUF file; of a Hugging Face folder's "
+        "*.safetensors in name order followed by config.json)");
+
+  m.def(
+      "merge_adapters",
+      [](const std::string& model, const std::string& adapter, const std::string& out, const std::string& type,
+         bool adapter_skip_hash_check, bool force, size_t threads, const py::object& progress) {
+        const calq::AdapterMergeReport r = run_released(progress, [&](const calq::ProgressFn& pf) {
+          return calq::merge_adapters({.model = model, .adapter = adapter, .out = out, .type = type,
+                                       .adapter_skip_hash_check = adapter_skip_hash_check, .force = force,
+                                       .threads = threads, .progress = pf});
+        });
+        py::dict d;
+        d["out"] = r.out;
+        d["type"] = r.type;
+        d["adapters"] = adapter_info(r.adapters);
+        d["n_params"] = r.n_params;
+        d["bytes_out"] = r.bytes_out;
+        d["bits_per_weight"] = r.bits_per_weight;
+        d["seconds"] = r.seconds;
+        return d;
+      },
+      py::arg("model"), py::arg("adapter"), py::arg("out"), py::arg("type") = "f16",
+      py::arg("adapter_skip_hash_check") = false, py::arg("force") = false, py::arg("threads") = 0,
+      py::arg("progress") = py::none(),
+      "Fold a PEFT LoRA adapter folder into its base model and write a float GGUF (same as `calq merge`)");
 
   m.def(
       "inspect",
