@@ -43,6 +43,20 @@ AttentionShape attention_shape(const ModelConfig& c, int64_t layer, int64_t seq_
                         .head_dim = c.head_dim, .window = c.window_for_layer(layer)};
 }
 
+// The kLayerLinearRoles position of a linear role (its LoRA slot).
+size_t lora_slot(TensorRole role) {
+  for (size_t i = 0; i < std::size(model::kLayerLinearRoles); ++i)
+    if (model::kLayerLinearRoles[i] == role) return i;
+  assert(false && "not a per-layer linear role");
+  return 0;
+}
+
+template <typename T>
+LoraParams<T> lora_copy(const model::LoraAdapter& a) {
+  return LoraParams<T>{.a = widen<T>(a.a().f32(), a.a().numel()), .b = widen<T>(a.b().f32(), a.b().numel()),
+                       .rank = a.rank(), .scale = static_cast<T>(a.scale())};
+}
+
 template <typename T>
 const T* data_or_null(const std::vector<T>& v) {
   return v.empty() ? nullptr : v.data();
@@ -84,6 +98,8 @@ LayerParams<T> LayerParams<T>::from_weights(const ModelConfig& c, const model::L
     p.bk = vector_copy<T>(w.bk);
     p.bv = vector_copy<T>(w.bv);
   }
+  for (const TensorRole role : model::kLayerLinearRoles)
+    if (const model::LoraAdapter* a = w.adapter(role)) p.lora[lora_slot(role)] = lora_copy<T>(*a);
   return p;
 }
 
@@ -106,6 +122,18 @@ LayerParams<T> LayerParams<T>::zeros(const ModelConfig& c) {
     p.bv.assign(sz(kv), T(0));
   }
   return p;
+}
+
+template <typename T>
+LayerParams<T> LayerParams<T>::lora_grads(const LayerParams& p) {
+  LayerParams g;
+  for (size_t i = 0; i < p.lora.size(); ++i) {
+    const LoraParams<T>& a = p.lora[i];
+    if (a.empty()) continue;
+    g.lora[i] = LoraParams<T>{.a = std::vector<T>(a.a.size(), T(0)), .b = std::vector<T>(a.b.size(), T(0)),
+                              .rank = a.rank, .scale = a.scale};
+  }
+  return g;
 }
 
 template <typename T>
@@ -162,7 +190,7 @@ namespace {
 // each mapped site's linears read the map's output (kept in ws.m_*).
 template <typename T>
 void forward_impl(ThreadPool& pool, const ModelConfig& c, int64_t layer, const LayerParams<T>& p, const T* input,
-                  T* output, LayerWorkspace<T>& ws, const SiteMaps<T>* maps) {
+                  T* output, LayerWorkspace<T>& ws, const SiteMaps<T>* maps, const LoraDropout& dropout) {
   auto [norm1, q, k, v, probs, attn, h1, norm2, gate, up, act] =
       std::tie(ws.norm1_, ws.q_, ws.k_, ws.v_, ws.probs_, ws.attn_, ws.h1_, ws.norm2_, ws.gate_, ws.up_, ws.act_);
   const T* cos_t = ws.rope_cos_.data();
@@ -175,11 +203,23 @@ void forward_impl(ThreadPool& pool, const ModelConfig& c, int64_t layer, const L
     maps->forward(pool, site, x.data(), n, width, mapped.data());
     return static_cast<const T*>(mapped.data());
   };
+  // The adapter of the linear in `slot`, if any: y += s·(drop(x)·Aᵀ)·Bᵀ (y null: only its
+  // intermediate, which the backward needs).
+  const auto adapt = [&](size_t slot, const T* x, int64_t in, int64_t out, T* y) {
+    const LoraParams<T>& a = p.lora[slot];
+    if (a.empty()) return;
+    std::vector<T>& us = ws.lora_us_[slot];
+    us.resize(sz(n * a.rank));
+    lora_forward(pool, a, dropout, layer, static_cast<int64_t>(slot), x, n, in, out, us.data(), ws.lora_scratch_, y);
+  };
   rms_norm_forward(pool, input, p.attn_norm.data(), n, h, c.rms_norm_eps, norm1.data());
   const T* x1 = site_input(InputSite::kAttnIn, norm1, ws.m_attn_in_, h);
   linear_forward(pool, x1, n, h, p.wq.data(), qd, data_or_null(p.bq), q.data());
   linear_forward(pool, x1, n, h, p.wk.data(), kvd, data_or_null(p.bk), k.data());
   linear_forward(pool, x1, n, h, p.wv.data(), kvd, data_or_null(p.bv), v.data());
+  adapt(0, x1, h, qd, q.data());
+  adapt(1, x1, h, kvd, k.data());
+  adapt(2, x1, h, kvd, v.data());
   rope_forward(pool, q.data(), qd, ws.batch(), ws.seq_len(), c.num_heads, c.head_dim, cos_t, sin_t);
   rope_forward(pool, k.data(), kvd, ws.batch(), ws.seq_len(), c.num_kv_heads, c.head_dim, cos_t, sin_t);
   attention_forward(pool, attention_shape(c, layer, ws.seq_len(), ws.batch()), q.data(), k.data(), v.data(),
@@ -189,31 +229,40 @@ void forward_impl(ThreadPool& pool, const ModelConfig& c, int64_t layer, const L
   std::copy_n(input, n * h, h1.data());
   gemm_nt(pool, Gemm<T>{.a = ao, .lda = qd, .b = p.wo.data(), .ldb = qd, .c = h1.data(), .ldc = h,
                         .m = n, .n = h, .k = qd, .accumulate = true});
+  adapt(3, ao, qd, h, h1.data());
   rms_norm_forward(pool, h1.data(), p.mlp_norm.data(), n, h, c.rms_norm_eps, norm2.data());
   const T* x2 = site_input(InputSite::kMlpIn, norm2, ws.m_mlp_in_, h);
   linear_forward(pool, x2, n, h, p.w_gate.data(), inter, static_cast<const T*>(nullptr), gate.data());
   linear_forward(pool, x2, n, h, p.w_up.data(), inter, static_cast<const T*>(nullptr), up.data());
+  adapt(4, x2, h, inter, gate.data());
+  adapt(5, x2, h, inter, up.data());
   swiglu_forward(pool, gate.data(), up.data(), n * inter, act.data());
   const T* ad = site_input(InputSite::kMlpDown, act, ws.m_mlp_down_, inter);
-  if (output == nullptr) return;
+  if (output == nullptr) {
+    adapt(6, ad, inter, h, static_cast<T*>(nullptr));
+    return;
+  }
   std::copy_n(h1.data(), n * h, output);
   gemm_nt(pool, Gemm<T>{.a = ad, .lda = inter, .b = p.w_down.data(), .ldb = inter, .c = output, .ldc = h,
                         .m = n, .n = h, .k = inter, .accumulate = true});
+  adapt(6, ad, inter, h, output);
 }
 
 }  // namespace
 
 template <typename T>
 void layer_forward(ThreadPool& pool, const ModelConfig& c, int64_t layer, const LayerParams<T>& p, T* hidden,
-                   LayerWorkspace<T>& ws, const SiteMaps<T>* maps) {
-  forward_impl(pool, c, layer, p, hidden, hidden, ws, maps);
+                   LayerWorkspace<T>& ws, const SiteMaps<T>* maps, const LoraDropout& dropout) {
+  forward_impl(pool, c, layer, p, hidden, hidden, ws, maps, dropout);
 }
 
 template <typename T>
 void layer_backward(ThreadPool& pool, const ModelConfig& c, int64_t layer, const LayerParams<T>& p, const T* input,
-                    const T* d_output, T* d_input, LayerGrads<T>& g, LayerWorkspace<T>& ws, SiteMaps<T>* maps) {
+                    const T* d_output, T* d_input, LayerGrads<T>& g, LayerWorkspace<T>& ws, SiteMaps<T>* maps,
+                    const LoraDropout& dropout) {
   assert(d_input != input && d_input != d_output);
-  forward_impl(pool, c, layer, p, input, static_cast<T*>(nullptr), ws, static_cast<const SiteMaps<T>*>(maps));
+  forward_impl(pool, c, layer, p, input, static_cast<T*>(nullptr), ws, static_cast<const SiteMaps<T>*>(maps),
+               dropout);
   const int64_t n = ws.rows(), h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
   const T* cos_t = ws.rope_cos_.data();
   const T* sin_t = ws.rope_sin_.data();
@@ -230,41 +279,57 @@ void layer_backward(ThreadPool& pool, const ModelConfig& c, int64_t layer, const
     maps->backward(pool, site, x.data(), n, width, d_read, into.data());
     return into.data();
   };
+  // The adapter of the linear in `slot`, if any: its gradients, and its part of dx added.
+  const auto adapt_back = [&](size_t slot, const T* x, int64_t in, int64_t out, const T* dy, T* dx) {
+    const LoraParams<T>& a = p.lora[slot];
+    if (a.empty()) return;
+    lora_backward(pool, a, dropout, layer, static_cast<int64_t>(slot), x, n, in, out, ws.lora_us_[slot].data(), dy,
+                  g.lora[slot], dx, ws.lora_scratch_);
+  };
 
   // MLP: out = h1 + down(silu(gate(norm2)) ⊙ up(norm2)).
-  linear_backward(pool, read(InputSite::kMlpDown, ws.act_, ws.m_mlp_down_), n, inter, p.w_down.data(), h, d_output,
-                  ws.d_act_.data(), false, g.w_down.data(), static_cast<T*>(nullptr));
+  const T* ad = read(InputSite::kMlpDown, ws.act_, ws.m_mlp_down_);
+  linear_backward(pool, ad, n, inter, p.w_down.data(), h, d_output, ws.d_act_.data(), false, data_or_null(g.w_down),
+                  static_cast<T*>(nullptr));
+  adapt_back(6, ad, inter, h, d_output, ws.d_act_.data());
   const T* d_act = unmap(InputSite::kMlpDown, ws.act_, inter, ws.d_act_.data(), ws.dm_i_);
   swiglu_backward(pool, ws.gate_.data(), ws.up_.data(), d_act, n * inter, ws.d_gate_.data(), ws.d_up_.data());
   const T* x2 = read(InputSite::kMlpIn, ws.norm2_, ws.m_mlp_in_);
   linear_backward(pool, x2, n, h, p.w_gate.data(), inter, ws.d_gate_.data(), ws.d_norm_.data(), false,
-                  g.w_gate.data(), static_cast<T*>(nullptr));
-  linear_backward(pool, x2, n, h, p.w_up.data(), inter, ws.d_up_.data(), ws.d_norm_.data(), true, g.w_up.data(),
-                  static_cast<T*>(nullptr));
+                  data_or_null(g.w_gate), static_cast<T*>(nullptr));
+  adapt_back(4, x2, h, inter, ws.d_gate_.data(), ws.d_norm_.data());
+  linear_backward(pool, x2, n, h, p.w_up.data(), inter, ws.d_up_.data(), ws.d_norm_.data(), true,
+                  data_or_null(g.w_up), static_cast<T*>(nullptr));
+  adapt_back(5, x2, h, inter, ws.d_up_.data(), ws.d_norm_.data());
   const T* d_norm2 = unmap(InputSite::kMlpIn, ws.norm2_, h, ws.d_norm_.data(), ws.dm_h_);
   std::copy_n(d_output, n * h, ws.d_h1_.data());
   rms_norm_backward(pool, ws.h1_.data(), p.mlp_norm.data(), n, h, c.rms_norm_eps, d_norm2, ws.d_h1_.data(), true,
-                    g.mlp_norm.data());
+                    data_or_null(g.mlp_norm));
 
   // Attention: h1 = input + o(attention(rope(q(norm1)), rope(k(norm1)), v(norm1))).
-  linear_backward(pool, read(InputSite::kAttnOut, ws.attn_, ws.m_attn_out_), n, qd, p.wo.data(), h,
-                  ws.d_h1_.data(), ws.d_attn_.data(), false, g.wo.data(), static_cast<T*>(nullptr));
+  const T* ao = read(InputSite::kAttnOut, ws.attn_, ws.m_attn_out_);
+  linear_backward(pool, ao, n, qd, p.wo.data(), h, ws.d_h1_.data(), ws.d_attn_.data(), false, data_or_null(g.wo),
+                  static_cast<T*>(nullptr));
+  adapt_back(3, ao, qd, h, ws.d_h1_.data(), ws.d_attn_.data());
   const T* d_attn = unmap(InputSite::kAttnOut, ws.attn_, qd, ws.d_attn_.data(), ws.dm_q_);
   attention_backward(pool, attention_shape(c, layer, ws.seq_len(), ws.batch()), ws.q_.data(), ws.k_.data(),
                      ws.v_.data(), ws.probs_.data(), d_attn, ws.dq_.data(), ws.dk_.data(), ws.dv_.data());
   rope_backward(pool, ws.dq_.data(), qd, ws.batch(), ws.seq_len(), c.num_heads, c.head_dim, cos_t, sin_t);
   rope_backward(pool, ws.dk_.data(), kvd, ws.batch(), ws.seq_len(), c.num_kv_heads, c.head_dim, cos_t, sin_t);
   const T* x1 = read(InputSite::kAttnIn, ws.norm1_, ws.m_attn_in_);
-  linear_backward(pool, x1, n, h, p.wq.data(), qd, ws.dq_.data(), ws.d_norm_.data(), false, g.wq.data(),
+  linear_backward(pool, x1, n, h, p.wq.data(), qd, ws.dq_.data(), ws.d_norm_.data(), false, data_or_null(g.wq),
                   data_or_null(g.bq));
-  linear_backward(pool, x1, n, h, p.wk.data(), kvd, ws.dk_.data(), ws.d_norm_.data(), true, g.wk.data(),
+  adapt_back(0, x1, h, qd, ws.dq_.data(), ws.d_norm_.data());
+  linear_backward(pool, x1, n, h, p.wk.data(), kvd, ws.dk_.data(), ws.d_norm_.data(), true, data_or_null(g.wk),
                   data_or_null(g.bk));
-  linear_backward(pool, x1, n, h, p.wv.data(), kvd, ws.dv_.data(), ws.d_norm_.data(), true, g.wv.data(),
+  adapt_back(1, x1, h, kvd, ws.dk_.data(), ws.d_norm_.data());
+  linear_backward(pool, x1, n, h, p.wv.data(), kvd, ws.dv_.data(), ws.d_norm_.data(), true, data_or_null(g.wv),
                   data_or_null(g.bv));
+  adapt_back(2, x1, h, kvd, ws.dv_.data(), ws.d_norm_.data());
   const T* d_norm1 = unmap(InputSite::kAttnIn, ws.norm1_, h, ws.d_norm_.data(), ws.dm_h_);
   std::copy_n(ws.d_h1_.data(), n * h, d_input);
   rms_norm_backward(pool, input, p.attn_norm.data(), n, h, c.rms_norm_eps, d_norm1, d_input, true,
-                    g.attn_norm.data());
+                    data_or_null(g.attn_norm));
 }
 
 template struct LayerParams<float>;
@@ -272,14 +337,14 @@ template struct LayerParams<double>;
 template class LayerWorkspace<float>;
 template class LayerWorkspace<double>;
 template void layer_forward<float>(ThreadPool&, const ModelConfig&, int64_t, const LayerParams<float>&, float*,
-                                   LayerWorkspace<float>&, const SiteMaps<float>*);
+                                   LayerWorkspace<float>&, const SiteMaps<float>*, const LoraDropout&);
 template void layer_forward<double>(ThreadPool&, const ModelConfig&, int64_t, const LayerParams<double>&, double*,
-                                    LayerWorkspace<double>&, const SiteMaps<double>*);
+                                    LayerWorkspace<double>&, const SiteMaps<double>*, const LoraDropout&);
 template void layer_backward<float>(ThreadPool&, const ModelConfig&, int64_t, const LayerParams<float>&, const float*,
                                     const float*, float*, LayerGrads<float>&, LayerWorkspace<float>&,
-                                    SiteMaps<float>*);
+                                    SiteMaps<float>*, const LoraDropout&);
 template void layer_backward<double>(ThreadPool&, const ModelConfig&, int64_t, const LayerParams<double>&,
                                      const double*, const double*, double*, LayerGrads<double>&,
-                                     LayerWorkspace<double>&, SiteMaps<double>*);
+                                     LayerWorkspace<double>&, SiteMaps<double>*, const LoraDropout&);
 
 }  // namespace calq::grad

@@ -16,17 +16,25 @@
 //  * Configs the trainable layer does not implement (online Hadamard rotations, online Kronecker
 //    input transforms, a quantized KV cache, activation quantization) are an
 //    ErrorKind::kUnsupported error from from_weights.
+//  * LoRA adapters (grad/lora.h): LayerParams::lora, one slot per linear; a linear with an adapter
+//    adds s·(drop(x)·Aᵀ)·Bᵀ to its output (before RoPE for q and k, onto the residual for o and
+//    down). from_weights copies a model layer's adapters. Dropout only where a LoraDropout is given.
+//  * Frozen parameters: a gradient tensor of `grads` that is empty is not computed (the linears'
+//    dW, the norms' and biases' gradients, the adapters' dA / dB), which saves their products;
+//    d_input is always complete.
 //  * SiteMaps (optional): a map per input site (model/block_topology.h) applied between the tensor
 //    that produces the site's activation and the linears that read it — a learned transform and
 //    fake-quantized activations (FlatQuant). Without maps (nullptr) the layer computes exactly
 //    what it computes without this option, bit for bit.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <utility>
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "grad/lora.h"
 #include "model/block_topology.h"
 #include "model/model.h"
 
@@ -45,12 +53,18 @@ struct LayerParams {
   std::vector<T> w_up;       // [intermediate, hidden]
   std::vector<T> w_down;     // [hidden, intermediate]
   std::vector<T> bq, bk, bv;  // [q_dim], [kv_dim], [kv_dim] when config.qkv_bias, else empty
+  // LoRA adapters by kLayerLinearRoles position (rank 0: none). Not part of tensors() / numel().
+  std::array<LoraParams<T>, std::size(model::kLayerLinearRoles)> lora;
 
-  // Dense copies of a model layer (quantized weights dequantized), converted to T.
+  // Dense copies of a model layer (quantized weights dequantized) and of its adapters, converted
+  // to T.
   static LayerParams from_weights(const model::ModelConfig& config, const model::LayerWeights& weights,
                                   ThreadPool& pool);
-  // Every tensor of the config's shapes, zero (a gradient buffer).
+  // Every tensor of the config's shapes, zero (a gradient buffer); no adapters.
   static LayerParams zeros(const model::ModelConfig& config);
+  // The gradient buffer of LoRA training: every base tensor empty (frozen), every adapter of `p`
+  // zero with its shapes.
+  static LayerParams lora_grads(const LayerParams& p);
 
   // Every non-empty tensor with its role: norms, the seven linears (kLayerLinearRoles order),
   // biases.
@@ -109,19 +123,24 @@ class LayerWorkspace {
   // With SiteMaps only (sized on first use): the mapped inputs of the four sites, and the
   // gradients of a mapped input of each width — N·(4H + 2Q + 2I) values more.
   std::vector<T> m_attn_in_, m_attn_out_, m_mlp_in_, m_mlp_down_, dm_h_, dm_q_, dm_i_;
+  // With adapters only (sized on first use): each adapter's scaled intermediate [N, rank] and one
+  // adapter's scratch (grad/lora.h) — N·(Σ rank + 2·max in + max rank) values more.
+  std::array<std::vector<T>, std::size(model::kLayerLinearRoles)> lora_us_;
+  LoraScratch<T> lora_scratch_;
 };
 
 // hidden[ws.rows(), hidden_size] updated in place by decoder layer number `layer` (selects the
-// window).
+// window). `dropout`: the adapters' input dropout of a training forward (default off).
 template <typename T>
 void layer_forward(ThreadPool& pool, const model::ModelConfig& config, int64_t layer, const LayerParams<T>& params,
-                   T* hidden, LayerWorkspace<T>& ws, const SiteMaps<T>* maps = nullptr);
+                   T* hidden, LayerWorkspace<T>& ws, const SiteMaps<T>* maps = nullptr,
+                   const LoraDropout& dropout = {});
 
 // Given the layer's input[ws.rows(), hidden] and the loss gradient w.r.t. its output, recomputes
 // the forward, writes d_input (may not alias input or d_output) and adds the parameter gradients.
 template <typename T>
 void layer_backward(ThreadPool& pool, const model::ModelConfig& config, int64_t layer, const LayerParams<T>& params,
                     const T* input, const T* d_output, T* d_input, LayerGrads<T>& grads, LayerWorkspace<T>& ws,
-                    SiteMaps<T>* maps = nullptr);
+                    SiteMaps<T>* maps = nullptr, const LoraDropout& dropout = {});
 
 }  // namespace calq::grad

@@ -31,7 +31,7 @@ struct ForwardState {
 
 template <typename T>
 ForwardState<T> run_forward(ThreadPool& pool, const ModelConfig& c, const ModelParams<T>& p,
-                            std::span<const int32_t> ids, LayerWorkspace<T>& ws) {
+                            std::span<const int32_t> ids, LayerWorkspace<T>& ws, const LoraDropout& dropout = {}) {
   assert(static_cast<int64_t>(ids.size()) == ws.rows());
   const auto n = static_cast<int64_t>(ids.size());
   const int64_t h = c.hidden_size;
@@ -42,7 +42,8 @@ ForwardState<T> run_forward(ThreadPool& pool, const ModelConfig& c, const ModelP
   for (int64_t l = 0; l < layers; ++l) {
     T* next = s.boundaries.data() + (l + 1) * n * h;
     std::copy_n(next - n * h, n * h, next);
-    layer_forward(pool, c, l, p.layers[static_cast<size_t>(l)], next, ws);
+    layer_forward(pool, c, l, p.layers[static_cast<size_t>(l)], next, ws, static_cast<const SiteMaps<T>*>(nullptr),
+                  dropout);
   }
   s.normed.resize(static_cast<size_t>(n * h));
   rms_norm_forward(pool, s.boundaries.data() + layers * n * h, p.final_norm.data(), n, h, c.rms_norm_eps,
@@ -96,6 +97,28 @@ ModelParams<T> ModelParams<T>::zeros(const ModelConfig& c) {
 }
 
 template <typename T>
+ModelParams<T> ModelParams<T>::lora_grads(const ModelParams& p) {
+  ModelParams g;
+  for (const LayerParams<T>& l : p.layers) g.layers.push_back(LayerParams<T>::lora_grads(l));
+  return g;
+}
+
+template <typename T>
+std::vector<typename ModelParams<T>::Named> ModelParams<T>::lora_tensors() {
+  std::vector<Named> out;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    for (size_t s = 0; s < layers[l].lora.size(); ++s) {
+      LoraParams<T>& a = layers[l].lora[s];
+      if (a.empty()) continue;
+      const std::string_view role = model::role_name(model::kLayerLinearRoles[s]);
+      if (!a.a.empty()) out.push_back({fmt::format("layer {} {} lora_A", l, role), &a.a});
+      if (!a.b.empty()) out.push_back({fmt::format("layer {} {} lora_B", l, role), &a.b});
+    }
+  }
+  return out;
+}
+
+template <typename T>
 std::vector<typename ModelParams<T>::Named> ModelParams<T>::tensors() {
   std::vector<Named> out{{"embedding", &embedding}};
   for (size_t l = 0; l < layers.size(); ++l) {
@@ -131,14 +154,14 @@ double model_loss(ThreadPool& pool, const ModelConfig& c, const ModelParams<T>& 
 template <typename T>
 double model_forward_backward(ThreadPool& pool, const ModelConfig& c, const ModelParams<T>& p,
                               std::span<const int32_t> ids, int64_t seq_len, const LossSpec<T>& loss,
-                              ModelParams<T>& g) {
-  assert(g.layers.size() == p.layers.size() && g.tied() == p.tied());
+                              ModelParams<T>& g, const LoraDropout& dropout) {
+  assert(g.layers.size() == p.layers.size());
   const auto n = static_cast<int64_t>(ids.size());
   const int64_t h = c.hidden_size;
   const auto layers = static_cast<int64_t>(p.layers.size());
   assert(seq_len > 0 && n % seq_len == 0);
   LayerWorkspace<T> ws(c, seq_len, n / seq_len);
-  ForwardState<T> s = run_forward(pool, c, p, ids, ws);
+  ForwardState<T> s = run_forward(pool, c, p, ids, ws, dropout);
 
   std::vector<T> dlogits(s.logits.size());
   const double value = loss_of(pool, c, s.logits, ids, seq_len, loss, dlogits.data());
@@ -146,20 +169,21 @@ double model_forward_backward(ThreadPool& pool, const ModelConfig& c, const Mode
 
   // Head and final norm.
   std::vector<T> d_normed(static_cast<size_t>(n * h)), d_hidden(d_normed.size()), d_prev(d_normed.size());
+  std::vector<T>& d_head = p.tied() ? g.embedding : g.output;
   linear_backward(pool, s.normed.data(), n, h, head_of(p), c.vocab_size, dlogits.data(), d_normed.data(), false,
-                  p.tied() ? g.embedding.data() : g.output.data(), static_cast<T*>(nullptr));
+                  d_head.empty() ? nullptr : d_head.data(), static_cast<T*>(nullptr));
   dlogits = {};
   rms_norm_backward(pool, s.boundaries.data() + layers * n * h, p.final_norm.data(), n, h, c.rms_norm_eps,
-                    d_normed.data(), d_hidden.data(), false, g.final_norm.data());
+                    d_normed.data(), d_hidden.data(), false, g.final_norm.empty() ? nullptr : g.final_norm.data());
 
   // Layers, last to first, each recomputed from its stored input.
   for (int64_t l = layers - 1; l >= 0; --l) {
     const auto li = static_cast<size_t>(l);
     layer_backward(pool, c, l, p.layers[li], s.boundaries.data() + l * n * h, d_hidden.data(), d_prev.data(),
-                   g.layers[li], ws);
+                   g.layers[li], ws, static_cast<SiteMaps<T>*>(nullptr), dropout);
     std::swap(d_hidden, d_prev);
   }
-  embedding_backward(pool, c.vocab_size, h, ids, d_hidden.data(), g.embedding.data());
+  if (!g.embedding.empty()) embedding_backward(pool, c.vocab_size, h, ids, d_hidden.data(), g.embedding.data());
   return value;
 }
 
@@ -192,7 +216,8 @@ MemoryEstimate estimate_training_memory(const ModelConfig& c, const MemoryEstima
   template double model_loss<T>(ThreadPool&, const ModelConfig&, const ModelParams<T>&, std::span<const int32_t>,     \
                                 int64_t, const LossSpec<T>&);                                                         \
   template double model_forward_backward<T>(ThreadPool&, const ModelConfig&, const ModelParams<T>&,                   \
-                                            std::span<const int32_t>, int64_t, const LossSpec<T>&, ModelParams<T>&);
+                                            std::span<const int32_t>, int64_t, const LossSpec<T>&, ModelParams<T>&,       \
+                                            const LoraDropout&);
 CALQ_GRAD_INSTANTIATE(float)
 CALQ_GRAD_INSTANTIATE(double)
 #undef CALQ_GRAD_INSTANTIATE

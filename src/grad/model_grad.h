@@ -4,8 +4,10 @@
 // model_forward_backward runs the embedding, every decoder layer (keeping only the hidden state at
 // each layer boundary), the final norm, the head and the loss, then goes back layer by layer,
 // recomputing each layer's activations from its stored input (layer.h). Gradients are ADDED into
-// `grads` (zero it first: a batch of calls sums), the loss is returned. Same bits for any thread
-// count.
+// `grads` (zero it first: a batch of calls sums), the loss is returned. A gradient tensor that is
+// empty is not computed (a frozen parameter: ModelParams::lora_grads freezes every base tensor,
+// which skips the head's, the embedding's and every linear's weight gradient). LoRA adapters
+// (layer.h, lora.h) are part of the layers' parameters. Same bits for any thread count.
 #pragma once
 
 #include <cstdint>
@@ -27,9 +29,13 @@ struct ModelParams {
   std::vector<T> final_norm;  // [hidden]
   std::vector<T> output;      // [vocab, hidden]; empty when tied: the head is `embedding`
 
-  // Dense copies (quantized weights dequantized); ErrorKind::kUnsupported as check_trainable.
+  // Dense copies (quantized weights dequantized, LoRA adapters included); ErrorKind::kUnsupported
+  // as check_trainable.
   static ModelParams from_model(const model::Model& model, ThreadPool& pool);
   static ModelParams zeros(const model::ModelConfig& config);
+  // LoRA training's gradient buffer: every base tensor empty (frozen, not computed), each adapter
+  // of `p` zero with its shapes (LayerParams::lora_grads).
+  static ModelParams lora_grads(const ModelParams& p);
   bool tied() const { return output.empty(); }
 
   // Every tensor, named as "embedding", "layer 3 attn_q", "final_norm", "output".
@@ -39,6 +45,8 @@ struct ModelParams {
   };
   std::vector<Named> tensors();
   int64_t numel() const;
+  // Every adapter factor, layer then kLayerLinearRoles order, A before B: "layer 3 attn_q lora_A".
+  std::vector<Named> lora_tensors();
 };
 
 enum class LossKind : uint8_t {
@@ -54,12 +62,14 @@ struct LossSpec {
 
 // ids: `ids.size() / seq_len` sequences of seq_len tokens (ids.size() a multiple of seq_len).
 // Token ids outside the vocabulary are an ErrorKind::kInvalidArgument error.
+// `dropout`: the adapters' input dropout of this training step (lora.h; default off).
 template <typename T>
 double model_forward_backward(ThreadPool& pool, const model::ModelConfig& config, const ModelParams<T>& params,
                               std::span<const int32_t> ids, int64_t seq_len, const LossSpec<T>& loss,
-                              ModelParams<T>& grads);
+                              ModelParams<T>& grads, const LoraDropout& dropout = {});
 
-// The same forward without the backward: logits [ids.size(), vocab], and the loss.
+// The same forward without the backward (and without dropout): logits [ids.size(), vocab], and
+// the loss.
 template <typename T>
 std::vector<T> model_logits(ThreadPool& pool, const model::ModelConfig& config, const ModelParams<T>& params,
                             std::span<const int32_t> ids, int64_t seq_len);
