@@ -1,6 +1,6 @@
-// calq's public API: open a model, calibrate, quantize, evaluate, sensitivity, bisect and
-// calibration drift, inspect a model, check a GGUF file; number formats on arrays; LoRA adapter
-// folders (merge into a model).
+// calq's public API: open a model, calibrate, quantize, evaluate, fine-tune LoRA adapters,
+// sensitivity, bisect and calibration drift, inspect a model, check a GGUF file; number formats on
+// arrays; LoRA adapter folders (merge into a model).
 // Every function throws calq::Error (calq/error.h) for bad input; none prints.
 #pragma once
 
@@ -10,6 +10,7 @@
 #include "calq/check.h"
 #include "calq/error.h"
 #include "calq/evaluate.h"
+#include "calq/finetune.h"
 #include "calq/formats.h"
 #include "calq/inspect.h"
 #include "calq/model.h"

@@ -10,6 +10,7 @@ namespace calq::cli {
 void register_calibrate(CLI::App& app);
 void register_check(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_finetune(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_sensitivity(CLI::App& app);

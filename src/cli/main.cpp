@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   calq::cli::register_calibrate(app);
   calq::cli::register_check(app);
   calq::cli::register_eval(app);
+  calq::cli::register_finetune(app);
   calq::cli::register_inspect(app);
   calq::cli::register_quantize(app);
   calq::cli::register_sensitivity(app);

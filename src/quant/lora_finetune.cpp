@@ -49,6 +49,20 @@ void check_options(const LoraFinetuneOptions& o) {
     fail(ErrorKind::kInvalidArgument, "options 'eval_every' and 'eval_windows' must be >= 0");
 }
 
+void check_shapes(const model::Model& m, const LoraFinetuneOptions& o) {
+  if (m.has_adapters())
+    fail(ErrorKind::kInvalidArgument, "the model already has LoRA adapters; train on a base without them");
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    for (const TensorRole role : o.targets) {
+      const model::LinearWeight& w = m.layers[l].linear(role);
+      const int64_t in = w.cols(), out = w.rows();
+      if (o.rank > std::min(in, out))
+        fail(ErrorKind::kInvalidArgument, "option 'rank' {} is larger than layer {} {} [{}, {}] allows (at most {})",
+             o.rank, l, model::role_name(role), out, in, std::min(in, out));
+    }
+  }
+}
+
 // Windows of seq_len tokens (the tail dropped); fewer than one is an error naming `what`.
 int64_t count_windows(std::span<const int32_t> ids, int64_t seq_len, const char* what) {
   const auto n = static_cast<int64_t>(ids.size());
@@ -71,9 +85,6 @@ void init_adapters(const model::Model& m, const LoraFinetuneOptions& o, Params& 
       if (std::find(o.targets.begin(), o.targets.end(), role) == o.targets.end()) continue;
       const model::LinearWeight& w = m.layers[l].linear(role);
       const int64_t in = w.cols(), out = w.rows();
-      if (o.rank > std::min(in, out))
-        fail(ErrorKind::kInvalidArgument, "option 'rank' {} is larger than layer {} {} [{}, {}] allows (at most {})",
-             o.rank, l, model::role_name(role), out, in, std::min(in, out));
       grad::LoraParams<float>& a = p.layers[l].lora[s];
       a.rank = o.rank;
       a.scale = static_cast<float>(o.alpha / static_cast<double>(o.rank));
@@ -100,8 +111,7 @@ double validation_loss(ThreadPool& pool, const model::ModelConfig& c, const Para
 LoraFinetuneResult run(model::Model& m, std::span<const int32_t> train_ids, std::span<const int32_t> val_ids,
                        const LoraFinetuneOptions& o, ThreadPool& pool, const LoraProgressFn* progress) {
   check_options(o);
-  if (m.has_adapters())
-    fail(ErrorKind::kInvalidArgument, "the model already has LoRA adapters; train on a base without them");
+  check_shapes(m, o);
   const auto t0 = std::chrono::steady_clock::now();
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   LoraFinetuneResult r;
@@ -228,6 +238,15 @@ std::vector<TensorRole> parse_lora_targets(std::span<const std::string> names) {
     if (chosen[s]) out.push_back(model::kLayerLinearRoles[s]);
   if (out.empty()) fail(ErrorKind::kInvalidArgument, "option 'targets' names no linear");
   return out;
+}
+
+void check_lora_finetune(const model::Model& model, const LoraFinetuneOptions& options) {
+  try {
+    check_options(options);
+    check_shapes(model, options);
+  } catch (const Error& e) {
+    fail(e.kind(), "lora: {}", e.what());
+  }
 }
 
 LoraFinetuneResult lora_finetune(model::Model& model, std::span<const int32_t> train_ids,

@@ -97,6 +97,10 @@ struct LoraFinetuneResult {
   double seconds = 0;                      // training and validation
 };
 
+// The option and shape checks lora_finetune makes first (the errors above but the texts' and the
+// losses'), for callers that want them before other work.
+void check_lora_finetune(const model::Model& model, const LoraFinetuneOptions& options);
+
 LoraFinetuneResult lora_finetune(model::Model& model, std::span<const int32_t> train_ids,
                                  std::span<const int32_t> val_ids, const LoraFinetuneOptions& options,
                                  ThreadPool& pool, const LoraProgressFn* progress = nullptr);

@@ -1,0 +1,101 @@
+// `calq finetune` on the tiny model with a byte-level tokenizer and a WikiText-like text of
+// four articles: the output folder holds the quantized base and the report, the trained adapters
+// lower the validation perplexity; bad inputs (rank, targets, an empty text, an existing output, a
+// non-finite loss) exit 2 naming the problem and leave no output folder.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cli/cli_test_util.h"
+#include "core/mapped_file.h"
+#include "model/tiny_model_testutil.h"
+#include "support/shared_dir.h"
+
+namespace calq {
+namespace {
+
+using testing::RunResult;
+using testing::run_calq;
+
+class CliFinetune : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CALQ_REQUIRE_SHARED("tokenizers/bytelevel-16k/tokenizer.json");
+    dir_ = calq::testing::temp_dir("cli_finetune");
+    // A tiny model with a real byte-level tokenizer (the GGUF writer embeds it).
+    model::testutil::write_tiny_model(dir_ / "hf", {.tied = true, .vocab_size = 16384});
+    std::filesystem::copy_file(calq::testing::shared_dir() / "tokenizers/bytelevel-16k/tokenizer.json",
+                               dir_ / "hf/tokenizer.json");
+    // Four articles of one repeated sentence (learnable), each with a sub-heading.
+    std::ofstream text(dir_ / "text.txt");
+    for (const char* title : {"Alpha", "Beta", "Gamma", "Delta"}) {
+      text << " = " << title << " = \n";
+      for (int i = 0; i < 5; ++i) text << " The quick brown fox jumps over the lazy dog .\n";
+      text << " = = More = = \n";
+      for (int i = 0; i < 5; ++i) text << " The quick brown fox jumps over the lazy dog .\n";
+    }
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string base_args() const {
+    return "finetune " + (dir_ / "hf").string() + " --text " + (dir_ / "text.txt").string() +
+           " --ctx 32 --batch 2 --eval-windows 2 --threads 1 --quiet";
+  }
+  std::filesystem::path out() const { return dir_ / "out"; }
+  // Nothing left in dir_ but the inputs: no output folder, no temporary one.
+  bool no_outputs() const {
+    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+      const std::string n = e.path().filename().string();
+      if (n != "hf" && n != "text.txt") return false;
+    }
+    return true;
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(CliFinetune, WritesTheBaseAndReportAndLowersThePerplexity) {
+  const RunResult r = run_calq(base_args() + " --rank 2 --steps 12 --lr 1e-2 --reference " + (dir_ / "hf").string() +
+                               " -o " + out().string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("base + LoRA"), std::string::npos) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(out() / "base.gguf"));
+  const auto j = nlohmann::json::parse(read_text_file(out() / "finetune.json"));
+  EXPECT_EQ(j["split"]["train_units"], 2);
+  EXPECT_EQ(j["split"]["validation_units"], 2);
+  EXPECT_EQ(j["training"]["steps"], 12);
+  EXPECT_EQ(j["training"]["curve"].size(), 12u);
+  EXPECT_EQ(j["lora"]["targets"].size(), 7u);
+  EXPECT_GT(j["ppl"]["reference"]["ppl"].get<double>(), 0);
+  EXPECT_LT(j["ppl"]["trained"].get<double>(), 0.8 * j["ppl"]["base"].get<double>()) << j.dump();
+  // An existing output folder needs --force (refused before any work).
+  const RunResult again = run_calq(base_args() + " --steps 1 -o " + out().string());
+  EXPECT_EQ(again.status, 2) << again.output;
+  EXPECT_NE(again.output.find("output folder exists; replacing it needs the force option"), std::string::npos);
+}
+
+TEST_F(CliFinetune, BadInputsExit2WithNoOutput) {
+  const auto expect_error = [&](const std::string& extra, const std::string& message) {
+    const RunResult r = run_calq(base_args() + " --steps 2 " + extra + " -o " + out().string());
+    EXPECT_EQ(r.status, 2) << extra << "\n" << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << extra << "\n" << r.output;
+    EXPECT_TRUE(no_outputs()) << extra;
+  };
+  expect_error("--rank 17", "larger than layer 0 attn_k [16, 32] allows (at most 16)");
+  expect_error("--targets q,qkv", "'qkv' matches no linear");
+  expect_error("--lr 1e30 --max-grad-norm 0 --warmup 0", "loss is");
+  expect_error("--format nope", "nope");
+  std::ofstream(dir_ / "empty.txt") << "\n \n";
+  const RunResult r = run_calq("finetune " + (dir_ / "hf").string() + " --text " + (dir_ / "empty.txt").string() +
+                               " --quiet -o " + out().string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("the text is empty"), std::string::npos) << r.output;
+  std::filesystem::remove(dir_ / "empty.txt");
+  EXPECT_TRUE(no_outputs());
+}
+
+}  // namespace
+}  // namespace calq
