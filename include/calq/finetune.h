@@ -15,11 +15,13 @@
 // of the validation part, through the runtime's forward (the quantized base and the adapters as
 // `calq eval` runs them).
 //
-// Output (`out`, a folder; "" = report only): `base.gguf` (the quantized base, when it was
-// quantized here) and `finetune.json` (the report's JSON), written into a temporary folder renamed
-// to `out` at the end: an error or a cancellation leaves nothing. An existing `out` needs `force`.
-// The adapters' own files (PEFT's adapter_model.safetensors and adapter_config.json) are not
-// written yet.
+// Output (`out`, a folder; "" = report only): a PEFT adapter folder (model/peft_adapter.h:
+// adapter_model.safetensors, adapter_config.json, calq_adapter.json whose base hash is base.gguf's
+// when the base was quantized here, else the model's as given), `base.gguf` (the quantized base,
+// when it was quantized here: `calq eval out/base.gguf --adapter out` runs the trained model) and
+// `finetune.json` (the report's JSON), written into a temporary folder renamed to `out` at the end:
+// an error or a cancellation leaves nothing. An existing `out` needs `force`, and is replaced only
+// when it is empty or holds finetune.json or adapter_config.json.
 //
 // Memory: the model as loaded and quantized, plus the training's dense float copy of every base
 // parameter (the gradient engine dequantizes the base), the adapters' gradients and AdamW state,

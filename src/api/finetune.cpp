@@ -3,6 +3,8 @@
 // (quant/lora_finetune.h) and the validation perplexities (eval/perplexity.h).
 #include "calq/finetune.h"
 
+#include "calq/calq.h"
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "api/adapters.h"
 #include "api/model_source.h"
 #include "api/reporter.h"
 #include "core/error.h"
@@ -23,6 +26,7 @@
 #include "formats/format.h"
 #include "io/dataset/text_split.h"
 #include "model/gguf_export.h"
+#include "model/peft_adapter.h"
 #include "pipeline/model_quantize.h"
 #include "quant/lora_finetune.h"
 
@@ -45,8 +49,18 @@ void check_job(const FinetuneJob& job) {
   if (!job.out.empty()) {
     const fs::path out(job.out);
     std::error_code ec;
-    if (fs::exists(out, ec) && !job.force)
-      fail(ErrorKind::kInvalidArgument, "{}: output folder exists; replacing it needs the force option", job.out);
+    if (fs::exists(out, ec)) {
+      if (!job.force)
+        fail(ErrorKind::kInvalidArgument, "{}: output folder exists; replacing it needs the force option", job.out);
+      // It is removed whole: only a folder this command (or an adapter writer) made, or an empty one.
+      const bool ours = fs::is_directory(out, ec) &&
+                        (fs::is_empty(out, ec) || fs::exists(out / "finetune.json", ec) ||
+                         fs::exists(out / model::kPeftConfigFile, ec));
+      if (!ours)
+        fail(ErrorKind::kInvalidArgument,
+             "{}: exists and is not a finetune output folder (no finetune.json or adapter_config.json); force "
+             "replaces only such a folder or an empty one", job.out);
+    }
     api::check_output_folder(job.out + fmt::format(".calq-tmp-{}", getpid()));
   }
 }
@@ -97,37 +111,50 @@ model::GgufExportOptions base_export_options(const FinetuneJob& job) {
   return options;
 }
 
-// Writes the outputs into a temporary folder beside `out`, then renames it to `out`.
+// Writes the outputs into a temporary folder beside `out` (the PEFT writer makes it), then renames
+// it to `out`: the adapters as a PEFT folder whose provenance names the base they were trained on
+// (base.gguf when the base was quantized here, else the model as given), base.gguf, finetune.json.
 void write_outputs(const FinetuneJob& job, model::Model& m, bool quantized_here, FinetuneReport& r, ThreadPool& pool) {
   const fs::path out(job.out);
   const fs::path tmp(job.out + fmt::format(".calq-tmp-{}", getpid()));
+  const fs::path base_tmp(job.out + fmt::format(".calq-base-{}.gguf", getpid()));
   std::error_code ec;
   fs::remove_all(tmp, ec);
-  fs::create_directories(tmp);
   try {
+    std::string base_hash = quantized_here ? std::string() : api::model_source_sha256(job.model);
     if (quantized_here) {
-      // The base alone: the adapters go into their own files.
+      // The base alone (the GGUF writer would embed adapters): they go into their own files.
       std::vector<std::array<std::optional<model::LoraAdapter>, std::size(model::kLayerLinearRoles)>> saved;
       for (auto& layer : m.layers) saved.push_back(std::exchange(layer.adapters, {}));
       try {
-        model::write_gguf_model(m, tmp / "base.gguf", base_export_options(job), pool);
+        model::write_gguf_model(m, base_tmp, base_export_options(job), pool);
       } catch (...) {
         for (size_t l = 0; l < m.layers.size(); ++l) m.layers[l].adapters = std::move(saved[l]);
         throw;
       }
       for (size_t l = 0; l < m.layers.size(); ++l) m.layers[l].adapters = std::move(saved[l]);
-      r.written.push_back("base.gguf");
+      base_hash = api::model_source_sha256(base_tmp);
     }
-    // TODO(lora-io): write the adapters here as PEFT files (adapter_model.safetensors with PEFT's
-    // tensor names, adapter_config.json with r, lora_alpha, lora_dropout, target_modules) from
-    // m.layers[l].adapters, and add their names to r.written.
-    r.written.push_back("finetune.json");
+    model::write_peft_adapters(
+        m, tmp,
+        {.provenance = {.base_model_sha256 = base_hash,
+                        .base_model_path = quantized_here ? std::string("base.gguf") : job.model,
+                        .calq_version = version()},
+         .lora_dropout = job.dropout});
+    r.written = {std::string(model::kPeftWeightsFile), std::string(model::kPeftConfigFile),
+                 std::string(model::kCalqAdapterFile)};
+    if (quantized_here) {
+      fs::rename(base_tmp, tmp / "base.gguf");
+      r.written.emplace_back("base.gguf");
+    }
+    r.written.emplace_back("finetune.json");
     r.json = report_json(r);
     api::write_text_atomic((tmp / "finetune.json").string(), r.json);
     if (fs::exists(out, ec)) fs::remove_all(out);
     fs::rename(tmp, out);
   } catch (...) {
     fs::remove_all(tmp, ec);
+    fs::remove(base_tmp, ec);
     throw;
   }
 }

@@ -1,7 +1,9 @@
 // `calq finetune` on the tiny model with a byte-level tokenizer and a WikiText-like text of
 // four articles: the output folder holds the quantized base and the report, the trained adapters
 // lower the validation perplexity; bad inputs (rank, targets, an empty text, an existing output, a
-// non-finite loss) exit 2 naming the problem and leave no output folder.
+// non-finite loss) exit 2 naming the problem and leave no output folder; --force replaces only an
+// output folder of its own; calq eval of the written base with the written adapters gives the
+// reported perplexity.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -30,12 +32,14 @@ class CliFinetune : public ::testing::Test {
     std::filesystem::copy_file(calq::testing::shared_dir() / "tokenizers/bytelevel-16k/tokenizer.json",
                                dir_ / "hf/tokenizer.json");
     // Four articles of one repeated sentence (learnable), each with a sub-heading.
-    std::ofstream text(dir_ / "text.txt");
+    std::string article;
+    for (int i = 0; i < 5; ++i) article += " The quick brown fox jumps over the lazy dog .\n";
+    article += " = = More = = \n" + article;
+    std::ofstream text(dir_ / "text.txt"), val(dir_ / "val.txt");  // val.txt: the validation half
     for (const char* title : {"Alpha", "Beta", "Gamma", "Delta"}) {
-      text << " = " << title << " = \n";
-      for (int i = 0; i < 5; ++i) text << " The quick brown fox jumps over the lazy dog .\n";
-      text << " = = More = = \n";
-      for (int i = 0; i < 5; ++i) text << " The quick brown fox jumps over the lazy dog .\n";
+      const std::string a = std::string(" = ") + title + " = \n" + article;
+      text << a;
+      if (title[0] == 'G' || title[0] == 'D') val << a;
     }
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -49,7 +53,7 @@ class CliFinetune : public ::testing::Test {
   bool no_outputs() const {
     for (const auto& e : std::filesystem::directory_iterator(dir_)) {
       const std::string n = e.path().filename().string();
-      if (n != "hf" && n != "text.txt") return false;
+      if (n != "hf" && n != "text.txt" && n != "val.txt") return false;
     }
     return true;
   }
@@ -62,7 +66,8 @@ TEST_F(CliFinetune, WritesTheBaseAndReportAndLowersThePerplexity) {
                                " -o " + out().string());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("base + LoRA"), std::string::npos) << r.output;
-  EXPECT_TRUE(std::filesystem::exists(out() / "base.gguf"));
+  for (const char* f : {"base.gguf", "adapter_model.safetensors", "adapter_config.json", "calq_adapter.json"})
+    EXPECT_TRUE(std::filesystem::exists(out() / f)) << f;
   const auto j = nlohmann::json::parse(read_text_file(out() / "finetune.json"));
   EXPECT_EQ(j["split"]["train_units"], 2);
   EXPECT_EQ(j["split"]["validation_units"], 2);
@@ -71,6 +76,14 @@ TEST_F(CliFinetune, WritesTheBaseAndReportAndLowersThePerplexity) {
   EXPECT_EQ(j["lora"]["targets"].size(), 7u);
   EXPECT_GT(j["ppl"]["reference"]["ppl"].get<double>(), 0);
   EXPECT_LT(j["ppl"]["trained"].get<double>(), 0.8 * j["ppl"]["base"].get<double>()) << j.dump();
+  // calq eval runs the written base with the written adapters: the trained PPL.
+  const auto e = testing::eval_json("--model " + (out() / "base.gguf").string() + " --adapter " + out().string() + " --text " +
+                                        (dir_ / "val.txt").string() + " --ctx 32 --tokenizer " +
+                                        (dir_ / "hf/tokenizer.json").string(),
+                                    dir_ / "eval.json");
+  ASSERT_TRUE(e.contains("ppl")) << e.dump();
+  EXPECT_NEAR(e["ppl"].get<double>(), j["ppl"]["trained"].get<double>(),
+              1e-6 * j["ppl"]["trained"].get<double>());
   // An existing output folder needs --force (refused before any work).
   const RunResult again = run_calq(base_args() + " --steps 1 -o " + out().string());
   EXPECT_EQ(again.status, 2) << again.output;
@@ -95,6 +108,13 @@ TEST_F(CliFinetune, BadInputsExit2WithNoOutput) {
   EXPECT_NE(r.output.find("the text is empty"), std::string::npos) << r.output;
   std::filesystem::remove(dir_ / "empty.txt");
   EXPECT_TRUE(no_outputs());
+  // --force replaces only a folder finetune (or an adapter writer) made, or an empty one.
+  std::filesystem::create_directories(out());
+  std::ofstream(out() / "notes.txt") << "mine";
+  const RunResult forced = run_calq(base_args() + " --steps 1 --force -o " + out().string());
+  EXPECT_EQ(forced.status, 2) << forced.output;
+  EXPECT_NE(forced.output.find("is not a finetune output folder"), std::string::npos) << forced.output;
+  EXPECT_TRUE(std::filesystem::exists(out() / "notes.txt"));
 }
 
 }  // namespace

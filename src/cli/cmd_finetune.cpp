@@ -96,7 +96,7 @@ void register_finetune(CLI::App& app) {
   cmd->add_option("--seed", j.seed, "Seed of the adapters' start, the window order and dropout")
       ->capture_default_str();
   cmd->add_option("--reference", j.reference, "Also report this model's validation PPL (e.g. the FP model)");
-  cmd->add_option("-o,--out", j.out, "Output folder: base.gguf (the quantized base) and finetune.json");
+  cmd->add_option("-o,--out", j.out, "Output folder: the adapters (PEFT files), base.gguf (the quantized base) and finetune.json");
   cmd->add_flag("--force", j.force, "Replace an existing output folder");
   cmd->add_option("--json", j.json_out, "Also write the report as JSON here");
   cmd->add_option("--threads", j.threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
