@@ -35,7 +35,7 @@ class ZeroQat final : public MethodOf<ZeroQatOptions> {
                   number_option("eps", &ZeroQatOptions::eps, {0, 0.1, true},
                                 "perturbation of the step sizes' log-multipliers (default 0.01)"),
                   number_option("lr", &ZeroQatOptions::lr, {0, 1, true},
-                                "learning rate of the step sizes' log-multipliers (default 1e-4)"),
+                                "learning rate of the step sizes' log-multipliers (default 0.01)"),
                   number_option("granularity", &ZeroQatOptions::granularity, {0, 2},
                                 "step-size multipliers: 0 one per group, 1 one per output row, 2 one per tensor "
                                 "(default 0)"),

@@ -53,7 +53,7 @@ struct ZeroQatOptions {
   int64_t batch = 1;            // samples per step (>= 1; more than the samples: all of them)
   int64_t directions = 1;       // q: random directions averaged per step (>= 1)
   double eps = 1e-2;            // perturbation of the step sizes' log-multipliers (> 0)
-  double lr = 1e-4;             // learning rate of the log-multipliers (> 0)
+  double lr = 1e-2;             // learning rate of the log-multipliers (> 0)
   int64_t granularity = 0;      // step multipliers: 0 one per group, 1 one per output row, 2 one per tensor
   bool train_weights = false;   // latent weights too (else codes frozen)
   double eps_weights = 0.1;     // perturbation of the latent weights, in start steps (> 0)
