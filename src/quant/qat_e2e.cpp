@@ -44,14 +44,19 @@ class Batches {
     ids.clear();
     for (const int64_t s : which) ids.insert(ids.end(), t_.samples[static_cast<size_t>(s)].begin(),
                                              t_.samples[static_cast<size_t>(s)].end());
-    if (cached_.empty()) {
-      teacher = grad::model_logits<float>(pool_, t_.teacher->config, teacher_, ids, seq_len_);
-      return;
-    }
     const auto per = static_cast<size_t>(seq_len_ * vocab_);
     teacher.resize(which.size() * per);
-    for (size_t k = 0; k < which.size(); ++k)
-      std::memcpy(&teacher[k * per], &cached_[static_cast<size_t>(which[k]) * per], sizeof(float) * per);
+    for (size_t k = 0; k < which.size(); ++k) {
+      if (!cached_.empty()) {
+        std::memcpy(&teacher[k * per], &cached_[static_cast<size_t>(which[k]) * per], sizeof(float) * per);
+        continue;
+      }
+      // One sample at a time, as the cache computes them: sgemm's rounding of a row may depend on
+      // the number of rows in the call on some CPUs, and the logits must not depend on the cache.
+      const std::vector<float> logits = grad::model_logits<float>(pool_, t_.teacher->config, teacher_,
+                                                                  t_.samples[static_cast<size_t>(which[k])], seq_len_);
+      std::memcpy(&teacher[k * per], logits.data(), sizeof(float) * per);
+    }
   }
 
  private:
