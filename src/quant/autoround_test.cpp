@@ -126,10 +126,7 @@ TEST(AutoRound, GuardKeepsAStartThatTrainingDoesNotBeat) {
   ThreadPool pool(2);
   const model::Model& m = tiny_model();
   Problem p = make_problem("int3-g32-asym", "int3-pc-asym", pool);
-  const grad::LayerParams<float> start = grad::LayerParams<float>::from_weights(m.config, p.quantized, pool);
-  grad::LayerWorkspace<float> ws(m.config, kSeq, kSamples);
-  p.targets = p.inputs;
-  grad::layer_forward(pool, m.config, 0, start, p.targets.data(), ws);
+  set_targets_to_start(m, p, kTrain.batch, pool);
   const AutoRoundResult r = autoround(p.target(m), kTrain, pool);
   EXPECT_EQ(r.loss_start, 0.0);
   EXPECT_TRUE(r.trained);

@@ -81,6 +81,20 @@ inline const std::vector<float>& linear_of(const grad::LayerParams<float>& p, Te
   return p.wq;
 }
 
+// Targets the start reproduces exactly: the training engine's forward of the quantized layer on the
+// inputs, `batch` samples a call as the methods compute their losses (sgemm's rounding of a row can
+// depend on the number of rows in the call, so another batching may differ in the last bit).
+inline void set_targets_to_start(const model::Model& m, Problem& p, int64_t batch, ThreadPool& pool) {
+  const grad::LayerParams<float> start = grad::LayerParams<float>::from_weights(m.config, p.quantized, pool);
+  const int64_t hs = m.config.hidden_size;
+  p.targets = p.inputs;
+  for (int64_t s0 = 0; s0 < kSamples; s0 += batch) {
+    const int64_t b = std::min(batch, kSamples - s0);
+    grad::LayerWorkspace<float> ws(m.config, kSeq, b);
+    grad::layer_forward(pool, m.config, 0, start, &p.targets[static_cast<size_t>(s0 * kSeq * hs)], ws);
+  }
+}
+
 // Runtime (model/forward.h) MSE of `w` on the problem's samples.
 inline double runtime_mse(const model::Model& m, const Problem& p, const model::LayerWeights& w, ThreadPool& pool) {
   const int64_t hs = m.config.hidden_size;
