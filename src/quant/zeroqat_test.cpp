@@ -9,7 +9,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -102,7 +101,6 @@ ZeroQatResult expect_trained(const ZeroQatOptions& o, double max_ratio, model::M
   EXPECT_NEAR(r.loss_start, loss_of(p, p.quantized, o.cross_entropy, pool), 1e-12 * r.loss_start);
   EXPECT_TRUE(r.trained && r.trained_kept) << r.loss_start << " -> " << r.loss_trained;
   EXPECT_LT(r.loss_trained, max_ratio * r.loss_start) << r.loss_start << " -> " << r.loss_trained;
-  std::printf("zeroqat: %.6g -> %.6g (%.3f)\n", r.loss_start, r.loss_trained, r.loss_trained / r.loss_start);
   EXPECT_EQ(r.weights.size(), 14u);
   model::Model written = p.quantized;
   for (const auto& w : r.weights) written.layers[static_cast<size_t>(w.layer)].linear(w.role) = w.tensor;
@@ -150,7 +148,7 @@ TEST(ZeroQat, SharedMultipliersScaleEveryGroupOfARowOrTensorAlike) {
     o.granularity = granularity;
     o.lr = 2e-2;
     model::Model written;
-    expect_trained(o, 0.97, &written);
+    expect_trained(o, granularity == 1 ? 0.9 : 0.99, &written);  // measured 0.67 and 0.96
     const Problem p = make_problem(pool);
     for (int64_t l = 0; l < 2; ++l)
       for (const TensorRole role : model::kLayerLinearRoles) {
