@@ -1,5 +1,5 @@
 // Method — one quantization method a recipe step can name (rotate, smoothquant, awq, flatquant,
-// rtn, gptq, qat-block, qat-e2e, autoround, the activation schemes), and the registry of all of them. The shape follows formats/format.h:
+// rtn, gptq, qat-block, qat-e2e, zeroqat, autoround, lora-compensate, the activation schemes), and the registry of all of them. The shape follows formats/format.h:
 // each method is one file in quant/ (method_<name>.cpp) defining `MethodList make_<name>_methods()`,
 // and one line in method_registry.cpp registers it.
 //
@@ -22,7 +22,7 @@
 //                         reconstruct(). The pipeline then carries the full-precision stream too.
 //      kModelReconstruction — once, after every layer (and the embedding and head) is quantized:
 //                         trains the quantized linears of the whole model against the
-//                         full-precision model's logits and writes them anew (qat-e2e); hook
+//                         full-precision model's logits and writes them anew (qat-e2e, zeroqat); hook
 //                         reconstruct_model(). Needs calibration samples (token sequences).
 //      kErrorCompensation — per decoder layer, after its weight quantizer and any layer
 //                         reconstruction: low-rank float adapters that absorb part of each
