@@ -294,7 +294,8 @@ struct TrainingMemory {
 // samples' quantized and full-precision streams.
 TrainingMemory layer_training_memory(const model::ModelConfig& config, int64_t batch, int64_t optimizer_values,
                                      const TrainingShape& shape);
-// A layer reconstruction's event (value 1: trained layer written, 0: the start kept because training
+// A training step's event — a layer reconstruction's, or a model reconstruction's (qat-e2e, zeroqat) —
+// (value 1: trained weights written, 0: the start kept because training
 // did not lower the loss, −1: nothing to train) and its text, "<method> layer N: output mse A -> B,
 // <written | kept | nothing>, T s; loss curve ...".
 EventValues layer_training_event(bool trained, bool kept, double loss_start, double loss_trained,

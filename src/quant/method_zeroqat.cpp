@@ -57,9 +57,7 @@ class ZeroQat final : public MethodOf<ZeroQatOptions> {
     ZeroQatResult r = zeroqat(t, typed(options), pool);
     ModelReconstruction out;
     out.weights = std::move(r.weights);
-    // value: 1 trained model written, 0 start kept (training did not lower the loss), −1 nothing to train.
-    out.event = {.value = !r.trained ? -1.0 : r.trained_kept ? 1.0 : 0.0, .error_before = r.loss_start,
-                 .error_after = r.loss_trained, .curve = std::move(r.curve)};
+    out.event = layer_training_event(r.trained, r.trained_kept, r.loss_start, r.loss_trained, std::move(r.curve));
     return out;
   }
 

@@ -21,6 +21,7 @@
 #include "model/architecture.h"
 #include "model/forward.h"
 #include "model/tiny_model_testutil.h"
+#include "quant/model_reconstruction_testutil.h"
 #include "quant/recipe.h"
 #include "support/error_of.h"
 #include "support/shared_dir.h"
@@ -31,47 +32,7 @@ namespace {
 using calq::testing::error_of;
 using model::TensorRole;
 
-constexpr int64_t kSeq = 16, kSamples = 4;
-
-const model::Model& tiny_model() {
-  static const model::Model m = [] {
-    ThreadPool pool(2);
-    return model::testutil::load_tiny_model(calq::testing::temp_dir("zeroqat"), {.tied = true, .layers = 2}, pool);
-  }();
-  return m;
-}
-
-struct Problem {
-  model::Model teacher, quantized;
-  std::vector<ModelReconstructionLinear> linears;
-  std::vector<std::string> names;
-  std::vector<std::vector<int32_t>> samples;
-
-  ModelReconstructionTarget target() const {
-    return {.teacher = &teacher, .quantized = &quantized, .linears = linears, .samples = samples};
-  }
-};
-
-// The float model as teacher, every layer linear rounded to nearest in int3 (groups of 32 where the
-// row allows, per channel otherwise) as the student.
-Problem make_problem(ThreadPool& pool) {
-  Problem p{.teacher = tiny_model(), .quantized = tiny_model()};
-  const Format& g = format_by_name("int3-g32-asym");
-  const Format& pc = format_by_name("int3-pc-asym");
-  p.names.reserve(14);
-  for (int64_t l = 0; l < 2; ++l) {
-    for (const TensorRole role : model::kLayerLinearRoles) {
-      model::LinearWeight& w = p.quantized.layers[static_cast<size_t>(l)].linear(role);
-      const Format& f = g.can_store(w.rows(), w.cols()) ? g : pc;
-      p.names.push_back(model::gguf_tensor_name(*p.teacher.arch, role, l));
-      p.linears.push_back({.layer = l, .role = role, .format = &f, .name = p.names.back()});
-      w = QuantizedTensor::quantize(pool, f, w.dense().f32(), w.rows(), w.cols());
-    }
-  }
-  const std::vector<int32_t> ids = model::testutil::test_token_ids(kSeq * kSamples, p.teacher.config.vocab_size);
-  for (int64_t s = 0; s < kSamples; ++s) p.samples.emplace_back(ids.begin() + s * kSeq, ids.begin() + (s + 1) * kSeq);
-  return p;
-}
+using namespace e2e_testutil;
 
 // The loss the contract states, recomputed here from a model: mean over the samples of the mean KL
 // over positions (or the next-token cross-entropy).
