@@ -150,9 +150,9 @@ class Trainer {
     return "";
   }
 
-  std::vector<ModelReconstruction::Weight> written() const {
+  // The trained linears of `m`, a student(...) of this trainer.
+  std::vector<ModelReconstruction::Weight> trained_weights(const model::Model& m) const {
     std::vector<ModelReconstruction::Weight> w;
-    const model::Model m = student({});
     for (const Linear& l : linears_)
       w.push_back({.layer = l.layer, .role = l.role,
                    .tensor = m.layers[static_cast<size_t>(l.layer)].linear(l.role).quantized()});
@@ -309,7 +309,7 @@ ZeroQatResult run(const ModelReconstructionTarget& t, const ZeroQatOptions& o, T
   r.loss_trained = full_loss(t, o, as_written, pool);
   if (r.loss_trained < r.loss_start) {
     r.trained_kept = true;
-    r.weights = tr.written();
+    r.weights = tr.trained_weights(as_written);
   }
   return r;
 }
