@@ -34,6 +34,9 @@ struct CalibrateJob {
   std::string stats = "absmax,mean_abs,mean_sq,histogram";
   size_t threads = 0;  // 0 = all cores
   bool force = false;  // overwrite an existing `out`
+  // false (default): the forward pass runs on the fast kernels (calq/evaluate.h, EvalJob::exact);
+  // true: on the exact path. The statistics differ only by float rounding.
+  bool exact = false;
   ProgressFn progress;
 };
 

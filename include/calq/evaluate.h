@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "calq/adapters.h"
@@ -37,6 +38,12 @@ struct EvalJob {
   // adapter_skip_hash_check. Their bytes count in the models' bits per weight.
   std::string adapter;
   bool adapter_skip_hash_check = false;
+  // false (default): the models run on the fast kernels — quantized weights on integer dot
+  // products where their format has an integer codec (every GGUF block type: x quantized per block
+  // to 8 bits, as llama.cpp does), float32/f16/bf16 weights on calq's AVX-512 FMA kernel where the
+  // CPU has it; true: the exact path (OpenBLAS sgemm, quantized weights dequantized to float32).
+  // The reference runs the same float kernel but never the integer kernels.
+  bool exact = false;
   size_t threads = 0;
   ProgressFn progress;
 };
@@ -125,6 +132,11 @@ struct EvalReport {
   std::vector<std::string> warnings;  // e.g. a GGUF vocabulary that segments unlike its source tokenizer
   double seconds = 0;
   int threads = 0;
+  // Which matmul kernels ran: the CPU's kernel level in use ("avx512-vnni", "avx2", "scalar";
+  // CALQ_KERNEL_LEVEL lowers it) and calls per kernel ("int8/<level>/<format>" for the integer
+  // path, "float/<format>" for dequantized products), counted over this evaluation.
+  std::string kernel_level;
+  std::vector<std::pair<std::string, int64_t>> kernel_calls;
   std::string json;  // the whole report as JSON (what json_out holds)
 };
 

@@ -29,6 +29,8 @@ struct SensitivityJob {
   int64_t max_windows = 8;  // 0 = the whole text
   std::string json_out;     // write the map (the file quantize reads) here; "" = not
   std::string svg_out;      // heat-map(s): one file per format (NAME-<format>.svg when several); "" = not
+  // The forward passes on the exact path instead of the fast kernels (calq/evaluate.h, EvalJob::exact).
+  bool exact = false;
   size_t threads = 0;
   ProgressFn progress;
 };

@@ -9,6 +9,7 @@
 #include "calq/calibrate.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "model/model.h"
 #include "pipeline/sequential.h"
 
 namespace calq {
@@ -20,6 +21,7 @@ CalibrateReport calibrate(const CalibrateJob& job) {
   const calib::StatSet kinds = calib::StatSet::parse(job.stats);
   ThreadPool pool(job.threads);
   api::LoadedModel m = api::load_model(job.model, pool, {.keep_source_dtype = true});
+  model::set_fast_kernels(m.model, !job.exact);
   api::check_output_path(job.out, m.location.path, job.force);
   std::string tokenizer_source;
   const io::Tokenizer tokenizer =

@@ -44,6 +44,13 @@ Json adapters_json(const AdapterInfo& a, double model_bits_per_weight) {
           {"base_model_sha256", a.base_model_sha256}};
 }
 
+// Which matmul kernels ran (EvalReport::kernel_level / kernel_calls).
+void kernels_json(const EvalReport& r, Json& j) {
+  Json calls = Json::object();
+  for (const auto& [key, n] : r.kernel_calls) calls[key] = n;
+  j["kernels"] = {{"level", r.kernel_level}, {"calls", calls}};
+}
+
 void single_json(const EvalReport& r, Json& j) {
   const ModelScore& m = r.models.front();
   j["protocol"] = "gptq-windows";
@@ -71,6 +78,7 @@ void single_json(const EvalReport& r, Json& j) {
   j["seconds"] = r.seconds;
   j["tokens_per_second"] = m.tokens_per_second;
   j["threads"] = r.threads;
+  kernels_json(r, j);
 }
 
 void compare_json(const EvalReport& r, Json& j) {
@@ -96,6 +104,7 @@ void compare_json(const EvalReport& r, Json& j) {
   j["ref_tokens_per_second"] = r.ref_tokens_per_second;
   j["seconds"] = r.seconds;
   j["threads"] = r.threads;
+  kernels_json(r, j);
   Json list = Json::array();
   for (const ModelScore& s : r.models) {
     Json c;

@@ -12,6 +12,7 @@
 #include "api/eval_json.h"
 #include "api/model_source.h"
 #include "api/reporter.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/sha256.h"
 #include "core/thread_pool.h"
@@ -19,8 +20,10 @@
 #include "eval/generate.h"
 #include "eval/multiple_choice.h"
 #include "eval/perplexity.h"
+#include "formats/int_dot.h"
 #include "io/tokenizer/gguf_vocab.h"
 #include "model/kv_cache.h"
+#include "model/model.h"
 #include "quant/act_quant.h"
 
 namespace calq {
@@ -261,6 +264,11 @@ EvalReport evaluate(const EvalJob& job) {
   std::vector<api::LoadedModel> models;
   for (const std::string& m : job.models)
     for (const Format* k : kv) models.push_back(api::load_model(m, pool, {.kv_cache = k}));
+  for (api::LoadedModel& m : models) model::set_fast_kernels(m.model, !job.exact);
+  // The reference on the same float kernel as the models' float weights (so a model compared with
+  // itself gives exactly 0), never on the integer kernels.
+  if (ref) model::set_fast_kernels(ref->model, !job.exact, /*float_only=*/true);
+  reset_kernel_counts();
   std::vector<std::optional<AdapterInfo>> adapters(models.size());
   if (!job.adapter.empty()) {
     std::map<std::string, std::string> hashes;  // one hash per file, however many KV-cache variants
@@ -295,6 +303,8 @@ EvalReport evaluate(const EvalJob& job) {
   if (!job.hellaswag.empty()) out.multiple_choice = run_choices(job, tasks, tokenizer, report, pool);
   if (!job.generate.empty()) out.generations = run_generate(job, tasks, tokenizer, report, pool);
   out.warnings = report.warnings();
+  out.kernel_level = std::string(kernel_level_name(kernel_level()));
+  for (const KernelCount& c : kernel_counts()) out.kernel_calls.emplace_back(c.key, c.calls);
   out.json = api::eval_report_json(out);
   if (!job.json_out.empty()) api::write_text_atomic(job.json_out, out.json);
   return out;

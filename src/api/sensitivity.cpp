@@ -46,7 +46,7 @@ SensitivityReport sensitivity(const SensitivityJob& job) {
        .observer = job.observer, .calib = &job.calibration, .stats = job.stats,
        .use_importance = job.use_importance, .include_head = job.include_head,
        .granularity = pipeline::granularity_by_name(job.granularity), .ctx = job.ctx,
-       .max_windows = job.max_windows},
+       .max_windows = job.max_windows, .exact = job.exact},
       pool, report);
 
   SensitivityReport out{.formats = map.formats, .entries = {}, .ctx = map.ctx, .windows = map.windows,

@@ -10,6 +10,7 @@
 #include "api/calibration_data.h"
 #include "api/model_source.h"
 #include "core/error.h"
+#include "model/model.h"
 #include "pipeline/layer_methods.h"
 #include "pipeline/model_quantize.h"
 #include "quant/method.h"
@@ -42,6 +43,7 @@ pipeline::SensitivityMap measure_sensitivity_map(const SensitivityRequest& r, Th
   if (r.ctx < 2) fail(ErrorKind::kInvalidArgument, "sensitivity ctx must be at least 2, got {}", r.ctx);
 
   LoadedModel fp = load_model(r.model, pool, {.keep_source_dtype = true});
+  model::set_fast_kernels(fp.model, !r.exact);  // the hybrids copy the flags of both models
   std::string source;
   const io::Tokenizer tokenizer =
       load_model_tokenizer(fp.location, fp.gguf.get(), r.calib != nullptr ? r.calib->tokenizer : "", source);
@@ -76,6 +78,7 @@ pipeline::SensitivityMap measure_sensitivity_map(const SensitivityRequest& r, Th
     // The head in the same format when it fits, so its entry measures that format too.
     if (fits(*format, q.model.embedding) && fits(*format, q.model.output)) options.head_format = format;
     pipeline::quantize_model(q.model, options, {}, {}, stats ? &*stats : nullptr, nullptr, pool);
+    model::set_fast_kernels(q.model, !r.exact);
     variants.push_back({.format = format, .model = &q.model});
   }
 

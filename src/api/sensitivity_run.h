@@ -30,6 +30,7 @@ struct SensitivityRequest {
   pipeline::Granularity granularity = pipeline::Granularity::kTensor;
   int64_t ctx = 512;
   int64_t max_windows = 8;
+  bool exact = false;  // the exact path instead of the fast kernels (calq/evaluate.h, EvalJob::exact)
 };
 
 // Checks the request (methods, statistics for gptq, ctx) and measures the map. Errors from

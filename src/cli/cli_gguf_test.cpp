@@ -7,10 +7,12 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "core/cpu_features.h"
 #include "core/mapped_file.h"
 #include "formats/format.h"
 #include "io/gguf.h"
@@ -164,6 +166,43 @@ TEST(CliGgufReference, LlamaCppQuantizedFilesEvaluate) {
   EXPECT_LE(std::abs(b - a) / a, 2e-3) << "f16 " << a << " q8_0 " << b;
   EXPECT_TRUE(std::isfinite(c) && c > 1.0) << c;
   EXPECT_NE(c, a);
+  std::filesystem::remove_all(dir);
+}
+
+// The integer kernels (the default for quantized files) against the exact path on llama.cpp's
+// Q4_K_M file (q4_K and q6_K tensors): PPL within 0.2 % (issue 20's bound), the kernel report
+// naming what ran, and the same bits at every kernel level CALQ_KERNEL_LEVEL can force.
+TEST(CliGgufReference, IntegerKernelsMatchTheExactPath) {
+  CALQ_REQUIRE_SHARED("peer-tests/llama.cpp-quants/calq-ref-llama-Q4_K_M.gguf");
+  const auto shared = testing::shared_dir();
+  const auto dir = testing::temp_dir("cli_gguf_int_kernels");
+  const std::string args = "--model " + (shared / "peer-tests/llama.cpp-quants/calq-ref-llama-Q4_K_M.gguf").string() +
+                           " --text " + (shared / "data/heldout.txt").string();
+  const auto fast = eval_json(args + " --ctx 512 --max-windows 4", dir / "fast.json");
+  const auto exact = eval_json(args + " --ctx 512 --max-windows 4 --exact", dir / "exact.json");
+  ASSERT_FALSE(fast.empty());
+  ASSERT_FALSE(exact.empty());
+  const double a = exact["ppl"].get<double>(), b = fast["ppl"].get<double>();
+  EXPECT_NE(a, b);  // the activations really were quantized
+  EXPECT_LE(std::abs(b - a) / a, 2e-3) << "exact " << a << " integer " << b;
+  const std::string level = fast["kernels"]["level"].get<std::string>();
+  EXPECT_EQ(level, kernel_level_name(detected_kernel_level()));
+  const auto& calls = fast["kernels"]["calls"];
+  EXPECT_TRUE(calls.contains("int8/" + level + "/q4_k")) << calls.dump();
+  EXPECT_TRUE(calls.contains("int8/" + level + "/q6_k")) << calls.dump();
+  for (const auto& [key, n] : exact["kernels"]["calls"].items()) EXPECT_EQ(key.rfind("float/", 0), 0u) << key;
+  // Every level the machine has gives the same per-window NLL, bit for bit (one short window).
+  const auto best = eval_json(args + " --ctx 96 --max-windows 1", dir / "best.json");
+  for (const KernelLevel forced_level : {KernelLevel::kAvx2, KernelLevel::kScalar}) {
+    if (static_cast<int>(forced_level) > static_cast<int>(detected_kernel_level())) continue;
+    const std::string name(kernel_level_name(forced_level));
+    ::setenv("CALQ_KERNEL_LEVEL", name.c_str(), 1);
+    const auto forced = eval_json(args + " --ctx 96 --max-windows 1", dir / "forced.json");
+    ::unsetenv("CALQ_KERNEL_LEVEL");
+    ASSERT_FALSE(forced.empty());
+    EXPECT_EQ(forced["kernels"]["level"], name);
+    EXPECT_EQ(forced["nll_per_window"], best["nll_per_window"]) << name;
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -22,6 +22,7 @@ struct CalibrateFlags {
   std::vector<std::string> merge;
   size_t threads = 0;
   bool force = false;
+  bool exact = false;
   bool quiet = false;
 };
 
@@ -46,7 +47,7 @@ void run_calibrate(const CalibrateFlags& f) {
     fail(ErrorKind::kInvalidArgument, "calq calibrate needs --model and --calib (or --merge FILES)");
   }
   const CalibrateReport r = calibrate({.model = f.model, .out = f.out, .data = f.calib, .stats = f.stats,
-                                       .threads = f.threads, .force = f.force,
+                                       .threads = f.threads, .force = f.force, .exact = f.exact,
                                        .progress = progress_printer("calq calibrate", f.quiet)});
   if (!f.quiet) print_summary(r);
   const double tokens = static_cast<double>(r.samples * r.seq_len);
@@ -70,6 +71,9 @@ void register_calibrate(CLI::App& app) {
   cmd->add_option("--merge", flags->merge, "Combine these statistics files into --out instead")->expected(2, 1 << 16);
   cmd->add_option("--threads", flags->threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--force", flags->force, "Overwrite an existing output file");
+  cmd->add_flag("--exact", flags->exact,
+                "Run the forward pass on the exact path (OpenBLAS sgemm) instead of the fast kernels (AVX-512 FMA on "
+                "float weights, 8-bit integer dot products on GGUF block types)");
   cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_calibrate(*flags); });
 }

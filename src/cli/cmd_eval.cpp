@@ -70,6 +70,13 @@ void print_header(const EvalReport& r) {
   fmt::print("tokens      {} (sha256 {})\n", r.n_tokens, r.token_ids_sha256);
 }
 
+// One line: the kernel level in use and the matmul calls per kernel (the integer path, or float).
+void print_kernels(const EvalReport& r) {
+  std::string calls;
+  for (const auto& [key, n] : r.kernel_calls) calls += fmt::format("{}{} ×{}", calls.empty() ? "" : ", ", key, n);
+  fmt::print("kernels: level {}; {}\n", r.kernel_level, calls.empty() ? "no matmuls" : calls);
+}
+
 void print_single(const EvalReport& r) {
   const ModelScore& m = r.models.front();
   fmt::print("model       {} ({}, {})\n", m.model, m.format, m.architecture);
@@ -123,6 +130,7 @@ void run_eval(EvalFlags& f) {
   f.job.progress = progress_printer("calq eval", f.quiet, f.job.ctx, "evaluate");
   const EvalReport r = evaluate(f.job);
   const bool has_reference = !f.job.reference.empty();
+  print_kernels(r);
   if (r.has_text) {
     if (has_reference) {
       print_compare(r);
@@ -175,6 +183,9 @@ void register_eval(CLI::App& app) {
                   "sha256, checked against the model's file");
   cmd->add_flag("--adapter-skip-hash-check", flags->job.adapter_skip_hash_check,
                 "Load --adapter without checking its base model's sha256 (e.g. adapters trained elsewhere)");
+  cmd->add_flag("--exact", flags->job.exact,
+                "Run the models on the exact path (OpenBLAS sgemm; quantized weights dequantized to float32) instead "
+                "of the fast kernels: 8-bit integer dot products for GGUF block types, AVX-512 FMA for float weights");
   cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_eval(*flags); });
 }

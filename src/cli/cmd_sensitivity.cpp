@@ -29,6 +29,7 @@ struct SensitivityFlags {
   int64_t max_windows = 8;
   std::string json_out;
   std::string svg_out;
+  bool exact = false;
   size_t threads = 0;
   bool quiet = false;
 };
@@ -39,7 +40,7 @@ void run_sensitivity(const SensitivityFlags& f) {
       {.model = f.model, .eval_text = f.eval_text, .formats = f.formats, .granularity = f.granularity,
        .method = f.method, .observer = f.observer, .calibration = f.calib, .stats = f.stats,
        .use_importance = !f.no_importance, .include_head = !f.no_head, .ctx = f.ctx, .max_windows = f.max_windows,
-       .json_out = f.json_out, .svg_out = f.svg_out, .threads = f.threads,
+       .json_out = f.json_out, .svg_out = f.svg_out, .exact = f.exact, .threads = f.threads,
        .progress = progress_printer("calq sensitivity", f.quiet, f.ctx)});
   fmt::print("{}", r.table);
   fmt::print("{} entries x {} formats: {} evaluations of {} windows x {} tokens, {:.1f} s\n", r.entries.size(),
@@ -74,6 +75,9 @@ void register_sensitivity(CLI::App& app) {
   cmd->add_option("--json", flags->json_out, "Write the sensitivity map as JSON");
   cmd->add_option("--svg", flags->svg_out, "Write the heat-map (several formats: one file each, NAME-<format>.svg)");
   cmd->add_option("--threads", flags->threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_flag("--exact", flags->exact,
+                "Run the forward passes on the exact path (OpenBLAS sgemm, quantized weights dequantized) instead of "
+                "the fast kernels");
   cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_sensitivity(*flags); });
 }

@@ -258,12 +258,14 @@ CompareReport compare_models(const model::Model& ref, std::span<const model::Mod
   pool.parallel_for(0, nw, Grain{.min_items = 1}, [&](size_t w0, size_t w1) {
     std::vector<double> ref_log_z(static_cast<size_t>(rows));
     std::vector<int64_t> ref_top(static_cast<size_t>(rows));
+    // The chunk's two logits buffers, reused for every window and candidate (model::forward_into).
+    std::vector<float> ref_logits(static_cast<size_t>(ctx * vocab)), q_logits(ref_logits.size());
     for (size_t w = w0; w < w1; ++w) {
       const auto window = ids.subspan(w * static_cast<size_t>(ctx), static_cast<size_t>(ctx));
       auto t0 = Clock::now();
-      const Tensor ref_logits = model::forward(ref, window, pool);
+      model::forward_into(ref, window, ref_logits.data(), pool);
       ref_seconds[w] = seconds_since(t0);
-      const float* rl = ref_logits.f32();
+      const float* rl = ref_logits.data();
       nll_ref[w] = sequence_nll(rl, ctx, vocab, window.subspan(1));
       for (int64_t t = 0; t < rows; ++t) {
         const float* row = rl + t * vocab;
@@ -278,9 +280,9 @@ CompareReport compare_models(const model::Model& ref, std::span<const model::Mod
       for (size_t c = 0; c < candidates.size(); ++c) {
         CandidateAccum& a = acc[c];
         t0 = Clock::now();
-        const Tensor q_logits = model::forward(*candidates[c], window, pool);  // freed before the next one
+        model::forward_into(*candidates[c], window, q_logits.data(), pool);
         a.seconds[w] = seconds_since(t0);
-        const float* ql = q_logits.f32();
+        const float* ql = q_logits.data();
         a.nll[w] = sequence_nll(ql, ctx, vocab, window.subspan(1));
         double kl_sum = 0.0;
         int64_t agree = 0;

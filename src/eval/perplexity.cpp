@@ -1,5 +1,6 @@
 #include "eval/perplexity.h"
 
+#include <vector>
 #include <chrono>
 #include <cmath>
 #include <mutex>
@@ -51,10 +52,12 @@ PerplexityResult evaluate_perplexity(const model::Model& model, std::span<const 
   int64_t done = 0;
   const auto start = std::chrono::steady_clock::now();
   pool.parallel_for(0, static_cast<size_t>(n_windows), Grain{.min_items = 1}, [&](size_t w0, size_t w1) {
+    // One logits buffer for all the windows of this chunk (see model::forward_into).
+    std::vector<float> logits(static_cast<size_t>(ctx * model.config.vocab_size));
     for (size_t w = w0; w < w1; ++w) {
       const auto window = ids.subspan(w * static_cast<size_t>(ctx), static_cast<size_t>(ctx));
-      const Tensor logits = model::forward(model, window, pool);
-      r.nll_per_window[w] = sequence_nll(logits.f32(), ctx, model.config.vocab_size, window.subspan(1));
+      model::forward_into(model, window, logits.data(), pool);
+      r.nll_per_window[w] = sequence_nll(logits.data(), ctx, model.config.vocab_size, window.subspan(1));
       if (options.on_progress) {
         std::lock_guard lock(progress_mutex);
         options.on_progress(++done, n_windows);

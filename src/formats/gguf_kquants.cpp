@@ -6,6 +6,7 @@
 #include "formats/format.h"
 #include "formats/gguf_kquants.h"
 #include "formats/grid.h"
+#include "formats/int_dot.h"
 
 namespace calq {
 
@@ -74,9 +75,37 @@ kquant::SymmetricSpec symmetric_spec(KType t, bool weighted) {
   return s;
 }
 
+class KQuantIntCodec final : public IntRowCodec {
+ public:
+  explicit KQuantIntCodec(KType t)
+      : IntRowCodec(t == KType::kQ4 || t == KType::kQ5 ? 32 : 16, max_code(t)), type_(t) {}
+  void decode_row(const std::byte* row, int64_t cols, uint8_t* u, float* scale, float* offset) const override {
+    switch (type_) {
+      case KType::kQ2: return kquant::decode_int_q2_k(row, cols, u, scale, offset);
+      case KType::kQ3: return kquant::decode_int_q3_k(row, cols, u, scale, offset);
+      case KType::kQ4: return kquant::decode_int_q4_k(row, cols, u, scale, offset);
+      case KType::kQ5: return kquant::decode_int_q5_k(row, cols, u, scale, offset);
+      case KType::kQ6: return kquant::decode_int_q6_k(row, cols, u, scale, offset);
+    }
+  }
+
+ private:
+  static int max_code(KType t) {
+    switch (t) {
+      case KType::kQ2: return 3;
+      case KType::kQ3: return 7;
+      case KType::kQ4: return 15;
+      case KType::kQ5: return 31;
+      case KType::kQ6: return 63;
+    }
+    return 255;
+  }
+  KType type_;
+};
+
 class KQuantFormat final : public RowFormat {
  public:
-  explicit KQuantFormat(KType t) : type_(t) {
+  explicit KQuantFormat(KType t) : type_(t), int_codec_(t) {
     const KInfo i = info(t);
     traits_ = FormatTraits{
         .name = i.name,
@@ -91,6 +120,7 @@ class KQuantFormat final : public RowFormat {
   }
   const FormatTraits& traits() const override { return traits_; }
   const GridCodec* grid_codec() const override { return grid_codec_.get(); }
+  const IntRowCodec* int_row_codec() const override { return &int_codec_; }
   // The codec refers to this format, so the family's make_ function makes it once the format exists.
   void make_grid_codec() { grid_codec_ = make_gguf_grid_codec(*this); }
 
@@ -145,6 +175,7 @@ class KQuantFormat final : public RowFormat {
   }
 
   KType type_;
+  KQuantIntCodec int_codec_;
   FormatTraits traits_;
   std::unique_ptr<GridCodec> grid_codec_;
 };

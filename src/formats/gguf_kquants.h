@@ -136,6 +136,13 @@ void decode_q3_k(const std::byte* in, int64_t n, float* out);
 void decode_q4_k(const std::byte* in, int64_t n, float* out);
 void decode_q5_k(const std::byte* in, int64_t n, float* out);
 void decode_q6_k(const std::byte* in, int64_t n, float* out);
+// Integer forms for the integer matmul (int_dot.h): value = scale[sub]·u + offset[sub], one
+// scale/offset per sub-block (16 for q2/q3/q6_K, 32 for q4/q5_K), u the unsigned code.
+void decode_int_q2_k(const std::byte* in, int64_t n, uint8_t* u, float* scale, float* offset);
+void decode_int_q3_k(const std::byte* in, int64_t n, uint8_t* u, float* scale, float* offset);
+void decode_int_q4_k(const std::byte* in, int64_t n, uint8_t* u, float* scale, float* offset);
+void decode_int_q5_k(const std::byte* in, int64_t n, uint8_t* u, float* scale, float* offset);
+void decode_int_q6_k(const std::byte* in, int64_t n, uint8_t* u, float* scale, float* offset);
 // AVX2 decoders, bit-identical to the scalar ones (fall back to them without AVX2).
 void decode_q4_k_fast(const std::byte* in, int64_t n, float* out);
 void decode_q6_k_fast(const std::byte* in, int64_t n, float* out);

@@ -218,3 +218,89 @@ void decode_q6_k(const std::byte* in, int64_t n, float* out) {
 }
 
 }  // namespace calq::kquant
+
+// ---- Integer codecs (int_dot.h): the decoders above with each value split as scale·u + offset ----
+
+namespace calq::kquant {
+
+void decode_int_q2_k(const std::byte* in, int64_t n, uint8_t* u, float* scale, float* offset) {
+  for (int64_t blk = 0; blk < n / kSuper; ++blk, in += kQ2Bytes, u += kSuper, scale += 16, offset += 16) {
+    const uint8_t* p = bytes(in);
+    const float d = load_f16(in + kQ2D), dmin = load_f16(in + kQ2Dmin);
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t s = p[kQ2Scales + j];
+      scale[j] = d * float(s & 15);
+      offset[j] = -(dmin * float(s >> 4));
+    }
+    for (int e = 0; e < kSuper; ++e) u[e] = uint8_t((p[kQ2Qs + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3);
+  }
+}
+
+void decode_int_q3_k(const std::byte* in, int64_t n, uint8_t* u, float* scale, float* offset) {
+  for (int64_t blk = 0; blk < n / kSuper; ++blk, in += kQ3Bytes, u += kSuper, scale += 16, offset += 16) {
+    const uint8_t* p = bytes(in);
+    const uint8_t* s = p + kQ3Scales;
+    const float d = load_f16(in + kQ3D);
+    for (int j = 0; j < 16; ++j) {
+      const int c = ((s[j % 8] >> (j < 8 ? 0 : 4)) & 15) | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
+      scale[j] = d * float(c - 32);
+      offset[j] = -4.0f * scale[j];
+    }
+    for (int e = 0; e < kSuper; ++e) {
+      const int lo = (p[kQ3Qs + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+      const int hi = (p[kQ3Hmask + e % 32] >> (e / 32)) & 1;
+      u[e] = uint8_t(lo + 4 * hi);
+    }
+  }
+}
+
+// q4_K and q5_K share scales and low nibbles; q5_K adds the fifth bit from qh.
+static void decode_int_q45_k(const std::byte* in, int64_t n, bool five, uint8_t* u, float* scale, float* offset) {
+  const size_t bb = five ? kQ5Bytes : kQ4Bytes;
+  const size_t d_at = five ? kQ5D : kQ4D, dmin_at = five ? kQ5Dmin : kQ4Dmin;
+  const size_t sc_at = five ? kQ5Scales : kQ4Scales, qs_at = five ? kQ5Qs : kQ4Qs;
+  for (int64_t blk = 0; blk < n / kSuper; ++blk, in += bb, u += kSuper, scale += 8, offset += 8) {
+    const uint8_t* p = bytes(in);
+    const float d = load_f16(in + d_at), dmin = load_f16(in + dmin_at);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, mn;
+      unpack_scale_k4(p + sc_at, j, sc, mn);
+      scale[j] = d * float(sc);
+      offset[j] = -(dmin * float(mn));
+      const uint8_t* q = p + qs_at + 32 * (j / 2);
+      const int shift = 4 * (j % 2);
+      for (int l = 0; l < 32; ++l) {
+        int v = (q[l] >> shift) & 15;
+        if (five) v |= ((p[kQ5Qh + l] >> j) & 1) << 4;
+        u[32 * j + l] = uint8_t(v);
+      }
+    }
+  }
+}
+
+void decode_int_q4_k(const std::byte* in, int64_t n, uint8_t* u, float* scale, float* offset) {
+  decode_int_q45_k(in, n, false, u, scale, offset);
+}
+
+void decode_int_q5_k(const std::byte* in, int64_t n, uint8_t* u, float* scale, float* offset) {
+  decode_int_q45_k(in, n, true, u, scale, offset);
+}
+
+void decode_int_q6_k(const std::byte* in, int64_t n, uint8_t* u, float* scale, float* offset) {
+  for (int64_t blk = 0; blk < n / kSuper; ++blk, in += kQ6Bytes, u += kSuper, scale += 16, offset += 16) {
+    const uint8_t* p = bytes(in);
+    const float d = load_f16(in + kQ6D);
+    for (int j = 0; j < 16; ++j) {
+      scale[j] = d * float(static_cast<int8_t>(p[kQ6Scales + j]));
+      offset[j] = -32.0f * scale[j];
+    }
+    for (int e = 0; e < kSuper; ++e) {
+      const int h = e / 128, r = e % 128;
+      const int lo = (p[kQ6Ql + 64 * h + r % 64] >> (r < 64 ? 0 : 4)) & 15;
+      const int hi = (p[kQ6Qh + 32 * h + r % 32] >> (2 * (r / 32))) & 3;
+      u[e] = uint8_t(lo | (hi << 4));
+    }
+  }
+}
+
+}  // namespace calq::kquant

@@ -17,6 +17,7 @@
 #include "formats/format_util.h"
 #include "formats/grid.h"
 #include "formats/gguf_legacy_simd.h"
+#include "formats/int_dot.h"
 #include "formats/quant_search.h"
 
 namespace calq {
@@ -49,9 +50,45 @@ size_t block_bytes(const LegacySpec& s) {
   return (s.affine ? 4 : 2) + (s.bits == 5 ? 4 : 0) + kBlock / 2;
 }
 
+// Rows as integer codes (int_dot.h), one block per 32 elements: u = q for the 4/5-bit types with
+// scale d and offset −bias·d (q4_0, q5_0) or m (q4_1, q5_1); q8_0 u = q + 128, offset −128·d.
+class LegacyIntCodec final : public IntRowCodec {
+ public:
+  explicit LegacyIntCodec(const LegacySpec& spec)
+      : IntRowCodec(kBlock, spec.bits == 8 ? 255 : (1 << spec.bits) - 1), spec_(spec) {}
+  void decode_row(const std::byte* row, int64_t cols, uint8_t* u, float* scale, float* offset) const override {
+    const size_t bb = block_bytes(spec_);
+    for (int64_t b = 0; b < cols / kBlock; ++b, row += bb, u += kBlock) {
+      const float d = load_f16(row);
+      const auto* p = reinterpret_cast<const uint8_t*>(row);
+      scale[b] = d;
+      if (spec_.bits == 8) {
+        for (int j = 0; j < kBlock; ++j) u[j] = static_cast<uint8_t>(static_cast<int8_t>(p[2 + j]) + 128);
+        offset[b] = -128.0f * d;
+        continue;
+      }
+      size_t off = spec_.affine ? 4 : 2;
+      uint32_t qh = 0;
+      if (spec_.bits == 5) {
+        std::memcpy(&qh, row + off, 4);
+        off += 4;
+      }
+      const uint8_t* qs = p + off;
+      for (int j = 0; j < kBlock / 2; ++j) {
+        u[j] = static_cast<uint8_t>((qs[j] & 0x0f) | (((qh >> j) & 1u) << 4));
+        u[j + 16] = static_cast<uint8_t>((qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4));
+      }
+      offset[b] = spec_.affine ? load_f16(row + 2) : -static_cast<float>(spec_.bits == 5 ? 16 : 8) * d;
+    }
+  }
+
+ private:
+  LegacySpec spec_;
+};
+
 class LegacyFormat final : public RowFormat {
  public:
-  explicit LegacyFormat(const LegacySpec& spec) : spec_(spec) {
+  explicit LegacyFormat(const LegacySpec& spec) : spec_(spec), int_codec_(spec) {
     const size_t bb = block_bytes(spec);
     traits_ = FormatTraits{
         .name = spec.name,
@@ -66,6 +103,7 @@ class LegacyFormat final : public RowFormat {
   }
   const FormatTraits& traits() const override { return traits_; }
   const GridCodec* grid_codec() const override { return grid_codec_.get(); }
+  const IntRowCodec* int_row_codec() const override { return &int_codec_; }
   // The codec refers to this format, so the family's make_ function makes it once the format exists.
   void make_grid_codec() { grid_codec_ = make_gguf_grid_codec(*this); }
 
@@ -174,6 +212,7 @@ class LegacyFormat final : public RowFormat {
   }
 
   LegacySpec spec_;
+  LegacyIntCodec int_codec_;
   FormatTraits traits_;
   std::unique_ptr<GridCodec> grid_codec_;
 };

@@ -264,7 +264,8 @@ void output_logits(const Model& m, const float* hidden, int64_t seq_len, float* 
   linear_nt(pool, normed.data(), m.output.cols(), seq_len, m.output, logits, m.output.rows());
 }
 
-Tensor forward(const Model& m, std::span<const int32_t> ids, ThreadPool& pool, const LinearHook* hook) {
+void forward_into(const Model& m, std::span<const int32_t> ids, float* logits, ThreadPool& pool,
+                  const LinearHook* hook) {
   const auto seq_len = static_cast<int64_t>(ids.size());
   std::vector<float> hidden(static_cast<size_t>(seq_len * m.config.hidden_size));
   embed_tokens(m, ids, hidden.data());
@@ -273,8 +274,12 @@ Tensor forward(const Model& m, std::span<const int32_t> ids, ThreadPool& pool, c
     decoder_layer_forward(m.config, m.layers[i], static_cast<int64_t>(i), hidden.data(), seq_len, scratch, pool,
                           hook);
   }
-  Tensor logits = Tensor::zeros(DType::kF32, {seq_len, m.config.vocab_size});
-  output_logits(m, hidden.data(), seq_len, logits.mutable_f32(), pool, hook);
+  output_logits(m, hidden.data(), seq_len, logits, pool, hook);
+}
+
+Tensor forward(const Model& m, std::span<const int32_t> ids, ThreadPool& pool, const LinearHook* hook) {
+  Tensor logits = Tensor::zeros(DType::kF32, {static_cast<int64_t>(ids.size()), m.config.vocab_size});
+  forward_into(m, ids, logits.mutable_f32(), pool, hook);
   return logits;
 }
 

@@ -73,6 +73,10 @@ void output_logits(const Model& model, const float* hidden, int64_t seq_len, flo
 // Whole model on one sequence: returns logits [ids.size(), vocab].
 Tensor forward(const Model& model, std::span<const int32_t> ids, ThreadPool& pool,
                const LinearHook* hook = nullptr);
+// The same into logits[ids.size() × vocab] (every element written): loops over many windows reuse
+// one buffer instead of faulting in a fresh one per window (32 MiB at ctx 512 and vocab 16384).
+void forward_into(const Model& model, std::span<const int32_t> ids, float* logits, ThreadPool& pool,
+                  const LinearHook* hook = nullptr);
 
 // Building blocks, exposed for tests and for the calibration pipeline.
 // y[rows, out] = x·Wᵀ (+= with accumulate) for the layer's linear `role` (linear_nt), plus its LoRA

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "core/matmul.h"
+#include "formats/float_gemm.h"
+#include "formats/int_dot.h"
 
 namespace calq::model {
 namespace {
@@ -19,12 +21,35 @@ constexpr Grain kActColumnGrain{.min_items = 64};
 // The product of x with the weight as stored (no activation quantization).
 void plain_product(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const LinearWeight& w, float* y,
                    int64_t ldy, bool accumulate) {
+  const bool fast = w.fast_kernels() && !w.act_quant().enabled();
   if (w.is_quantized()) {
-    matmul_nt_quantized(pool, QuantMatmulArgs{.x = x, .ldx = ldx, .w = &w.quantized(), .y = y, .ldy = ldy, .m = m,
+    const QuantizedTensor& q = w.quantized();
+    if (fast && int_matmul_supported(q)) {
+      int_matmul(pool, QuantMatmulArgs{.x = x, .ldx = ldx, .w = &q, .y = y, .ldy = ldy, .m = m,
+                                       .accumulate = accumulate});
+      return;
+    }
+    const bool f16 = q.format->name() == "f16", bf16 = q.format->name() == "bf16";
+    if (fast && (f16 || bf16) && float_gemm_available()) {
+      count_kernel_call("float-avx512/" + q.format->name());
+      float_gemm(pool, FloatGemmArgs{.x = x, .ldx = ldx, .w = q.bytes.data(), .ldw = q.cols,
+                                     .type = f16 ? FloatWeight::kF16 : FloatWeight::kBF16, .y = y, .ldy = ldy,
+                                     .m = m, .n = q.rows, .k = q.cols, .accumulate = accumulate});
+      return;
+    }
+    count_kernel_call("float/" + q.format->name());
+    matmul_nt_quantized(pool, QuantMatmulArgs{.x = x, .ldx = ldx, .w = &q, .y = y, .ldy = ldy, .m = m,
                                               .accumulate = accumulate});
     return;
   }
   const Tensor& d = w.dense();
+  if (fast && float_gemm_available()) {
+    count_kernel_call("float-avx512/f32");
+    float_gemm(pool, FloatGemmArgs{.x = x, .ldx = ldx, .w = d.f32(), .ldw = d.dim(1), .type = FloatWeight::kF32,
+                                   .y = y, .ldy = ldy, .m = m, .n = d.dim(0), .k = d.dim(1), .accumulate = accumulate});
+    return;
+  }
+  count_kernel_call("float/f32");
   matmul_nt(pool, MatmulArgs{.x = x, .ldx = ldx, .w = d.f32(), .ldw = d.dim(1), .y = y, .ldy = ldy, .m = m,
                              .n = d.dim(0), .k = d.dim(1), .accumulate = accumulate});
 }

@@ -117,6 +117,16 @@ class LinearWeight {
   ActivationQuantCounts act_quant_counts() const;
   void reset_act_quant_counts() const;
 
+  // Whether linear_nt uses the fast kernels for this weight (issue 20), off by default (the exact
+  // path: OpenBLAS sgemm, a quantized weight dequantized to float32 block by block):
+  //  * a format with an integer codec (every GGUF block type): formats/int_dot.h — x quantized per
+  //    block to 8 bits, integer dot products;
+  //  * float32 weights and the f16/bf16 formats: formats/float_gemm.h — AVX-512 FMA on the weights as
+  //    stored, fp32 accumulation (where the CPU has AVX-512; else the exact path);
+  //  * anything else, or while activation quantization is enabled: the exact path.
+  bool fast_kernels() const { return fast_kernels_; }
+  void set_fast_kernels(bool on) { fast_kernels_ = on; }
+
  private:
   struct Counters {
     std::atomic<int64_t> calls{0}, rows{0}, columns{0}, outlier_columns{0}, saturated{0};
@@ -127,6 +137,7 @@ class LinearWeight {
   QuantizedTensor quant_;
   ActivationQuant act_quant_;
   std::shared_ptr<Counters> counters_;  // set when act_quant_ is enabled
+  bool fast_kernels_ = false;
 };
 
 // y[m, w.rows] (+)= x[m, w.cols] · Wᵀ with row strides ldx/ldy (matmul_nt or matmul_nt_quantized).

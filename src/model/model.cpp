@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "formats/format.h"
+#include "formats/int_dot.h"
 #include "io/safetensors.h"
 #include "model/gguf_model.h"
 #include "model/loader_util.h"
@@ -107,6 +108,17 @@ bool Model::has_adapters() const {
 
 bool Model::has_transforms() const {
   return std::any_of(layers.begin(), layers.end(), [](const LayerWeights& l) { return l.has_transforms(); });
+}
+
+void set_fast_kernels(Model& model, bool on, bool float_only) {
+  const auto set = [&](LinearWeight& w) {
+    const bool integer = w.is_quantized() && int_matmul_supported(w.quantized());
+    w.set_fast_kernels(on && !(float_only && integer));
+  };
+  for (LayerWeights& l : model.layers) {
+    for (TensorRole role : kLayerLinearRoles) set(l.linear(role));
+  }
+  set(model.output);
 }
 
 Shape expected_shape(const ModelConfig& c, TensorRole role) {

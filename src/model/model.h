@@ -102,6 +102,13 @@ struct Model {
   double bits_per_weight() const;
 };
 
+// LinearWeight::set_fast_kernels on every linear of the model: the layers' and the head (the
+// fast kernels of issue 20; off, the exact path, is what loading gives). With float_only, weights
+// the integer kernels would take (a format with an integer codec) are left on the exact path: a
+// full-precision reference then runs the fast float kernel (rounding order only) and never
+// quantizes its activations.
+void set_fast_kernels(Model& model, bool on, bool float_only = false);
+
 // The shape the architecture expects for a role.
 Shape expected_shape(const ModelConfig& config, TensorRole role);
 

@@ -45,15 +45,18 @@ void KldEvaluator::candidate_pass(std::span<const model::Model* const> candidate
   // One (candidate, window) forward per item: enough items to keep every worker busy even when
   // the slice has fewer windows than threads.
   pool_.parallel_for(0, candidates.size() * static_cast<size_t>(nw), Grain{.min_items = 1}, [&](size_t i0, size_t i1) {
+    // One logits buffer for the chunk's forwards (model::forward_into).
+    std::vector<float> logits(static_cast<size_t>(ctx * vocab));
     for (size_t i = i0; i < i1; ++i) {
       const size_t c = i / static_cast<size_t>(nw);
       const int64_t w = w0 + static_cast<int64_t>(i % static_cast<size_t>(nw));
       const RefWindow& ref = refs[static_cast<size_t>(w - w0)];
-      const Tensor logits = model::forward(
-          *candidates[c], std::span(ids_).subspan(static_cast<size_t>(w * ctx), static_cast<size_t>(ctx)), pool_);
+      model::forward_into(*candidates[c],
+                          std::span(ids_).subspan(static_cast<size_t>(w * ctx), static_cast<size_t>(ctx)),
+                          logits.data(), pool_);
       double sum = 0.0;
       for (int64_t t = 0; t < ctx - 1; ++t) {
-        const float* q = logits.f32() + t * vocab;
+        const float* q = logits.data() + t * vocab;
         sum += eval::kl_divergence_row(ref.logits.f32() + t * vocab, ref.log_z[static_cast<size_t>(t)], q,
                                        eval::log_sum_exp(q, vocab), vocab);
       }
