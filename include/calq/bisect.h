@@ -28,6 +28,8 @@ struct BisectJob {
   int64_t ctx = 512;
   int64_t max_windows = 8;  // 0 = the whole text
   std::string json_out;     // write the steps and the result here; "" = not
+  // The forward passes on the exact path instead of the fast kernels (calq/evaluate.h, EvalJob::exact).
+  bool exact = false;
   size_t threads = 0;
   ProgressFn progress;
 };

@@ -62,6 +62,13 @@ def test_quantize_then_evaluate(tmp_path):
     lo, hi = score["kld_ci"]
     assert lo <= score["kld"] <= hi
     assert score["top1_agreement"] > 0.9
+    # The q8_0 model ran on the integer kernels (the default); exact=True dequantizes instead.
+    calls = e["report"]["kernels"]["calls"]
+    assert any(k.startswith("int8/") and k.endswith("/q8_0") for k in calls), calls
+    x = calq.evaluate(reference=str(REF), models=[str(out)], text=str(HELDOUT), ctx=128, max_windows=4, threads=2,
+                      exact=True)
+    assert all(k.startswith("float") for k in x["report"]["kernels"]["calls"]), x["report"]["kernels"]
+    assert 0 < x["models"][0]["kld"] < 0.01
 
 
 @needs_shared

@@ -14,6 +14,7 @@
 #include "core/thread_pool.h"
 #include "io/dataset/calib_data.h"
 #include "model/block_topology.h"
+#include "model/model.h"
 #include "pipeline/bisect.h"
 #include "pipeline/model_quantize.h"
 #include "pipeline/sequential.h"
@@ -79,9 +80,12 @@ BisectReport bisect(const BisectJob& job) {
 
   ThreadPool pool(job.threads);
   report("load", 0, 0, fmt::format("loading {} and {}", job.model, job.quantized));
-  const api::LoadedModel fp = api::load_model(job.model, pool, {.keep_source_dtype = true});
-  const api::LoadedModel q = api::load_model(job.quantized, pool, {.keep_source_dtype = true});
+  api::LoadedModel fp = api::load_model(job.model, pool, {.keep_source_dtype = true});
+  api::LoadedModel q = api::load_model(job.quantized, pool, {.keep_source_dtype = true});
   pipeline::check_same_layout(fp.model, q.model);
+  // Hybrids copy their weights' kernel choice from both models (and the requantized donor below).
+  model::set_fast_kernels(fp.model, !job.exact);
+  model::set_fast_kernels(q.model, !job.exact);
   std::string source;
   const io::Tokenizer tokenizer = api::load_model_tokenizer(fp.location, fp.gguf.get(), job.tokenizer, source);
   const std::vector<int32_t> ids = api::load_eval_ids(job.eval_text, tokenizer);
@@ -91,6 +95,7 @@ BisectReport bisect(const BisectJob& job) {
   if (restore_format != nullptr) {
     requantized.emplace(api::load_model(job.model, pool, {.keep_source_dtype = true}));
     pipeline::quantize_model(requantized->model, {.format = restore_format}, {}, {}, nullptr, nullptr, pool);
+    model::set_fast_kernels(requantized->model, !job.exact);
   }
   const model::Model& donor = requantized ? requantized->model : fp.model;
   pipeline::KldEvaluator evaluator(fp.model, ids, {.ctx = job.ctx, .max_windows = job.max_windows}, pool);

@@ -23,6 +23,7 @@
 #include "core/stopwatch.h"
 #include "core/thread_pool.h"
 #include "model/gguf_export.h"
+#include "model/model.h"
 #include "pipeline/bit_alloc.h"
 #include "pipeline/model_quantize.h"
 #include "pipeline/sensitivity_report.h"
@@ -282,7 +283,8 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   out.peak_rss_mib = peak_rss_mib();
   if (verify) {
     // The full-precision reference, loaded again: `m` was quantized in place.
-    const LoadedModel ref = load_model(job.model, pool, {.keep_source_dtype = true});
+    LoadedModel ref = load_model(job.model, pool, {.keep_source_dtype = true});
+    model::set_fast_kernels(ref.model, true, /*float_only=*/true);
     report("verify", 0, 0, "");
     out.verify = verify_allocation(*verify, ref.model, job.out, *alloc, pool);
   }

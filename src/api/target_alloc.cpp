@@ -10,6 +10,7 @@
 #include "core/mapped_file.h"
 #include "eval/compare.h"
 #include "model/gguf_model.h"
+#include "model/model.h"
 
 namespace calq::api {
 
@@ -98,7 +99,9 @@ VerifyPlan plan_verify(const TargetOptions& f, const pipeline::SensitivityFile& 
 VerifyReport verify_allocation(const VerifyPlan& p, const model::Model& ref, const std::string& out,
                        const pipeline::TargetAllocation& a, ThreadPool& pool) {
   // The file as written, not the model in memory: what a user will run.
-  const model::Model q = model::load_gguf_model(std::filesystem::path(out), pool);
+  // On the fast kernels, as the sensitivity map that predicted the KLD was measured.
+  model::Model q = model::load_gguf_model(std::filesystem::path(out), pool);
+  model::set_fast_kernels(q, true);
   const model::Model* candidates[] = {&q};
   const eval::CompareReport rep =
       eval::compare_models(ref, candidates, p.ids, {.ctx = p.ctx, .max_windows = p.windows}, pool);

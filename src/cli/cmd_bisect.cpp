@@ -114,6 +114,9 @@ void register_bisect(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   cmd->add_option("--tokenizer", flags->job.tokenizer, "tokenizer.json instead of the model's own");
   cmd->add_option("--json", flags->job.json_out, "Write the steps and the result as JSON");
+  cmd->add_flag("--exact", flags->job.exact,
+                "Run the forward passes on the exact path (OpenBLAS sgemm, quantized weights dequantized) instead of "
+                "the fast kernels");
   cmd->add_flag("--calib-check", flags->calib_check,
                 "Instead: compare the activation statistics of --calib with those of --eval-text (as calq calib-check)");
   cmd->add_option("--calib", flags->check.calib,

@@ -79,7 +79,9 @@ class KQuantIntCodec final : public IntRowCodec {
  public:
   explicit KQuantIntCodec(KType t)
       : IntRowCodec(t == KType::kQ4 || t == KType::kQ5 ? 32 : 16, max_code(t)), type_(t) {}
-  void decode_row(const std::byte* row, int64_t cols, uint8_t* u, float* scale, float* offset) const override {
+  void decode_row(const std::byte* data, int64_t, int64_t cols, int64_t r, uint8_t* u, float* scale,
+                  float* offset) const override {
+    const std::byte* row = data + r * (cols / kSuper) * static_cast<int64_t>(info(type_).block_bytes);
     switch (type_) {
       case KType::kQ2: return kquant::decode_int_q2_k(row, cols, u, scale, offset);
       case KType::kQ3: return kquant::decode_int_q3_k(row, cols, u, scale, offset);

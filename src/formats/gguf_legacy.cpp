@@ -56,8 +56,10 @@ class LegacyIntCodec final : public IntRowCodec {
  public:
   explicit LegacyIntCodec(const LegacySpec& spec)
       : IntRowCodec(kBlock, spec.bits == 8 ? 255 : (1 << spec.bits) - 1), spec_(spec) {}
-  void decode_row(const std::byte* row, int64_t cols, uint8_t* u, float* scale, float* offset) const override {
+  void decode_row(const std::byte* data, int64_t, int64_t cols, int64_t r, uint8_t* u, float* scale,
+                  float* offset) const override {
     const size_t bb = block_bytes(spec_);
+    const std::byte* row = data + r * static_cast<int64_t>(cols / kBlock * bb);
     for (int64_t b = 0; b < cols / kBlock; ++b, row += bb, u += kBlock) {
       const float d = load_f16(row);
       const auto* p = reinterpret_cast<const uint8_t*>(row);

@@ -95,7 +95,7 @@ void int_matmul_reference(const QuantMatmulArgs& a) {
   std::vector<uint8_t> u(static_cast<size_t>(k));
   std::vector<float> scale(static_cast<size_t>(nb)), offset(static_cast<size_t>(nb));
   for (int64_t r = 0; r < w.rows; ++r) {
-    codec.decode_row(w.bytes.data() + r * w.row_bytes(), k, u.data(), scale.data(), offset.data());
+    codec.decode_row(w.bytes.data(), w.rows, k, r, u.data(), scale.data(), offset.data());
     for (int64_t i = 0; i < a.m; ++i) {
       const int8_t* q = qa.q.data() + i * k;
       float t = 0;
@@ -113,19 +113,11 @@ void int_matmul_reference(const QuantMatmulArgs& a) {
 
 void int_matmul(ThreadPool& pool, const QuantMatmulArgs& args) { int_matmul_at(pool, args, kernel_level()); }
 
-void int_matmul_at(ThreadPool& pool, const QuantMatmulArgs& a, KernelLevel level) {
+namespace {
+
+void run_blocks(ThreadPool& pool, const QuantMatmulArgs& a, const QuantizedActivations& qa, KernelLevel level) {
   const QuantizedTensor& w = *a.w;
-  assert(int_matmul_supported(w));
-  if (a.m == 0 || w.rows == 0) return;
-  if (static_cast<int>(level) > static_cast<int>(detected_kernel_level())) level = detected_kernel_level();
   const IntRowCodec& codec = *w.format->int_row_codec();
-  // Kept between calls on the calling thread: a fresh buffer per product was a third of the
-  // evaluation's time in page faults and zeroing.
-  // (A thread_local is never captured by a lambda: the name would mean each worker's own copy, so
-  // the workers below reach the caller's through this reference.)
-  thread_local QuantizedActivations caller_qa;
-  QuantizedActivations& qa = caller_qa;
-  quantize_activations(pool, a.x, a.ldx, a.m, w.cols, codec.block(), qa);
   const int64_t blocks = (w.rows + kMatmulColumnBlock - 1) / kMatmulColumnBlock;
   pool.parallel_for(0, static_cast<size_t>(blocks), Grain{.min_items = 1}, [&](size_t b0, size_t b1) {
     // Per-thread decode and packing buffers, kept between calls (see matmul_nt_quantized).
@@ -138,6 +130,30 @@ void int_matmul_at(ThreadPool& pool, const QuantMatmulArgs& a, KernelLevel level
     }
   });
   count_kernel_call("int8/" + std::string(kernel_level_name(level)) + "/" + w.format->name());
+}
+
+}  // namespace
+
+void int_matmul_at(ThreadPool& pool, const QuantMatmulArgs& a, KernelLevel level) {
+  const QuantizedTensor& w = *a.w;
+  assert(int_matmul_supported(w));
+  if (a.m == 0 || w.rows == 0) return;
+  if (static_cast<int>(level) > static_cast<int>(detected_kernel_level())) level = detected_kernel_level();
+  // Kept between calls on the calling thread: a fresh buffer per product was a third of the
+  // evaluation's time in page faults and zeroing. (A thread_local is never captured by a lambda:
+  // the name would mean each worker's own copy, so the workers reach the caller's through `qa`.)
+  thread_local QuantizedActivations caller_qa;
+  QuantizedActivations& qa = caller_qa;
+  quantize_activations(pool, a.x, a.ldx, a.m, w.cols, w.format->int_row_codec()->block(), qa);
+  run_blocks(pool, a, qa, level);
+}
+
+void int_matmul_prequantized(ThreadPool& pool, const QuantizedActivations& qa, const QuantMatmulArgs& a) {
+  const QuantizedTensor& w = *a.w;
+  assert(int_matmul_supported(w) && qa.k == w.cols && qa.block == w.format->int_row_codec()->block() &&
+         qa.m == a.m);
+  if (a.m == 0 || w.rows == 0) return;
+  run_blocks(pool, a, qa, kernel_level());
 }
 
 void count_kernel_call(const std::string& key) {

@@ -43,9 +43,10 @@ class IntRowCodec {
   virtual ~IntRowCodec() = default;
   int block() const { return block_; }        // 16 or 32
   int max_code() const { return max_code_; }  // largest u the codec emits (≤ 255)
-  // One encoded row of `cols` elements (cols % block == 0) → u[cols], scale[cols / block],
-  // offset[cols / block].
-  virtual void decode_row(const std::byte* row, int64_t cols, uint8_t* u, float* scale, float* offset) const = 0;
+  // Row r of the [rows, cols] tensor whose bytes (all of them, a trailer included) are `data`
+  // (cols % block == 0) → u[cols], scale[cols / block], offset[cols / block].
+  virtual void decode_row(const std::byte* data, int64_t rows, int64_t cols, int64_t r, uint8_t* u, float* scale,
+                          float* offset) const = 0;
 
  private:
   int block_;
@@ -73,6 +74,10 @@ void quantize_activations_reference(const float* x, int64_t ldx, int64_t m, int6
 // Uses kernel_level() (or `level`, capped at what the machine has, when given).
 void int_matmul(ThreadPool& pool, const QuantMatmulArgs& args);
 void int_matmul_at(ThreadPool& pool, const QuantMatmulArgs& args, KernelLevel level);
+// The same product with activations the caller quantized (args.x unused): real W8A8 for a model
+// whose activations are quantized by its own rule (per token, or one static scale; every block of a
+// row then carries the row's scale). qa.k == w.cols and qa.block == the codec's block, asserted.
+void int_matmul_prequantized(ThreadPool& pool, const QuantizedActivations& qa, const QuantMatmulArgs& args);
 void int_matmul_reference(const QuantMatmulArgs& args);
 
 // What the int and float matmuls ran in this process, summed over calls (atomic counters): for the

@@ -42,7 +42,7 @@ void pack_rows(const QuantizedTensor& w, const IntRowCodec& codec, int64_t r0, i
   out.row_offset.resize(static_cast<size_t>(out.nb));
   for (int64_t r = 0; r < panels * L; ++r) {
     if (r < n) {
-      codec.decode_row(w.bytes.data() + (r0 + r) * w.row_bytes(), w.cols, out.row_u.data(), out.row_scale.data(),
+      codec.decode_row(w.bytes.data(), w.rows, w.cols, r0 + r, out.row_u.data(), out.row_scale.data(),
                        out.row_offset.data());
     } else {
       std::fill(out.row_u.begin(), out.row_u.end(), uint8_t{0});

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -38,9 +39,11 @@ std::vector<KernelLevel> available_levels() {
   return out;
 }
 
-TEST(IntDot, TheGgufBlockTypesHaveCodecs) {
-  // The formats the runtime's fast path is for: every legacy and k-quant GGUF type.
-  for (const char* name : {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}) {
+TEST(IntDot, TheGgufBlockTypesAndIntFormatsHaveCodecs) {
+  // The formats the runtime's fast path is for: every legacy and k-quant GGUF type, and calq's int
+  // formats (grouped, per channel, per tensor).
+  for (const char* name : {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
+                           "int4-g128-asym", "int3-g64-sym", "int8-pc-sym", "int2-pt-asym-f32"}) {
     const Format* f = find_format(name);
     ASSERT_NE(f, nullptr) << name;
     EXPECT_NE(f->int_row_codec(), nullptr) << name;
@@ -49,7 +52,7 @@ TEST(IntDot, TheGgufBlockTypesHaveCodecs) {
 
 class IntDotFormat : public ::testing::TestWithParam<const Format*> {};
 
-// scale·u + offset is the format's own dequantized value, up to one float rounding.
+// scale·u + offset is the format's own dequantized value, up to the float rounding of its two terms.
 TEST_P(IntDotFormat, CodecReproducesDequantize) {
   const Format& f = *GetParam();
   const IntRowCodec& c = *f.int_row_codec();
@@ -62,12 +65,12 @@ TEST_P(IntDotFormat, CodecReproducesDequantize) {
   std::vector<uint8_t> u(cols);
   std::vector<float> sc(cols / c.block()), of(cols / c.block());
   for (int64_t r = 0; r < rows; ++r) {
-    c.decode_row(w.bytes.data() + r * w.row_bytes(), cols, u.data(), sc.data(), of.data());
+    c.decode_row(w.bytes.data(), rows, cols, r, u.data(), sc.data(), of.data());
     for (int64_t j = 0; j < cols; ++j) {
       ASSERT_LE(u[j], c.max_code());
-      const float v = sc[j / c.block()] * float(u[j]) + of[j / c.block()];
+      const float su = sc[j / c.block()] * float(u[j]), o = of[j / c.block()];
       const float ref = deq[r * cols + j];
-      ASSERT_NEAR(v, ref, 1e-6f * (1.0f + std::fabs(ref))) << f.name() << " row " << r << " col " << j;
+      ASSERT_NEAR(su + o, ref, 1e-6f * (1.0f + std::fabs(su) + std::fabs(o))) << f.name() << " row " << r << " col " << j;
     }
   }
 }
@@ -125,7 +128,11 @@ TEST_P(IntDotFormat, CloseToTheFloatProduct) {
 }
 
 INSTANTIATE_TEST_SUITE_P(IntFormats, IntDotFormat, ::testing::ValuesIn(int_formats()),
-                         [](const auto& param_info) { return param_info.param->name(); });
+                         [](const auto& param_info) {
+                           std::string n = param_info.param->name();
+                           for (char& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return n;
+                         });
 
 TEST(IntDot, ActivationQuantizationMatchesItsDefinition) {
   const int64_t m = 3, k = 64;
@@ -159,6 +166,17 @@ TEST(IntDot, ActivationQuantizationMatchesItsDefinition) {
       }
     }
   }
+}
+
+// What the integer kernels cannot block falls back (linear_nt then runs the exact path and the
+// kernel report names it "float/<format>"): a per-channel int format whose rows are not a multiple
+// of 32 columns, and a format without a codec.
+TEST(IntDot, UnblockableWeightsAreNotSupported) {
+  ThreadPool pool(1);
+  const std::vector<float> wf = gaussian(8 * 40, 4, 0.05f);
+  EXPECT_FALSE(int_matmul_supported(QuantizedTensor::quantize(pool, format_by_name("int4-pc-sym"), wf.data(), 8, 40)));
+  EXPECT_TRUE(int_matmul_supported(QuantizedTensor::quantize(pool, format_by_name("int4-pc-sym"), wf.data(), 10, 32)));
+  EXPECT_FALSE(int_matmul_supported(QuantizedTensor::quantize(pool, format_by_name("nf4"), wf.data(), 5, 64)));
 }
 
 TEST(IntDot, LevelCapLowersButNeverRaises) {

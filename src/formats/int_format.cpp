@@ -32,6 +32,7 @@
 #include "formats/format.h"
 #include "formats/format_util.h"
 #include "formats/grid.h"
+#include "formats/int_dot.h"
 #include "formats/int_pack.h"
 #include "formats/range.h"
 
@@ -74,9 +75,23 @@ struct IntSpec {
   bool f32 = false;
 };
 
+class IntFormat;
+
+// Rows as integer codes (int_dot.h) in blocks of 32: u is the stored code, scale the group's (or
+// row's, or tensor's) scale, offset −scale·(2^(b−1) + zero_point) (sym) or −scale·zero_point (asym).
+class IntFormatCodec final : public IntRowCodec {
+ public:
+  IntFormatCodec(const IntFormat& f, int bits) : IntRowCodec(32, (1 << bits) - 1), format_(f) {}
+  void decode_row(const std::byte* data, int64_t rows, int64_t cols, int64_t r, uint8_t* u, float* scale,
+                  float* offset) const override;
+
+ private:
+  const IntFormat& format_;
+};
+
 class IntFormat final : public Format {
  public:
-  explicit IntFormat(const IntSpec& s) : spec_(s) {
+  explicit IntFormat(const IntSpec& s) : spec_(s), int_codec_(*this, s.bits) {
     const int half = 1 << (s.bits - 1);
     grid_ = QuantGrid{.qmin = s.symmetric ? -(half - 1) : 0,
                       .qmax = s.symmetric ? half - 1 : (1 << s.bits) - 1,
@@ -124,6 +139,39 @@ class IntFormat final : public Format {
 
   const FormatTraits& traits() const override { return traits_; }
   const GridCodec* grid_codec() const override { return grid_codec_.get(); }
+  const IntRowCodec* int_row_codec() const override { return &int_codec_; }
+
+  // IntFormatCodec's decoding: codes and the parameters of each 32-column block of row r.
+  void decode_int_row(const std::byte* data, int64_t rows, int64_t cols, int64_t r, uint8_t* u, float* scale,
+                      float* offset) const {
+    const size_t rb = row_bytes(cols);
+    const std::byte* row = data + r * rb;
+    const auto put = [&](int64_t c0, int64_t n, const QuantParams& p) {
+      const float s = p.scale, o = -(p.scale * static_cast<float>(offset_ + p.zero_point));
+      for (int64_t b = c0 / 32; b < (c0 + n) / 32; ++b) {
+        scale[b] = s;
+        offset[b] = o;
+      }
+    };
+    switch (spec_.gran) {
+      case Granularity::kGroup: {
+        const size_t bb = traits_.block_bytes;
+        for (int64_t g = 0; g < cols / spec_.group; ++g) {
+          unpack_codes(row + g * bb + meta_bytes_, spec_.group, spec_.bits, u + g * spec_.group);
+          put(g * spec_.group, spec_.group, read_meta(row + g * bb));
+        }
+        return;
+      }
+      case Granularity::kChannel:
+        unpack_codes(row, cols, spec_.bits, u);
+        put(0, cols, read_meta(data + rows * rb + r * meta_bytes_));
+        return;
+      case Granularity::kTensor:
+        unpack_codes(row, cols, spec_.bits, u);
+        put(0, cols, read_meta(data + rows * rb));
+        return;
+    }
+  }
   // The codec refers to this format, so the family's make_ function makes it once the format exists.
   void make_grid_codec() { grid_codec_ = make_int_grid_codec(*this); }
 
@@ -287,12 +335,18 @@ class IntFormat final : public Format {
   }
 
   IntSpec spec_;
+  IntFormatCodec int_codec_;
   QuantGrid grid_;
   int32_t offset_ = 0;
   size_t meta_bytes_ = 0;
   FormatTraits traits_;
   std::unique_ptr<GridCodec> grid_codec_;
 };
+
+void IntFormatCodec::decode_row(const std::byte* data, int64_t rows, int64_t cols, int64_t r, uint8_t* u, float* scale,
+                                float* offset) const {
+  format_.decode_int_row(data, rows, cols, r, u, scale, offset);
+}
 
 }  // namespace
 

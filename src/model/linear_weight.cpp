@@ -54,6 +54,46 @@ void plain_product(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, con
                              .n = d.dim(0), .k = d.dim(1), .accumulate = accumulate});
 }
 
+// Real W8A8: the integer codes behind fake_quantize_activations' x̂ = q·s, for the integer kernels.
+// s is the row's scale (per token: clip·absmax/qmax of x's row, as computed there; per tensor: the
+// static one), and q = nearbyint(x̂ / s) recovers the code exactly (|q| ≤ 127 has 7 bits, so x̂ / s is
+// within far less than ½ of it). Every block of a row carries the row's scale.
+void activation_codes(ThreadPool& pool, const ActivationQuant& spec, const float* x, int64_t ldx, const float* xq,
+                      int64_t m, int64_t k, int block, QuantizedActivations& qa) {
+  qa.m = m;
+  qa.k = k;
+  qa.block = block;
+  const int64_t nb = k / block;
+  qa.q.resize(static_cast<size_t>(m * k));
+  qa.dx.resize(static_cast<size_t>(m * nb));
+  qa.sx.resize(static_cast<size_t>(m * nb));
+  qa.dsx.resize(static_cast<size_t>(m * nb));
+  const auto qmax = static_cast<float>(spec.qmax());
+  pool.parallel_for(0, static_cast<size_t>(m), Grain{.min_items = 8}, [&](size_t r0, size_t r1) {
+    for (auto r = static_cast<int64_t>(r0); r < static_cast<int64_t>(r1); ++r) {
+      float s = spec.scale;
+      if (spec.kind != ActivationQuant::Kind::kInt8PerTensor) {
+        float absmax = 0.0f;
+        for (int64_t c = 0; c < k; ++c) absmax = std::max(absmax, std::fabs(x[r * ldx + c]));
+        s = spec.clip * absmax / qmax;
+      }
+      const bool zero = !(s > 0.0f);
+      for (int64_t b = 0; b < nb; ++b) {
+        int32_t sum = 0;
+        for (int64_t j = b * block; j < (b + 1) * block; ++j) {
+          const float q = zero ? 0.0f : std::min(qmax, std::max(-qmax, std::nearbyint(xq[r * k + j] / s)));
+          qa.q[static_cast<size_t>(r * k + j)] = static_cast<int8_t>(q);
+          sum += static_cast<int32_t>(q);
+        }
+        const auto at = static_cast<size_t>(r * nb + b);
+        qa.dx[at] = zero ? 0.0f : s;
+        qa.sx[at] = sum;
+        qa.dsx[at] = qa.dx[at] * static_cast<float>(sum);
+      }
+    }
+  });
+}
+
 // q = round(v / s) clamped to [−qmax, qmax]; x̂ = q · s. Counts |v / s| rounding past qmax.
 inline float fake_int(float v, float s, float qmax, int64_t& saturated) {
   float q = std::nearbyint(v / s);
@@ -256,6 +296,17 @@ void linear_nt(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const L
     c.columns += k;
     c.outlier_columns += outliers;
     c.saturated += saturated;
+    // Real W8A8 on the fast kernels: the same integer codes multiplied as integers (LLM.int8()'s
+    // float outlier columns excluded). Otherwise x̂ times the weight in float (the simulation).
+    if (w.fast_kernels() && w.is_quantized() && w.act_quant_.kind != ActivationQuant::Kind::kLlmInt8 &&
+        int_matmul_supported(w.quantized())) {
+      thread_local QuantizedActivations codes;
+      activation_codes(pool, w.act_quant_, x, ldx, xq.data(), m, k, w.quantized().format->int_row_codec()->block(),
+                       codes);
+      int_matmul_prequantized(pool, codes, QuantMatmulArgs{.x = nullptr, .ldx = k, .w = &w.quantized(), .y = y,
+                                                           .ldy = ldy, .m = m, .accumulate = accumulate});
+      return;
+    }
     plain_product(pool, xq.data(), k, m, w, y, ldy, accumulate);
     return;
   }

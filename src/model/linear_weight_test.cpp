@@ -7,13 +7,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "core/matmul.h"
+#include "formats/float_gemm.h"
 #include "formats/format.h"
+#include "formats/int_dot.h"
 #include "formats/qtensor.h"
 #include "support/random_data.h"
 
@@ -175,6 +178,56 @@ TEST(LinearWeight, DenseSharesItsTensor) {
   w.rows_f32(2, 3, row);
   EXPECT_EQ(row[0], 8.0f);
   EXPECT_EQ(row[3], 11.0f);
+}
+
+// The fast kernels through linear_nt: a GGUF block type on the integer kernels, a float weight on the
+// float kernel, and real W8A8 — an int8-pc-sym weight with per-token and static int8 activations
+// multiplied as integers — each against the exact path (the W8A8 simulation for the latter), with
+// the kernel report naming what ran.
+TEST(LinearWeight, FastKernelsAgreeWithTheExactPath) {
+  ThreadPool pool(2);
+  const int64_t rows = 64, cols = 256, m = 9;
+  const auto wf = gaussian(static_cast<size_t>(rows * cols), 31, 0.05f);
+  const auto x = gaussian(static_cast<size_t>(m * cols), 32);
+  Tensor dense = Tensor::zeros(DType::kF32, {rows, cols});
+  std::copy(wf.begin(), wf.end(), dense.mutable_f32());
+  struct FastCase {
+    LinearWeight w;
+    ActivationQuant act;
+    std::string kernel;  // a key kernel_counts() must list after the fast call
+    double bound;        // relative RMS difference from the exact path
+  };
+  const auto int8pc = QuantizedTensor::quantize(pool, format_by_name("int8-pc-sym"), wf.data(), rows, cols);
+  std::vector<FastCase> cases = {
+      {LinearWeight(QuantizedTensor::quantize(pool, format_by_name("q4_k"), wf.data(), rows, cols)), {}, "/q4_k", 1e-2},
+      {LinearWeight(dense), {}, "f32", 1e-6},
+      {LinearWeight(int8pc), {.kind = ActivationQuant::Kind::kInt8PerToken}, "/int8-pc-sym", 1e-5},
+      {LinearWeight(int8pc), {.kind = ActivationQuant::Kind::kInt8PerTensor, .scale = 0.02f}, "/int8-pc-sym", 1e-5},
+  };
+  for (FastCase& c : cases) {
+    if (c.act.enabled()) c.w.set_act_quant(c.act);
+    std::vector<float> exact(m * rows), fast(m * rows);
+    linear_nt(pool, x.data(), cols, m, c.w, exact.data(), rows);
+    reset_kernel_counts();
+    c.w.set_fast_kernels(true);
+    linear_nt(pool, x.data(), cols, m, c.w, fast.data(), rows);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < fast.size(); ++i) {
+      num += (fast[i] - exact[i]) * double(fast[i] - exact[i]);
+      den += double(exact[i]) * exact[i];
+    }
+    EXPECT_LE(std::sqrt(num / den), c.bound) << c.w.format_name();
+    const auto counts = kernel_counts();
+    ASSERT_EQ(counts.size(), 1u) << c.w.format_name();
+    const bool float_kernel = counts[0].key.rfind("float", 0) == 0;
+    if (c.kernel == "f32") {
+      // The AVX-512 float kernel where the CPU has it, the exact path otherwise.
+      EXPECT_EQ(counts[0].key, float_gemm_available() ? "float-avx512/f32" : "float/f32");
+    } else {
+      EXPECT_FALSE(float_kernel) << counts[0].key;
+      EXPECT_NE(counts[0].key.find(c.kernel), std::string::npos) << counts[0].key;
+    }
+  }
 }
 
 }  // namespace

@@ -279,14 +279,14 @@ PYBIND11_MODULE(_calq, m) {
          int64_t max_windows, const std::string& tokenizer, const std::vector<std::string>& kv_cache,
          const std::string& hellaswag, int64_t mc_items, const std::vector<std::string>& generate,
          int64_t max_new_tokens, const std::string& json_out, const std::string& adapter,
-         bool adapter_skip_hash_check, size_t threads, const py::object& progress) {
+         bool adapter_skip_hash_check, bool exact, size_t threads, const py::object& progress) {
         const calq::EvalReport r = run_released(progress, [&](const calq::ProgressFn& pf) {
           return calq::evaluate({.reference = reference, .models = models, .text = text, .ctx = ctx,
                                  .max_windows = max_windows, .tokenizer = tokenizer, .kv_cache = kv_cache,
                                  .hellaswag = hellaswag, .mc_items = mc_items, .generate = generate,
                                  .max_new_tokens = max_new_tokens, .json_out = json_out, .adapter = adapter,
-                                 .adapter_skip_hash_check = adapter_skip_hash_check, .threads = threads,
-                                 .progress = pf});
+                                 .adapter_skip_hash_check = adapter_skip_hash_check, .exact = exact,
+                                 .threads = threads, .progress = pf});
         });
         py::dict d;
         d["reference"] = r.reference;
@@ -306,9 +306,10 @@ PYBIND11_MODULE(_calq, m) {
       py::arg("tokenizer") = "", py::arg("kv_cache") = std::vector<std::string>{}, py::arg("hellaswag") = "",
       py::arg("mc_items") = 0, py::arg("generate") = std::vector<std::string>{}, py::arg("max_new_tokens") = 48,
       py::arg("json_out") = "", py::arg("adapter") = "", py::arg("adapter_skip_hash_check") = false,
-      py::arg("threads") = 0, py::arg("progress") = py::none(),
+      py::arg("exact") = false, py::arg("threads") = 0, py::arg("progress") = py::none(),
       "Models against a full-precision reference (\"\" for one model's perplexity): PPL, KLD, top-1 agreement, ECE "
-      "with 95% intervals; HellaSwag multiple choice and greedy generation on request");
+      "with 95% intervals; HellaSwag multiple choice and greedy generation on request. exact=True runs the exact "
+      "path (dequantized float32) instead of the fast kernels; report['kernels'] says which ran");
 
   m.def("model_sha256", &calq::model_sha256, py::arg("path"),
         "The base-model hash LoRA adapter folders record (sha256 of a GGUF file; of a Hugging Face folder's "
