@@ -134,7 +134,9 @@ struct EvalReport {
   int threads = 0;
   // Which matmul kernels ran: the CPU's kernel level in use ("avx512-vnni", "avx2", "scalar";
   // CALQ_KERNEL_LEVEL lowers it) and calls per kernel ("int8/<level>/<format>" for the integer
-  // path, "float/<format>" for dequantized products), counted over this evaluation.
+  // path, "float/<format>" for the exact path, "float-avx512/<format>" for the float kernel), counted
+  // over this evaluation (process-wide counters: evaluations running at the same time in one process
+  // see each other's calls).
   std::string kernel_level;
   std::vector<std::pair<std::string, int64_t>> kernel_calls;
   std::string json;  // the whole report as JSON (what json_out holds)

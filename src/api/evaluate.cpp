@@ -257,13 +257,13 @@ EvalReport evaluate(const EvalJob& job) {
   report("load", 0, 0, fmt::format("loading {} model(s)", job.models.size() + (job.reference.empty() ? 0 : 1)));
   std::optional<api::LoadedModel> ref;
   if (!job.reference.empty()) {
-    ref.emplace(api::load_model(job.reference, pool));
+    ref.emplace(api::load_model(job.reference, pool, {.keep_source_dtype = true}));
     out.reference_format = std::string(api::format_name(ref->location.format));
     out.reference_architecture = ref->model.config.model_type;
   }
   std::vector<api::LoadedModel> models;
   for (const std::string& m : job.models)
-    for (const Format* k : kv) models.push_back(api::load_model(m, pool, {.kv_cache = k}));
+    for (const Format* k : kv) models.push_back(api::load_model(m, pool, {.keep_source_dtype = true, .kv_cache = k}));
   for (api::LoadedModel& m : models) model::set_fast_kernels(m.model, !job.exact);
   // The reference on the same float kernel as the models' float weights (so a model compared with
   // itself gives exactly 0), never on the integer kernels.

@@ -70,7 +70,7 @@ LoadedModel load_model(const std::string& path, ThreadPool& pool, const LoadOpti
   LoadedModel m{.arg = path, .location = resolve_model(path), .gguf = nullptr, .model = {}};
   if (m.location.format == ModelFormat::kGguf) {
     m.gguf = std::make_shared<const io::GgufFile>(io::GgufFile::open(m.location.path));
-    m.model = model::load_gguf_model(m.gguf, pool);
+    m.model = model::load_gguf_model(m.gguf, pool, {.keep_source_dtype = options.keep_source_dtype});
   } else {
     m.model = model::load_hf_model(m.location.path, pool, {.keep_source_dtype = options.keep_source_dtype});
   }

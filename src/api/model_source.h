@@ -40,8 +40,9 @@ io::Tokenizer load_model_tokenizer(const ModelLocation& loc, const io::GgufFile*
                                    std::string& source);
 
 struct LoadOptions {
-  // Hugging Face bf16/f16 weights stay views of the mapped files, widened one layer at a time by
-  // the layer-sequential pipeline (calibration, quantization); false widens them at load.
+  // bf16/f16 weights (Hugging Face safetensors, GGUF F16/BF16) stay views of the mapped files, in
+  // the "bf16"/"f16" formats (the forward pass gives the same bits; the fast float kernel reads them
+  // as stored); false widens them to float32 at load.
   bool keep_source_dtype = false;
   const Format* kv_cache = nullptr;  // KV-cache format for the forward pass (nullptr: float)
 };

@@ -6,23 +6,17 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "core/matmul.h"
+#include "support/random_data.h"
 
 namespace calq {
 namespace {
 
-std::vector<float> gaussian(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using ::calq::testing::gaussian;
 
 TEST(FloatGemm, EqualsTheScalarTwinForEveryWeightType) {
   if (!float_gemm_available()) GTEST_SKIP() << "no AVX-512 on this machine (kernel level " << kernel_level_name(kernel_level()) << ")";

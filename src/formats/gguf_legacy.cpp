@@ -50,6 +50,21 @@ size_t block_bytes(const LegacySpec& s) {
   return (s.affine ? 4 : 2) + (s.bits == 5 ? 4 : 0) + kBlock / 2;
 }
 
+// The 32 stored 4- or 5-bit codes of a q4/q5 block (no bias applied) into q[32].
+void unpack_codes(const LegacySpec& spec, const std::byte* block, uint8_t* q) {
+  size_t off = spec.affine ? 4 : 2;
+  uint32_t qh = 0;
+  if (spec.bits == 5) {
+    std::memcpy(&qh, block + off, 4);
+    off += 4;
+  }
+  const auto* qs = reinterpret_cast<const uint8_t*>(block) + off;
+  for (int j = 0; j < kBlock / 2; ++j) {
+    q[j] = static_cast<uint8_t>((qs[j] & 0x0f) | (((qh >> j) & 1u) << 4));
+    q[j + 16] = static_cast<uint8_t>((qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4));
+  }
+}
+
 // Rows as integer codes (int_dot.h), one block per 32 elements: u = q for the 4/5-bit types with
 // scale d and offset −bias·d (q4_0, q5_0) or m (q4_1, q5_1); q8_0 u = q + 128, offset −128·d.
 class LegacyIntCodec final : public IntRowCodec {
@@ -69,17 +84,7 @@ class LegacyIntCodec final : public IntRowCodec {
         offset[b] = -128.0f * d;
         continue;
       }
-      size_t off = spec_.affine ? 4 : 2;
-      uint32_t qh = 0;
-      if (spec_.bits == 5) {
-        std::memcpy(&qh, row + off, 4);
-        off += 4;
-      }
-      const uint8_t* qs = p + off;
-      for (int j = 0; j < kBlock / 2; ++j) {
-        u[j] = static_cast<uint8_t>((qs[j] & 0x0f) | (((qh >> j) & 1u) << 4));
-        u[j + 16] = static_cast<uint8_t>((qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4));
-      }
+      unpack_codes(spec_, row, u);
       offset[b] = spec_.affine ? load_f16(row + 2) : -static_cast<float>(spec_.bits == 5 ? 16 : 8) * d;
     }
   }
@@ -135,17 +140,11 @@ class LegacyFormat final : public RowFormat {
       return;
     }
     const float m = spec_.affine ? load_f16(in + 2) : 0.0f;
-    size_t off = spec_.affine ? 4 : 2;
-    uint32_t qh = 0;
-    if (spec_.bits == 5) {
-      std::memcpy(&qh, in + off, 4);
-      off += 4;
-    }
-    const uint8_t* qs = u + off;
+    uint8_t q[kBlock];
+    unpack_codes(spec_, in, q);
     const int bias = spec_.affine ? 0 : (spec_.bits == 5 ? 16 : 8);
     for (int j = 0; j < kBlock / 2; ++j) {
-      const int lo = (qs[j] & 0x0f) | static_cast<int>(((qh >> j) & 1u) << 4);
-      const int hi = (qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
+      const int lo = q[j], hi = q[j + 16];
       if (spec_.affine) {
         y[j] = quant::affine_value(lo, d, m, kFusedAffine);
         y[j + 16] = quant::affine_value(hi, d, m, kFusedAffine);

@@ -7,23 +7,17 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "core/matmul.h"
 #include "formats/format.h"
 #include "formats/qtensor.h"
+#include "support/random_data.h"
 
 namespace calq {
 namespace {
 
-std::vector<float> gaussian(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using ::calq::testing::gaussian;
 
 std::vector<const Format*> int_formats() {
   std::vector<const Format*> out;

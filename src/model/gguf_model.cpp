@@ -133,6 +133,7 @@ void check_shape(const io::GgufFile& file, const io::GgufTensorInfo& info, const
 struct Source {
   const io::GgufFile& file;
   std::shared_ptr<const void> keep_alive;
+  bool keep_float = false;  // GgufLoadOptions::keep_source_dtype (needs keep_alive)
 };
 
 // A norm or bias: float32, widened from F32/F16/BF16.
@@ -207,7 +208,10 @@ LinearWeight load_matrix(const Source& src, const io::GgufTensorInfo& info, cons
   }
   check_shape(src.file, info, expected);
   if (const std::optional<DType> dtype = float_dtype(info.type)) {
-    return widen_checked(*dtype, src.file.tensor_data(info).data(), expected, pool, origin, info.name);
+    // Kept as stored: the f16/bf16 formats below, as views of the file.
+    if (!(src.keep_float && src.keep_alive && *dtype != DType::kF32)) {
+      return widen_checked(*dtype, src.file.tensor_data(info).data(), expected, pool, origin, info.name);
+    }
   }
   const Format* format = format_by_ggml_type(info.type);
   if (format == nullptr) {
@@ -521,9 +525,10 @@ Model load_gguf_model(const io::GgufFile& file, ThreadPool& pool) {
   return load_gguf_model_from(Source{.file = file, .keep_alive = nullptr}, pool);
 }
 
-Model load_gguf_model(std::shared_ptr<const io::GgufFile> file, ThreadPool& pool) {
+Model load_gguf_model(std::shared_ptr<const io::GgufFile> file, ThreadPool& pool, const GgufLoadOptions& options) {
   const io::GgufFile& f = *file;
-  return load_gguf_model_from(Source{.file = f, .keep_alive = std::move(file)}, pool);
+  return load_gguf_model_from(
+      Source{.file = f, .keep_alive = std::move(file), .keep_float = options.keep_source_dtype}, pool);
 }
 
 Model load_gguf_model(const std::filesystem::path& path, ThreadPool& pool) {

@@ -58,8 +58,15 @@ namespace calq::model {
 // The config the metadata of `file` describes (reads no tensor data).
 ModelConfig gguf_model_config(const io::GgufFile& file);
 
+struct GgufLoadOptions {
+  // F16/BF16 linear weights, the embedding and the head stay in the file as views in the registered
+  // "f16"/"bf16" formats (as HfLoadOptions::keep_source_dtype) instead of float32 copies; the
+  // forward pass gives the same bits. Only with the shared_ptr overload (the views need the file).
+  bool keep_source_dtype = false;
+};
+
 Model load_gguf_model(const io::GgufFile& file, ThreadPool& pool);
-Model load_gguf_model(std::shared_ptr<const io::GgufFile> file, ThreadPool& pool);
+Model load_gguf_model(std::shared_ptr<const io::GgufFile> file, ThreadPool& pool, const GgufLoadOptions& options = {});
 Model load_gguf_model(const std::filesystem::path& path, ThreadPool& pool);
 
 // Metadata and tensor infos only, for `calq inspect`: tensors carry their GGUF names, ggml type

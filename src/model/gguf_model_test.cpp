@@ -81,6 +81,17 @@ TEST_P(TinyGguf, LoadsToTheHfWeightsAndLogits) {
   const Tensor b = forward(gg, ids, pool);
   EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0);
 
+  // Kept as stored (GgufLoadOptions::keep_source_dtype): f16/bf16 weights are views in their format
+  // (Q/K rows reordered copies), float32 ones dense; the same logits, bit for bit.
+  const Model kept = load_gguf_model(std::make_shared<const io::GgufFile>(io::GgufFile::open(path)), pool,
+                                     {.keep_source_dtype = true});
+  const bool half = p.dtype != DType::kF32;
+  EXPECT_EQ(kept.output.is_quantized(), half);
+  EXPECT_EQ(kept.layers[0].wq.is_quantized(), half);
+  EXPECT_EQ(kept.layers[1].w_down.format_name(), !half ? "f32" : p.dtype == DType::kF16 ? "f16" : "bf16");
+  const Tensor c = forward(kept, ids, pool);
+  EXPECT_EQ(std::memcmp(a.data(), c.data(), a.nbytes()), 0);
+
   // A file that skipped the permutation would load Q/K rows in the wrong order: the loader's
   // un-permutation is not the identity on these heads.
   if (hf.arch->gguf_permutes_qk) {
