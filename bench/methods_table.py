@@ -86,7 +86,7 @@ def main():
                      "command": "calq quantize --model REF --format " + fmt + " " + " ".join(flags)})
     peers = [os.path.join(a.shared, f"peer-tests/llama.cpp-quants/calq-ref-llama-{p}.gguf") for p in PEERS]
     if not a.skip_eval:
-        cmd = [a.calq, "eval", "--ref", ref, "--text", text, "--ctx", "512", "--tokenizer",
+        cmd = [a.calq, "eval", "--exact", "--ref", ref, "--text", text, "--ctx", "512", "--tokenizer",
                os.path.join(ref, "tokenizer.json"), "--json", os.path.join(a.work, "eval.json"), "-q"] + T
         if a.max_windows != "0":
             cmd += ["--max-windows", a.max_windows]

@@ -132,7 +132,7 @@ def main():
     candidates = [r[3] for r in rows if r[3]] + peers
     eval_json = os.path.join(a.work, "eval.json")
     if not a.skip_eval:
-        cmd = [a.calq, "eval", "--ref", ref, "--text", text, "--ctx", "512", "--tokenizer",
+        cmd = [a.calq, "eval", "--exact", "--ref", ref, "--text", text, "--ctx", "512", "--tokenizer",
                os.path.join(ref, "tokenizer.json"), "--json", eval_json, "-q"] + T
         for c in candidates:
             cmd += ["--model", c]

@@ -49,7 +49,7 @@ def main():
         rows.append({"budget": float(b), "path": out, "bpw": float(m.group(1)), "predicted": float(m.group(2)),
                      "types": mix, "seconds": dt})
     peers = [os.path.join(a.shared, f"peer-tests/llama.cpp-quants/calq-ref-llama-{p}.gguf") for p in PEERS]
-    cmd = [a.calq, "eval", "--ref", ref, "--text", os.path.join(a.shared, "data/heldout.txt"), "--ctx", "512",
+    cmd = [a.calq, "eval", "--exact", "--ref", ref, "--text", os.path.join(a.shared, "data/heldout.txt"), "--ctx", "512",
            "--tokenizer", os.path.join(ref, "tokenizer.json"), "--json", os.path.join(a.work, "eval.json"), "-q"] + T
     if a.max_windows != "0":
         cmd += ["--max-windows", a.max_windows]
