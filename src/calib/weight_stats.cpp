@@ -132,7 +132,7 @@ std::vector<ModelWeightStats> model_weight_stats(const model::Model& model, cons
   for (size_t l = 0; l < model.layers.size(); ++l) {
     for (size_t r = 0; r < model::kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
-      if (!model::is_linear(role) || !model::is_per_layer(role)) continue;
+      if (!model::is_linear(role) || !model::is_per_layer(role) || !model::has_role(model.config, role)) continue;
       add(static_cast<int64_t>(l), role, model.layers[l].linear(role), false);
     }
   }

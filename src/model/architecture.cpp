@@ -5,6 +5,7 @@
 #include <array>
 #include <cassert>
 #include <charconv>
+#include <utility>
 
 namespace calq::model {
 namespace {
@@ -12,15 +13,20 @@ namespace {
 constexpr std::array<std::string_view, kNumTensorRoles> kRoleNames = {
     "token_embd", "attn_norm", "attn_q",      "attn_k",      "attn_v",      "attn_output", "ffn_norm", "ffn_gate",
     "ffn_up",     "ffn_down",  "output_norm", "output",      "attn_q_bias", "attn_k_bias", "attn_v_bias",
+    "attn_q_norm", "attn_k_norm", "ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps",
+    "ffn_gate_inp_shexp",
 };
 
 // The registry: every architecture calq runs. Order is the order error messages list them in.
 using ArchitectureFn = const Architecture& (*)();
-constexpr std::array<ArchitectureFn, 3> kRegistry = {&llama_architecture, &mistral_architecture,
-                                                     &qwen2_architecture};
+constexpr std::array<ArchitectureFn, 7> kRegistry = {
+    &llama_architecture,   &mistral_architecture,   &qwen2_architecture,     &qwen3_architecture,
+    &mixtral_architecture, &qwen2_moe_architecture, &qwen3_moe_architecture,
+};
 
-std::string format_name(std::string_view pattern, TensorRole role, int64_t layer) {
+std::string format_name(std::string_view pattern, TensorRole role, int64_t layer, int64_t expert = -1) {
   if (!is_per_layer(role)) return std::string(pattern);
+  if (pattern.find("{}") != pattern.rfind("{}")) return fmt::format(fmt::runtime(pattern), layer, expert);
   return fmt::format(fmt::runtime(pattern), layer);
 }
 
@@ -43,10 +49,38 @@ std::optional<int64_t> match_pattern(std::string_view pattern, std::string_view 
   return std::nullopt;
 }
 
+// A pattern with two "{}" (layer, expert): the first number, then the rest matched as a
+// one-placeholder pattern.
+std::optional<std::pair<int64_t, int64_t>> match_two(std::string_view pattern, std::string_view name) {
+  const auto first = pattern.find("{}");
+  const auto prefix = pattern.substr(0, first);
+  if (!name.starts_with(prefix)) return std::nullopt;
+  const auto rest_pattern = pattern.substr(first + 2);
+  const auto rest = name.substr(prefix.size());
+  size_t digits = 0;
+  while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
+  if (digits == 0) return std::nullopt;
+  int64_t layer = -1;
+  const auto [ptr, ec] = std::from_chars(rest.data(), rest.data() + digits, layer);
+  if (ec != std::errc() || ptr != rest.data() + digits) return std::nullopt;
+  // The remainder starts with the literal between the placeholders.
+  const auto tail = rest.substr(digits);
+  const auto between = rest_pattern.substr(0, rest_pattern.find("{}"));
+  if (!tail.starts_with(between)) return std::nullopt;
+  const auto expert = match_pattern(rest_pattern.substr(between.size()), tail.substr(between.size()));
+  if (!expert || *expert < 0) return std::nullopt;
+  return std::pair{layer, *expert};
+}
+
 template <typename NameOf>
 std::optional<RoleAndLayer> parse_name(const Architecture& arch, std::string_view name, NameOf name_of) {
   for (const auto& slot : arch.slots) {
-    if (const auto layer = match_pattern(name_of(slot), name)) return RoleAndLayer{slot.role, *layer};
+    const std::string_view pattern = name_of(slot);
+    if (pattern.find("{}") != pattern.rfind("{}")) {
+      if (const auto le = match_two(pattern, name)) return RoleAndLayer{slot.role, le->first, le->second};
+      continue;
+    }
+    if (const auto layer = match_pattern(pattern, name)) return RoleAndLayer{slot.role, *layer};
   }
   return std::nullopt;
 }
@@ -65,11 +99,19 @@ bool is_linear(TensorRole role) {
     case TensorRole::kMlpUp:
     case TensorRole::kMlpDown:
     case TensorRole::kOutput:
+    case TensorRole::kMoeRouter:
+    case TensorRole::kSharedExpertGate:
       return true;
     default:
       return false;
   }
 }
+
+bool is_expert(TensorRole role) {
+  return role == TensorRole::kExpertGate || role == TensorRole::kExpertUp || role == TensorRole::kExpertDown;
+}
+
+bool is_head_norm(TensorRole role) { return role == TensorRole::kAttnQNorm || role == TensorRole::kAttnKNorm; }
 
 bool is_per_layer(TensorRole role) {
   return role != TensorRole::kTokenEmbedding && role != TensorRole::kFinalNorm &&
@@ -130,10 +172,11 @@ const TensorSlot* find_slot(const Architecture& arch, TensorRole role) {
 
 bool has_slot(const Architecture& arch, TensorRole role) { return find_slot(arch, role) != nullptr; }
 
-std::string hf_tensor_name(const Architecture& arch, TensorRole role, int64_t layer) {
+std::string hf_tensor_name(const Architecture& arch, TensorRole role, int64_t layer, int64_t expert) {
   const TensorSlot* slot = find_slot(arch, role);
   assert(slot != nullptr && "architecture table lacks a role");
-  return format_name(slot->hf_name, role, layer);
+  assert((!is_expert(role) || expert >= 0) && "an expert role's HF name needs the expert index");
+  return format_name(slot->hf_name, role, layer, expert);
 }
 
 std::string gguf_tensor_name(const Architecture& arch, TensorRole role, int64_t layer) {

@@ -37,20 +37,39 @@ enum class TensorRole : uint8_t {
   kAttnQBias,  // [q_dim], added to the q projection (Qwen2)
   kAttnKBias,  // [kv_dim]
   kAttnVBias,  // [kv_dim]
+  kAttnQNorm,  // [head_dim]: RMSNorm of each query head before the rotary embedding (Qwen3)
+  kAttnKNorm,  // [head_dim]: the same for keys
+  // Mixture-of-experts layers (config.moe): the router [num_experts, hidden] (kept in float, as
+  // llama.cpp keeps ffn_gate_inp), the experts' SwiGLU linears — one weight per (layer, expert):
+  // gate/up [expert_intermediate, hidden], down [hidden, expert_intermediate]; in GGUF one 3-D
+  // tensor per layer stacks them — and the shared expert's sigmoid gate [1, hidden] (Qwen2-MoE,
+  // whose shared expert itself is the dense kMlpGate/kMlpUp/kMlpDown slots).
+  kMoeRouter,
+  kExpertGate,
+  kExpertUp,
+  kExpertDown,
+  kSharedExpertGate,
 };
-inline constexpr size_t kNumTensorRoles = 15;
+inline constexpr size_t kNumTensorRoles = 22;
 
 std::string_view role_name(TensorRole role);  // "attn_q", "mlp_down", "attn_q_bias", ...
 bool is_linear(TensorRole role);              // has a [out, in] weight applied to an activation
 bool is_per_layer(TensorRole role);
 bool is_bias(TensorRole role);                // a 1-d bias added after a linear layer
 bool is_norm(TensorRole role);                // an RMSNorm weight (attention, mlp or final norm)
+bool is_head_norm(TensorRole role);           // a per-head q/k RMSNorm weight [head_dim] (Qwen3)
+// An expert's linear (kExpertGate/Up/Down): per (layer, expert), so not is_linear(); loops over
+// roles handle it apart (LayerWeights::experts).
+bool is_expert(TensorRole role);
 // The linear role a bias belongs to (kAttnQBias -> kAttnQ); asserts is_bias(role).
 TensorRole bias_target(TensorRole role);
 
 struct TensorSlot {
   TensorRole role;
-  std::string_view hf_name;    // "{}" stands for the layer index in per-layer names
+  // "{}" stands for the layer index in per-layer names; an expert role's Hugging Face name has a
+  // second "{}" for the expert index (its GGUF name has one: the experts of a layer are one 3-D
+  // tensor there).
+  std::string_view hf_name;
   std::string_view gguf_name;  // llama.cpp's name, same "{}" convention
   bool optional = false;       // e.g. the output head when embeddings are tied
 };
@@ -78,6 +97,27 @@ struct GgufHparamKeys {
   std::string_view context_length = "context_length";
   std::string_view sliding_window = "attention.sliding_window";
   std::string_view vocab_size = "vocab_size";
+  std::string_view expert_count = "expert_count";
+  std::string_view expert_used_count = "expert_used_count";
+  std::string_view expert_feed_forward_length = "expert_feed_forward_length";
+  std::string_view expert_shared_feed_forward_length = "expert_shared_feed_forward_length";
+  std::string_view rope_scaling_factor = "rope.scaling.factor";
+  std::string_view rope_scaling_original_context = "rope.scaling.original_context_length";
+};
+
+// How a mixture-of-experts architecture is described in config.json and GGUF (Architecture::moe).
+struct MoeRule {
+  std::string_view num_experts_key;      // "num_local_experts" (Mixtral), "num_experts" (Qwen)
+  std::string_view expert_width_key;     // "intermediate_size" (Mixtral), "moe_intermediate_size"
+  bool shared_expert = false;            // Qwen2-MoE: shared_expert_intermediate_size + its gate
+  // The config's norm_topk_prob default (Mixtral: always renormalised, no key) and what llama.cpp
+  // hard-codes for the GGUF architecture (a config that differs cannot be written to GGUF).
+  bool norm_topk_default = true;
+  bool has_norm_topk_key = false;
+  bool gguf_norm_topk = true;
+  // Whether the GGUF feed_forward_length is the expert width (Mixtral as "llama") or the dense
+  // width, the expert one then in expert_feed_forward_length.
+  bool gguf_ffn_is_expert_width = false;
 };
 
 struct Architecture {
@@ -102,6 +142,8 @@ struct Architecture {
   // The wiring of the decoder block (never null; block_topology.h). Architectures with the same
   // block point at one shared definition (kLlamaBlock).
   const BlockTopology* block = nullptr;
+  // Mixture-of-experts architectures: how experts are described (nullptr: dense).
+  const MoeRule* moe = nullptr;
 };
 
 const Architecture* find_architecture(std::string_view model_type);  // nullptr if unknown
@@ -116,13 +158,15 @@ const TensorSlot* find_slot(const Architecture& arch, TensorRole role);  // null
 
 // The Hugging Face / GGUF tensor name of `role` (layer ignored for global tensors). The role must
 // have a slot (asserted).
-std::string hf_tensor_name(const Architecture& arch, TensorRole role, int64_t layer);
+// `expert` is the expert index of an expert role's Hugging Face name (ignored otherwise).
+std::string hf_tensor_name(const Architecture& arch, TensorRole role, int64_t layer, int64_t expert = -1);
 std::string gguf_tensor_name(const Architecture& arch, TensorRole role, int64_t layer);
 
-// Inverse lookup: which role/layer a name is, if any.
+// Inverse lookup: which role/layer (and expert, for an expert role's HF name) a name is, if any.
 struct RoleAndLayer {
   TensorRole role;
-  int64_t layer;  // -1 for global tensors
+  int64_t layer;        // -1 for global tensors
+  int64_t expert = -1;  // the expert of a per-expert Hugging Face name
 };
 std::optional<RoleAndLayer> parse_hf_tensor_name(const Architecture& arch, std::string_view name);
 std::optional<RoleAndLayer> parse_gguf_tensor_name(const Architecture& arch, std::string_view name);
@@ -131,5 +175,9 @@ std::optional<RoleAndLayer> parse_gguf_tensor_name(const Architecture& arch, std
 const Architecture& llama_architecture();
 const Architecture& mistral_architecture();
 const Architecture& qwen2_architecture();
+const Architecture& qwen3_architecture();
+const Architecture& mixtral_architecture();
+const Architecture& qwen2_moe_architecture();
+const Architecture& qwen3_moe_architecture();
 
 }  // namespace calq::model

@@ -78,6 +78,10 @@ struct BlockTopology {
 
 // The standard Llama decoder block (pre-norm attention and SwiGLU MLP); block_llama.cpp.
 extern const BlockTopology kLlamaBlock;
+// Mixture-of-experts blocks (block_moe.cpp): without a shared expert (Mixtral, Qwen3-MoE) and
+// with one held in the dense MLP slots (Qwen2-MoE).
+extern const BlockTopology kMoeBlock;
+extern const BlockTopology kMoeSharedBlock;
 
 // The block of the architecture `config.model_type` names; an unregistered model type is an
 // Error(kInvalidArgument) naming it.

@@ -4,6 +4,8 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cassert>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -85,12 +87,66 @@ void check_rope(const json& root, std::string_view origin, ModelConfig& config, 
     for (const char* type_key : {"rope_type", "type"}) {
       if (auto t = it->find(type_key); t != it->end() && t->is_string()) type = t->get<std::string>();
     }
-    if (type != "default") {
-      fail(ErrorKind::kUnsupported, "{}: {}.rope_type '{}' is not supported (calq supports 'default')",
-           origin, key, type);
+    if (type == "default") continue;
+    if (type != "linear" && type != "llama3") {
+      fail(ErrorKind::kUnsupported,
+           "{}: {}.rope_type '{}' is not supported (calq supports 'default', 'linear', 'llama3')", origin, key, type);
     }
+    ModelConfig::RopeScaling s{.type = type};
+    const auto positive = [&](const char* name, double fallback, bool required) {
+      if (required && (it->find(name) == it->end() || (*it)[name].is_null())) {
+        fail(ErrorKind::kFormat, "{}: {}.{} is required for rope_type '{}'", origin, key, name, type);
+      }
+      const double v = r.number_or(*it, name, fallback, fmt::format("{}.{}", key, name));
+      if (!(v > 0.0) || !std::isfinite(v)) fail(ErrorKind::kFormat, "{}: {}.{} must be positive", origin, key, name);
+      return v;
+    };
+    s.factor = positive("factor", 1.0, true);
+    if (type == "llama3") {
+      s.low_freq_factor = positive("low_freq_factor", 1.0, true);
+      s.high_freq_factor = positive("high_freq_factor", 4.0, true);
+      s.original_max_position =
+          static_cast<int64_t>(positive("original_max_position_embeddings", 8192.0, true));
+      if (!(s.high_freq_factor > s.low_freq_factor)) {
+        fail(ErrorKind::kFormat, "{}: {}.high_freq_factor must exceed low_freq_factor", origin, key);
+      }
+    }
+    config.rope_scaling = s;
   }
   if (!(config.rope_theta > 0.0)) fail(ErrorKind::kFormat, "{}: rope_theta must be positive", origin);
+  if (config.rope_scaling) {
+    config.rope_freq_factors = rope_scaling_factors(*config.rope_scaling, config.rope_theta, config.head_dim);
+  }
+}
+
+// The experts of a MoE architecture (config.h); every layer must be sparse.
+void read_moe(const json& root, std::string_view origin, const MoeRule& rule, ModelConfig& config,
+              const ConfigReader& r) {
+  ModelConfig::Moe moe;
+  moe.num_experts = r.require_int(std::string(rule.num_experts_key).c_str());
+  moe.experts_per_token = r.require_int("num_experts_per_tok");
+  moe.expert_intermediate = r.require_int(std::string(rule.expert_width_key).c_str());
+  if (moe.experts_per_token > moe.num_experts) {
+    fail(ErrorKind::kFormat, "{}: num_experts_per_tok {} exceeds {} {}", origin, moe.experts_per_token,
+         rule.num_experts_key, moe.num_experts);
+  }
+  if (rule.shared_expert) moe.shared_intermediate = r.require_int("shared_expert_intermediate_size");
+  moe.norm_topk_prob = rule.has_norm_topk_key ? r.bool_or("norm_topk_prob", rule.norm_topk_default)
+                                              : rule.norm_topk_default;
+  if (const auto step = r.optional_int("decoder_sparse_step"); step && *step != 1) {
+    fail(ErrorKind::kUnsupported,
+         "{}: decoder_sparse_step = {} mixes dense and expert layers, which calq does not run (nor llama.cpp)",
+         origin, *step);
+  }
+  if (auto only = root.find("mlp_only_layers"); only != root.end() && !only->is_null()) {
+    if (!only->is_array()) fail(ErrorKind::kFormat, "{}: key 'mlp_only_layers' must be a list", origin);
+    if (!only->empty()) {
+      fail(ErrorKind::kUnsupported,
+           "{}: mlp_only_layers {} mixes dense and expert layers, which calq does not run (nor llama.cpp)", origin,
+           only->dump());
+    }
+  }
+  config.moe = moe;
 }
 
 // The per-layer sliding window (see config.h for the rules).
@@ -192,9 +248,41 @@ ModelConfig parse_hf_config_text(std::string_view json_text, std::string_view or
     }
   }
   config.qkv_bias = has_slot(arch, TensorRole::kAttnQBias);
+  config.qk_norm = has_slot(arch, TensorRole::kAttnQNorm);
+  if (arch.moe != nullptr) read_moe(root, origin, *arch.moe, config, r);
   check_rope(root, origin, config, r);
   read_window(root, origin, arch.window_rule, config, r);
   return config;
+}
+
+std::vector<float> rope_scaling_factors(const ModelConfig::RopeScaling& s, double theta, int64_t head_dim) {
+  const int64_t half = head_dim / 2;
+  std::vector<float> out(static_cast<size_t>(half), 1.0f);
+  for (int64_t i = 0; i < half; ++i) {
+    double f = s.factor;
+    if (s.type == "llama3") {
+      // transformers' _compute_llama3_parameters (and llama.cpp's converter, which stores these
+      // divisors): wavelengths shorter than original/high_freq_factor keep their frequency,
+      // longer than original/low_freq_factor are divided by factor, and those between blend.
+      const double freq = 1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+      const double wavelen = 2.0 * 3.14159265358979323846 / freq;
+      const double old = static_cast<double>(s.original_max_position);
+      const double low_wavelen = old / s.low_freq_factor;
+      const double high_wavelen = old / s.high_freq_factor;
+      if (wavelen < high_wavelen) {
+        f = 1.0;
+      } else if (wavelen > low_wavelen) {
+        f = s.factor;
+      } else {
+        const double smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f = 1.0 / ((1.0 - smooth) / s.factor + smooth);
+      }
+    } else {
+      assert(s.type == "linear");
+    }
+    out[static_cast<size_t>(i)] = static_cast<float>(f);
+  }
+  return out;
 }
 
 ModelConfig parse_hf_config(const std::filesystem::path& config_json) {

@@ -3,8 +3,15 @@
 //
 // Contract: parse_hf_config() accepts the model types in the architecture tables (architecture.h)
 // and throws calq::Error naming config.json and the key on anything missing, mistyped,
-// inconsistent (e.g. heads not dividing hidden size) or unsupported (rope scaling other than
-// "default", unknown model_type — the message lists the supported ones).
+// inconsistent (e.g. heads not dividing hidden size, top-k above the expert count) or
+// unsupported (rope scaling other than "default", "linear" and "llama3"; MoE layouts with dense
+// layers; unknown model_type — the message lists the supported ones).
+//
+// Rotary scaling follows transformers: "linear" divides every inverse frequency by `factor`;
+// "llama3" (Llama 3.1+) divides the low frequencies by `factor`, keeps the high ones and blends
+// between (low_freq_factor, high_freq_factor, original_max_position_embeddings). Both become
+// per-frequency divisors (rope_freq_factors, llama.cpp's rope_freqs tensor), the form a GGUF file
+// carries them in.
 //
 // Sliding windows follow transformers: a layer with window W lets the query at position i attend
 // to keys j with i - W < j <= i. Mistral applies `sliding_window` (null = none) to every layer;
@@ -55,11 +62,39 @@ struct ModelConfig {
     std::optional<uint64_t> down_seed;
   };
   std::optional<Rotation> rotation;
+  // Per-head RMSNorm of queries and keys before the rotary embedding (Qwen3).
+  bool qk_norm = false;
+  // Rotary scaling: inv_freq[i] is divided by rope_freq_factors[i] (head_dim / 2 entries; empty =
+  // none), `rope_scaling` says where they came from (written back to config.json / GGUF).
+  struct RopeScaling {
+    std::string type;  // "linear" or "llama3"
+    double factor = 1.0;
+    double low_freq_factor = 1.0;   // llama3
+    double high_freq_factor = 4.0;  // llama3
+    int64_t original_max_position = 8192;  // llama3
+  };
+  std::optional<RopeScaling> rope_scaling;
+  std::vector<float> rope_freq_factors;
+  // Mixture-of-experts MLP in every layer (architecture.h: Architecture::moe); nullopt = dense.
+  struct Moe {
+    int64_t num_experts = 0;
+    int64_t experts_per_token = 0;
+    int64_t expert_intermediate = 0;  // width of each expert's gate/up
+    int64_t shared_intermediate = 0;  // the shared expert's width (0: none)
+    bool norm_topk_prob = true;       // renormalise the picked probabilities to sum to 1
+  };
+  std::optional<Moe> moe;
   // Runtime only, never persisted (model/kv_cache.h): keys and values pass through this format
   // before attention, token by token; nullptr = a float cache.
   const Format* kv_cache = nullptr;
 
   int64_t q_dim() const { return num_heads * head_dim; }
+  // The width of the dense MLP slots (kMlpGate/Up/Down): intermediate_size, or a MoE model's
+  // shared expert width (0 when it has none).
+  int64_t mlp_intermediate() const { return moe ? moe->shared_intermediate : intermediate_size; }
+  // Whether the block is the plain Llama one the training engine and the rotations know (no
+  // experts, head norms or rotary scaling).
+  bool plain_llama_block() const { return !moe && !qk_norm && rope_freq_factors.empty(); }
   int64_t kv_dim() const { return num_kv_heads * head_dim; }
   // The attention window of `layer` (0 = full causal attention).
   int64_t window_for_layer(int64_t layer) const {
@@ -71,5 +106,8 @@ struct ModelConfig {
 // `origin` names the file in error messages.
 ModelConfig parse_hf_config_text(std::string_view json_text, std::string_view origin);
 ModelConfig parse_hf_config(const std::filesystem::path& config_json);
+
+// The per-frequency divisors of a rotary scaling (see above) for head_dim; asserts a known type.
+std::vector<float> rope_scaling_factors(const ModelConfig::RopeScaling& scaling, double theta, int64_t head_dim);
 
 }  // namespace calq::model

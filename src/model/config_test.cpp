@@ -54,7 +54,7 @@ TEST(Config, MissingModelType) {
 
 TEST(Config, UnsupportedModelTypeListsSupported) {
   expect_error(R"({"model_type": "gpt_neox"})", ErrorKind::kUnsupported,
-               {"dir/config.json", "gpt_neox", "supported: llama, mistral, qwen2"});
+               {"dir/config.json", "gpt_neox", "supported: llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe"});
 }
 
 // kGood with model_type replaced and `extra` keys appended.
@@ -144,6 +144,52 @@ TEST(Config, UnsupportedRopeScaling) {
   std::string text = kGood;
   text.insert(text.size() - 1, R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4.0})");
   expect_error(text, ErrorKind::kUnsupported, {"rope_scaling", "yarn"});
+}
+
+}  // namespace
+}  // namespace calq::model
+
+namespace calq::model {
+namespace {
+
+TEST(Config, Llama3RopeScalingNeedsItsParameters) {
+  std::string text = kGood;
+  text.insert(text.size() - 1, R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0})");
+  expect_error(text, ErrorKind::kFormat, {"rope_scaling.high_freq_factor", "llama3"});
+  text = kGood;
+  text.insert(text.size() - 1,
+              R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,)"
+              R"( "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");
+  const ModelConfig c = parse_hf_config_text(text, "config.json");
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_EQ(c.rope_scaling->type, "llama3");
+  EXPECT_EQ(c.rope_freq_factors.size(), static_cast<size_t>(c.head_dim / 2));
+  EXPECT_FALSE(c.plain_llama_block());
+}
+
+TEST(Config, MoeKeysAreRead) {
+  const ModelConfig c = parse_hf_config_text(
+      variant("qwen2_moe", R"("num_experts": 60, "num_experts_per_tok": 4, "moe_intermediate_size": 1408,)"
+                           R"( "shared_expert_intermediate_size": 5632, "norm_topk_prob": false)"),
+      "config.json");
+  ASSERT_TRUE(c.moe.has_value());
+  EXPECT_EQ(c.moe->num_experts, 60);
+  EXPECT_EQ(c.moe->experts_per_token, 4);
+  EXPECT_EQ(c.moe->expert_intermediate, 1408);
+  EXPECT_EQ(c.moe->shared_intermediate, 5632);
+  EXPECT_FALSE(c.moe->norm_topk_prob);
+  EXPECT_EQ(c.mlp_intermediate(), 5632);
+  // Mixtral's expert width is intermediate_size; it always renormalises.
+  const ModelConfig m =
+      parse_hf_config_text(variant("mixtral", R"("num_local_experts": 8, "num_experts_per_tok": 2)"), "config.json");
+  ASSERT_TRUE(m.moe.has_value());
+  EXPECT_EQ(m.moe->expert_intermediate, m.intermediate_size);
+  EXPECT_TRUE(m.moe->norm_topk_prob);
+  EXPECT_EQ(m.mlp_intermediate(), 0);
+  expect_error(variant("mixtral", R"("num_experts_per_tok": 2)"), ErrorKind::kFormat, {"num_local_experts"});
+  expect_error(variant("qwen3_moe", R"("num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 8,)"
+                                    R"( "decoder_sparse_step": 2)"),
+               ErrorKind::kUnsupported, {"decoder_sparse_step = 2"});
 }
 
 }  // namespace

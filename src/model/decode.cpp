@@ -8,6 +8,7 @@
 #include "core/vec_math.h"
 #include "model/forward.h"
 #include "model/kv_cache.h"
+#include "model/moe.h"
 
 namespace calq::model {
 namespace {
@@ -55,13 +56,14 @@ DecodeCache::DecodeCache(const ModelConfig& c, int64_t batch, int64_t max_len)
       k_new_(sz(batch * c.kv_dim())),
       v_new_(sz(batch * c.kv_dim())),
       attn_(sz(batch * c.q_dim())),
-      gate_(sz(batch * c.intermediate_size)),
-      up_(sz(batch * c.intermediate_size)) {
+      gate_(sz(batch * c.mlp_intermediate())),
+      up_(sz(batch * c.mlp_intermediate())) {
   if (batch < 1 || max_len < 1) {
     fail(ErrorKind::kInvalidArgument, "decode cache needs batch and max_len of at least 1, got {} and {}", batch,
          max_len);
   }
-  rope_tables(max_len, c.head_dim, c.rope_theta, rope_cos_.data(), rope_sin_.data());
+  rope_tables(max_len, c.head_dim, c.rope_theta, rope_cos_.data(), rope_sin_.data(), c.rope_freq_factors);
+  if (c.moe) moe_ = std::make_shared<MoeScratch>(c, batch);
 }
 
 int64_t DecodeCache::bytes_for(const ModelConfig& c, int64_t batch, int64_t max_len) {
@@ -79,7 +81,7 @@ void decode_step(const Model& m, std::span<const int32_t> ids, DecodeCache& s, f
     fail(ErrorKind::kInvalidArgument, "decode step at position {} exceeds the cache length {}", pos, s.max_len_);
   }
   const int64_t hs = cfg.hidden_size;
-  const int64_t inter = cfg.intermediate_size;
+  const int64_t inter = cfg.mlp_intermediate();
   const int64_t hd = cfg.head_dim;
   const int64_t q_dim = cfg.q_dim();
   const int64_t kv_dim = cfg.kv_dim();
@@ -104,6 +106,11 @@ void decode_step(const Model& m, std::span<const int32_t> ids, DecodeCache& s, f
       add_bias_rows(s.q_.data(), B, w.bq);
       add_bias_rows(s.k_new_.data(), B, w.bk);
       add_bias_rows(s.v_new_.data(), B, w.bv);
+    }
+    if (cfg.qk_norm) {
+      rms_norm_rows(s.q_.data(), w.q_norm.f32(), s.q_.data(), B * cfg.num_heads, hd, cfg.rms_norm_eps, pool);
+      rms_norm_rows(s.k_new_.data(), w.k_norm.f32(), s.k_new_.data(), B * cfg.num_kv_heads, hd, cfg.rms_norm_eps,
+                    pool);
     }
     for (int64_t b = 0; b < B; ++b) {
       rope_row(s.q_.data() + b * q_dim, cfg.num_heads, hd, cos_p, sin_p);
@@ -150,6 +157,10 @@ void decode_step(const Model& m, std::span<const int32_t> ids, DecodeCache& s, f
 
     // MLP block: down(silu(gate(x)) * up(x)).
     rms_norm_rows(s.hidden_.data(), w.mlp_norm.f32(), s.norm_.data(), B, hs, cfg.rms_norm_eps, pool);
+    if (cfg.moe) {
+      moe_mlp_forward(cfg, w, layer, s.norm_.data(), B, s.hidden_.data(), *s.moe_, pool, nullptr);
+      continue;
+    }
     apply_site_transform(w, InputSite::kMlpIn, s.norm_.data(), B, pool);
     layer_linear(pool, w, TensorRole::kMlpGate, s.norm_.data(), B, s.gate_.data());
     layer_linear(pool, w, TensorRole::kMlpUp, s.norm_.data(), B, s.up_.data());

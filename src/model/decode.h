@@ -9,7 +9,8 @@
 //  * decode_step feeds one token per sequence at position cache.length() and writes the logits of
 //    that position; the logits equal those of model::forward on the sequence so far, row for row,
 //    up to float rounding (the products run on `batch` rows instead of the whole prefix; the
-//    same math otherwise: q/k/v biases, sliding windows, a simulated quantized KV cache, online
+//    same math otherwise: q/k/v biases, q/k head norms, rotary scaling, expert layers (the
+//    batch's tokens routed as in moe.h), sliding windows, a simulated quantized KV cache, online
 //    rotations, online input transforms (LayerWeights::transforms) and activation quantization of
 //    LinearWeight all apply as in forward.h).
 //  * Deterministic and independent of the thread count (linear_nt's fixed blocks; attention of one
@@ -19,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -26,6 +28,8 @@
 #include "model/model.h"
 
 namespace calq::model {
+
+class MoeScratch;  // model/moe.h
 
 class DecodeCache {
  public:
@@ -42,6 +46,7 @@ class DecodeCache {
   std::vector<float> k_, v_;                // [layer][batch][max_len][kv_dim]
   std::vector<float> rope_cos_, rope_sin_;  // [max_len, head_dim / 2]
   std::vector<float> hidden_, norm_, q_, k_new_, v_new_, attn_, gate_, up_;
+  std::shared_ptr<MoeScratch> moe_;  // MoE models only
 };
 
 // logits[batch, vocab] of the tokens `ids` (one per sequence) appended at position cache.length().

@@ -8,6 +8,7 @@
 #include "core/matmul.h"
 #include "core/vec_math.h"
 #include "model/kv_cache.h"
+#include "model/moe.h"
 
 namespace calq::model {
 namespace {
@@ -121,14 +122,16 @@ LayerScratch::LayerScratch(const ModelConfig& c, int64_t seq_len)
       k_(static_cast<size_t>(seq_len * c.kv_dim())),
       v_(static_cast<size_t>(seq_len * c.kv_dim())),
       attn_(static_cast<size_t>(seq_len * c.q_dim())),
-      gate_(static_cast<size_t>(seq_len * c.intermediate_size)),
-      up_(static_cast<size_t>(seq_len * c.intermediate_size)),
+      gate_(static_cast<size_t>(seq_len * c.mlp_intermediate())),
+      up_(static_cast<size_t>(seq_len * c.mlp_intermediate())),
       rope_cos_(static_cast<size_t>(seq_len * c.head_dim / 2)),
       rope_sin_(static_cast<size_t>(seq_len * c.head_dim / 2)) {
-  rope_tables(seq_len, c.head_dim, c.rope_theta, rope_cos_.data(), rope_sin_.data());
+  rope_tables(seq_len, c.head_dim, c.rope_theta, rope_cos_.data(), rope_sin_.data(), c.rope_freq_factors);
+  if (c.moe) moe_ = std::make_shared<MoeScratch>(c, seq_len);
 }
 
-void rope_tables(int64_t seq_len, int64_t head_dim, double theta, float* cos_out, float* sin_out) {
+void rope_tables(int64_t seq_len, int64_t head_dim, double theta, float* cos_out, float* sin_out,
+                 std::span<const float> freq_factors) {
   const int64_t half = head_dim / 2;
   // transformers: inv_freq = 1 / base ** (arange(0, d, 2).float() / d), all float32; the angle is
   // the float32 product position * inv_freq. Mirroring the roundings keeps logits within ~1e-5.
@@ -137,6 +140,7 @@ void rope_tables(int64_t seq_len, int64_t head_dim, double theta, float* cos_out
     const float expo = static_cast<float>(2 * i) / static_cast<float>(head_dim);
     inv_freq[static_cast<size_t>(i)] = 1.0f / static_cast<float>(std::pow(static_cast<double>(static_cast<float>(theta)),
                                                                           static_cast<double>(expo)));
+    if (!freq_factors.empty()) inv_freq[static_cast<size_t>(i)] /= freq_factors[static_cast<size_t>(i)];
   }
   for (int64_t t = 0; t < seq_len; ++t) {
     for (int64_t i = 0; i < half; ++i) {
@@ -171,7 +175,7 @@ void rms_norm_rows(const float* x, const float* weight, float* y, int64_t rows, 
 void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_t layer, float* hidden,
                            int64_t seq_len, LayerScratch& s, ThreadPool& pool, const LinearHook* hook) {
   const int64_t hs = cfg.hidden_size;
-  const int64_t inter = cfg.intermediate_size;
+  const int64_t inter = cfg.mlp_intermediate();
   if (seq_len > s.seq_len_) {
     fail(ErrorKind::kInvalidArgument, "sequence of {} tokens exceeds the scratch size {}", seq_len, s.seq_len_);
   }
@@ -192,6 +196,13 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
     add_bias_rows(pool, s.k_.data(), seq_len, w.bk);
     add_bias_rows(pool, s.v_.data(), seq_len, w.bv);
   }
+  if (cfg.qk_norm) {
+    // Qwen3: RMSNorm over each head's head_dim values (rows of head_dim), before the rotation.
+    rms_norm_rows(s.q_.data(), w.q_norm.f32(), s.q_.data(), seq_len * cfg.num_heads, cfg.head_dim, cfg.rms_norm_eps,
+                  pool);
+    rms_norm_rows(s.k_.data(), w.k_norm.f32(), s.k_.data(), seq_len * cfg.num_kv_heads, cfg.head_dim,
+                  cfg.rms_norm_eps, pool);
+  }
   apply_rope(s.q_.data(), cfg.q_dim(), seq_len, cfg.num_heads, cfg.head_dim, s.rope_cos_.data(),
              s.rope_sin_.data(), pool);
   apply_rope(s.k_.data(), cfg.kv_dim(), seq_len, cfg.num_kv_heads, cfg.head_dim, s.rope_cos_.data(),
@@ -205,8 +216,12 @@ void decoder_layer_forward(const ModelConfig& cfg, const LayerWeights& w, int64_
   call_hook(hook, layer, TensorRole::kAttnOut, s.attn_.data(), seq_len, cfg.q_dim());
   linear(pool, w, TensorRole::kAttnOut, s.attn_.data(), seq_len, hidden, /*accumulate=*/true);
 
-  // MLP block: down(silu(gate(x)) * up(x)).
+  // MLP block: down(silu(gate(x)) * up(x)), or the experts (moe.h).
   rms_norm_rows(hidden, w.mlp_norm.f32(), s.norm_.data(), seq_len, hs, cfg.rms_norm_eps, pool);
+  if (cfg.moe) {
+    moe_mlp_forward(cfg, w, layer, s.norm_.data(), seq_len, hidden, *s.moe_, pool, hook);
+    return;
+  }
   apply_site_transform(w, InputSite::kMlpIn, s.norm_.data(), seq_len, pool);
   call_hook(hook, layer, TensorRole::kMlpGate, s.norm_.data(), seq_len, hs);
   call_hook(hook, layer, TensorRole::kMlpUp, s.norm_.data(), seq_len, hs);

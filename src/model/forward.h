@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -29,8 +30,11 @@ struct LinearInput {
   const float* x;
   int64_t rows;
   int64_t cols;
+  int64_t expert = -1;  // a MoE expert's input (role kExpertGate/Up/Down): its index (model/moe.h)
 };
 using LinearHook = std::function<void(const LinearInput&)>;
+
+class MoeScratch;  // model/moe.h
 
 // Scratch buffers for one sequence length; reused across layers and calls.
 class LayerScratch {
@@ -44,6 +48,7 @@ class LayerScratch {
   int64_t seq_len_;
   std::vector<float> norm_, q_, k_, v_, attn_, gate_, up_;
   std::vector<float> rope_cos_, rope_sin_;  // [seq_len, head_dim / 2]
+  std::shared_ptr<MoeScratch> moe_;         // MoE models only
 };
 
 // hidden[seq_len, hidden_size] is updated in place: h += attn(norm(h)); h += mlp(norm(h)).
@@ -86,7 +91,10 @@ void layer_linear(ThreadPool& pool, const LayerWeights& weights, TensorRole role
 
 void rms_norm_rows(const float* x, const float* weight, float* y, int64_t rows, int64_t cols, double eps,
                    ThreadPool& pool);
-// Rotary tables as Hugging Face computes them (float32 inverse frequencies and angles).
-void rope_tables(int64_t seq_len, int64_t head_dim, double theta, float* cos_out, float* sin_out);
+// Rotary tables as Hugging Face computes them (float32 inverse frequencies and angles); with
+// `freq_factors` (head_dim / 2 of them, config.rope_freq_factors) each inverse frequency is
+// divided by its factor first.
+void rope_tables(int64_t seq_len, int64_t head_dim, double theta, float* cos_out, float* sin_out,
+                 std::span<const float> freq_factors = {});
 
 }  // namespace calq::model

@@ -86,7 +86,9 @@ std::vector<Item> model_items(const Model& m) {
   const Architecture& arch = *m.arch;
   const auto add = [&](TensorRole role, int64_t layer) {
     if (!has_slot(arch, role) || !has_role(m.config, role)) return;
-    items.push_back({role, layer, gguf_tensor_name(arch, role, layer), hf_tensor_name(arch, role, layer)});
+    // An expert role is one 3-D tensor per layer; its converter order is that of expert 0's name.
+    items.push_back({role, layer, gguf_tensor_name(arch, role, layer),
+                     hf_tensor_name(arch, role, layer, is_expert(role) ? 0 : -1)});
   };
   add(TensorRole::kTokenEmbedding, -1);
   for (int64_t l = 0; l < static_cast<int64_t>(m.layers.size()); ++l) {
@@ -111,12 +113,42 @@ const Tensor& vector_of(const Model& m, const Item& it) {
   return m.layers[static_cast<size_t>(it.layer)].vector(it.role);
 }
 
+// Expert e of an expert item.
+const LinearWeight& expert_of(const Model& m, const Item& it, int64_t e) {
+  return m.layers[static_cast<size_t>(it.layer)].experts[static_cast<size_t>(e)].linear(it.role);
+}
+
+// Every weight an item holds: one, or an expert item's num_experts.
+template <typename Fn>
+void for_each_weight(const Model& m, const Item& it, Fn fn) {
+  if (is_expert(it.role)) {
+    for (int64_t e = 0; e < m.config.moe->num_experts; ++e) fn(expert_of(m, it, e));
+  } else if (is_matrix(it.role)) {
+    fn(linear_of(m, it));
+  }
+}
+
+// The experts of an item share one format (GGUF stores them as one tensor); Error otherwise.
+const LinearWeight& check_experts_alike(const Model& m, const Item& it, const std::string& where) {
+  const LinearWeight& first = expert_of(m, it, 0);
+  for (int64_t e = 1; e < m.config.moe->num_experts; ++e) {
+    const LinearWeight& w = expert_of(m, it, e);
+    if (w.format_name() != first.format_name()) {
+      fail(ErrorKind::kUnsupported,
+           "{}: layer {} {}: expert {} is {} but expert 0 is {}; GGUF stores a layer's experts as one tensor of one "
+           "type", where, it.layer, role_name(it.role), e, w.format_name(), first.format_name());
+    }
+  }
+  return first;
+}
+
 bool converter_layout(const Model& m, const std::vector<Item>& items, GgufTensorOrder order) {
   if (order != GgufTensorOrder::kAuto) return order == GgufTensorOrder::kConvert;
+  bool all_float = true;
   for (const Item& it : items) {
-    if (is_matrix(it.role) && !is_float_ggml(ggml_type_of(linear_of(m, it)))) return false;
+    for_each_weight(m, it, [&](const LinearWeight& w) { all_float = all_float && is_float_ggml(ggml_type_of(w)); });
   }
-  return true;
+  return all_float;
 }
 
 void sort_items(std::vector<Item>& items, bool convert) {
@@ -163,11 +195,11 @@ std::optional<uint32_t> guessed_file_type(const Model& m, const std::vector<Item
   std::map<std::string, std::pair<int64_t, std::optional<uint32_t>>> count;  // by format name
   std::string best;
   for (const Item& it : items) {
-    if (!is_matrix(it.role)) continue;
-    const LinearWeight& w = linear_of(m, it);
-    auto& c = count[w.format_name()];
-    c.second = ggml_type_of(w);
-    if (++c.first > (best.empty() ? 0 : count[best].first)) best = w.format_name();
+    for_each_weight(m, it, [&](const LinearWeight& w) {
+      auto& c = count[w.format_name()];
+      c.second = ggml_type_of(w);
+      if (++c.first > (best.empty() ? 0 : count[best].first)) best = w.format_name();
+    });
   }
   if (best.empty() || !count[best].second) return std::nullopt;
   return ftype_of_ggml_type(*count[best].second);
@@ -195,6 +227,30 @@ void hparams(const Model& m, bool convert, std::optional<uint32_t> file_type, io
   if (arch.gguf_arch == "llama") {
     u32(k.vocab_size, c.vocab_size);
     u32(k.rope_dimension_count, c.head_dim);
+  }
+  if (c.moe) {
+    const MoeRule& rule = *arch.moe;
+    if (c.moe->norm_topk_prob != rule.gguf_norm_topk) {
+      fail(ErrorKind::kUnsupported,
+           "{}: norm_topk_prob = {} cannot be written as GGUF architecture '{}' (llama.cpp {} the picked expert "
+           "weights for it)", m.source.string(), c.moe->norm_topk_prob, arch.gguf_arch,
+           rule.gguf_norm_topk ? "always renormalises" : "never renormalises");
+    }
+    if (rule.gguf_ffn_is_expert_width && c.intermediate_size != c.moe->expert_intermediate) {
+      fail(ErrorKind::kUnsupported, "{}: expert width {} differs from the feed-forward length {} of a '{}' file",
+           m.source.string(), c.moe->expert_intermediate, c.intermediate_size, arch.gguf_arch);
+    }
+    u32(k.expert_count, c.moe->num_experts);
+    u32(k.expert_used_count, c.moe->experts_per_token);
+    if (!rule.gguf_ffn_is_expert_width) u32(k.expert_feed_forward_length, c.moe->expert_intermediate);
+    if (c.moe->shared_intermediate > 0) u32(k.expert_shared_feed_forward_length, c.moe->shared_intermediate);
+  }
+  if (c.rope_scaling && c.rope_scaling->type == "linear") {
+    out.emplace_back(key(k.rope_scaling_type), io::GgufValue::of_string("linear"));
+    out.emplace_back(key(k.rope_scaling_factor), io::GgufValue::of_float32(static_cast<float>(c.rope_scaling->factor)));
+  } else if (!c.rope_freq_factors.empty() && arch.gguf_arch != "llama") {
+    fail(ErrorKind::kUnsupported, "{}: per-frequency rotary factors (rope_freqs) have no llama.cpp form for '{}'",
+         m.source.string(), arch.gguf_arch);
   }
   if (c.sliding_window > 0 && std::find(c.layer_window.begin(), c.layer_window.end(), true) != c.layer_window.end()) {
     const bool all = std::find(c.layer_window.begin(), c.layer_window.end(), false) == c.layer_window.end();
@@ -262,8 +318,8 @@ io::GgufMetadata gguf_model_metadata(const Model& m, const GgufExportOptions& op
   bool calq_only = false;
   io::GgufMetadata calq_keys;
   for (const Item& it : items) {
-    if (!is_matrix(it.role)) continue;
-    const LinearWeight& w = linear_of(m, it);
+    if (!is_matrix(it.role) && !is_expert(it.role)) continue;
+    const LinearWeight& w = is_expert(it.role) ? check_experts_alike(m, it, m.source.string()) : linear_of(m, it);
     if (ggml_type_of(w)) continue;
     calq_only = true;
     calq_keys.emplace_back(calq_qtensor_format_key(it.gguf_name), io::GgufValue::of_string(w.format_name()));
@@ -271,6 +327,7 @@ io::GgufMetadata gguf_model_metadata(const Model& m, const GgufExportOptions& op
     shape.type = io::GgufValueType::kArray;
     shape.array_type = io::GgufValueType::kUint64;
     shape.uints = {static_cast<uint64_t>(w.rows()), static_cast<uint64_t>(w.cols())};
+    if (is_expert(it.role)) shape.uints.insert(shape.uints.begin(), static_cast<uint64_t>(m.config.moe->num_experts));
     calq_keys.emplace_back(calq_qtensor_shape_key(it.gguf_name), std::move(shape));
   }
   // Activation quantization specs; a tied head's under its own name (it has no tensor of its own).
@@ -290,6 +347,14 @@ io::GgufMetadata gguf_model_metadata(const Model& m, const GgufExportOptions& op
   };
   for (const Item& it : items) {
     if (is_matrix(it.role)) act_quant_keys(linear_of(m, it), it.gguf_name);
+    if (is_expert(it.role)) {
+      for (int64_t e = 0; e < m.config.moe->num_experts; ++e) {
+        if (expert_of(m, it, e).act_quant().enabled()) {
+          fail(ErrorKind::kUnsupported, "{}: layer {} {} expert {}: activation quantization of experts has no GGUF key",
+               m.source.string(), it.layer, role_name(it.role), e);
+        }
+      }
+    }
   }
   if (m.output.same_storage(m.embedding) && has_slot(*m.arch, TensorRole::kOutput)) {
     act_quant_keys(m.output, gguf_tensor_name(*m.arch, TensorRole::kOutput, -1));
@@ -352,8 +417,44 @@ void write_gguf_model(const Model& m, const std::filesystem::path& out, const Gg
     return std::as_bytes(std::span<const float>(buf));
   };
 
+  std::vector<std::vector<std::byte>> byte_copies;  // stacked experts
+  byte_copies.reserve(items.size());
   for (const Item& it : items) {
     const int64_t heads = heads_if_permuted(it.role);
+    if (is_expert(it.role)) {
+      // One 3-D tensor [num_experts, rows, cols] (ne = {cols, rows, num_experts}): the experts' bytes
+      // one after another (float32, a ggml type, or calq bytes described by the metadata).
+      const LinearWeight& first = check_experts_alike(m, it, out.string());
+      const int64_t n = c.moe->num_experts;
+      std::vector<std::byte>& buf = byte_copies.emplace_back();
+      for (int64_t e = 0; e < n; ++e) {
+        const LinearWeight& w = expert_of(m, it, e);
+        const std::span<const std::byte> b = w.is_quantized() ? w.quantized().bytes : w.dense().bytes();
+        buf.insert(buf.end(), b.begin(), b.end());
+      }
+      const std::optional<uint32_t> type = ggml_type_of(first);
+      if (first.is_quantized() && type && first.quantized().format->trailer_bytes(first.rows(), first.cols()) != 0) {
+        fail(ErrorKind::kInvalidArgument, "{}: tensor '{}': format {} has ggml type {} but a tensor trailer",
+             out.string(), it.gguf_name, first.format_name(), *type);
+      }
+      if (type) {
+        tensors.push_back({.name = it.gguf_name, .ne = {first.cols(), first.rows(), n}, .type = *type, .data = buf});
+      } else {
+        tensors.push_back({.name = it.gguf_name, .ne = {static_cast<int64_t>(buf.size())}, .type = kGgmlI8,
+                           .data = buf});
+      }
+      continue;
+    }
+    if (it.role == TensorRole::kSharedExpertGate) {
+      // llama.cpp reads the shared expert's gate [1, hidden] as a vector {hidden}.
+      const LinearWeight& w = linear_of(m, it);
+      if (w.is_quantized()) {
+        fail(ErrorKind::kUnsupported, "{}: tensor '{}' must stay float (llama.cpp reads it as an F32 vector)",
+             out.string(), it.gguf_name);
+      }
+      tensors.push_back({.name = it.gguf_name, .ne = {w.cols()}, .type = io::kGgmlF32, .data = w.dense().bytes()});
+      continue;
+    }
     if (!is_matrix(it.role)) {
       const Tensor& t = vector_of(m, it);
       const int64_t n = t.numel();
@@ -381,6 +482,11 @@ void write_gguf_model(const Model& m, const std::filesystem::path& out, const Gg
       tensors.push_back({.name = it.gguf_name, .ne = {static_cast<int64_t>(q.bytes.size())}, .type = kGgmlI8,
                          .data = q.bytes});
     }
+  }
+  if (!c.rope_freq_factors.empty() && !(c.rope_scaling && c.rope_scaling->type == "linear")) {
+    // Llama 3.1+ rotary scaling: llama.cpp's rope_freqs tensor of per-frequency divisors.
+    tensors.push_back({.name = "rope_freqs.weight", .ne = {static_cast<int64_t>(c.rope_freq_factors.size())},
+                       .type = io::kGgmlF32, .data = std::as_bytes(std::span<const float>(c.rope_freq_factors))});
   }
   for (int64_t l = 0; l < static_cast<int64_t>(m.layers.size()); ++l) {
     for (size_t site = 0; site < static_cast<size_t>(kNumInputSites); ++site) {

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cassert>
 #include <cstring>
 #include <memory>
@@ -68,6 +69,14 @@ const Architecture& gguf_architecture(const io::GgufFile& file) {
   const std::string& name = file.get("general.architecture")
                                 .as_string(fmt::format("{}: key 'general.architecture'", file.path().string()));
   const Architecture* arch = find_gguf_architecture(name);
+  if (arch != nullptr && arch->moe == nullptr && file.find(name + ".expert_count") != nullptr) {
+    // llama.cpp writes Mixtral as "llama" with experts; the expert tables that write as this
+    // architecture read such a file.
+    for (const std::string& type : supported_model_types()) {
+      const Architecture* a = find_architecture(type);
+      if (a->moe != nullptr && a->gguf_arch == name) return *a;
+    }
+  }
   if (arch == nullptr) {
     fail(ErrorKind::kUnsupported, "{}: general.architecture '{}' is not supported (supported: {})",
          file.path().string(), name, fmt::join(supported_gguf_architectures(), ", "));
@@ -82,6 +91,8 @@ std::optional<int32_t> token_id(const io::GgufFile& file, std::string_view key) 
 }
 
 constexpr uint32_t kGgmlI8 = 24;
+// llama.cpp's per-frequency rotary divisors (Llama 3.1+ "llama3" scaling), one global F32 tensor.
+constexpr std::string_view kRopeFreqsTensor = "rope_freqs.weight";
 
 std::optional<DType> float_dtype(uint32_t ggml_type) {
   switch (ggml_type) {
@@ -98,6 +109,7 @@ void check_known_tensors(const io::GgufFile& file, const ModelConfig& config, co
   for (const auto& t : file.tensors()) {
     if (is_kron_tensor_name(t.name)) continue;  // read_gguf_transforms checks them
     if (is_lora_tensor_name(t.name)) continue;  // read_gguf_adapters checks them
+    if (t.name == kRopeFreqsTensor) continue;   // gguf_model_config reads it
     const auto parsed = parse_gguf_tensor_name(arch, t.name);
     if (!parsed) {
       fail(ErrorKind::kUnsupported, "{}: tensor '{}' is not part of the '{}' architecture as calq knows it",
@@ -350,6 +362,67 @@ std::vector<int64_t> qk_source_rows(int64_t n_heads, int64_t head_dim, bool inve
   return src;
 }
 
+// The experts of one layer's expert role from its 3-D tensor (ne = [cols, rows, num_experts]),
+// each expert a [rows, cols] weight over its slice of the bytes. A calq-specific format
+// (gguf_export.h) has shape [num_experts, rows, cols] and the experts encoded one after another.
+void load_expert_slices(const Source& src, const io::GgufTensorInfo& info, const ModelConfig& c, TensorRole role,
+                        int64_t layer, std::vector<ExpertWeights>& experts, ThreadPool& pool) {
+  const std::string origin = src.file.path().string();
+  const Shape one = expected_shape(c, role);
+  const int64_t n = c.moe->num_experts;
+  const Shape expected{n, one[0], one[1]};
+  const std::span<const std::byte> bytes = src.file.tensor_data(info);
+  const Format* format = nullptr;
+  std::optional<DType> dtype;
+  if (const io::GgufValue* f = src.file.find(calq_qtensor_format_key(info.name))) {
+    const std::string& name = f->as_string(fmt::format("{}: key '{}'", origin, calq_qtensor_format_key(info.name)));
+    format = find_format(name);
+    if (format == nullptr || format->traits().ggml_type) {
+      fail(ErrorKind::kUnsupported, "{}: tensor '{}' is in format '{}', which calq cannot read as calq bytes", origin,
+           info.name, name);
+    }
+    const io::GgufValue* shape_value = src.file.find(calq_qtensor_shape_key(info.name));
+    Shape shape;
+    if (shape_value != nullptr && shape_value->type == io::GgufValueType::kArray) {
+      for (const uint64_t v : shape_value->uints) shape.push_back(static_cast<int64_t>(v));
+    }
+    if (shape != expected) {
+      fail(ErrorKind::kFormat, "{}: tensor '{}': key '{}' must be [{}, {}, {}] (experts, rows, cols)", origin,
+           info.name, calq_qtensor_shape_key(info.name), n, one[0], one[1]);
+    }
+  } else {
+    check_shape(src.file, info, expected);
+    dtype = float_dtype(info.type);
+    if (!dtype || (src.keep_float && src.keep_alive && *dtype != DType::kF32)) {
+      format = format_by_ggml_type(info.type);
+      if (format == nullptr) {
+        fail(ErrorKind::kUnsupported, "{}: tensor '{}' has ggml type {}, which calq cannot decode (it decodes {})",
+             origin, info.name, io::ggml_type_name(info.type), decodable_types());
+      }
+      dtype.reset();
+    }
+  }
+  const size_t slice = dtype ? static_cast<size_t>(one[0] * one[1]) * dtype_size(*dtype)
+                             : (one[1] % format->traits().block_size == 0 ? format->tensor_bytes(one[0], one[1]) : 0);
+  if (slice == 0 || bytes.size() != slice * static_cast<size_t>(n)) {
+    fail(ErrorKind::kFormat, "{}: tensor '{}' has {} bytes; {} experts of shape {} need {}", origin, info.name,
+         bytes.size(), n, shape_string(one), slice * static_cast<size_t>(n));
+  }
+  for (int64_t e = 0; e < n; ++e) {
+    const std::span<const std::byte> part = bytes.subspan(static_cast<size_t>(e) * slice, slice);
+    const std::string what = fmt::format("{} (layer {}, expert {})", info.name, layer, e);
+    LinearWeight& w = experts[static_cast<size_t>(e)].linear(role);
+    if (dtype) {
+      w = widen_checked(*dtype, part.data(), one, pool, origin, what);
+    } else {
+      QuantizedTensor q = src.keep_alive ? QuantizedTensor::view(*format, one[0], one[1], part, src.keep_alive)
+                                         : QuantizedTensor::copy_of(*format, one[0], one[1], part);
+      check_finite(q, pool, origin, what);
+      w = std::move(q);
+    }
+  }
+}
+
 Model load_gguf_model_from(const Source& src, ThreadPool& pool) {
   const io::GgufFile& file = src.file;
   Model m;
@@ -376,6 +449,13 @@ Model load_gguf_model_from(const Source& src, ThreadPool& pool) {
   const auto load_linear = [&](TensorRole role, int64_t layer) {
     bool calq_specific = false;
     const io::GgufTensorInfo& info = find(role, layer);
+    if (role == TensorRole::kSharedExpertGate && info.ne.size() == 1) {
+      // llama.cpp stores the shared expert's gate [1, hidden] as a vector.
+      const Tensor v = load_vector(src, info, {m.config.hidden_size}, pool);
+      Tensor w = Tensor::zeros(DType::kF32, {1, m.config.hidden_size});
+      std::memcpy(w.mutable_data(), v.data(), v.nbytes());
+      return LinearWeight(std::move(w));
+    }
     LinearWeight w = load_matrix(src, info, expected_shape(m.config, role), pool, &calq_specific);
     const int64_t heads = calq_specific ? 0 : heads_if_permuted(role);
     if (heads != 0) w = unpermuted(w, heads, m.config.head_dim);
@@ -397,7 +477,14 @@ Model load_gguf_model_from(const Source& src, ThreadPool& pool) {
     m.output.set_act_quant(read_act_quant(file, name));
     matrix_names.push_back(name);
   }
-  load_layers(m, load_linear, load_vec);
+  const auto load_experts = [&](int64_t layer) {
+    std::vector<ExpertWeights> experts(static_cast<size_t>(m.config.moe->num_experts));
+    for (const TensorRole role : {TensorRole::kExpertGate, TensorRole::kExpertUp, TensorRole::kExpertDown}) {
+      load_expert_slices(src, find(role, layer), m.config, role, layer, experts, pool);
+    }
+    return experts;
+  };
+  load_layers(m, load_linear, load_vec, load_experts);
   read_gguf_transforms(file, m, pool);
   // B's rows follow their base's: Q/K-permuted unless the base is calq-specific (never permuted).
   read_gguf_adapters(
@@ -462,10 +549,16 @@ ModelConfig gguf_model_config(const io::GgufFile& file) {
     fail(ErrorKind::kUnsupported, "{}: {} {} is not the head dimension {} (partial rotary is not supported)", origin,
          r.key(k.rope_dimension_count), *d, c.head_dim);
   }
+  std::optional<double> linear_factor;
   if (const io::GgufValue* s = r.find(k.rope_scaling_type)) {
     const std::string& type = s->as_string(r.what(k.rope_scaling_type));
-    if (type != "none") {
-      fail(ErrorKind::kUnsupported, "{}: {} '{}' is not supported (calq supports 'none')", origin,
+    if (type == "linear") {
+      linear_factor = r.float_or(k.rope_scaling_factor, 1.0);
+      if (!(*linear_factor > 0.0) || !std::isfinite(*linear_factor)) {
+        fail(ErrorKind::kFormat, "{}: {} must be positive", origin, r.key(k.rope_scaling_factor));
+      }
+    } else if (type != "none") {
+      fail(ErrorKind::kUnsupported, "{}: {} '{}' is not supported (calq supports 'none', 'linear')", origin,
            r.key(k.rope_scaling_type), type);
     }
   }
@@ -508,6 +601,49 @@ ModelConfig gguf_model_config(const io::GgufFile& file) {
     c.layer_window.assign(static_cast<size_t>(c.num_layers), true);
   }
   c.rotation = read_rotation(file, c);
+  c.qk_norm = has_slot(arch, TensorRole::kAttnQNorm);
+  if (linear_factor) {
+    c.rope_scaling = ModelConfig::RopeScaling{.type = "linear", .factor = *linear_factor};
+    c.rope_freq_factors.assign(static_cast<size_t>(c.head_dim / 2), static_cast<float>(*linear_factor));
+  }
+  if (const io::GgufTensorInfo* t = file.find_tensor(kRopeFreqsTensor)) {
+    if (linear_factor) {
+      fail(ErrorKind::kUnsupported, "{}: both '{}' and linear rope scaling", origin, kRopeFreqsTensor);
+    }
+    const Shape want{c.head_dim / 2};
+    if (t->type != io::kGgmlF32 || row_major_shape(t->ne) != want) {
+      fail(ErrorKind::kFormat, "{}: tensor '{}' must be F32 of shape {}", origin, kRopeFreqsTensor, shape_string(want));
+    }
+    const auto data = file.tensor_data(*t);
+    c.rope_freq_factors.resize(static_cast<size_t>(c.head_dim / 2));
+    std::memcpy(c.rope_freq_factors.data(), data.data(), c.rope_freq_factors.size() * sizeof(float));
+    for (const float f : c.rope_freq_factors) {
+      if (!(f > 0.0f) || !std::isfinite(f)) {
+        fail(ErrorKind::kFormat, "{}: tensor '{}' holds a factor that is not positive and finite", origin,
+             kRopeFreqsTensor);
+      }
+    }
+  }
+  if (arch.moe != nullptr) {
+    const MoeRule& rule = *arch.moe;
+    ModelConfig::Moe moe;
+    moe.num_experts = r.require_int(k.expert_count);
+    moe.experts_per_token = r.require_int(k.expert_used_count);
+    if (moe.experts_per_token > moe.num_experts) {
+      fail(ErrorKind::kFormat, "{}: {} {} exceeds {} {}", origin, r.key(k.expert_used_count), moe.experts_per_token,
+           r.key(k.expert_count), moe.num_experts);
+    }
+    // llama.cpp's fallbacks when the widths are absent: n_ff / n_expert_used and n_ff.
+    moe.expert_intermediate = rule.gguf_ffn_is_expert_width
+                                  ? c.intermediate_size
+                                  : r.optional_int(k.expert_feed_forward_length)
+                                        .value_or(c.intermediate_size / moe.experts_per_token);
+    if (rule.shared_expert) {
+      moe.shared_intermediate = r.optional_int(k.expert_shared_feed_forward_length).value_or(c.intermediate_size);
+    }
+    moe.norm_topk_prob = rule.gguf_norm_topk;
+    c.moe = moe;
+  }
   return c;
 }
 

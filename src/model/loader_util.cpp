@@ -1,5 +1,7 @@
 #include "model/loader_util.h"
 
+#include <cassert>
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -90,13 +92,18 @@ void sort_in_model_order(std::vector<SourceTensor>& tensors, const Architecture&
 }
 
 void load_layers(Model& m, const std::function<LinearWeight(TensorRole, int64_t)>& load_linear,
-                 const std::function<Tensor(TensorRole, int64_t)>& load_vector) {
+                 const std::function<Tensor(TensorRole, int64_t)>& load_vector,
+                 const std::function<std::vector<ExpertWeights>(int64_t)>& load_experts) {
   m.layers.resize(static_cast<size_t>(m.config.num_layers));
   for (int64_t i = 0; i < m.config.num_layers; ++i) {
     LayerWeights& layer = m.layers[static_cast<size_t>(i)];
+    if (m.config.moe) {
+      assert(load_experts);
+      layer.experts = load_experts(i);
+    }
     for (size_t r = 0; r < kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
-      if (!is_per_layer(role) || !has_role(m.config, role)) continue;
+      if (!is_per_layer(role) || is_expert(role) || !has_role(m.config, role)) continue;
       if (is_linear(role)) {
         layer.linear(role) = load_linear(role, i);
       } else {

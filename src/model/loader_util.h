@@ -26,9 +26,11 @@ void check_finite(const QuantizedTensor& t, ThreadPool& pool, std::string_view o
 
 // Fills m.layers (m.config.num_layers of them) for every per-layer role the config has (biases
 // only where the architecture uses them): load_linear(role, layer) for linear roles,
-// load_vector(role, layer) for norms and biases.
+// load_vector(role, layer) for norms and biases, load_experts(layer) for a MoE model's experts
+// (config.moe->num_experts of them; required when the config has experts).
 void load_layers(Model& m, const std::function<LinearWeight(TensorRole, int64_t)>& load_linear,
-                 const std::function<Tensor(TensorRole, int64_t)>& load_vector);
+                 const std::function<Tensor(TensorRole, int64_t)>& load_vector,
+                 const std::function<std::vector<ExpertWeights>(int64_t)>& load_experts = {});
 
 // Sorts tensors into model order (embedding, layer 0 in table order, layer 1, ..., final norm,
 // head; names the table does not know last) — layer 10 would sort before layer 2 by name.

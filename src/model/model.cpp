@@ -41,13 +41,32 @@ void check_known_tensors(const io::SafetensorsModel& st, const ModelConfig& conf
       fail(ErrorKind::kFormat, "{}: tensor '{}' belongs to layer {} but num_hidden_layers is {}",
            st.folder().string(), name, parsed->layer, config.num_layers);
     }
+    if (config.moe && parsed->expert >= config.moe->num_experts) {
+      fail(ErrorKind::kFormat, "{}: tensor '{}' is expert {} of layer {} but config.json has {} experts per layer",
+           st.folder().string(), name, parsed->expert, parsed->layer, config.moe->num_experts);
+    }
   }
 }
 
 }  // namespace
 
+const LinearWeight& ExpertWeights::linear(TensorRole role) const {
+  switch (role) {
+    case TensorRole::kExpertGate: return w_gate;
+    case TensorRole::kExpertUp: return w_up;
+    case TensorRole::kExpertDown: return w_down;
+    default: assert(false && "not an expert role"); return w_gate;
+  }
+}
+
+LinearWeight& ExpertWeights::linear(TensorRole role) {
+  return const_cast<LinearWeight&>(static_cast<const ExpertWeights&>(*this).linear(role));
+}
+
 const LinearWeight& LayerWeights::linear(TensorRole role) const {
   switch (role) {
+    case TensorRole::kMoeRouter: return router;
+    case TensorRole::kSharedExpertGate: return shared_expert_gate;
     case TensorRole::kAttnQ: return wq;
     case TensorRole::kAttnK: return wk;
     case TensorRole::kAttnV: return wv;
@@ -70,6 +89,8 @@ const Tensor& LayerWeights::vector(TensorRole role) const {
     case TensorRole::kAttnQBias: return bq;
     case TensorRole::kAttnKBias: return bk;
     case TensorRole::kAttnVBias: return bv;
+    case TensorRole::kAttnQNorm: return q_norm;
+    case TensorRole::kAttnKNorm: return k_norm;
     default: assert(false && "not a per-layer norm or bias role"); return attn_norm;
   }
 }
@@ -117,6 +138,13 @@ void set_fast_kernels(Model& model, bool on, bool float_only) {
   };
   for (LayerWeights& l : model.layers) {
     for (TensorRole role : kLayerLinearRoles) set(l.linear(role));
+    set(l.router);
+    set(l.shared_expert_gate);
+    for (ExpertWeights& e : l.experts) {
+      set(e.w_gate);
+      set(e.w_up);
+      set(e.w_down);
+    }
   }
   set(model.output);
 }
@@ -133,16 +161,45 @@ Shape expected_shape(const ModelConfig& c, TensorRole role) {
     case TensorRole::kAttnV: return {c.kv_dim(), c.hidden_size};
     case TensorRole::kAttnOut: return {c.hidden_size, c.q_dim()};
     case TensorRole::kMlpGate:
-    case TensorRole::kMlpUp: return {c.intermediate_size, c.hidden_size};
-    case TensorRole::kMlpDown: return {c.hidden_size, c.intermediate_size};
+    case TensorRole::kMlpUp: return {c.mlp_intermediate(), c.hidden_size};
+    case TensorRole::kMlpDown: return {c.hidden_size, c.mlp_intermediate()};
     case TensorRole::kAttnQBias: return {c.q_dim()};
     case TensorRole::kAttnKBias:
     case TensorRole::kAttnVBias: return {c.kv_dim()};
+    case TensorRole::kAttnQNorm:
+    case TensorRole::kAttnKNorm: return {c.head_dim};
+    case TensorRole::kMoeRouter: return {c.moe ? c.moe->num_experts : 0, c.hidden_size};
+    case TensorRole::kExpertGate:
+    case TensorRole::kExpertUp: return {c.moe ? c.moe->expert_intermediate : 0, c.hidden_size};
+    case TensorRole::kExpertDown: return {c.hidden_size, c.moe ? c.moe->expert_intermediate : 0};
+    case TensorRole::kSharedExpertGate: return {1, c.hidden_size};
   }
   return {};
 }
 
-bool has_role(const ModelConfig& config, TensorRole role) { return !is_bias(role) || config.qkv_bias; }
+bool has_role(const ModelConfig& config, TensorRole role) {
+  if (is_bias(role)) return config.qkv_bias;
+  if (is_head_norm(role)) return config.qk_norm;
+  switch (role) {
+    case TensorRole::kMoeRouter:
+    case TensorRole::kExpertGate:
+    case TensorRole::kExpertUp:
+    case TensorRole::kExpertDown: return config.moe.has_value();
+    case TensorRole::kSharedExpertGate: return config.moe && config.moe->shared_intermediate > 0;
+    case TensorRole::kMlpGate:
+    case TensorRole::kMlpUp:
+    case TensorRole::kMlpDown: return config.mlp_intermediate() > 0;
+    default: return true;
+  }
+}
+
+std::vector<TensorRole> layer_linear_roles(const ModelConfig& config) {
+  std::vector<TensorRole> out;
+  for (const TensorRole role : kLayerLinearRoles) {
+    if (has_role(config, role)) out.push_back(role);
+  }
+  return out;
+}
 
 int64_t Model::parameter_count() const {
   int64_t n = embedding.numel() + final_norm.numel();
@@ -150,9 +207,10 @@ int64_t Model::parameter_count() const {
   for (const auto& l : layers) {
     for (size_t r = 0; r < kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
-      if (!is_per_layer(role) || !has_role(config, role)) continue;
+      if (!is_per_layer(role) || is_expert(role) || !has_role(config, role)) continue;
       n += is_linear(role) ? l.linear(role).numel() : l.vector(role).numel();
     }
+    for (const ExpertWeights& e : l.experts) n += e.w_gate.numel() + e.w_up.numel() + e.w_down.numel();
   }
   return n;
 }
@@ -164,9 +222,10 @@ uint64_t Model::storage_bytes() const {
   for (const auto& l : layers) {
     for (size_t r = 0; r < kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
-      if (!is_per_layer(role) || !has_role(config, role)) continue;
+      if (!is_per_layer(role) || is_expert(role) || !has_role(config, role)) continue;
       n += is_linear(role) ? l.linear(role).nbytes() : l.vector(role).nbytes();
     }
+    for (const ExpertWeights& e : l.experts) n += e.w_gate.nbytes() + e.w_up.nbytes() + e.w_down.nbytes();
     for (const auto& a : l.adapters)
       if (a) n += a->nbytes();
   }
@@ -226,7 +285,18 @@ Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool, const
     fail(ErrorKind::kNotFound, "{}: tensor '{}' not found (config.json says tie_word_embeddings = false)",
          folder.string(), output_name);
   }
-  load_layers(m, load_weight, load_vector);
+  const auto load_experts = [&](int64_t layer) {
+    std::vector<ExpertWeights> experts(static_cast<size_t>(m.config.moe->num_experts));
+    for (int64_t e = 0; e < m.config.moe->num_experts; ++e) {
+      for (const TensorRole role : {TensorRole::kExpertGate, TensorRole::kExpertUp, TensorRole::kExpertDown}) {
+        experts[static_cast<size_t>(e)].linear(role) =
+            load_linear(st, hf_tensor_name(*m.arch, role, layer, e), expected_shape(m.config, role),
+                        options.keep_source_dtype, pool);
+      }
+    }
+    return experts;
+  };
+  load_layers(m, load_weight, load_vector, load_experts);
   return m;
 }
 

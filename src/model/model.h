@@ -35,6 +35,15 @@ inline constexpr TensorRole kLayerLinearRoles[] = {
     TensorRole::kMlpGate, TensorRole::kMlpUp,  TensorRole::kMlpDown,
 };
 
+// One expert of a mixture-of-experts layer: a SwiGLU MLP of width config.moe->expert_intermediate.
+struct ExpertWeights {
+  LinearWeight w_gate;  // [expert_intermediate, hidden]
+  LinearWeight w_up;    // [expert_intermediate, hidden]
+  LinearWeight w_down;  // [hidden, expert_intermediate]
+  const LinearWeight& linear(TensorRole role) const;  // kExpertGate/Up/Down (asserted)
+  LinearWeight& linear(TensorRole role);
+};
+
 struct LayerWeights {
   Tensor attn_norm;     // [hidden]
   LinearWeight wq;      // [q_dim, hidden]
@@ -48,6 +57,15 @@ struct LayerWeights {
   Tensor bq;            // [q_dim] when config.qkv_bias, else empty
   Tensor bk;            // [kv_dim] when config.qkv_bias, else empty
   Tensor bv;            // [kv_dim] when config.qkv_bias, else empty
+  Tensor q_norm;        // [head_dim] when config.qk_norm, else empty
+  Tensor k_norm;        // [head_dim] when config.qk_norm, else empty
+  // Mixture of experts (config.moe): the router [num_experts, hidden], the experts, and the
+  // shared expert's gate [1, hidden] (its MLP is w_gate/w_up/w_down above, of width
+  // moe->shared_intermediate). Empty for dense models; w_gate/w_up/w_down are then empty too when
+  // the model has no shared expert.
+  LinearWeight router;
+  std::vector<ExpertWeights> experts;
+  LinearWeight shared_expert_gate;
   // Online input transforms (FlatQuant; kron_transform.h, site_transform.h), indexed by InputSite
   // (the head_in slot stays empty: the head is not part of a layer). A site with one has its input
   // x replaced by x·T before its consumers and the LinearHook; its consumers hold W·T^{-T}.
@@ -56,8 +74,8 @@ struct LayerWeights {
   // kLayerLinearRoles; the base weights are untouched.
   std::array<std::optional<LoraAdapter>, std::size(kLayerLinearRoles)> adapters;
 
-  // The weight of a per-layer linear role (asserts is_linear(role) and per-layer; the roles are
-  // kLayerLinearRoles).
+  // The weight of a per-layer linear role (asserts is_linear(role) and per-layer: the roles of
+  // kLayerLinearRoles, kMoeRouter, kSharedExpertGate).
   const LinearWeight& linear(TensorRole role) const;
   LinearWeight& linear(TensorRole role);
   // The float32 vector of a per-layer norm or bias role (asserts it is one).
@@ -109,12 +127,18 @@ struct Model {
 // quantizes its activations.
 void set_fast_kernels(Model& model, bool on, bool float_only = false);
 
-// The shape the architecture expects for a role.
+// The shape the architecture expects for a role (an expert role: one expert's matrix).
 Shape expected_shape(const ModelConfig& config, TensorRole role);
 
-// Whether a model with this config holds a tensor for `role` (biases only when qkv_bias; the
-// output head always, shared with the embedding when tied).
+// Whether a model with this config holds a tensor for `role` (biases only when qkv_bias, head
+// norms when qk_norm, the MoE roles when moe, the dense MLP slots unless a MoE model has no
+// shared expert; the output head always, shared with the embedding when tied).
 bool has_role(const ModelConfig& config, TensorRole role);
+
+// The per-layer linear roles (kLayerLinearRoles) a model with this config holds, in forward
+// order — the dense MLP slots are absent from a MoE model without a shared expert. The router,
+// the shared expert's gate and the experts are not among them (see LayerWeights).
+std::vector<TensorRole> layer_linear_roles(const ModelConfig& config);
 
 struct HfLoadOptions {
   // Keep bf16/f16 linear weights, the embedding and the head in their stored dtype, as views of

@@ -434,7 +434,10 @@ PeftAdapterSummary load_peft_adapters(Model& model, const std::filesystem::path&
       const std::string module = name.substr(kPrefix.size(), name.size() - kPrefix.size() - kSuffixA.size());
       rl = parse_hf_tensor_name(arch, module + ".weight");
     }
-    if (!rl || rl->layer < 0 || !is_linear(rl->role) || !is_per_layer(rl->role)) {
+    // Adapters exist for the layer linears of kLayerLinearRoles (not the router, gates or experts).
+    if (!rl || rl->layer < 0 ||
+        std::find(std::begin(kLayerLinearRoles), std::end(kLayerLinearRoles), rl->role) == std::end(kLayerLinearRoles) ||
+        !has_role(model.config, rl->role)) {
       fail(ErrorKind::kInvalidArgument,
            "{}: tensor '{}' is not a LoRA tensor of a {} linear (expected e.g. '{}')", weights_file.string(), name,
            model.config.model_type, peft_tensor_name(arch, 0, TensorRole::kAttnQ, 'A'));

@@ -94,7 +94,7 @@ Model quantized_copy(const Model& m, const Format& f, ThreadPool& pool) {
   for (auto& l : q.layers) {
     for (size_t r = 0; r < kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
-      if (is_per_layer(role) && is_linear(role)) quantize(l.linear(role));
+      if (is_per_layer(role) && is_linear(role) && has_role(q.config, role)) quantize(l.linear(role));
     }
   }
   return q;
@@ -113,7 +113,7 @@ Model dequantized_copy(const Model& q, ThreadPool& pool) {
   for (auto& l : d.layers) {
     for (size_t r = 0; r < kNumTensorRoles; ++r) {
       const auto role = static_cast<TensorRole>(r);
-      if (is_per_layer(role) && is_linear(role)) widen(l.linear(role));
+      if (is_per_layer(role) && is_linear(role) && has_role(d.config, role)) widen(l.linear(role));
     }
   }
   return d;
@@ -218,7 +218,7 @@ TEST_P(QuantizedGguf, LoadsInItsFormatWithQkRowsRestored) {
     for (size_t l = 0; l < g.layers.size(); ++l) {
       for (size_t r = 0; r < kNumTensorRoles; ++r) {
         const auto role = static_cast<TensorRole>(r);
-        if (!is_per_layer(role) || !is_linear(role)) continue;
+        if (!is_per_layer(role) || !is_linear(role) || !has_role(g.config, role)) continue;
         same_weight(g.layers[l].linear(role), want.layers[l].linear(role), fmt::format("layer {} {}", l, role_name(role)));
         same_weight(copied.layers[l].linear(role), want.layers[l].linear(role), "copied");
       }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -11,6 +12,7 @@
 #include "core/mapped_file.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
+#include "model/config.h"
 
 namespace calq::model::testutil {
 
@@ -38,10 +40,14 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
   if (o.vocab_size > 0) c.vocab_size = o.vocab_size;
   const Architecture* arch = find_architecture(o.model_type);
   if (arch == nullptr) throw std::invalid_argument("write_tiny_model: unknown model_type " + o.model_type);
-  c.qkv_bias = has_slot(*arch, TensorRole::kAttnQBias);
-  const char* class_name = o.model_type == "qwen2"     ? "Qwen2ForCausalLM"
-                           : o.model_type == "mistral" ? "MistralForCausalLM"
-                                                       : "LlamaForCausalLM";
+  const std::string& t = o.model_type;
+  const char* class_name = t == "qwen2"       ? "Qwen2ForCausalLM"
+                           : t == "mistral"   ? "MistralForCausalLM"
+                           : t == "qwen3"     ? "Qwen3ForCausalLM"
+                           : t == "mixtral"   ? "MixtralForCausalLM"
+                           : t == "qwen2_moe" ? "Qwen2MoeForCausalLM"
+                           : t == "qwen3_moe" ? "Qwen3MoeForCausalLM"
+                                              : "LlamaForCausalLM";
   nlohmann::json cfg = {{"model_type", o.model_type},
                         {"architectures", {class_name}},
                         {"vocab_size", c.vocab_size},
@@ -54,9 +60,32 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
                         {"rope_theta", c.rope_theta},
                         {"hidden_act", "silu"},
                         {"tie_word_embeddings", c.tie_word_embeddings}};
-  if (o.model_type == "mistral") {
+  if (t == "qwen3" || t == "qwen3_moe") cfg["head_dim"] = c.head_dim;
+  if (t == "mixtral") {
+    cfg["intermediate_size"] = 64;  // the expert width: a multiple of 32 so that block formats fit
+    cfg["num_local_experts"] = o.num_experts;
+    cfg["num_experts_per_tok"] = o.experts_per_token;
+  } else if (t == "qwen2_moe" || t == "qwen3_moe") {
+    cfg["num_experts"] = o.num_experts;
+    cfg["num_experts_per_tok"] = o.experts_per_token;
+    cfg["moe_intermediate_size"] = 32;
+    cfg["norm_topk_prob"] = o.norm_topk_prob;
+    cfg["decoder_sparse_step"] = 1;
+    cfg["mlp_only_layers"] = nlohmann::json::array();
+    if (t == "qwen2_moe") cfg["shared_expert_intermediate_size"] = 40;
+  }
+  if (o.rope_type == "linear") {
+    cfg["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  } else if (o.rope_type == "llama3") {
+    cfg["rope_scaling"] = {{"rope_type", "llama3"},
+                           {"factor", 8.0},
+                           {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0},
+                           {"original_max_position_embeddings", 64}};
+  }
+  if (t == "mistral" || t == "mixtral") {
     cfg["sliding_window"] = o.sliding_window > 0 ? nlohmann::json(o.sliding_window) : nlohmann::json(nullptr);
-  } else if (o.model_type == "qwen2") {
+  } else if (t == "qwen2" || t == "qwen3" || t == "qwen2_moe" || t == "qwen3_moe") {
     cfg["use_sliding_window"] = o.sliding_window > 0;
     // Real Qwen2 configs carry a window value even when it is off.
     cfg["sliding_window"] = o.sliding_window > 0 ? o.sliding_window : 4096;
@@ -64,14 +93,15 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
   }
   const std::string cfg_text = cfg.dump(2);
   write_file_atomic(folder / "config.json", std::as_bytes(std::span(cfg_text.data(), cfg_text.size())));
+  c = parse_hf_config_text(cfg_text, "tiny config.json");  // the shapes the loader will expect
 
   std::mt19937 rng(o.seed);
   std::vector<std::string> names;
   std::vector<Shape> shapes;
   std::vector<std::vector<std::byte>> blobs;
-  const auto add = [&](TensorRole role, int64_t layer) {
+  const auto add = [&](TensorRole role, int64_t layer, int64_t expert) {
     const Shape shape = expected_shape(c, role);
-    const bool norm = !is_linear(role) && role != TensorRole::kTokenEmbedding && !is_bias(role);
+    const bool norm = !is_linear(role) && !is_expert(role) && role != TensorRole::kTokenEmbedding && !is_bias(role);
     std::normal_distribution<float> d(norm ? 1.0f : 0.0f, norm ? 0.1f : is_bias(role) ? 0.8f : 0.3f);
     const auto n = static_cast<size_t>(shape_numel(shape));
     std::vector<std::byte> blob(n * dtype_size(o.dtype));
@@ -84,18 +114,23 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
         std::memcpy(blob.data() + 2 * i, &h, 2);
       }
     }
-    names.push_back(hf_tensor_name(*arch, role, layer));
+    names.push_back(hf_tensor_name(*arch, role, layer, expert));
     shapes.push_back(shape);
     blobs.push_back(std::move(blob));
   };
-  add(TensorRole::kTokenEmbedding, -1);
+  add(TensorRole::kTokenEmbedding, -1, -1);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     for (const auto& slot : arch->slots) {
-      if (is_per_layer(slot.role)) add(slot.role, l);
+      if (!is_per_layer(slot.role)) continue;
+      if (!is_expert(slot.role)) {
+        add(slot.role, l, -1);
+        continue;
+      }
+      for (int64_t e = 0; e < c.moe->num_experts; ++e) add(slot.role, l, e);
     }
   }
-  add(TensorRole::kFinalNorm, -1);
-  if (!o.tied) add(TensorRole::kOutput, -1);
+  add(TensorRole::kFinalNorm, -1, -1);
+  if (!o.tied) add(TensorRole::kOutput, -1, -1);
   std::vector<io::TensorToWrite> tensors;
   for (size_t i = 0; i < names.size(); ++i) tensors.push_back({names[i], o.dtype, shapes[i], blobs[i]});
   io::write_sharded_safetensors(folder, tensors, o.shards);
@@ -230,13 +265,15 @@ void add_bias(std::vector<double>& y, int64_t rows, const Tensor& b) {
   }
 }
 
-void rope(std::vector<double>& x, int64_t rows, int64_t heads, int64_t hd, double theta) {
+void rope(std::vector<double>& x, int64_t rows, int64_t heads, int64_t hd, double theta,
+          const std::vector<float>& factors) {
   const int64_t half = hd / 2;
   for (int64_t t = 0; t < rows; ++t) {
     for (int64_t h = 0; h < heads; ++h) {
       double* v = x.data() + t * heads * hd + h * hd;
       for (int64_t i = 0; i < half; ++i) {
-        const double angle = static_cast<double>(t) * std::pow(theta, -2.0 * i / hd);
+        const double f = factors.empty() ? 1.0 : factors[static_cast<size_t>(i)];
+        const double angle = static_cast<double>(t) * std::pow(theta, -2.0 * i / hd) / f;
         const double a = v[i], b = v[i + half];
         v[i] = a * std::cos(angle) - b * std::sin(angle);
         v[i + half] = b * std::cos(angle) + a * std::sin(angle);
@@ -259,10 +296,14 @@ void naive_decoder_layer(const ModelConfig& c, const LayerWeights& w, std::vecto
     add_bias(k, T, w.bk);
     add_bias(v, T, w.bv);
   }
+  if (c.qk_norm) {
+    q = rms_norm(q, T * c.num_heads, hd, w.q_norm, c.rms_norm_eps);
+    k = rms_norm(k, T * c.num_kv_heads, hd, w.k_norm, c.rms_norm_eps);
+  }
   // Sliding window: the query at t sees keys t - W < j <= t.
   const int64_t window = c.window_for_layer(layer);
-  rope(q, T, c.num_heads, hd, c.rope_theta);
-  rope(k, T, c.num_kv_heads, hd, c.rope_theta);
+  rope(q, T, c.num_heads, hd, c.rope_theta, c.rope_freq_factors);
+  rope(k, T, c.num_kv_heads, hd, c.rope_theta, c.rope_freq_factors);
   std::vector<double> attn(static_cast<size_t>(T * c.q_dim()), 0.0);
   const int64_t group = c.num_heads / c.num_kv_heads;
   for (int64_t head = 0; head < c.num_heads; ++head) {
@@ -287,11 +328,46 @@ void naive_decoder_layer(const ModelConfig& c, const LayerWeights& w, std::vecto
   const auto o = linear(attn, T, w.wo);
   for (size_t i = 0; i < h.size(); ++i) h[i] += o[i];
   auto xn2 = rms_norm(h, T, H, w.mlp_norm, c.rms_norm_eps);
-  auto g = linear(xn2, T, w.w_gate);
-  const auto u = linear(xn2, T, w.w_up);
-  for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-  const auto d = linear(g, T, w.w_down);
-  for (size_t i = 0; i < h.size(); ++i) h[i] += d[i];
+  const auto swiglu = [&](const LinearWeight& gate, const LinearWeight& up, const LinearWeight& down,
+                          const std::vector<double>& x, int64_t rows) {
+    auto g = linear(x, rows, gate);
+    const auto u = linear(x, rows, up);
+    for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+    return linear(g, rows, down);
+  };
+  if (!c.moe) {
+    const auto d = swiglu(w.w_gate, w.w_up, w.w_down, xn2, T);
+    for (size_t i = 0; i < h.size(); ++i) h[i] += d[i];
+    return;
+  }
+  // Experts: softmax over the router's logits, the top k, renormalised when norm_topk_prob.
+  const int64_t E = c.moe->num_experts, K = c.moe->experts_per_token;
+  const auto logits = linear(xn2, T, w.router);
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<double> p(logits.begin() + t * E, logits.begin() + (t + 1) * E);
+    const double mx = *std::max_element(p.begin(), p.end());
+    double z = 0;
+    for (double& pe : p) z += (pe = std::exp(pe - mx));
+    for (double& pe : p) pe /= z;
+    std::vector<int64_t> order(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e) order[static_cast<size_t>(e)] = e;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+    double picked = 0;
+    for (int64_t j = 0; j < K; ++j) picked += p[order[j]];
+    const std::vector<double> x(xn2.begin() + t * H, xn2.begin() + (t + 1) * H);
+    for (int64_t j = 0; j < K; ++j) {
+      const ExpertWeights& ew = w.experts[static_cast<size_t>(order[j])];
+      const double weight = c.moe->norm_topk_prob ? p[order[j]] / picked : p[order[j]];
+      const auto y = swiglu(ew.w_gate, ew.w_up, ew.w_down, x, 1);
+      for (int64_t i = 0; i < H; ++i) h[t * H + i] += weight * y[i];
+    }
+    if (c.moe->shared_intermediate > 0) {
+      const auto y = swiglu(w.w_gate, w.w_up, w.w_down, x, 1);
+      const double g = linear(x, 1, w.shared_expert_gate)[0];
+      const double s = 1.0 / (1.0 + std::exp(-g));
+      for (int64_t i = 0; i < H; ++i) h[t * H + i] += s * y[i];
+    }
+  }
 }
 
 std::vector<double> naive_forward(const Model& m, const std::vector<int32_t>& ids) {

@@ -26,12 +26,20 @@ struct TinyModelOptions {
   int64_t sliding_window = 0;
   int64_t max_window_layers = 0;
   int64_t vocab_size = 0;  // 0: tiny_config's 61 (a real tokenizer needs its own size)
+  // MoE types ("mixtral", "qwen2_moe", "qwen3_moe"): 4 experts, 2 per token, experts of width 32
+  // (Mixtral: 64, its intermediate_size), Qwen2-MoE's shared expert 40 wide.
+  int64_t num_experts = 4;
+  int64_t experts_per_token = 2;
+  bool norm_topk_prob = true;  // Qwen types (Mixtral always renormalises)
+  // "", "linear" (factor 2) or "llama3" (factor 8, low 1, high 4, original context 64).
+  std::string rope_type;
 };
 
 ModelConfig tiny_config(bool tied);
 
 // Writes config.json and safetensors (sharded if shards > 1) into `folder`. Qwen2 gets q/k/v
-// biases drawn larger than the weights so that a dropped bias cannot go unnoticed.
+// biases drawn larger than the weights so that a dropped bias cannot go unnoticed. Any registered
+// model type: llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe.
 void write_tiny_model(const std::filesystem::path& folder, const TinyModelOptions& options);
 
 // Writes `model` as a GGUF file the way llama.cpp's convert_hf_to_gguf.py would: its tensor
@@ -48,7 +56,7 @@ Model load_tiny_model(const std::filesystem::path& folder, const TinyModelOption
 std::vector<int32_t> test_token_ids(int64_t n, int64_t vocab);
 
 // hidden[t, h] updated in place by decoder layer number `layer` (which selects its window),
-// computed naively in double.
+// computed naively in double (q/k head norms, rotary scaling and experts included).
 void naive_decoder_layer(const ModelConfig& c, const LayerWeights& w, std::vector<double>& hidden, int64_t seq_len,
                          int64_t layer = 0);
 
