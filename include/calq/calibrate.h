@@ -37,6 +37,11 @@ struct CalibrateJob {
   // false (default): the forward pass runs on the fast kernels (calq/evaluate.h, EvalJob::exact);
   // true: on the exact path. The statistics differ only by float rounding.
   bool exact = false;
+  // Mixture-of-experts models: gather every expert's statistics on every token ("all experts";
+  // the outputs still follow the router), and the routed token count under which the coverage
+  // report flags an expert (0: the expert's input width).
+  bool all_experts = false;
+  int64_t expert_min_tokens = 0;
   ProgressFn progress;
 };
 
@@ -48,12 +53,23 @@ struct SiteSummary {
   double mean_sq = 0;  // 0 when mean_sq was not collected
 };
 
+// How many calibration tokens the router sent to the experts of one MoE layer.
+struct ExpertCoverage {
+  int64_t layer = 0;
+  int64_t experts = 0;
+  int64_t min_tokens = 0, median_tokens = 0, max_tokens = 0;  // per expert
+  int64_t threshold = 0;                  // CalibrateJob::expert_min_tokens as applied
+  std::vector<int64_t> under_covered;     // experts with fewer tokens than the threshold
+  std::vector<int64_t> tokens;            // per expert
+};
+
 struct CalibrateReport {
   std::string out;
   int64_t samples = 0, seq_len = 0;
   int64_t n_documents = 0, n_windows = 0;  // of the text
   std::string stats;                       // what was collected
   std::vector<SiteSummary> sites;
+  std::vector<ExpertCoverage> experts;     // MoE models: one per layer (also in the stats file)
   double seconds = 0;
   double activation_mib = 0;  // activations held at once
   double peak_rss_mib = 0;    // peak resident memory of the process so far

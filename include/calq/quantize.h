@@ -65,6 +65,12 @@ struct QuantizeJob {
   bool use_importance = true;      // weight the rounding error by E[x²]
   std::string act_quant = "none";  // none, int8-token, int8-tensor, llm-int8
   float llm_int8_threshold = 6.0f;
+  // Mixture-of-experts models: how experts get their statistics — "natural" (their routed tokens),
+  // "all" (every calibration token through every expert, for statistics only), "rtn-fallback"
+  // (experts routed fewer than expert_min_tokens tokens are rounded to nearest with the layer's
+  // shared input importance) — and that threshold (0: the expert's input width).
+  std::string expert_policy = "natural";
+  int64_t expert_min_tokens = 0;
   TargetOptions target;
   // Bytes a training step (qat-block, qat-e2e) may hold at its estimated peak (0: no limit). The
   // estimate (grad::estimate_training_memory for the step's settings, the calibration samples and

@@ -2,6 +2,8 @@
 // pipeline (pipeline/sequential.h) and the statistics file (calib/collectors.h).
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "api/calibration_data.h"
 #include "api/model_source.h"
 #include "api/reporter.h"
@@ -13,6 +15,34 @@
 #include "pipeline/sequential.h"
 
 namespace calq {
+
+// Per MoE layer: tokens the router sent to each expert (calq/calibrate.h).
+std::vector<ExpertCoverage> expert_coverage(const calib::CalibrationStats& stats, const model::ModelConfig& c,
+                                            int64_t min_tokens);
+
+std::vector<ExpertCoverage> expert_coverage(const calib::CalibrationStats& stats, const model::ModelConfig& c,
+                                            int64_t min_tokens) {
+  std::vector<ExpertCoverage> out;
+  if (!c.moe) return out;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    ExpertCoverage cov{.layer = l, .experts = c.moe->num_experts,
+                       .threshold = min_tokens > 0 ? min_tokens : c.hidden_size};
+    cov.tokens.assign(static_cast<size_t>(c.moe->num_experts), 0);
+    if (const auto it = stats.routed_tokens.find(l); it != stats.routed_tokens.end()) {
+      for (size_t e = 0; e < it->second.size() && e < cov.tokens.size(); ++e) cov.tokens[e] = it->second[e];
+    }
+    std::vector<int64_t> sorted = cov.tokens;
+    std::sort(sorted.begin(), sorted.end());
+    cov.min_tokens = sorted.front();
+    cov.max_tokens = sorted.back();
+    cov.median_tokens = sorted[sorted.size() / 2];
+    for (size_t e = 0; e < cov.tokens.size(); ++e) {
+      if (cov.tokens[e] < cov.threshold) cov.under_covered.push_back(static_cast<int64_t>(e));
+    }
+    out.push_back(std::move(cov));
+  }
+  return out;
+}
 
 CalibrateReport calibrate(const CalibrateJob& job) {
   if (job.model.empty()) fail(ErrorKind::kInvalidArgument, "calibrate: no model given");
@@ -37,6 +67,7 @@ CalibrateReport calibrate(const CalibrateJob& job) {
       m.model, set.samples,
       {.stats = kinds,
        .true_sequential = false,
+       .all_experts = job.all_experts,
        .on_layer =
            [&](const pipeline::LayerProgress& p) {
              report("calibrate", p.layer + 1, p.n_layers,
@@ -68,6 +99,7 @@ CalibrateReport calibrate(const CalibrateJob& job) {
     }
     out.sites.push_back(std::move(sum));
   }
+  out.experts = expert_coverage(stats, m.model.config, job.expert_min_tokens);
   return out;
 }
 

@@ -42,6 +42,19 @@ std::string hf_summary_text(const std::string& path, const model::ModelSummary& 
   fmt::format_to(out, "rope theta     {}\n", c.rope_theta);
   fmt::format_to(out, "rms norm eps   {}\n", c.rms_norm_eps);
   fmt::format_to(out, "tied embedding {}\n", c.tie_word_embeddings ? "yes" : "no");
+  if (c.qk_norm) fmt::format_to(out, "q/k norm       per head\n");
+  if (c.rope_scaling) {
+    fmt::format_to(out, "rope scaling   {} (factor {})\n", c.rope_scaling->type, c.rope_scaling->factor);
+  } else if (!c.rope_freq_factors.empty()) {
+    fmt::format_to(out, "rope scaling   per-frequency factors (rope_freqs)\n");
+  }
+  if (c.moe) {
+    fmt::format_to(out, "experts        {} per layer, {} per token, width {}{}{}\n", c.moe->num_experts,
+                   c.moe->experts_per_token, c.moe->expert_intermediate,
+                   c.moe->shared_intermediate > 0 ? fmt::format(", shared expert width {}", c.moe->shared_intermediate)
+                                                  : std::string(),
+                   c.moe->norm_topk_prob ? ", weights renormalised" : "");
+  }
   fmt::format_to(out, "parameters     {} ({:.1f} M)\n\n", s.parameter_count,
                  static_cast<double>(s.parameter_count) / 1e6);
   size_t width = 4;
@@ -61,6 +74,16 @@ std::string hf_summary_text(const std::string& path, const model::ModelSummary& 
   j["rope_theta"] = c.rope_theta;
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["qk_norm"] = c.qk_norm;
+  if (c.rope_scaling) j["rope_scaling"] = {{"type", c.rope_scaling->type}, {"factor", c.rope_scaling->factor}};
+  if (!c.rope_freq_factors.empty()) j["rope_freq_factors"] = c.rope_freq_factors;
+  if (c.moe) {
+    j["moe"] = {{"num_experts", c.moe->num_experts},
+                {"experts_per_token", c.moe->experts_per_token},
+                {"expert_intermediate_size", c.moe->expert_intermediate},
+                {"shared_expert_intermediate_size", c.moe->shared_intermediate},
+                {"norm_topk_prob", c.moe->norm_topk_prob}};
+  }
   j["parameter_count"] = s.parameter_count;
   auto& tensors = j["tensors"] = Json::array();
   for (const auto& t : s.tensors) tensors.push_back({{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape}});

@@ -93,6 +93,7 @@ std::string recipe_text(const QuantizeJob& job, const pipeline::ModelQuantizeOpt
     r += ";stats=" + std::filesystem::path(job.stats).filename().string();
   }
   r += fmt::format(";importance={}", job.use_importance ? "e[x^2]" : "off");
+  if (job.expert_policy != "natural") r += ";experts=" + job.expert_policy;
   return r;
 }
 
@@ -133,6 +134,8 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   const std::unique_ptr<calib::Observer> observer = calib::make_observer(job.observer, {.percentile = job.percentile});
   options.observer = observer.get();
   options.use_importance = job.use_importance;
+  options.expert_policy = pipeline::expert_policy_by_name(job.expert_policy);
+  options.expert_min_tokens = job.expert_min_tokens;
   options.recipe = build_recipe(job);
   if (target) {
     for (const quant::MethodStep& step : options.recipe.steps) {

@@ -297,6 +297,15 @@ void CalibrationStats::merge(const CalibrationStats& other) {
       it->second.merge(stats);
     }
   }
+  for (const auto& [key, stats] : other.experts_) {
+    auto it = experts_.find(key);
+    if (it == experts_.end()) {
+      experts_.emplace(key, stats);
+    } else {
+      it->second.merge(stats);
+    }
+  }
+  for (const auto& [layer, counts] : other.routed_tokens) add_routed(layer, counts);
   samples += other.samples;
   if (seq_len == 0) seq_len = other.seq_len;
   if (model_name.empty()) model_name = other.model_name;
@@ -315,6 +324,46 @@ std::vector<std::pair<int64_t, InputSite>> CalibrationStats::sites() const {
   out.reserve(sites_.size());
   for (const auto& [key, stats] : sites_) out.emplace_back(key.layer, key.site);
   return out;
+}
+
+namespace {
+[[maybe_unused]] bool valid_expert_site(const CalibrationStats::ExpertSite& w) {
+  return w.layer >= 0 && ((w.site == InputSite::kMoeIn && w.expert == -1) ||
+                          ((w.site == InputSite::kExpertIn || w.site == InputSite::kExpertDown) && w.expert >= 0));
+}
+}  // namespace
+
+void CalibrationStats::observe_expert(const ExpertSite& where, const float* x, int64_t rows, int64_t cols) {
+  assert(valid_expert_site(where));
+  auto it = experts_.find(where);
+  if (it == experts_.end()) it = experts_.emplace(where, SiteStats(cols, kinds_)).first;
+  it->second.observe(x, rows, cols);
+}
+
+const SiteStats* CalibrationStats::find_expert(const ExpertSite& where) const {
+  const auto it = experts_.find(where);
+  return it == experts_.end() ? nullptr : &it->second;
+}
+
+std::vector<CalibrationStats::ExpertSite> CalibrationStats::expert_sites() const {
+  std::vector<ExpertSite> out;
+  out.reserve(experts_.size());
+  for (const auto& [key, stats] : experts_) out.push_back(key);
+  return out;
+}
+
+void CalibrationStats::add_expert_site(const ExpertSite& where, SiteStats stats) {
+  assert(valid_expert_site(where));
+  assert(stats.kinds() == kinds_);
+  const bool inserted = experts_.emplace(where, std::move(stats)).second;
+  assert(inserted);
+  (void)inserted;
+}
+
+void CalibrationStats::add_routed(int64_t layer, std::span<const int64_t> per_expert) {
+  std::vector<int64_t>& have = routed_tokens[layer];
+  if (have.size() < per_expert.size()) have.resize(per_expert.size(), 0);
+  for (size_t e = 0; e < per_expert.size(); ++e) have[e] += per_expert[e];
 }
 
 void CalibrationStats::add_site(int64_t layer, InputSite site, SiteStats stats) {

@@ -166,6 +166,23 @@ class CalibrationStats {
   // Inserts a whole site (the reader; asserts it is new and has this object's kinds).
   void add_site(int64_t layer, InputSite site, SiteStats stats);
 
+  // Mixture-of-experts statistics (model/moe.h), apart from the block's sites: kMoeIn with expert
+  // -1 (a layer's MLP input over all tokens), kExpertIn / kExpertDown per expert (asserted).
+  struct ExpertSite {
+    int64_t layer;
+    int64_t expert;  // -1 for kMoeIn
+    InputSite site;
+    friend auto operator<=>(const ExpertSite&, const ExpertSite&) = default;
+  };
+  void observe_expert(const ExpertSite& where, const float* x, int64_t rows, int64_t cols);
+  const SiteStats* find_expert(const ExpertSite& where) const;
+  std::vector<ExpertSite> expert_sites() const;  // in (layer, expert, site) order
+  void add_expert_site(const ExpertSite& where, SiteStats stats);
+  // Tokens the router sent to each expert (natural routing, whatever the statistics policy), by
+  // layer: routed_tokens[layer][expert]. Merged by addition.
+  std::map<int64_t, std::vector<int64_t>> routed_tokens;
+  void add_routed(int64_t layer, std::span<const int64_t> per_expert);
+
   // Provenance, stored in the stats file.
   int64_t samples = 0;                    // calibration samples (sequences) observed
   int64_t seq_len = 0;                    // tokens per sample
@@ -189,6 +206,7 @@ class CalibrationStats {
 
   StatSet kinds_;
   std::map<Key, SiteStats> sites_;
+  std::map<ExpertSite, SiteStats> experts_;
 };
 
 // The statistics file: a GGUF container (keys and tensor names in docs/formats.md, "Calibration

@@ -32,6 +32,8 @@ constexpr std::string_view kKeySites = "calq.stats.sites";
 constexpr std::string_view kKeyCols = "calq.stats.site_cols";
 constexpr std::string_view kKeyRows = "calq.stats.site_rows";
 constexpr std::string_view kKeyHistExp = "calq.stats.histogram_exp";
+// Optional: (layer, expert, tokens) triples, the router's natural counts (collectors.h).
+constexpr std::string_view kKeyRouted = "calq.stats.expert_routed";
 
 // The tensor suffix that stores a kind (mean_abs and mean_sq are stored as sums).
 std::string_view tensor_suffix(StatKind kind) {
@@ -48,6 +50,40 @@ std::string_view tensor_suffix(StatKind kind) {
 std::string site_prefix(int64_t layer, InputSite site) {
   if (layer < 0) return std::string(site_name(site));
   return fmt::format("blk.{}.{}", layer, site_name(site));
+}
+
+// A mixture-of-experts site: "blk.<layer>.moe_in", "blk.<layer>.expert_in.<expert>", ...
+std::string expert_prefix(const CalibrationStats::ExpertSite& w) {
+  if (w.expert < 0) return site_prefix(w.layer, w.site);
+  return fmt::format("blk.{}.{}.{}", w.layer, site_name(w.site), w.expert);
+}
+
+// Digits of a non-negative index without leading zeros, at most kMaxLayer; nullopt otherwise.
+std::optional<int64_t> parse_index(std::string_view s) {
+  if (s.empty() || (s.size() > 1 && s[0] == '0')) return std::nullopt;
+  int64_t v = 0;
+  for (const char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + (c - '0');
+    if (v > kMaxLayer) return std::nullopt;
+  }
+  return v;
+}
+
+// Inverse of expert_prefix for expert_in/expert_down (moe_in parses as a layer site).
+std::optional<CalibrationStats::ExpertSite> parse_expert_prefix(std::string_view s) {
+  if (!s.starts_with("blk.")) return std::nullopt;
+  s.remove_prefix(4);
+  const size_t dot1 = s.find('.');
+  const size_t dot2 = dot1 == std::string_view::npos ? dot1 : s.find('.', dot1 + 1);
+  if (dot2 == std::string_view::npos) return std::nullopt;
+  const auto layer = parse_index(s.substr(0, dot1));
+  const auto site = site_by_name(s.substr(dot1 + 1, dot2 - dot1 - 1));
+  const auto expert = parse_index(s.substr(dot2 + 1));
+  if (!layer || !site || !expert || (*site != InputSite::kExpertIn && *site != InputSite::kExpertDown)) {
+    return std::nullopt;
+  }
+  return CalibrationStats::ExpertSite{*layer, *expert, *site};
 }
 
 // Inverse of site_prefix; nullopt for anything else.
@@ -122,12 +158,19 @@ class Reader {
 
     size_t expected_tensors = 0;
     for (size_t i = 0; i < sites.size(); ++i) {
-      const auto site = parse_site_prefix(sites[i]);
-      if (!site) {
-        fail(ErrorKind::kFormat, "{}: key '{}': element {} '{}' is not a site name (blk.<layer>.<site> or head_in)",
-             origin_, kKeySites, i, sites[i]);
+      std::optional<CalibrationStats::ExpertSite> expert = parse_expert_prefix(sites[i]);
+      auto site = parse_site_prefix(sites[i]);
+      if (site && site->second == InputSite::kMoeIn) {
+        expert = CalibrationStats::ExpertSite{site->first, -1, InputSite::kMoeIn};
+      } else if (site && is_expert_site(site->second)) {
+        site.reset();  // expert_in/expert_down need an expert index
       }
-      if (stats.find(site->first, site->second) != nullptr) {
+      if (!site && !expert) {
+        fail(ErrorKind::kFormat,
+             "{}: key '{}': element {} '{}' is not a site name (blk.<layer>.<site>, blk.<layer>.expert_in.<expert>, "
+             "blk.<layer>.expert_down.<expert> or head_in)", origin_, kKeySites, i, sites[i]);
+      }
+      if (expert ? stats.find_expert(*expert) != nullptr : stats.find(site->first, site->second) != nullptr) {
         fail(ErrorKind::kFormat, "{}: key '{}': site '{}' is listed twice", origin_, kKeySites, sites[i]);
       }
       if (cols[i] < 1) {
@@ -137,8 +180,27 @@ class Reader {
         fail(ErrorKind::kFormat, "{}: key '{}': site '{}' has {} rows", origin_, kKeyRows, sites[i], rows[i]);
       }
       const int64_t exp = hist_exp.empty() ? 0 : hist_exp[i];
-      stats.add_site(site->first, site->second, read_site(sites[i], kinds, cols[i], rows[i], exp));
+      SiteStats one = read_site(sites[i], kinds, cols[i], rows[i], exp);
+      if (expert) {
+        stats.add_expert_site(*expert, std::move(one));
+      } else {
+        stats.add_site(site->first, site->second, std::move(one));
+      }
       expected_tensors += kinds.kinds().size();
+    }
+    if (file_.find(kKeyRouted) != nullptr) {
+      const io::GgufValue& v = array_key(kKeyRouted, io::GgufValueType::kInt64);
+      if (v.ints.size() % 3 != 0) fail(ErrorKind::kFormat, "{}: {} elements, not (layer, expert, tokens) triples", what(kKeyRouted), v.ints.size());
+      for (size_t i = 0; i < v.ints.size(); i += 3) {
+        const int64_t layer = v.ints[i], expert = v.ints[i + 1], tokens = v.ints[i + 2];
+        if (layer < 0 || layer > kMaxLayer || expert < 0 || expert > kMaxLayer || tokens < 0) {
+          fail(ErrorKind::kFormat, "{}: triple {} ({}, {}, {}) is out of range", what(kKeyRouted), i / 3, layer, expert,
+               tokens);
+        }
+        std::vector<int64_t> one(static_cast<size_t>(expert + 1), 0);
+        one[static_cast<size_t>(expert)] = tokens;
+        stats.add_routed(layer, one);
+      }
     }
     if (file_.tensors().size() != expected_tensors) {
       // Every expected tensor was found, so some other tensor is extra.
@@ -316,6 +378,13 @@ std::string incompatibility(const CalibrationStats& a, const CalibrationStats& b
   for (const auto& [layer, site] : sb) {
     if (a.find(layer, site) == nullptr) return fmt::format("site '{}' only in the second", site_prefix(layer, site));
   }
+  // Expert sites depend on routing, so one file may lack an expert another has; widths must agree.
+  for (const auto& w : a.expert_sites()) {
+    const SiteStats* other = b.find_expert(w);
+    if (other != nullptr && other->cols() != a.find_expert(w)->cols()) {
+      return fmt::format("site '{}' has {} vs {} columns", expert_prefix(w), a.find_expert(w)->cols(), other->cols());
+    }
+  }
   return {};
 }
 
@@ -333,13 +402,14 @@ void write_stats_file(const CalibrationStats& stats, const std::filesystem::path
   meta.emplace_back(std::string(kKeyCalib), io::GgufValue::of_strings(stats.calib_sha256));
   meta.emplace_back(std::string(kKeyKinds), io::GgufValue::of_strings(kinds.names()));
 
-  const auto sites = stats.sites();
+  std::vector<std::pair<std::string, const SiteStats*>> all;
+  for (const auto& [layer, site] : stats.sites()) all.emplace_back(site_prefix(layer, site), stats.find(layer, site));
+  for (const auto& w : stats.expert_sites()) all.emplace_back(expert_prefix(w), stats.find_expert(w));
   std::vector<std::string> names;
   std::vector<int64_t> cols, rows, exps;
   std::vector<io::GgufWriteTensor> tensors;
-  for (const auto& [layer, site] : sites) {
-    const SiteStats& s = *stats.find(layer, site);
-    const std::string prefix = site_prefix(layer, site);
+  for (const auto& [prefix, site_stats] : all) {
+    const SiteStats& s = *site_stats;
     names.push_back(prefix);
     cols.push_back(s.cols());
     rows.push_back(s.rows());
@@ -363,6 +433,15 @@ void write_stats_file(const CalibrationStats& stats, const std::filesystem::path
   meta.emplace_back(std::string(kKeyCols), int64_array(std::move(cols)));
   meta.emplace_back(std::string(kKeyRows), int64_array(std::move(rows)));
   if (kinds.contains(StatKind::kHistogram)) meta.emplace_back(std::string(kKeyHistExp), int64_array(std::move(exps)));
+  if (!stats.routed_tokens.empty()) {
+    std::vector<int64_t> triples;
+    for (const auto& [layer, counts] : stats.routed_tokens) {
+      for (size_t e = 0; e < counts.size(); ++e) {
+        triples.insert(triples.end(), {layer, static_cast<int64_t>(e), counts[e]});
+      }
+    }
+    meta.emplace_back(std::string(kKeyRouted), int64_array(std::move(triples)));
+  }
   io::write_gguf(path, meta, tensors);
 }
 

@@ -2,6 +2,7 @@
 // a model layer by layer and write the statistics of every linear layer's input to a file;
 // `--merge` combines statistics files. `calq quantize --stats FILE` reuses them.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <memory>
 
@@ -23,6 +24,8 @@ struct CalibrateFlags {
   size_t threads = 0;
   bool force = false;
   bool exact = false;
+  bool all_experts = false;
+  int64_t expert_min_tokens = 0;
   bool quiet = false;
 };
 
@@ -31,6 +34,15 @@ void print_summary(const CalibrateReport& r) {
   for (const SiteSummary& s : r.sites) {
     fmt::print("{:<6} {:<9} {:>6} {:>10} {:>12.4g} {:>12.4g}\n", s.layer < 0 ? std::string("head") : std::to_string(s.layer),
                s.site, s.cols, s.rows, s.absmax, s.mean_sq);
+  }
+  if (r.experts.empty()) return;
+  fmt::print("\nexpert coverage (calibration tokens the router sent to each expert; under = fewer than {})\n",
+             r.experts.front().threshold);
+  fmt::print("{:<6} {:>7} {:>8} {:>8} {:>8} {:>6}  {}\n", "layer", "experts", "min", "median", "max", "under",
+             "under-covered experts");
+  for (const ExpertCoverage& c : r.experts) {
+    fmt::print("{:<6} {:>7} {:>8} {:>8} {:>8} {:>6}  {}\n", c.layer, c.experts, c.min_tokens, c.median_tokens,
+               c.max_tokens, c.under_covered.size(), fmt::join(c.under_covered, ","));
   }
 }
 
@@ -48,6 +60,7 @@ void run_calibrate(const CalibrateFlags& f) {
   }
   const CalibrateReport r = calibrate({.model = f.model, .out = f.out, .data = f.calib, .stats = f.stats,
                                        .threads = f.threads, .force = f.force, .exact = f.exact,
+                                       .all_experts = f.all_experts, .expert_min_tokens = f.expert_min_tokens,
                                        .progress = progress_printer("calq calibrate", f.quiet)});
   if (!f.quiet) print_summary(r);
   const double tokens = static_cast<double>(r.samples * r.seq_len);
@@ -74,6 +87,11 @@ void register_calibrate(CLI::App& app) {
   cmd->add_flag("--exact", flags->exact,
                 "Run the forward pass on the exact path (OpenBLAS sgemm) instead of the fast kernels (AVX-512 FMA on "
                 "float weights, 8-bit integer dot products on GGUF block types)");
+  cmd->add_flag("--all-experts", flags->all_experts,
+                "MoE models: statistics of every expert on every token (outputs still follow the router)");
+  cmd->add_option("--expert-min-tokens", flags->expert_min_tokens,
+                  "MoE models: flag experts routed fewer tokens in the coverage report (0 = hidden size)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   cmd->add_flag("--quiet,-q", flags->quiet, "No progress output on stderr");
   cmd->callback([flags] { run_calibrate(*flags); });
 }

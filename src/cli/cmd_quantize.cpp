@@ -127,6 +127,14 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--rule", flags->job.rules,
                   "Per-tensor format 'REGEX=FORMAT' (repeatable, first match wins; FORMAT may be f32), matched on "
                   "GGUF or Hugging Face tensor names");
+  cmd->add_option("--expert-policy", flags->job.expert_policy,
+                  "MoE models: expert statistics — natural (routed tokens), all (every token through every expert), "
+                  "rtn-fallback (rarely routed experts rounded to nearest with the layer's input importance)")
+      ->check(CLI::IsMember({"natural", "all", "rtn-fallback"}))
+      ->capture_default_str();
+  cmd->add_option("--expert-min-tokens", flags->job.expert_min_tokens,
+                  "MoE models: routed tokens under which an expert is under-covered (0 = its input width)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   cmd->add_option("--head-format", flags->job.head_format,
                   "Format of the token embedding and output head (default: q6_k below 6.5 bits, else q8_0)");
   add_calib_flags(cmd, flags->job.calibration);

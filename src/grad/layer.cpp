@@ -74,6 +74,11 @@ void check_trainable(const ModelConfig& c) {
          "training a model with online Hadamard rotations (applied at run time) is not supported");
   }
   if (c.kv_cache != nullptr) fail(ErrorKind::kUnsupported, "training through a quantized KV cache is not supported");
+  if (!c.plain_llama_block()) {
+    fail(ErrorKind::kUnsupported, "training a '{}' model ({}) is not supported yet: the gradient engine runs the "
+         "plain Llama block", c.model_type,
+         c.moe ? "mixture of experts" : c.qk_norm ? "q/k head norms" : "rotary scaling");
+  }
 }
 
 template <typename T>

@@ -10,8 +10,8 @@
 namespace calq::model {
 namespace {
 
-constexpr std::array<std::string_view, kNumInputSites> kSiteNames = {"attn_in", "attn_out", "mlp_in", "mlp_down",
-                                                                     "head_in"};
+constexpr std::array<std::string_view, kNumInputSites> kSiteNames = {
+    "attn_in", "attn_out", "mlp_in", "mlp_down", "head_in", "moe_in", "expert_in", "expert_down"};
 
 }  // namespace
 

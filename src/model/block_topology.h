@@ -33,8 +33,18 @@ enum class InputSite : uint8_t {
   kMlpIn,    // "mlp_in": the mlp norm's output (gate, up)
   kMlpDown,  // "mlp_down": silu(gate) · up (down)
   kHeadIn,   // "head_in": the final norm's output (the output head; layer -1)
+  // Mixture-of-experts inputs (model/moe.h), kept apart from the block's sites (calib's
+  // CalibrationStats::observe_expert): a layer's MLP input over all tokens (the router's input),
+  // and per expert the input of its gate/up (the tokens routed to it) and of its down.
+  kMoeIn,       // "moe_in"
+  kExpertIn,    // "expert_in"
+  kExpertDown,  // "expert_down"
 };
-inline constexpr int kNumInputSites = 5;
+inline constexpr int kNumInputSites = 8;
+// Whether `site` is one of the mixture-of-experts inputs above (no block lists them).
+inline bool is_expert_site(InputSite site) {
+  return site == InputSite::kMoeIn || site == InputSite::kExpertIn || site == InputSite::kExpertDown;
+}
 
 std::string_view site_name(InputSite site);                    // "attn_in", ..., "head_in"
 std::optional<InputSite> site_by_name(std::string_view name);  // nullopt for any other string

@@ -84,6 +84,9 @@ struct ModelConfig {
     bool norm_topk_prob = true;       // renormalise the picked probabilities to sum to 1
   };
   std::optional<Moe> moe;
+  // Runtime only, never persisted (calibration, model/moe.h): the LinearHook sees every expert's
+  // inputs on all tokens, not only the ones routed to it; outputs still combine by the router.
+  bool moe_hook_all_experts = false;
   // Runtime only, never persisted (model/kv_cache.h): keys and values pass through this format
   // before attention, token by token; nullptr = a float cache.
   const Format* kv_cache = nullptr;

@@ -31,6 +31,9 @@ struct LinearInput {
   int64_t rows;
   int64_t cols;
   int64_t expert = -1;  // a MoE expert's input (role kExpertGate/Up/Down): its index (model/moe.h)
+  // An expert's input: how many of the rows the router sent to it (all of them, unless
+  // config.moe_hook_all_experts shows it every token).
+  int64_t routed_rows = -1;
 };
 using LinearHook = std::function<void(const LinearInput&)>;
 

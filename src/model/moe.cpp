@@ -12,8 +12,8 @@ namespace {
 constexpr Grain kRowGrain{.min_items = 16};
 
 void call_hook(const LinearHook* hook, int64_t layer, TensorRole role, int64_t expert, const float* x, int64_t rows,
-               int64_t cols) {
-  if (hook != nullptr && *hook && rows > 0) (*hook)(LinearInput{layer, role, x, rows, cols, expert});
+               int64_t cols, int64_t routed = -1) {
+  if (hook != nullptr && *hook && rows > 0) (*hook)(LinearInput{layer, role, x, rows, cols, expert, routed});
 }
 
 void router_logits(const ModelConfig& c, const LayerWeights& w, int64_t layer, const float* x, int64_t seq_len,
@@ -99,6 +99,7 @@ void moe_mlp_forward(const ModelConfig& c, const LayerWeights& w, int64_t layer,
   float* out = s.out_.data();
   std::fill(out, out + seq_len * hs, 0.0f);
   std::vector<float> token_weight(static_cast<size_t>(seq_len));
+  const LinearHook* const saved_hook = hook;
   for (int64_t e = 0; e < c.moe->num_experts; ++e) {
     // The tokens routed to e, in token order, and their weights.
     int64_t n = 0;
@@ -110,20 +111,35 @@ void moe_mlp_forward(const ModelConfig& c, const LayerWeights& w, int64_t layer,
         ++n;
       }
     }
-    if (n == 0) continue;
     const ExpertWeights& ew = w.experts[static_cast<size_t>(e)];
     const int64_t inter = ew.w_gate.rows();
+    if (c.moe_hook_all_experts && hook != nullptr && *hook) {
+      // All experts' statistics (calibration): the hook sees the expert's inputs on every token,
+      // computed apart, so the layer's output below is the natural path's, bit for bit.
+      call_hook(hook, layer, TensorRole::kExpertGate, e, x, seq_len, hs, n);
+      call_hook(hook, layer, TensorRole::kExpertUp, e, x, seq_len, hs, n);
+      linear_nt(pool, x, hs, seq_len, ew.w_gate, s.gate_.data(), inter);
+      linear_nt(pool, x, hs, seq_len, ew.w_up, s.up_.data(), inter);
+      silu_mul(s.gate_.data(), s.up_.data(), seq_len * inter);
+      call_hook(hook, layer, TensorRole::kExpertDown, e, s.gate_.data(), seq_len, inter, n);
+      hook = nullptr;  // the routed pass below reports nothing more for this expert
+    }
+    if (n == 0) {
+      hook = saved_hook;
+      continue;
+    }
     for (int64_t i = 0; i < n; ++i) {
       const float* src = x + static_cast<int64_t>(s.rows_[static_cast<size_t>(i)]) * hs;
       std::copy(src, src + hs, s.x_.data() + i * hs);
     }
-    call_hook(hook, layer, TensorRole::kExpertGate, e, s.x_.data(), n, hs);
-    call_hook(hook, layer, TensorRole::kExpertUp, e, s.x_.data(), n, hs);
+    call_hook(hook, layer, TensorRole::kExpertGate, e, s.x_.data(), n, hs, n);
+    call_hook(hook, layer, TensorRole::kExpertUp, e, s.x_.data(), n, hs, n);
     linear_nt(pool, s.x_.data(), hs, n, ew.w_gate, s.gate_.data(), inter);
     linear_nt(pool, s.x_.data(), hs, n, ew.w_up, s.up_.data(), inter);
     silu_mul(s.gate_.data(), s.up_.data(), n * inter);
-    call_hook(hook, layer, TensorRole::kExpertDown, e, s.gate_.data(), n, inter);
+    call_hook(hook, layer, TensorRole::kExpertDown, e, s.gate_.data(), n, inter, n);
     linear_nt(pool, s.gate_.data(), inter, n, ew.w_down, s.y_.data(), hs);
+    hook = saved_hook;
     for (int64_t i = 0; i < n; ++i) {
       float* o = out + static_cast<int64_t>(s.rows_[static_cast<size_t>(i)]) * hs;
       const float* y = s.y_.data() + i * hs;

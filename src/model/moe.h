@@ -12,7 +12,10 @@
 // Contract: a router logit that is not finite is an Error(kInvalidArgument) naming the layer, the
 // token and the expert. The LinearHook (forward.h) sees the router's and the shared expert gate's
 // input (the whole x) and each expert's gathered input (LinearInput::expert = its index; rows =
-// the tokens routed to it, possibly none: then the hook is not called).
+// the tokens routed to it, possibly none: then the hook is not called). With
+// config.moe_hook_all_experts (calibration's "all experts" policy) every expert runs on every
+// token and the hook sees all of them (routed_rows still counts the routed ones); the layer's
+// output is the same.
 #pragma once
 
 #include <cstdint>

@@ -176,6 +176,34 @@ INSTANTIATE_TEST_SUITE_P(Architectures, NewArchitecture,
                                            ArchCase{"qwen3_moe", "", true, false}, ArchCase{"qwen3_moe", "", false}),
                          case_name);
 
+TEST(MoeHook, AllExpertsStatisticsLeaveTheOutputAlone) {
+  ThreadPool pool(2);
+  const Model m = testutil::load_tiny_model(testing::temp_dir("moe_hook"), {.model_type = "qwen2_moe"}, pool);
+  const int64_t T = static_cast<int64_t>(kIds.size());
+  int64_t natural_rows = 0, all_rows = 0, routed = 0;
+  const auto run = [&](bool all, int64_t& rows) {
+    ModelConfig c = m.config;
+    c.moe_hook_all_experts = all;
+    std::vector<float> h(static_cast<size_t>(T * c.hidden_size));
+    embed_tokens(m, kIds, h.data());
+    LayerScratch scratch(c, T);
+    const LinearHook hook = [&](const LinearInput& in) {
+      if (in.role != TensorRole::kExpertGate) return;
+      rows += in.rows;
+      if (all) routed += in.routed_rows;
+      EXPECT_EQ(in.rows, all ? T : in.routed_rows);
+    };
+    decoder_layer_forward(c, m.layers[0], 0, h.data(), T, scratch, pool, &hook);
+    return h;
+  };
+  const auto a = run(false, natural_rows);
+  const auto b = run(true, all_rows);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(natural_rows, T * m.config.moe->experts_per_token);
+  EXPECT_EQ(all_rows, T * m.config.moe->num_experts);
+  EXPECT_EQ(routed, natural_rows);
+}
+
 TEST(Llama3Rope, FactorsFollowTheWavelengthBands) {
   // head_dim 8, theta 10000: wavelengths 2π·10000^(2i/8) = 6.3, 63, 628, 6283; original context 64,
   // low 1, high 4: band edges 16 and 64 — i = 0 kept, i = 1 blended, i = 2, 3 divided by 8.

@@ -72,7 +72,7 @@ void write_tiny_model(const std::filesystem::path& folder, const TinyModelOption
     cfg["norm_topk_prob"] = o.norm_topk_prob;
     cfg["decoder_sparse_step"] = 1;
     cfg["mlp_only_layers"] = nlohmann::json::array();
-    if (t == "qwen2_moe") cfg["shared_expert_intermediate_size"] = 40;
+    if (t == "qwen2_moe") cfg["shared_expert_intermediate_size"] = 64;
   }
   if (o.rope_type == "linear") {
     cfg["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};

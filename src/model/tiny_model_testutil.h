@@ -27,7 +27,7 @@ struct TinyModelOptions {
   int64_t max_window_layers = 0;
   int64_t vocab_size = 0;  // 0: tiny_config's 61 (a real tokenizer needs its own size)
   // MoE types ("mixtral", "qwen2_moe", "qwen3_moe"): 4 experts, 2 per token, experts of width 32
-  // (Mixtral: 64, its intermediate_size), Qwen2-MoE's shared expert 40 wide.
+  // (Mixtral: 64, its intermediate_size), Qwen2-MoE's shared expert 64 wide.
   int64_t num_experts = 4;
   int64_t experts_per_token = 2;
   bool norm_topk_prob = true;  // Qwen types (Mixtral always renormalises)

@@ -43,8 +43,14 @@ calib::StatSet required_stats(const quant::Recipe& recipe, ActivationScheme act)
 
 LayerMethods::LayerMethods(const model::ModelConfig& config, const std::vector<TensorAssignment>& plan,
                            const quant::Recipe& recipe, const ModelQuantizeOptions& options, ThreadPool& pool)
-    : config_(config), recipe_(recipe), options_(options), pool_(pool) {
-  for (const auto& a : plan) by_role_[{a.layer, static_cast<int>(a.role)}] = &a;
+    : config_(config), rtn_(quant::parse_method_chain("rtn")), recipe_(recipe), options_(options), pool_(pool) {
+  for (const auto& a : plan) {
+    if (a.expert >= 0) {
+      experts_[{a.layer, static_cast<int>(a.role), a.expert}] = &a;
+    } else {
+      by_role_[{a.layer, static_cast<int>(a.role)}] = &a;
+    }
+  }
 }
 
 const TensorAssignment& LayerMethods::assignment(int64_t layer, TensorRole role) const {
@@ -75,6 +81,7 @@ void LayerMethods::apply(int64_t l, model::LayerWeights& w, const calib::Calibra
       case quant::MethodStage::kWeightQuantizer:
         original = w;
         quantize_weights(step, l, w, sites);
+        if (!w.experts.empty()) quantize_experts(step, l, w, layer_stats);
         break;
       case quant::MethodStage::kLayerReconstruction: reconstruct(step, l, w, original, streams); break;
       case quant::MethodStage::kErrorCompensation: compensate(step, l, w, original, sites); break;
@@ -210,6 +217,51 @@ void LayerMethods::quantize_weights(const quant::MethodStep& step, int64_t l, mo
       }
       seconds_quantize_ += seconds;
       if (with_imp) ++n_with_importance_;
+    }
+  }
+}
+
+void LayerMethods::quantize_experts(const quant::MethodStep& step, int64_t l, model::LayerWeights& w,
+                                    const calib::CalibrationStats& layer_stats) {
+  using model::InputSite;
+  const RangeChooser* range = options_.observer != nullptr ? &options_.observer->weight_range() : nullptr;
+  const std::vector<int64_t>* routed = nullptr;
+  if (const auto it = layer_stats.routed_tokens.find(l); it != layer_stats.routed_tokens.end()) routed = &it->second;
+  // The layer's MLP input over all tokens: the fallback importance of gate/up.
+  const quant::InputStats shared(layer_stats.find_expert({l, -1, InputSite::kMoeIn}));
+  for (int64_t e = 0; e < static_cast<int64_t>(w.experts.size()); ++e) {
+    const int64_t tokens = routed != nullptr && e < static_cast<int64_t>(routed->size()) ? (*routed)[static_cast<size_t>(e)] : 0;
+    for (const TensorRole role : {TensorRole::kExpertGate, TensorRole::kExpertUp, TensorRole::kExpertDown}) {
+      const TensorAssignment& a = *experts_.at({l, static_cast<int>(role), e});
+      if (a.format == nullptr) continue;
+      const InputSite site = role == TensorRole::kExpertDown ? InputSite::kExpertDown : InputSite::kExpertIn;
+      const quant::InputStats own(layer_stats.find_expert({l, e, site}));
+      const int64_t min_tokens = options_.expert_min_tokens > 0 ? options_.expert_min_tokens : a.cols;
+      const bool fallback = (options_.expert_policy == ExpertPolicy::kRtnFallback && tokens < min_tokens) ||
+                            own.rows == 0;
+      const quant::MethodStep& use = fallback ? rtn_.steps.front() : step;
+      // Under the fallback gate/up take the layer's shared input's importance; down has no shared
+      // input, so it keeps its own (when it saw any token).
+      const quant::InputStats& stats = fallback && site == InputSite::kExpertIn ? shared : own;
+      const bool with_imp = options_.use_importance && stats.rows > 0 && !stats.mean_sq.empty();
+      const auto t0 = std::chrono::steady_clock::now();
+      const Tensor dense = w.experts[static_cast<size_t>(e)].linear(role).to_dense(pool_);
+      const std::string name = fmt::format("{} (expert {})", a.name, e);
+      quant::QuantizedWeight q = use.method->quantize(
+          {.layer = l, .group = model::site_name(site), .format = a.format, .name = name, .rows = a.rows,
+           .cols = a.cols, .weights = dense.f32(), .stats = &stats,
+           .importance = with_imp ? stats.mean_sq.data() : nullptr, .range = range},
+          use.options, pool_);
+      w.experts[static_cast<size_t>(e)].linear(role) = std::move(q.tensor);
+      const double seconds = seconds_since(t0);
+      seconds_quantize_ += seconds;
+      if (with_imp) ++n_with_importance_;
+      if (q.event || fallback) {
+        events_.push_back({.layer = l, .step = std::string(use.name()) + (fallback ? " (expert fallback)" : ""),
+                           .target = name, .value = q.event ? q.event->value : static_cast<double>(tokens),
+                           .error_before = q.event ? q.event->error_before : 0,
+                           .error_after = q.event ? q.event->error_after : 0, .seconds = seconds});
+      }
     }
   }
 }

@@ -32,6 +32,7 @@
 
 #include <cstdint>
 #include <map>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -92,6 +93,11 @@ class LayerMethods {
                  const LayerStreams& streams);
   void quantize_weights(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
                         const Sites& sites);
+  // A MoE layer's experts with the weight quantizer `step`, each on its own statistics (calib's
+  // expert sites) as ModelQuantizeOptions::expert_policy says; an expert with no routed token, or
+  // an under-covered one under kRtnFallback, is rounded to nearest instead.
+  void quantize_experts(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
+                        const calib::CalibrationStats& layer_stats);
   void reconstruct(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
                    const model::LayerWeights& original, const LayerStreams& streams);
   void compensate(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights,
@@ -101,6 +107,8 @@ class LayerMethods {
 
   const model::ModelConfig& config_;
   std::map<std::pair<int64_t, int>, const TensorAssignment*> by_role_;
+  std::map<std::tuple<int64_t, int, int64_t>, const TensorAssignment*> experts_;  // (layer, role, expert)
+  quant::Recipe rtn_;  // the fallback weight quantizer of experts
   const quant::Recipe& recipe_;
   const ModelQuantizeOptions& options_;
   ThreadPool& pool_;

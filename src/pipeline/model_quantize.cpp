@@ -49,6 +49,22 @@ quant::Recipe effective_recipe(const ModelQuantizeOptions& o) {
 
 }  // namespace
 
+std::string_view expert_policy_name(ExpertPolicy policy) {
+  switch (policy) {
+    case ExpertPolicy::kNatural: return "natural";
+    case ExpertPolicy::kAllExperts: return "all";
+    case ExpertPolicy::kRtnFallback: return "rtn-fallback";
+  }
+  return "";
+}
+
+ExpertPolicy expert_policy_by_name(std::string_view name) {
+  for (const ExpertPolicy p : {ExpertPolicy::kNatural, ExpertPolicy::kAllExperts, ExpertPolicy::kRtnFallback}) {
+    if (expert_policy_name(p) == name) return p;
+  }
+  fail(ErrorKind::kInvalidArgument, "expert policy '{}': expected natural, all or rtn-fallback", name);
+}
+
 const Format* default_head_format(double main_bits_per_weight, int64_t rows, int64_t cols) {
   return main_bits_per_weight < 6.5 ? first_fitting({"q6_k", "q8_0", "f16"}, rows, cols)
                                     : first_fitting({"q8_0", "f16"}, rows, cols);
@@ -76,10 +92,10 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
   assert(o.format != nullptr);
   const model::Architecture& arch = *m.arch;
   std::vector<TensorAssignment> plan;
-  const auto add = [&](model::TensorRole role, int64_t layer, const model::LinearWeight& w) {
-    TensorAssignment a{.role = role, .layer = layer, .name = model::gguf_tensor_name(arch, role, layer),
-                       .rows = w.rows(), .cols = w.cols()};
-    const std::string hf_name = model::hf_tensor_name(arch, role, layer);
+  const auto add = [&](model::TensorRole role, int64_t layer, const model::LinearWeight& w, int64_t expert = -1) {
+    TensorAssignment a{.role = role, .layer = layer, .expert = expert,
+                       .name = model::gguf_tensor_name(arch, role, layer), .rows = w.rows(), .cols = w.cols()};
+    const std::string hf_name = model::hf_tensor_name(arch, role, layer, expert);
     for (size_t i = 0; i < o.rules.size(); ++i) {
       if (std::regex_search(a.name, o.rules[i].regex) || std::regex_search(hf_name, o.rules[i].regex)) {
         a.rule = static_cast<int>(i);
@@ -109,8 +125,16 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
     plan.push_back(a);
   };
   add(model::TensorRole::kTokenEmbedding, -1, m.embedding);
+  const std::vector<model::TensorRole> layer_roles = model::layer_linear_roles(m.config);
   for (int64_t l = 0; l < m.config.num_layers; ++l) {
-    for (const model::TensorRole role : model::kLayerLinearRoles) add(role, l, m.layers[static_cast<size_t>(l)].linear(role));
+    const model::LayerWeights& lw = m.layers[static_cast<size_t>(l)];
+    for (const model::TensorRole role : layer_roles) add(role, l, lw.linear(role));
+    for (int64_t e = 0; e < static_cast<int64_t>(lw.experts.size()); ++e) {
+      for (const model::TensorRole role :
+           {model::TensorRole::kExpertGate, model::TensorRole::kExpertUp, model::TensorRole::kExpertDown}) {
+        add(role, l, lw.experts[static_cast<size_t>(e)].linear(role), e);
+      }
+    }
   }
   if (!m.output.same_storage(m.embedding)) add(model::TensorRole::kOutput, -1, m.output);
 
@@ -123,6 +147,18 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
            "rule '{}' matches no tensor of the model (rules match GGUF names such as 'blk.0.attn_v.weight' or "
            "Hugging Face names such as 'model.layers.0.self_attn.v_proj.weight'; an earlier rule wins)",
            o.rules[i].text);
+    }
+  }
+  // The training engine, the layer transforms and the rotations know the plain Llama block only.
+  if (!m.config.plain_llama_block()) {
+    for (const quant::MethodStep& step : o.recipe.steps) {
+      const quant::MethodStage st = step.stage();
+      if (st == quant::MethodStage::kLayerReconstruction || st == quant::MethodStage::kModelReconstruction ||
+          st == quant::MethodStage::kLayerTransform || st == quant::MethodStage::kModelTransform) {
+        fail(ErrorKind::kUnsupported, "{}: {} does not run on this '{}' model yet (its block has {}); use "
+             "rtn, gptq, awq or smoothquant", o.recipe.origin, step.name(), m.config.model_type,
+             m.config.moe ? "experts" : m.config.qk_norm ? "q/k head norms" : "rotary scaling");
+      }
     }
   }
   // Integer activations (int8/int4 per token, int8 per tensor, LLM.int8()'s int8 part) are meant
@@ -240,8 +276,9 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
   std::optional<model::Model> teacher;
   if (model_step != nullptr) teacher = m;
   r.plan = plan_model_quantization(m, o);
-  std::map<std::pair<int64_t, int>, const TensorAssignment*> by_role;
-  for (const auto& a : r.plan) by_role[{a.layer, static_cast<int>(a.role)}] = &a;
+  std::map<std::pair<int64_t, int>, const TensorAssignment*> by_role;  // experts: not in it
+  for (const auto& a : r.plan)
+    if (a.expert < 0) by_role[{a.layer, static_cast<int>(a.role)}] = &a;
   const RangeChooser* range = o.observer != nullptr ? &o.observer->weight_range() : nullptr;
 
   const auto quantize_one = [&](model::LinearWeight& w, const TensorAssignment& a, const std::vector<float>& imp) {
@@ -264,9 +301,12 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
     methods.apply(l, weights, layer_stats, streams);
     if (on_tensor) {
       const double s = seconds_since(t0);
-      for (const model::TensorRole role : model::kLayerLinearRoles) {
-        const TensorAssignment* a = by_role.at({l, static_cast<int>(role)});
-        if (a->format != nullptr) on_tensor({.tensor = a, .used_importance = o.use_importance, .seconds = s / 7});
+      std::vector<const TensorAssignment*> layer_plan;
+      for (const auto& a : r.plan)
+        if (a.layer == l && a.format != nullptr) layer_plan.push_back(&a);
+      for (const TensorAssignment* a : layer_plan) {
+        on_tensor({.tensor = a, .used_importance = o.use_importance,
+                   .seconds = s / static_cast<double>(layer_plan.size())});
       }
     }
   };
@@ -275,6 +315,7 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
   if (!samples.empty()) {
     SequentialOptions seq = sequential;
     for (const calib::StatKind k : required_stats(recipe).kinds()) seq.stats = seq.stats.with(k);
+    seq.all_experts = seq.all_experts || (m.config.moe && o.expert_policy == ExpertPolicy::kAllExperts);
     seq.float_stream = seq.float_stream || needs_float_stream(recipe);
     seq.keep_layer_stats = false;  // only the head's are read after the layers (below)
     r.calibration = run_layer_sequential(m, samples, seq, &layer_quantizer, pool);

@@ -58,6 +58,17 @@ TensorRule parse_tensor_rule(const std::string& text);
 // else q8_0, the first that can store [rows, cols]; nullptr (keep float) when neither can.
 const Format* default_head_format(double main_bits_per_weight, int64_t rows, int64_t cols);
 
+// How a mixture-of-experts model's experts get their calibration statistics (calib's expert
+// sites): "natural" — each expert's own routed tokens; "all" — every calibration token through
+// every expert, for statistics only (SequentialOptions::all_experts; outputs still follow the
+// router); "rtn-fallback" — an expert the router sent fewer than expert_min_tokens tokens is
+// rounded to nearest (the "rtn" method) with the importance of the layer's MLP input over all
+// tokens (moe_in) for gate/up, whatever the recipe's weight quantizer.
+enum class ExpertPolicy : uint8_t { kNatural, kAllExperts, kRtnFallback };
+std::string_view expert_policy_name(ExpertPolicy policy);  // "natural", "all", "rtn-fallback"
+// kInvalidArgument Error listing the names for anything else.
+ExpertPolicy expert_policy_by_name(std::string_view name);
+
 struct ModelQuantizeOptions {
   const Format* format = nullptr;       // main format (required)
   std::vector<TensorRule> rules;
@@ -73,12 +84,18 @@ struct ModelQuantizeOptions {
   float llm_int8_threshold = 6.0f;
   // Progress of the training steps (qat-block, qat-e2e), on the calling thread; may be empty.
   quant::TrainingProgressFn on_training;
+  // Mixture-of-experts models (ignored otherwise): the experts' statistics policy, and the routed
+  // token count under which an expert counts as under-covered (0: the expert's input width, the
+  // fewest rows that give GPTQ a full-rank Hessian).
+  ExpertPolicy expert_policy = ExpertPolicy::kNatural;
+  int64_t expert_min_tokens = 0;
 };
 
 struct TensorAssignment {
   model::TensorRole role;
   int64_t layer = -1;         // -1 for the embedding and head
-  std::string name;           // GGUF name
+  int64_t expert = -1;        // a MoE expert's weight (role kExpertGate/Up/Down): its index
+  std::string name;           // GGUF name (an expert's: its layer's stacked tensor)
   int64_t rows = 0, cols = 0;
   const Format* format = nullptr;  // nullptr: float32
   int rule = -1;              // index of the matching rule, -1 for defaults
@@ -92,7 +109,12 @@ struct TensorAssignment {
 // a layer linear in a format whose codes are not integers (families nf4, fp8, mx) is an
 // ErrorKind::kInvalidArgument Error naming the scheme, the tensor and the format. A layer
 // transform (flatquant) needs int formats on every layer linear and no training step after it
-// (ErrorKind::kUnsupported naming the steps or the tensor).
+// (ErrorKind::kUnsupported naming the steps or the tensor). A MoE model's experts are planned
+// one by one (rules match the stacked GGUF name, which names all the layer's experts, or an
+// expert's Hugging Face name); the router and the shared expert's gate stay float, as llama.cpp
+// keeps them. Training, layer-transform and model-transform steps need the plain Llama block
+// (ModelConfig::plain_llama_block): refused (kUnsupported) for experts, q/k head norms and rotary
+// scaling.
 std::vector<TensorAssignment> plan_model_quantization(const model::Model& model, const ModelQuantizeOptions& options);
 
 struct QuantizeProgress {

@@ -69,10 +69,31 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
   std::vector<calib::CalibrationStats> partial(batch, calib::CalibrationStats(o.stats));
 
   // A hook observing each site of the model's block once (the first role that reads it), after a
-  // finiteness check.
+  // finiteness check; a MoE layer's router input (moe_in) and each expert's inputs (expert_in,
+  // expert_down) go to the expert statistics with the router's token counts.
   const model::BlockTopology& block = model::block_topology(m.config);
   const auto make_hook = [&block](calib::CalibrationStats& into) {
     return model::LinearHook([&into, &block](const model::LinearInput& in) {
+      using model::TensorRole;
+      if (in.role == TensorRole::kMoeRouter) {
+        calib::check_finite_activations(in.x, in.rows, in.cols, in.layer, model::InputSite::kMoeIn);
+        into.observe_expert({in.layer, -1, model::InputSite::kMoeIn}, in.x, in.rows, in.cols);
+        return;
+      }
+      if (in.expert >= 0) {
+        if (in.role == TensorRole::kExpertUp) return;  // the gate's input
+        const model::InputSite site =
+            in.role == TensorRole::kExpertGate ? model::InputSite::kExpertIn : model::InputSite::kExpertDown;
+        calib::check_finite_activations(in.x, in.rows, in.cols, in.layer, site);
+        into.observe_expert({in.layer, in.expert, site}, in.x, in.rows, in.cols);
+        if (in.role == TensorRole::kExpertGate) {
+          std::vector<int64_t> one(static_cast<size_t>(in.expert + 1), 0);
+          one.back() = in.routed_rows >= 0 ? in.routed_rows : in.rows;
+          into.add_routed(in.layer, one);
+        }
+        return;
+      }
+      if (model::site_of(block, in.role) == nullptr) return;  // the shared expert's gate: no site
       const model::InputSite site = calib::input_site(in.role, block);
       if (calib::site_roles(site, block).front() != in.role) return;
       calib::check_finite_activations(in.x, in.rows, in.cols, in.layer, site);
@@ -80,6 +101,9 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
     });
   };
 
+  // Statistics pass config: MoE statistics of every expert on every token when asked.
+  model::ModelConfig stats_config = m.config;
+  stats_config.moe_hook_all_experts = o.all_experts;
   for (int64_t l = 0; l < m.config.num_layers; ++l) {
     LayerProgress progress{.layer = l, .n_layers = m.config.num_layers};
     model::LayerWeights& weights = m.layers[static_cast<size_t>(l)];
@@ -96,7 +120,7 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
             std::memcpy(copies[slot].data(), h, stride * sizeof(float));
             h = copies[slot].data();
           }
-          model::decoder_layer_forward(m.config, weights, l, h, seq, scratch[slot], pool, &hook);
+          model::decoder_layer_forward(stats_config, weights, l, h, seq, scratch[slot], pool, &hook);
         },
         [&](int64_t b0, int64_t b1) {
           for (int64_t s = b0; s < b1; ++s) layer_stats.merge(partial[static_cast<size_t>(s - b0)]);

@@ -75,6 +75,11 @@ struct SequentialOptions {
   // — a quantizing run then holds one layer's Hessians at a time, not the whole model's (an 8B
   // model's would be tens of GB).
   bool keep_layer_stats = true;
+  // Mixture-of-experts models: gather each expert's statistics on every calibration token, not
+  // only the tokens the router sends it ("all experts"; outputs still follow the router, and
+  // CalibrationStats::routed_tokens keeps the natural counts). Costs num_experts / top-k times the
+  // MLP work of the statistics pass.
+  bool all_experts = false;
   std::function<void(const LayerProgress&)> on_layer;  // after each layer, on the calling thread
 };
 
