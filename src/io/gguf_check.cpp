@@ -27,7 +27,7 @@ bool is_lora_factor(std::string_view name) {
   return false;
 }
 
-constexpr std::array<std::string_view, 2> kArchitectures = {"llama", "qwen2"};
+constexpr std::array<std::string_view, 5> kArchitectures = {"llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe"};
 // tokenizer.ggml.model values llama.cpp's vocabulary loader knows.
 constexpr std::array<std::string_view, 8> kTokenizerModels = {"no_vocab", "none", "llama", "gpt2",
                                                               "bert",     "t5",   "rwkv",  "plamo2"};
@@ -46,7 +46,8 @@ class Checker {
       error("general.architecture", fmt::format("is {}, not a string", gguf_value_type_name(arch_v->type)));
     } else if (std::find(kArchitectures.begin(), kArchitectures.end(), arch_v->s) == kArchitectures.end()) {
       error("general.architecture",
-            fmt::format("'{}' is not one of the architectures this check knows (llama, qwen2)", arch_v->s));
+            fmt::format("'{}' is not one of the architectures this check knows (llama, qwen2, qwen3, qwen2moe, "
+                        "qwen3moe)", arch_v->s));
     } else {
       arch_ = arch_v->s;
     }
@@ -174,12 +175,32 @@ class Checker {
     const auto value_len = counts("attention.value_length", false, false);
     const auto rope_dim = counts("rope.dimension_count", false, false);
     counts("vocab_size", false, false);
+    // Experts: llama.cpp's MoE loaders need both counts (qwen2moe/qwen3moe throw without them).
+    const bool moe_arch = arch_ == "qwen2moe" || arch_ == "qwen3moe";
+    const auto n_expert = counts("expert_count", moe_arch, false);
+    const auto n_expert_used = counts("expert_used_count", moe_arch || n_expert.has_value(), false);
+    const auto ff_exp = counts("expert_feed_forward_length", false, false);
+    const auto ff_shexp = counts("expert_shared_feed_forward_length", false, false);
     float32_key("attention.layer_norm_rms_epsilon", true);
     float32_key("rope.freq_base", false);
     (void)ctx;
     if (!embd || !blocks || !ff || !heads) return;
     n_embd_ = (*embd)[0];
     n_layer_ = (*blocks)[0];
+    if (n_expert && (*n_expert)[0] > 0) {
+      n_expert_ = (*n_expert)[0];
+      if (!n_expert_used || (*n_expert_used)[0] <= 0 || (*n_expert_used)[0] > n_expert_) {
+        error(key("expert_used_count"), fmt::format("must be in [1, {}] (expert_count)", n_expert_));
+        return;
+      }
+      // llama.cpp's fallbacks: n_ff / n_expert_used for the expert width (the llama loader uses
+      // n_ff itself), n_ff for the shared expert's.
+      n_ff_exp_ = arch_ == "llama" ? (*ff)[0] : ff_exp ? (*ff_exp)[0] : (*ff)[0] / (*n_expert_used)[0];
+      n_ff_shexp_ = ff_shexp ? (*ff_shexp)[0] : (*ff)[0];
+    } else if (moe_arch) {
+      error(key("expert_count"), "must be > 0 for a mixture-of-experts architecture");
+      return;
+    }
     const auto per_layer_ok = [&](const std::vector<int64_t>& v, std::string_view suffix) {
       if (v.size() != 1 && static_cast<int64_t>(v.size()) != n_layer_) {
         error(key(suffix), fmt::format("has {} per-layer values for {} layers", v.size(), n_layer_));
@@ -277,6 +298,7 @@ class Checker {
   struct LayerDims {
     int64_t n_ff, n_head, n_head_kv;
   };
+  int64_t n_expert_ = 0, n_ff_exp_ = 0, n_ff_shexp_ = 0;
 
   // name -> (expected ne, required)
   void expect(std::map<std::string, std::pair<std::vector<int64_t>, bool>>& m, std::string name,
@@ -304,7 +326,7 @@ class Checker {
     std::map<std::string, std::pair<std::vector<int64_t>, bool>> want;
     expect(want, "token_embd.weight", {n_embd_, n_vocab}, true);
     expect(want, "output_norm.weight", {n_embd_}, true);
-    expect(want, "output.weight", {n_embd_, n_vocab}, false);
+    expect(want, "output.weight", {n_embd_, n_vocab}, arch_ == "qwen2moe");  // its loader requires the head
     expect(want, "rope_freqs.weight", {head_k_ / 2}, false);
     for (int64_t l = 0; l < n_layer_; ++l) {
       const LayerDims& d = layers_[static_cast<size_t>(l)];
@@ -322,9 +344,27 @@ class Checker {
       expect(want, n("attn_v.bias"), {v}, false);
       expect(want, n("attn_output.bias"), {n_embd_}, false);
       expect(want, n("ffn_norm.weight"), {n_embd_}, true);
-      expect(want, n("ffn_gate.weight"), {n_embd_, d.n_ff}, true);
-      expect(want, n("ffn_down.weight"), {d.n_ff, n_embd_}, true);
-      expect(want, n("ffn_up.weight"), {n_embd_, d.n_ff}, true);
+      if (arch_ == "qwen3" || arch_ == "qwen3moe") {
+        expect(want, n("attn_q_norm.weight"), {head_k_}, true);
+        expect(want, n("attn_k_norm.weight"), {head_k_}, true);
+      }
+      if (n_expert_ == 0) {
+        expect(want, n("ffn_gate.weight"), {n_embd_, d.n_ff}, true);
+        expect(want, n("ffn_down.weight"), {d.n_ff, n_embd_}, true);
+        expect(want, n("ffn_up.weight"), {n_embd_, d.n_ff}, true);
+        continue;
+      }
+      // Experts stacked along ne[2]; the router stays a 2-D tensor.
+      expect(want, n("ffn_gate_inp.weight"), {n_embd_, n_expert_}, true);
+      expect(want, n("ffn_gate_exps.weight"), {n_embd_, n_ff_exp_, n_expert_}, true);
+      expect(want, n("ffn_down_exps.weight"), {n_ff_exp_, n_embd_, n_expert_}, true);
+      expect(want, n("ffn_up_exps.weight"), {n_embd_, n_ff_exp_, n_expert_}, true);
+      if (arch_ == "qwen2moe") {
+        expect(want, n("ffn_gate_inp_shexp.weight"), {n_embd_}, true);
+        expect(want, n("ffn_gate_shexp.weight"), {n_embd_, n_ff_shexp_}, true);
+        expect(want, n("ffn_down_shexp.weight"), {n_ff_shexp_, n_embd_}, true);
+        expect(want, n("ffn_up_shexp.weight"), {n_embd_, n_ff_shexp_}, true);
+      }
     }
     for (const GgufTensorInfo& t : f_.tensors()) {
       const auto it = want.find(t.name);

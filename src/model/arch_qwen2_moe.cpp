@@ -59,6 +59,7 @@ constexpr Architecture kQwen2Moe{
     .gguf_reads_as_this = true,
     .gguf_permutes_qk = false,
     .gguf_window_all_layers = false,
+    .gguf_output_required = true,
     .block = &kMoeSharedBlock,
     .moe = &kMoe,
 };

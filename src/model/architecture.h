@@ -138,6 +138,9 @@ struct Architecture {
   // Whether `<gguf_arch>.attention.sliding_window`, when present, applies to every layer (calq
   // writes Mistral's window there); if false, a file with that key is refused.
   bool gguf_window_all_layers = false;
+  // Whether llama.cpp's loader requires output.weight even when the embeddings are tied
+  // (qwen2moe): the export then writes the head as its own tensor.
+  bool gguf_output_required = false;
   GgufHparamKeys gguf_keys{};
   // The wiring of the decoder block (never null; block_topology.h). Architectures with the same
   // block point at one shared definition (kLlamaBlock).

@@ -98,7 +98,7 @@ std::vector<Item> model_items(const Model& m) {
     }
   }
   add(TensorRole::kFinalNorm, -1);
-  if (!m.output.same_storage(m.embedding)) add(TensorRole::kOutput, -1);
+  if (!m.output.same_storage(m.embedding) || arch.gguf_output_required) add(TensorRole::kOutput, -1);
   return items;
 }
 

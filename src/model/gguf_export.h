@@ -14,7 +14,9 @@
 //    Hugging Face order (not permuted: such formats may carry per-tensor trailers), described by
 //    `calq.qtensor.<name>.format` (registry name) and `calq.qtensor.<name>.shape` ([rows, cols],
 //    uint64); the file then carries `calq.requires_calq = true`. docs/formats.md documents it.
-//  * The output head is written (output.weight) only when it is not the embedding's storage.
+//  * The output head is written (output.weight) only when it is not the embedding's storage, or
+//    when llama.cpp's loader requires it (Architecture::gguf_output_required: qwen2moe); such a
+//    file reads back untied.
 //  * Metadata: general.* (from the source GGUF when model.source is one, file_type and
 //    quantization_version excepted; else architecture, type "model", name = the source folder's
 //    name, size_label from the parameter count written), the "<arch>." hyper-parameters from the

@@ -204,12 +204,14 @@ PYBIND11_MODULE(_calq, m) {
   m.def(
       "calibrate",
       [](const std::string& model, const std::string& out, const std::string& text, int64_t samples, int64_t seq_len,
-         uint64_t seed, const std::string& stats, size_t threads, bool force, const py::object& progress) {
+         uint64_t seed, const std::string& stats, size_t threads, bool force, const py::object& progress,
+         bool all_experts, int64_t expert_min_tokens) {
         const calq::CalibrateReport r = run_released(progress, [&](const calq::ProgressFn& pf) {
           return calq::calibrate(
               {.model = model, .out = out,
                .data = {.text = text, .samples = samples, .seq_len = seq_len, .seed = seed, .tokenizer = ""},
-               .stats = stats, .threads = threads, .force = force, .progress = pf});
+               .stats = stats, .threads = threads, .force = force, .all_experts = all_experts,
+               .expert_min_tokens = expert_min_tokens, .progress = pf});
         });
         py::dict d;
         d["out"] = r.out;
@@ -218,11 +220,22 @@ PYBIND11_MODULE(_calq, m) {
         d["stats"] = r.stats;
         d["sites"] = r.sites.size();
         d["seconds"] = r.seconds;
+        py::list experts;  // MoE models: per layer, the tokens the router sent to each expert
+        for (const calq::ExpertCoverage& c : r.experts) {
+          py::dict e;
+          e["layer"] = c.layer;
+          e["tokens"] = c.tokens;
+          e["under_covered"] = c.under_covered;
+          e["threshold"] = c.threshold;
+          experts.append(e);
+        }
+        d["experts"] = experts;
         return d;
       },
       py::arg("model"), py::arg("out"), py::arg("text"), py::arg("samples") = 128, py::arg("seq_len") = 512,
       py::arg("seed") = 0, py::arg("stats") = "absmax,mean_abs,mean_sq,histogram", py::arg("threads") = 0,
-      py::arg("force") = false, py::arg("progress") = py::none(),
+      py::arg("force") = false, py::arg("progress") = py::none(), py::arg("all_experts") = false,
+      py::arg("expert_min_tokens") = 0,
       "Calibration statistics of every linear input, written to a statistics file (text: a file, or "
       "\"generate:N\" for N sequences sampled from the model)");
 
@@ -234,11 +247,13 @@ PYBIND11_MODULE(_calq, m) {
          const std::vector<std::string>& candidates, const std::string& sensitivity,
          const std::string& sensitivity_text, int64_t sensitivity_windows, int64_t sensitivity_ctx,
          const std::string& act_quant, const std::vector<std::string>& rules, const std::string& observer,
-         uint64_t max_memory, const std::string& json_out, size_t threads, bool force, const py::object& progress) {
+         uint64_t max_memory, const std::string& json_out, size_t threads, bool force, const py::object& progress,
+         const std::string& expert_policy, int64_t expert_min_tokens) {
         calq::QuantizeJob job{.model = model, .out = out, .mix = mix, .format = format, .method = method,
                               .recipe = recipe, .observer = observer, .rules = rules,
                               .calibration = {.text = calib, .samples = samples, .seq_len = seq_len},
-                              .stats = stats, .act_quant = act_quant,
+                              .stats = stats, .act_quant = act_quant, .expert_policy = expert_policy,
+                              .expert_min_tokens = expert_min_tokens,
                               .target = {.bits_per_weight = target_bpw, .candidates = candidates,
                                          .sensitivity = sensitivity, .sensitivity_text = sensitivity_text,
                                          .sensitivity_windows = sensitivity_windows,
@@ -270,8 +285,9 @@ PYBIND11_MODULE(_calq, m) {
       py::arg("sensitivity_text") = "", py::arg("sensitivity_windows") = 8, py::arg("sensitivity_ctx") = 512,
       py::arg("act_quant") = "none", py::arg("rules") = std::vector<std::string>{}, py::arg("observer") = "minmax",
       py::arg("max_memory") = 0, py::arg("json_out") = "", py::arg("threads") = 0, py::arg("force") = false,
-      py::arg("progress") = py::none(),
-      "Quantize a model into a GGUF file (same options and recipes as `calq quantize`)");
+      py::arg("progress") = py::none(), py::arg("expert_policy") = "natural", py::arg("expert_min_tokens") = 0,
+      "Quantize a model into a GGUF file (same options and recipes as `calq quantize`; expert_policy: natural, "
+      "all or rtn-fallback for mixture-of-experts models)");
 
   m.def(
       "evaluate",
