@@ -1,6 +1,6 @@
 // calq's public API: open a model, calibrate, quantize, evaluate, fine-tune LoRA adapters,
 // sensitivity, bisect and calibration drift, inspect a model, check a GGUF file; number formats on
-// arrays; LoRA adapter folders (merge into a model).
+// arrays; LoRA adapter folders (merge into a model); synthetic random-weight models.
 // Every function throws calq::Error (calq/error.h) for bad input; none prints.
 #pragma once
 
@@ -17,6 +17,7 @@
 #include "calq/progress.h"
 #include "calq/quantize.h"
 #include "calq/sensitivity.h"
+#include "calq/synth.h"
 
 namespace calq {
 // The library's version, "0.1.0".

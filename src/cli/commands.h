@@ -17,5 +17,6 @@ void register_sensitivity(CLI::App& app);
 void register_bisect(CLI::App& app);
 void register_calib_check(CLI::App& app);
 void register_merge(CLI::App& app);
+void register_synth(CLI::App& app);
 
 }  // namespace calq::cli

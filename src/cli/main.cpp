@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   calq::cli::register_bisect(app);
   calq::cli::register_calib_check(app);
   calq::cli::register_merge(app);
+  calq::cli::register_synth(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

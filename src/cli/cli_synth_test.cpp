@@ -1,0 +1,72 @@
+// `calq synth` end to end: the folder and the GGUF it writes pass `calq check` and evaluate to the
+// same perplexity through calq's loaders and tokenizers; same seed, same bytes; refusals exit 2.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "cli/cli_test_util.h"
+#include "core/mapped_file.h"
+#include "support/shared_dir.h"
+
+namespace calq {
+namespace {
+
+using testing::RunResult;
+using testing::run_calq;
+
+constexpr const char* kShape = "--arch qwen2 --layers 2 --hidden 32 --heads 4 --kv-heads 2 --ffn 48 --vocab 280";
+
+TEST(CliSynth, WritesAFolderAndAGgufThatAgree) {
+  const auto dir = testing::temp_dir("cli_synth");
+  const std::string m = (dir / "m").string(), gguf = (dir / "m.gguf").string();
+  RunResult r = run_calq(std::string("synth --quiet ") + kShape + " --seed 4 --out " + m + " --gguf " + gguf);
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir / "m" / f)) << f;
+  }
+  r = run_calq("check " + gguf);
+  EXPECT_EQ(r.status, 0) << r.output;
+  // Same seed, same bytes; another seed, other weights.
+  ASSERT_EQ(run_calq(std::string("synth --quiet ") + kShape + " --seed 4 --out " + (dir / "again").string()).status, 0);
+  EXPECT_EQ(read_text_file(dir / "m" / "model.safetensors"), read_text_file(dir / "again" / "model.safetensors"));
+  ASSERT_EQ(run_calq(std::string("synth --quiet ") + kShape + " --seed 5 --out " + (dir / "other").string()).status, 0);
+  EXPECT_NE(read_text_file(dir / "m" / "model.safetensors"), read_text_file(dir / "other" / "model.safetensors"));
+  // Both files through calq's loaders and tokenizers (tokenizer.json; the GGUF's converted vocabulary).
+  std::ofstream(dir / "text.txt") << "the rain in spain stays mainly in the plain, 1984.";
+  const std::string eval = " --text " + (dir / "text.txt").string() + " --ctx 8";
+  const auto hf = testing::eval_json("--model " + m + eval, dir / "hf.json");
+  const auto gg = testing::eval_json("--model " + gguf + eval, dir / "gguf.json");
+  ASSERT_TRUE(hf.contains("ppl") && gg.contains("ppl"));
+  EXPECT_EQ(hf["token_ids_sha256"], gg["token_ids_sha256"]);
+  EXPECT_GE(hf["n_windows"].get<int64_t>(), 2);
+  EXPECT_NEAR(hf["ppl"].get<double>(), gg["ppl"].get<double>(), 1e-4 * hf["ppl"].get<double>());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CliSynth, RefusalsExitTwo) {
+  const auto dir = testing::temp_dir("cli_synth");
+  const std::string m = (dir / "m").string();
+  ASSERT_EQ(run_calq(std::string("synth --quiet ") + kShape + " --out " + m).status, 0);
+  RunResult r = run_calq(std::string("synth --quiet ") + kShape + " --out " + m);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("force"), std::string::npos) << r.output;
+  EXPECT_EQ(run_calq(std::string("synth --quiet ") + kShape + " --force --out " + m).status, 0);
+  r = run_calq("synth --arch gpt2 --out " + (dir / "x").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("qwen2"), std::string::npos) << r.output;  // lists the supported ones
+  r = run_calq("synth --arch llama --heads 4 --kv-heads 3 --out " + (dir / "x").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("kv_heads = 3"), std::string::npos) << r.output;
+  r = run_calq("synth --arch llama --experts 4 --out " + (dir / "x").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("mixture-of-experts"), std::string::npos) << r.output;
+  r = run_calq("synth --arch llama --dtype f16 --out " + (dir / "x").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_FALSE(std::filesystem::exists(dir / "x"));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace calq
