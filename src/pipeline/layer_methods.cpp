@@ -256,9 +256,12 @@ void LayerMethods::quantize_experts(const quant::MethodStep& step, int64_t l, mo
       const double seconds = seconds_since(t0);
       seconds_quantize_ += seconds;
       if (with_imp) ++n_with_importance_;
-      if (q.event || fallback) {
-        events_.push_back({.layer = l, .step = std::string(use.name()) + (fallback ? " (expert fallback)" : ""),
-                           .target = name, .value = q.event ? q.event->value : static_cast<double>(tokens),
+      // The step is the method that ran (reports look its event text up by name); a fallback says so
+      // in the target, with the expert's routed tokens (not when nothing was calibrated at all).
+      if (q.event || (fallback && shared.rows > 0)) {
+        events_.push_back({.layer = l, .step = std::string(use.name()),
+                           .target = fallback ? fmt::format("{} fallback: {} routed tokens", name, tokens) : name,
+                           .value = q.event ? q.event->value : 0.0,
                            .error_before = q.event ? q.event->error_before : 0,
                            .error_after = q.event ? q.event->error_after : 0, .seconds = seconds});
       }
