@@ -17,6 +17,7 @@ namespace calq::intdot {
 int lanes_for(KernelLevel level) {
   switch (level) {
     case KernelLevel::kAvx512Vnni: return 16;
+    case KernelLevel::kAvxVnni:
     case KernelLevel::kAvx2: return 8;
     case KernelLevel::kScalar: return 1;
   }
@@ -66,6 +67,7 @@ void run_packed(const PackedRows& w, const QuantizedActivations& qa, float* y, i
   assert(lanes_for(level) == w.lanes && qa.block == w.block && qa.k == w.k);
   switch (level) {
     case KernelLevel::kAvx512Vnni: return run_avx512_vnni(w, qa, y, ldy, accumulate);
+    case KernelLevel::kAvxVnni: return run_avx_vnni(w, qa, y, ldy, accumulate);
     case KernelLevel::kAvx2: return run_avx2(w, qa, y, ldy, accumulate);
     case KernelLevel::kScalar: return run_scalar(w, qa, y, ldy, accumulate);
   }
@@ -172,6 +174,85 @@ void avx2_all(const PackedRows& w, const QuantizedActivations& qa, float* y, int
 void run_avx2(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy, bool accumulate) {
   if (w.max_code > 128) return avx2_all<true>(w, qa, y, ldy, accumulate);
   avx2_all<false>(w, qa, y, ldy, accumulate);
+}
+
+namespace {
+
+// AVX-VNNI: the VEX vpdpbusd on 256-bit vectors (8-row panels, as AVX2's), 6 tokens × 2 panels
+// per tile. Unlike vpmaddubsw it adds the four u8·s8 products into int32 without saturation, so
+// every code up to 255 is exact and one form serves all codecs. VEX reaches only 16 vector
+// registers: the 12 int32 sums, 2 weight vectors and one broadcast fill 15 of them in the inner loop.
+#define CALQ_AVX_VNNI __attribute__((target("avx2,fma,avxvnni")))
+
+// The running sums t live in memory (a few loads and stores per block): held in registers they
+// would push the int32 sums out of the inner loop's 16.
+template <int MR, int NP, int kSteps>
+CALQ_AVX_VNNI void avx_vnni_tile(const PackedRows& w, const QuantizedActivations& qa, int64_t p, int64_t i0, float* y,
+                                 int64_t ldy, bool accumulate) {
+  const int64_t nb = w.nb;
+  alignas(32) float t[MR][NP][8] = {};
+  const int8_t* xq = qa.q.data();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i acc[MR][NP];
+    for (int i = 0; i < MR; ++i) {
+      for (int j = 0; j < NP; ++j) acc[i][j] = _mm256_setzero_si256();
+    }
+    const uint8_t* wb[NP];
+    for (int j = 0; j < NP; ++j) wb[j] = &w.codes[static_cast<size_t>(((p + j) * nb + b) * kSteps * 32)];
+    const int8_t* xb0 = xq + i0 * qa.k + b * w.block;
+    for (int s = 0; s < kSteps; ++s) {
+      __m256i wv[NP];
+      for (int j = 0; j < NP; ++j) wv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[j] + s * 32));
+      for (int i = 0; i < MR; ++i) {
+        int32_t xv;
+        std::memcpy(&xv, xb0 + i * qa.k + 4 * s, 4);
+        const __m256i xb = _mm256_set1_epi32(xv);
+        for (int j = 0; j < NP; ++j) acc[i][j] = _mm256_dpbusd_avx_epi32(acc[i][j], wv[j], xb);
+      }
+    }
+    for (int j = 0; j < NP; ++j) {
+      const __m256 sc = _mm256_loadu_ps(&w.scale[static_cast<size_t>(((p + j) * nb + b) * 8)]);
+      const __m256 of = _mm256_loadu_ps(&w.offset[static_cast<size_t>(((p + j) * nb + b) * 8)]);
+      for (int i = 0; i < MR; ++i) {
+        const int64_t qi = (i0 + i) * nb + b;
+        __m256 ti = _mm256_load_ps(t[i][j]);
+        ti = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][j]), _mm256_mul_ps(_mm256_set1_ps(qa.dx[qi]), sc), ti);
+        ti = _mm256_fmadd_ps(of, _mm256_set1_ps(qa.dsx[qi]), ti);
+        _mm256_store_ps(t[i][j], ti);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NP; ++j) store_panel(t[i][j], 8, (p + j) * 8, w.n, y + (i0 + i) * ldy, accumulate);
+  }
+}
+
+template <int NP, int kSteps>
+CALQ_AVX_VNNI void avx_vnni_panels(const PackedRows& w, const QuantizedActivations& qa, int64_t p, float* y,
+                                   int64_t ldy, bool accumulate) {
+  constexpr int MR = 6;
+  int64_t i = 0;
+  for (; i + MR <= qa.m; i += MR) avx_vnni_tile<MR, NP, kSteps>(w, qa, p, i, y, ldy, accumulate);
+  for (; i < qa.m; ++i) avx_vnni_tile<1, NP, kSteps>(w, qa, p, i, y, ldy, accumulate);
+}
+
+template <int kSteps>
+CALQ_AVX_VNNI void avx_vnni_all(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy,
+                                bool accumulate) {
+  constexpr int NP = 2;
+  int64_t p = 0;
+  for (; p + NP <= w.panels(); p += NP) avx_vnni_panels<NP, kSteps>(w, qa, p, y, ldy, accumulate);
+  for (; p < w.panels(); ++p) avx_vnni_panels<1, kSteps>(w, qa, p, y, ldy, accumulate);
+}
+
+}  // namespace
+
+CALQ_AVX_VNNI void run_avx_vnni(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy,
+                                bool accumulate) {
+  // Blocks of 16 or 32 codes: 4 or 8 steps of 4, unrolled.
+  if (w.block == 16) return avx_vnni_all<4>(w, qa, y, ldy, accumulate);
+  assert(w.block == 32);
+  avx_vnni_all<8>(w, qa, y, ldy, accumulate);
 }
 
 namespace {
