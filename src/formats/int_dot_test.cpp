@@ -32,10 +32,10 @@ std::vector<const Format*> int_formats() {
 std::vector<KernelLevel> available_levels() { return supported_kernel_levels(); }
 
 TEST(IntDot, TheGgufBlockTypesAndIntFormatsHaveCodecs) {
-  // The formats the runtime's fast path is for: every legacy and k-quant GGUF type, and calq's int
-  // formats (grouped, per channel, per tensor).
+  // The formats the runtime's fast path is for: every legacy, k-quant and iq4 GGUF type, and calq's
+  // int formats (grouped, per channel, per tensor).
   for (const char* name : {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-                           "int4-g128-asym", "int3-g64-sym", "int8-pc-sym", "int2-pt-asym-f32"}) {
+                           "iq4_nl", "iq4_xs", "int4-g128-asym", "int3-g64-sym", "int8-pc-sym", "int2-pt-asym-f32"}) {
     const Format* f = find_format(name);
     ASSERT_NE(f, nullptr) << name;
     EXPECT_NE(f->int_row_codec(), nullptr) << name;
