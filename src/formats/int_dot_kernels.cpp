@@ -259,15 +259,15 @@ namespace {
 
 #define CALQ_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-// AVX-512 VNNI: two panels (32 rows) against MR tokens; the last panel may be alone (np = 1).
-template <int MR, int NP>
+// AVX-512 VNNI: two panels (32 rows) against MR tokens; the last panel may be alone (NP = 1).
+// As in the AVX-VNNI kernel, the steps of a block are unrolled (kSteps known at compile time) and
+// the running sums t live in memory: with a loop over a run-time step count and t in registers,
+// GCC copied every int32 sum between registers twice per step.
+template <int MR, int NP, int kSteps>
 CALQ_VNNI void vnni_tile(const PackedRows& w, const QuantizedActivations& qa, int64_t p, int64_t i0, float* y,
                          int64_t ldy, bool accumulate) {
-  const int64_t steps = w.block / 4, nb = w.nb;
-  __m512 t[MR][NP];
-  for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < NP; ++j) t[i][j] = _mm512_setzero_ps();
-  }
+  const int64_t nb = w.nb;
+  alignas(64) float t[MR][NP][16] = {};
   const int8_t* xq = qa.q.data();
   for (int64_t b = 0; b < nb; ++b) {
     __m512i acc[MR][NP];
@@ -275,56 +275,58 @@ CALQ_VNNI void vnni_tile(const PackedRows& w, const QuantizedActivations& qa, in
       for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_setzero_si512();
     }
     const uint8_t* wb[NP];
-    for (int j = 0; j < NP; ++j) wb[j] = &w.codes[static_cast<size_t>(((p + j) * nb + b) * steps * 64)];
-    for (int64_t s = 0; s < steps; ++s) {
+    for (int j = 0; j < NP; ++j) wb[j] = &w.codes[static_cast<size_t>(((p + j) * nb + b) * kSteps * 64)];
+    const int8_t* xb0 = xq + i0 * qa.k + b * w.block;
+    for (int s = 0; s < kSteps; ++s) {
       __m512i wv[NP];
       for (int j = 0; j < NP; ++j) wv[j] = _mm512_loadu_si512(wb[j] + s * 64);
       for (int i = 0; i < MR; ++i) {
         int32_t xv;
-        std::memcpy(&xv, xq + (i0 + i) * qa.k + b * w.block + 4 * s, 4);
+        std::memcpy(&xv, xb0 + i * qa.k + 4 * s, 4);
         const __m512i xb = _mm512_set1_epi32(xv);
         for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], xb);
       }
     }
-    __m512 sc[NP], of[NP];
     for (int j = 0; j < NP; ++j) {
-      sc[j] = _mm512_loadu_ps(&w.scale[static_cast<size_t>(((p + j) * nb + b) * 16)]);
-      of[j] = _mm512_loadu_ps(&w.offset[static_cast<size_t>(((p + j) * nb + b) * 16)]);
-    }
-    for (int i = 0; i < MR; ++i) {
-      const int64_t qi = (i0 + i) * nb + b;
-      const __m512 dx = _mm512_set1_ps(qa.dx[qi]), dsx = _mm512_set1_ps(qa.dsx[qi]);
-      for (int j = 0; j < NP; ++j) {
-        t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), _mm512_mul_ps(dx, sc[j]), t[i][j]);
-        t[i][j] = _mm512_fmadd_ps(of[j], dsx, t[i][j]);
+      const __m512 sc = _mm512_loadu_ps(&w.scale[static_cast<size_t>(((p + j) * nb + b) * 16)]);
+      const __m512 of = _mm512_loadu_ps(&w.offset[static_cast<size_t>(((p + j) * nb + b) * 16)]);
+      for (int i = 0; i < MR; ++i) {
+        const int64_t qi = (i0 + i) * nb + b;
+        __m512 ti = _mm512_load_ps(t[i][j]);
+        ti = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), _mm512_mul_ps(_mm512_set1_ps(qa.dx[qi]), sc), ti);
+        ti = _mm512_fmadd_ps(of, _mm512_set1_ps(qa.dsx[qi]), ti);
+        _mm512_store_ps(t[i][j], ti);
       }
     }
   }
   for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < NP; ++j) {
-      float out[16];
-      _mm512_storeu_ps(out, t[i][j]);
-      store_panel(out, 16, (p + j) * 16, w.n, y + (i0 + i) * ldy, accumulate);
-    }
+    for (int j = 0; j < NP; ++j) store_panel(t[i][j], 16, (p + j) * 16, w.n, y + (i0 + i) * ldy, accumulate);
   }
 }
 
-template <int NP>
+template <int NP, int kSteps>
 CALQ_VNNI void vnni_panels(const PackedRows& w, const QuantizedActivations& qa, int64_t p, float* y, int64_t ldy,
                            bool accumulate) {
   constexpr int MR = 6;
   int64_t i = 0;
-  for (; i + MR <= qa.m; i += MR) vnni_tile<MR, NP>(w, qa, p, i, y, ldy, accumulate);
-  for (; i < qa.m; ++i) vnni_tile<1, NP>(w, qa, p, i, y, ldy, accumulate);
+  for (; i + MR <= qa.m; i += MR) vnni_tile<MR, NP, kSteps>(w, qa, p, i, y, ldy, accumulate);
+  for (; i < qa.m; ++i) vnni_tile<1, NP, kSteps>(w, qa, p, i, y, ldy, accumulate);
+}
+
+template <int kSteps>
+CALQ_VNNI void vnni_all(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy, bool accumulate) {
+  int64_t p = 0;
+  for (; p + 2 <= w.panels(); p += 2) vnni_panels<2, kSteps>(w, qa, p, y, ldy, accumulate);
+  if (p < w.panels()) vnni_panels<1, kSteps>(w, qa, p, y, ldy, accumulate);
 }
 
 }  // namespace
 
 CALQ_VNNI void run_avx512_vnni(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy,
                                bool accumulate) {
-  int64_t p = 0;
-  for (; p + 2 <= w.panels(); p += 2) vnni_panels<2>(w, qa, p, y, ldy, accumulate);
-  if (p < w.panels()) vnni_panels<1>(w, qa, p, y, ldy, accumulate);
+  if (w.block == 16) return vnni_all<4>(w, qa, y, ldy, accumulate);
+  assert(w.block == 32);
+  vnni_all<8>(w, qa, y, ldy, accumulate);
 }
 
 }  // namespace calq::intdot
