@@ -132,9 +132,10 @@ struct EvalReport {
   std::vector<std::string> warnings;  // e.g. a GGUF vocabulary that segments unlike its source tokenizer
   double seconds = 0;
   int threads = 0;
-  // Which matmul kernels ran: the CPU's kernel level in use ("avx512-vnni", "avx2", "scalar";
-  // CALQ_KERNEL_LEVEL lowers it) and calls per kernel ("int8/<level>/<format>" for the integer
-  // path, "float/<format>" for the exact path, "float-avx512/<format>" for the float kernel), counted
+  // Which matmul kernels ran: the CPU's kernel level in use ("avx512-vnni", "avx-vnni", "avx2",
+  // "scalar"; CALQ_KERNEL_LEVEL lowers it) and calls per kernel ("int8/<level>/<format>" for the
+  // integer path, "float/<format>" for the exact path, "float-avx512/<format>" for the float kernel:
+  // f32, f16, bf16 and the 4-bit table formats nf4, fp4, mxfp4, nvfp4), counted
   // over this evaluation (process-wide counters: evaluations running at the same time in one process
   // see each other's calls).
   std::string kernel_level;

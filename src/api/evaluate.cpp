@@ -269,6 +269,8 @@ EvalReport evaluate(const EvalJob& job) {
   // itself gives exactly 0), never on the integer kernels.
   if (ref) model::set_fast_kernels(ref->model, !job.exact, /*float_only=*/true);
   reset_kernel_counts();
+  // An unknown CALQ_KERNEL_LEVEL value is ignored; say so rather than run at another level silently.
+  if (std::string note = kernel_level_note(); !job.exact && !note.empty()) report.warn(std::move(note));
   std::vector<std::optional<AdapterInfo>> adapters(models.size());
   if (!job.adapter.empty()) {
     std::map<std::string, std::string> hashes;  // one hash per file, however many KV-cache variants

@@ -71,6 +71,21 @@ TEST_F(CliGguf, SamePerplexityAsTheHfFolder) {
   EXPECT_EQ(gg["ppl"], hf["ppl"]);
 }
 
+// A CALQ_KERNEL_LEVEL value that names no level is ignored with a warning (not silently), and the
+// report names the level that ran: the machine's best.
+TEST_F(CliGguf, UnknownKernelLevelIsIgnoredWithAWarning) {
+  ::setenv("CALQ_KERNEL_LEVEL", "avx9", 1);
+  const RunResult run = run_calq("eval --model " + (dir_ / "hf").string() + " --text " + text_.string() +
+                                 " --ctx 16 --max-windows 1");
+  ::unsetenv("CALQ_KERNEL_LEVEL");
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("warning: CALQ_KERNEL_LEVEL=\"avx9\" is not a kernel level"), std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("kernels: level " + std::string(kernel_level_name(detected_kernel_level()))),
+            std::string::npos)
+      << run.output;
+}
+
 TEST_F(CliGguf, BadInputsExitTwoWithTheFileNamed) {
   // Neither a folder nor a GGUF file.
   write_text(dir_ / "notes.gguf", "definitely not gguf");
@@ -193,8 +208,8 @@ TEST(CliGgufReference, IntegerKernelsMatchTheExactPath) {
   for (const auto& [key, n] : exact["kernels"]["calls"].items()) EXPECT_EQ(key.rfind("float/", 0), 0u) << key;
   // Every level the machine has gives the same per-window NLL, bit for bit (one short window).
   const auto best = eval_json(args + " --ctx 96 --max-windows 1", dir / "best.json");
-  for (const KernelLevel forced_level : {KernelLevel::kAvx2, KernelLevel::kScalar}) {
-    if (static_cast<int>(forced_level) > static_cast<int>(detected_kernel_level())) continue;
+  for (const KernelLevel forced_level : supported_kernel_levels()) {
+    if (forced_level == detected_kernel_level()) continue;
     const std::string name(kernel_level_name(forced_level));
     ::setenv("CALQ_KERNEL_LEVEL", name.c_str(), 1);
     const auto forced = eval_json(args + " --ctx 96 --max-windows 1", dir / "forced.json");

@@ -31,6 +31,7 @@ namespace calq {
 class RangeChooser;  // formats/range.h
 class GridCodec;     // formats/grid.h
 class IntRowCodec;   // formats/int_dot.h
+class LutRowCodec;   // formats/float_gemm.h
 
 struct FormatTraits {
   std::string name;         // registry key, lower case: "q4_k", "int4-g128-asym", "nf4-dq", "fp8-e4m3"
@@ -65,6 +66,9 @@ class Format {
   // The format's rows as unsigned 8-bit codes with per-block scales and offsets, for the integer
   // matmul (formats/int_dot.h), owned by the format; nullptr when it has none (the float path runs).
   virtual const IntRowCodec* int_row_codec() const { return nullptr; }
+  // The format's rows as 4-bit codes into a 16-level float table times per-block scales, for the
+  // float kernel (formats/float_gemm.h), owned by the format; nullptr when it has none.
+  virtual const LutRowCodec* lut_row_codec() const { return nullptr; }
 
   // Throws Error(kInvalidArgument) naming `tensor_name` when this format cannot store [rows, cols].
   void check_shape(int64_t rows, int64_t cols, std::string_view tensor_name = "<tensor>") const;

@@ -9,6 +9,8 @@
 // Decoding reproduces ggml's float operations exactly. Encoding is calq's own weighted search
 // (quant_search.h) that minimises Σ w·(x − decoded)² with the scales evaluated as stored; for
 // iq4_xs the fp16 super-block scale and the eight 6-bit sub-block codes are searched jointly.
+// Both have an integer codec (int_dot.h): the grid's levels are integers, so the fast path
+// multiplies them on int8 dot products, as llama.cpp does.
 #include <cstring>
 #include <limits>
 
@@ -16,6 +18,7 @@
 #include "formats/format.h"
 #include "formats/format_util.h"
 #include "formats/grid.h"
+#include "formats/int_dot.h"
 #include "formats/quant_search.h"
 
 namespace calq {
@@ -42,10 +45,50 @@ void unpack_scaled(const uint8_t* qs, float dl, float* y) {
   }
 }
 
+constexpr int kSuper = 256, kSub = 32, kSubs = kSuper / kSub, kXsBytes = 136;
+
+// iq4_xs: sub-block ib's scale d·(ls − 32) of the super-block at `in`, the decoder's product.
+float xs_sub_scale(const std::byte* in, int ib) {
+  const float d = load_f16(in);
+  uint16_t scales_h;
+  std::memcpy(&scales_h, in + 2, 2);
+  const auto* scales_l = reinterpret_cast<const uint8_t*>(in + 4);
+  const int ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f) | (((scales_h >> (2 * ib)) & 3) << 4);
+  return d * static_cast<float>(ls - 32);
+}
+
+// The integer matmul's view (int_dot.h): the grid's levels are integers in [−127, 113], so
+// x = dl·T[q] = dl·u − 128·dl with u = T[q] + 128 ∈ [1, 241] (q8_0's arrangement), per 32 weights.
+class Iq4IntCodec final : public IntRowCodec {
+ public:
+  explicit Iq4IntCodec(bool xs) : IntRowCodec(kSub, 113 + 128), xs_(xs) {}
+  void decode_row(const std::byte* data, int64_t, int64_t cols, int64_t r, uint8_t* u, float* scale,
+                  float* offset) const override {
+    const int64_t bs = xs_ ? kSuper : kSub, bb = xs_ ? kXsBytes : 18;
+    const std::byte* row = data + r * (cols / bs) * bb;
+    for (int64_t b = 0; b < cols / kSub; ++b, u += kSub) {
+      const std::byte* in = row + (b * kSub / bs) * bb;
+      const float dl = xs_ ? xs_sub_scale(in, static_cast<int>(b % kSubs)) : load_f16(in);
+      const auto* qs = reinterpret_cast<const uint8_t*>(in + (xs_ ? 8 + 16 * (b % kSubs) : 2));
+      for (int j = 0; j < 16; ++j) {
+        u[j] = static_cast<uint8_t>(kGrid[qs[j] & 0x0f] + 128);
+        u[j + 16] = static_cast<uint8_t>(kGrid[qs[j] >> 4] + 128);
+      }
+      scale[b] = dl;
+      offset[b] = -128.0f * dl;
+    }
+  }
+
+ private:
+  bool xs_;
+};
+
 class Iq4Format : public RowFormat {
  public:
+  explicit Iq4Format(bool xs) : int_codec_(xs) {}
   const FormatTraits& traits() const override { return traits_; }
   const GridCodec* grid_codec() const override { return grid_codec_.get(); }
+  const IntRowCodec* int_row_codec() const override { return &int_codec_; }
   // The codec refers to this format, so the family's make_ function makes it once the format exists.
   void make_grid_codec() { grid_codec_ = make_gguf_grid_codec(*this); }
 
@@ -62,11 +105,12 @@ class Iq4Format : public RowFormat {
 
   FormatTraits traits_;
   std::unique_ptr<GridCodec> grid_codec_;
+  Iq4IntCodec int_codec_;
 };
 
 class Iq4NlFormat final : public Iq4Format {
  public:
-  Iq4NlFormat() {
+  Iq4NlFormat() : Iq4Format(false) {
     traits_ = FormatTraits{
         .name = "iq4_nl",
         .family = "gguf",
@@ -104,11 +148,9 @@ class Iq4NlFormat final : public Iq4Format {
   }
 };
 
-constexpr int kSuper = 256, kSub = 32, kSubs = kSuper / kSub, kXsBytes = 136;
-
 class Iq4XsFormat final : public Iq4Format {
  public:
-  Iq4XsFormat() {
+  Iq4XsFormat() : Iq4Format(true) {
     traits_ = FormatTraits{
         .name = "iq4_xs",
         .family = "gguf",
@@ -127,16 +169,8 @@ class Iq4XsFormat final : public Iq4Format {
  protected:
   void dequantize_row(const std::byte* in, int64_t cols, float* out) const override {
     for (int64_t b = 0; b < cols / kSuper; ++b, in += kXsBytes, out += kSuper) {
-      const float d = load_f16(in);
-      uint16_t scales_h;
-      std::memcpy(&scales_h, in + 2, 2);
-      const auto* scales_l = reinterpret_cast<const uint8_t*>(in + 4);
       const auto* qs = reinterpret_cast<const uint8_t*>(in + 8);
-      for (int ib = 0; ib < kSubs; ++ib) {
-        const int ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f) | (((scales_h >> (2 * ib)) & 3) << 4);
-        const float dl = d * static_cast<float>(ls - 32);
-        unpack_scaled(qs + 16 * ib, dl, out + kSub * ib);
-      }
+      for (int ib = 0; ib < kSubs; ++ib) unpack_scaled(qs + 16 * ib, xs_sub_scale(in, ib), out + kSub * ib);
     }
   }
 

@@ -1,5 +1,5 @@
 // The integer matmul of int_dot.h: activation quantization, weight packing, the scalar twin and
-// the AVX2 / AVX-512 VNNI micro-kernels (int_dot_kernels.cpp), and the dispatch between them.
+// the AVX2 / AVX-VNNI / AVX-512 VNNI micro-kernels (int_dot_kernels.cpp), and the dispatch between them.
 #include "formats/int_dot.h"
 
 #include <algorithm>
@@ -138,7 +138,7 @@ void int_matmul_at(ThreadPool& pool, const QuantMatmulArgs& a, KernelLevel level
   const QuantizedTensor& w = *a.w;
   assert(int_matmul_supported(w));
   if (a.m == 0 || w.rows == 0) return;
-  if (static_cast<int>(level) > static_cast<int>(detected_kernel_level())) level = detected_kernel_level();
+  level = best_supported_level(level);  // never a level the CPU lacks
   // Kept between calls on the calling thread: a fresh buffer per product was a third of the
   // evaluation's time in page faults and zeroing. (A thread_local is never captured by a lambda:
   // the name would mean each worker's own copy, so the workers reach the caller's through `qa`.)

@@ -71,7 +71,8 @@ void quantize_activations_reference(const float* x, int64_t ldx, int64_t m, int6
                                     QuantizedActivations& out);
 
 // y[m, w.rows] (+)= x[m, w.cols] · Ŵᵀ as defined above; asserts int_matmul_supported(*args.w).
-// Uses kernel_level() (or `level`, capped at what the machine has, when given).
+// Uses kernel_level() (or `level`, lowered to the best level the machine supports at or below it
+// (best_supported_level), when given).
 void int_matmul(ThreadPool& pool, const QuantMatmulArgs& args);
 void int_matmul_at(ThreadPool& pool, const QuantMatmulArgs& args, KernelLevel level);
 // The same product with activations the caller quantized (args.x unused): real W8A8 for a model

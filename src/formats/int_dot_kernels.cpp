@@ -17,6 +17,7 @@ namespace calq::intdot {
 int lanes_for(KernelLevel level) {
   switch (level) {
     case KernelLevel::kAvx512Vnni: return 16;
+    case KernelLevel::kAvxVnni:
     case KernelLevel::kAvx2: return 8;
     case KernelLevel::kScalar: return 1;
   }
@@ -66,6 +67,7 @@ void run_packed(const PackedRows& w, const QuantizedActivations& qa, float* y, i
   assert(lanes_for(level) == w.lanes && qa.block == w.block && qa.k == w.k);
   switch (level) {
     case KernelLevel::kAvx512Vnni: return run_avx512_vnni(w, qa, y, ldy, accumulate);
+    case KernelLevel::kAvxVnni: return run_avx_vnni(w, qa, y, ldy, accumulate);
     case KernelLevel::kAvx2: return run_avx2(w, qa, y, ldy, accumulate);
     case KernelLevel::kScalar: return run_scalar(w, qa, y, ldy, accumulate);
   }
@@ -176,17 +178,96 @@ void run_avx2(const PackedRows& w, const QuantizedActivations& qa, float* y, int
 
 namespace {
 
+// AVX-VNNI: the VEX vpdpbusd on 256-bit vectors (8-row panels, as AVX2's), 6 tokens × 2 panels
+// per tile. Unlike vpmaddubsw it adds the four u8·s8 products into int32 without saturation, so
+// every code up to 255 is exact and one form serves all codecs. VEX reaches only 16 vector
+// registers: the 12 int32 sums, 2 weight vectors and one broadcast fill 15 of them in the inner loop.
+#define CALQ_AVX_VNNI __attribute__((target("avx2,fma,avxvnni")))
+
+// The running sums t live in memory (a few loads and stores per block): held in registers they
+// would push the int32 sums out of the inner loop's 16.
+template <int MR, int NP, int kSteps>
+CALQ_AVX_VNNI void avx_vnni_tile(const PackedRows& w, const QuantizedActivations& qa, int64_t p, int64_t i0, float* y,
+                                 int64_t ldy, bool accumulate) {
+  const int64_t nb = w.nb;
+  alignas(32) float t[MR][NP][8] = {};
+  const int8_t* xq = qa.q.data();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i acc[MR][NP];
+    for (int i = 0; i < MR; ++i) {
+      for (int j = 0; j < NP; ++j) acc[i][j] = _mm256_setzero_si256();
+    }
+    const uint8_t* wb[NP];
+    for (int j = 0; j < NP; ++j) wb[j] = &w.codes[static_cast<size_t>(((p + j) * nb + b) * kSteps * 32)];
+    const int8_t* xb0 = xq + i0 * qa.k + b * w.block;
+    for (int s = 0; s < kSteps; ++s) {
+      __m256i wv[NP];
+      for (int j = 0; j < NP; ++j) wv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[j] + s * 32));
+      for (int i = 0; i < MR; ++i) {
+        int32_t xv;
+        std::memcpy(&xv, xb0 + i * qa.k + 4 * s, 4);
+        const __m256i xb = _mm256_set1_epi32(xv);
+        for (int j = 0; j < NP; ++j) acc[i][j] = _mm256_dpbusd_avx_epi32(acc[i][j], wv[j], xb);
+      }
+    }
+    for (int j = 0; j < NP; ++j) {
+      const __m256 sc = _mm256_loadu_ps(&w.scale[static_cast<size_t>(((p + j) * nb + b) * 8)]);
+      const __m256 of = _mm256_loadu_ps(&w.offset[static_cast<size_t>(((p + j) * nb + b) * 8)]);
+      for (int i = 0; i < MR; ++i) {
+        const int64_t qi = (i0 + i) * nb + b;
+        __m256 ti = _mm256_load_ps(t[i][j]);
+        ti = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][j]), _mm256_mul_ps(_mm256_set1_ps(qa.dx[qi]), sc), ti);
+        ti = _mm256_fmadd_ps(of, _mm256_set1_ps(qa.dsx[qi]), ti);
+        _mm256_store_ps(t[i][j], ti);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NP; ++j) store_panel(t[i][j], 8, (p + j) * 8, w.n, y + (i0 + i) * ldy, accumulate);
+  }
+}
+
+template <int NP, int kSteps>
+CALQ_AVX_VNNI void avx_vnni_panels(const PackedRows& w, const QuantizedActivations& qa, int64_t p, float* y,
+                                   int64_t ldy, bool accumulate) {
+  constexpr int MR = 6;
+  int64_t i = 0;
+  for (; i + MR <= qa.m; i += MR) avx_vnni_tile<MR, NP, kSteps>(w, qa, p, i, y, ldy, accumulate);
+  for (; i < qa.m; ++i) avx_vnni_tile<1, NP, kSteps>(w, qa, p, i, y, ldy, accumulate);
+}
+
+template <int kSteps>
+CALQ_AVX_VNNI void avx_vnni_all(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy,
+                                bool accumulate) {
+  constexpr int NP = 2;
+  int64_t p = 0;
+  for (; p + NP <= w.panels(); p += NP) avx_vnni_panels<NP, kSteps>(w, qa, p, y, ldy, accumulate);
+  for (; p < w.panels(); ++p) avx_vnni_panels<1, kSteps>(w, qa, p, y, ldy, accumulate);
+}
+
+}  // namespace
+
+CALQ_AVX_VNNI void run_avx_vnni(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy,
+                                bool accumulate) {
+  // Blocks of 16 or 32 codes: 4 or 8 steps of 4, unrolled.
+  if (w.block == 16) return avx_vnni_all<4>(w, qa, y, ldy, accumulate);
+  assert(w.block == 32);
+  avx_vnni_all<8>(w, qa, y, ldy, accumulate);
+}
+
+namespace {
+
 #define CALQ_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-// AVX-512 VNNI: two panels (32 rows) against MR tokens; the last panel may be alone (np = 1).
-template <int MR, int NP>
+// AVX-512 VNNI: two panels (32 rows) against MR tokens; the last panel may be alone (NP = 1).
+// As in the AVX-VNNI kernel, the steps of a block are unrolled (kSteps known at compile time) and
+// the running sums t live in memory: with a loop over a run-time step count and t in registers,
+// GCC copied every int32 sum between registers twice per step.
+template <int MR, int NP, int kSteps>
 CALQ_VNNI void vnni_tile(const PackedRows& w, const QuantizedActivations& qa, int64_t p, int64_t i0, float* y,
                          int64_t ldy, bool accumulate) {
-  const int64_t steps = w.block / 4, nb = w.nb;
-  __m512 t[MR][NP];
-  for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < NP; ++j) t[i][j] = _mm512_setzero_ps();
-  }
+  const int64_t nb = w.nb;
+  alignas(64) float t[MR][NP][16] = {};
   const int8_t* xq = qa.q.data();
   for (int64_t b = 0; b < nb; ++b) {
     __m512i acc[MR][NP];
@@ -194,56 +275,58 @@ CALQ_VNNI void vnni_tile(const PackedRows& w, const QuantizedActivations& qa, in
       for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_setzero_si512();
     }
     const uint8_t* wb[NP];
-    for (int j = 0; j < NP; ++j) wb[j] = &w.codes[static_cast<size_t>(((p + j) * nb + b) * steps * 64)];
-    for (int64_t s = 0; s < steps; ++s) {
+    for (int j = 0; j < NP; ++j) wb[j] = &w.codes[static_cast<size_t>(((p + j) * nb + b) * kSteps * 64)];
+    const int8_t* xb0 = xq + i0 * qa.k + b * w.block;
+    for (int s = 0; s < kSteps; ++s) {
       __m512i wv[NP];
       for (int j = 0; j < NP; ++j) wv[j] = _mm512_loadu_si512(wb[j] + s * 64);
       for (int i = 0; i < MR; ++i) {
         int32_t xv;
-        std::memcpy(&xv, xq + (i0 + i) * qa.k + b * w.block + 4 * s, 4);
+        std::memcpy(&xv, xb0 + i * qa.k + 4 * s, 4);
         const __m512i xb = _mm512_set1_epi32(xv);
         for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], xb);
       }
     }
-    __m512 sc[NP], of[NP];
     for (int j = 0; j < NP; ++j) {
-      sc[j] = _mm512_loadu_ps(&w.scale[static_cast<size_t>(((p + j) * nb + b) * 16)]);
-      of[j] = _mm512_loadu_ps(&w.offset[static_cast<size_t>(((p + j) * nb + b) * 16)]);
-    }
-    for (int i = 0; i < MR; ++i) {
-      const int64_t qi = (i0 + i) * nb + b;
-      const __m512 dx = _mm512_set1_ps(qa.dx[qi]), dsx = _mm512_set1_ps(qa.dsx[qi]);
-      for (int j = 0; j < NP; ++j) {
-        t[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), _mm512_mul_ps(dx, sc[j]), t[i][j]);
-        t[i][j] = _mm512_fmadd_ps(of[j], dsx, t[i][j]);
+      const __m512 sc = _mm512_loadu_ps(&w.scale[static_cast<size_t>(((p + j) * nb + b) * 16)]);
+      const __m512 of = _mm512_loadu_ps(&w.offset[static_cast<size_t>(((p + j) * nb + b) * 16)]);
+      for (int i = 0; i < MR; ++i) {
+        const int64_t qi = (i0 + i) * nb + b;
+        __m512 ti = _mm512_load_ps(t[i][j]);
+        ti = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), _mm512_mul_ps(_mm512_set1_ps(qa.dx[qi]), sc), ti);
+        ti = _mm512_fmadd_ps(of, _mm512_set1_ps(qa.dsx[qi]), ti);
+        _mm512_store_ps(t[i][j], ti);
       }
     }
   }
   for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < NP; ++j) {
-      float out[16];
-      _mm512_storeu_ps(out, t[i][j]);
-      store_panel(out, 16, (p + j) * 16, w.n, y + (i0 + i) * ldy, accumulate);
-    }
+    for (int j = 0; j < NP; ++j) store_panel(t[i][j], 16, (p + j) * 16, w.n, y + (i0 + i) * ldy, accumulate);
   }
 }
 
-template <int NP>
+template <int NP, int kSteps>
 CALQ_VNNI void vnni_panels(const PackedRows& w, const QuantizedActivations& qa, int64_t p, float* y, int64_t ldy,
                            bool accumulate) {
   constexpr int MR = 6;
   int64_t i = 0;
-  for (; i + MR <= qa.m; i += MR) vnni_tile<MR, NP>(w, qa, p, i, y, ldy, accumulate);
-  for (; i < qa.m; ++i) vnni_tile<1, NP>(w, qa, p, i, y, ldy, accumulate);
+  for (; i + MR <= qa.m; i += MR) vnni_tile<MR, NP, kSteps>(w, qa, p, i, y, ldy, accumulate);
+  for (; i < qa.m; ++i) vnni_tile<1, NP, kSteps>(w, qa, p, i, y, ldy, accumulate);
+}
+
+template <int kSteps>
+CALQ_VNNI void vnni_all(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy, bool accumulate) {
+  int64_t p = 0;
+  for (; p + 2 <= w.panels(); p += 2) vnni_panels<2, kSteps>(w, qa, p, y, ldy, accumulate);
+  if (p < w.panels()) vnni_panels<1, kSteps>(w, qa, p, y, ldy, accumulate);
 }
 
 }  // namespace
 
 CALQ_VNNI void run_avx512_vnni(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy,
                                bool accumulate) {
-  int64_t p = 0;
-  for (; p + 2 <= w.panels(); p += 2) vnni_panels<2>(w, qa, p, y, ldy, accumulate);
-  if (p < w.panels()) vnni_panels<1>(w, qa, p, y, ldy, accumulate);
+  if (w.block == 16) return vnni_all<4>(w, qa, y, ldy, accumulate);
+  assert(w.block == 32);
+  vnni_all<8>(w, qa, y, ldy, accumulate);
 }
 
 }  // namespace calq::intdot

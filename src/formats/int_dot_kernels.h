@@ -10,7 +10,7 @@
 
 namespace calq::intdot {
 
-// n rows of a weight in panels of `lanes` rows (16 for AVX-512, 8 for AVX2, 1 for scalar), the
+// n rows of a weight in panels of `lanes` rows (16 for AVX-512, 8 for AVX2 and AVX-VNNI, 1 for scalar), the
 // last padded with zero codes, scales and offsets. For panel p, block b, step s (4 columns):
 //   codes[((p·nb + b)·steps + s)·lanes·4 + lane·4 + e] = u[row p·lanes + lane, b·block + 4s + e]
 //   scale[(p·nb + b)·lanes + lane], offset[(p·nb + b)·lanes + lane]
@@ -32,9 +32,10 @@ void pack_rows(const QuantizedTensor& w, const IntRowCodec& codec, int64_t r0, i
 void run_packed(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy, bool accumulate,
                 KernelLevel level);
 
-// The levels' kernels (int_dot_kernels.cpp; the AVX-512 one compiled for that target).
+// The levels' kernels (int_dot_kernels.cpp; the AVX-VNNI and AVX-512 ones compiled for their targets).
 void run_scalar(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy, bool accumulate);
 void run_avx2(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy, bool accumulate);
+void run_avx_vnni(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy, bool accumulate);
 void run_avx512_vnni(const PackedRows& w, const QuantizedActivations& qa, float* y, int64_t ldy, bool accumulate);
 
 }  // namespace calq::intdot

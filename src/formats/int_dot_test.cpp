@@ -27,17 +27,15 @@ std::vector<const Format*> int_formats() {
   return out;
 }
 
-std::vector<KernelLevel> available_levels() {
-  std::vector<KernelLevel> out;
-  for (int l = 0; l <= static_cast<int>(detected_kernel_level()); ++l) out.push_back(static_cast<KernelLevel>(l));
-  return out;
-}
+// Every level this machine has (on an AMD Zen 5 or Intel Sapphire Rapids: scalar, avx2, avx-vnni,
+// avx512-vnni).
+std::vector<KernelLevel> available_levels() { return supported_kernel_levels(); }
 
 TEST(IntDot, TheGgufBlockTypesAndIntFormatsHaveCodecs) {
-  // The formats the runtime's fast path is for: every legacy and k-quant GGUF type, and calq's int
-  // formats (grouped, per channel, per tensor).
+  // The formats the runtime's fast path is for: every legacy, k-quant and iq4 GGUF type, and calq's
+  // int formats (grouped, per channel, per tensor).
   for (const char* name : {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-                           "int4-g128-asym", "int3-g64-sym", "int8-pc-sym", "int2-pt-asym-f32"}) {
+                           "iq4_nl", "iq4_xs", "int4-g128-asym", "int3-g64-sym", "int8-pc-sym", "int2-pt-asym-f32"}) {
     const Format* f = find_format(name);
     ASSERT_NE(f, nullptr) << name;
     EXPECT_NE(f->int_row_codec(), nullptr) << name;
@@ -178,8 +176,26 @@ TEST(IntDot, LevelCapLowersButNeverRaises) {
   EXPECT_EQ(kernel_level(), KernelLevel::kScalar);
   set_kernel_level_cap(KernelLevel::kAvx512Vnni);
   EXPECT_EQ(kernel_level(), detected_kernel_level());  // never above what the CPU has
+  // Each cap gives the best supported level at or below it: itself where the machine has it, a
+  // lower one where it lacks it (AVX-512 VNNI without AVX-VNNI, as on Zen 4, runs avx2 when capped
+  // at avx-vnni).
+  for (const KernelLevel cap : all_kernel_levels()) {
+    set_kernel_level_cap(cap);
+    const KernelLevel got = kernel_level();
+    EXPECT_TRUE(kernel_level_supported(got));
+    EXPECT_LE(static_cast<int>(got), static_cast<int>(cap));
+    if (kernel_level_supported(cap)) {
+      EXPECT_EQ(got, cap);
+    }
+    for (int l = static_cast<int>(got) + 1; l <= static_cast<int>(cap); ++l) {
+      EXPECT_FALSE(kernel_level_supported(static_cast<KernelLevel>(l))) << kernel_level_name(cap);
+    }
+  }
   set_kernel_level_cap(std::nullopt);
-  EXPECT_EQ(kernel_level_by_name("avx2"), KernelLevel::kAvx2);
+  EXPECT_TRUE(kernel_level_supported(KernelLevel::kScalar));
+  EXPECT_EQ(supported_kernel_levels().back(), detected_kernel_level());
+  for (const KernelLevel l : all_kernel_levels()) EXPECT_EQ(kernel_level_by_name(kernel_level_name(l)), l);
+  EXPECT_EQ(kernel_level_by_name("avx-vnni"), KernelLevel::kAvxVnni);
   EXPECT_FALSE(kernel_level_by_name("avx9").has_value());
 }
 

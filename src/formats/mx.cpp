@@ -19,11 +19,13 @@
 // high nibble (the mxfp4 arrangement). Trailer: fp32 T, little endian. Not ggml's NVFP4 (type 40:
 // 64-weight super-blocks [4 scale bytes][32 bytes], no tensor scale), so no ggml type id.
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cassert>
 #include <cmath>
 #include <cstring>
 
+#include "formats/float_gemm.h"
 #include "formats/format.h"
 #include "formats/fp8.h"
 
@@ -53,9 +55,43 @@ void unpack_halves(const std::byte* in, uint8_t* codes) {
   }
 }
 
+// The levels decode_rows multiplies by: E2M1 (nvfp4) or 2·E2M1 (mxfp4, ggml's kvalues).
+std::array<float, 16> mx_levels(bool nv) {
+  std::array<float, 16> t{};
+  for (uint8_t c = 0; c < 16; ++c) t[c] = nv ? e2m1_to_f32(c) : e2m1_doubled(c);
+  return t;
+}
+
+// The block's element unit: e8m0_half(e) (mxfp4) or E4M3(s)·T (nvfp4), as decode_rows computes it.
+float mx_unit(bool nv, uint8_t s, float tensor_scale) { return nv ? e4m3_to_f32(s) * tensor_scale : e8m0_half(s); }
+
+// The float kernel's view: levels[c] · unit is exactly decode_rows' product.
+class MxLutCodec final : public LutRowCodec {
+ public:
+  explicit MxLutCodec(bool nv) : LutRowCodec(nv ? 16 : 32, mx_levels(nv)), nv_(nv) {}
+  void decode_row(const std::byte* data, int64_t rows, int64_t cols, int64_t r, uint8_t* codes,
+                  float* scale) const override {
+    const int64_t bs = block(), bb = bs / 2 + 1;
+    const std::byte* row = data + r * (cols / bs) * bb;
+    float tensor_scale = 0;
+    if (nv_) std::memcpy(&tensor_scale, data + rows * (cols / bs) * bb, 4);
+    for (int64_t j = 0; j < cols / bs; ++j, row += bb, codes += bs) {
+      scale[j] = mx_unit(nv_, static_cast<uint8_t>(row[0]), tensor_scale);
+      if (nv_) {
+        unpack_halves<16>(row + 1, codes);
+      } else {
+        unpack_halves<32>(row + 1, codes);
+      }
+    }
+  }
+
+ private:
+  bool nv_;
+};
+
 class MxFormat final : public Format {
  public:
-  explicit MxFormat(bool nv) : nv_(nv) {
+  explicit MxFormat(bool nv) : nv_(nv), lut_codec_(nv) {
     traits_ = nv ? FormatTraits{
                        .name = "nvfp4",
                        .family = "mx",
@@ -80,6 +116,7 @@ class MxFormat final : public Format {
                    };
   }
   const FormatTraits& traits() const override { return traits_; }
+  const LutRowCodec* lut_row_codec() const override { return &lut_codec_; }
   size_t trailer_bytes(int64_t, int64_t) const override { return nv_ ? 4 : 0; }
 
   void dequantize_rows(const std::byte* data, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
@@ -194,8 +231,7 @@ class MxFormat final : public Format {
     float tensor_scale = 0;
     if (nv_) std::memcpy(&tensor_scale, data + rows * rb, 4);
     uint8_t codes[32];
-    float levels[16];  // E2M1 (nvfp4) or 2·E2M1 (mxfp4, ggml's kvalues), hoisted out of the loop
-    for (uint8_t c = 0; c < 16; ++c) levels[c] = nv_ ? e2m1_to_f32(c) : e2m1_doubled(c);
+    const std::array<float, 16> levels = mx_levels(nv_);  // hoisted out of the loop
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t j = 0; j < cols / bs; ++j) {
         const std::byte* in = data + r * rb + j * traits_.block_bytes;
@@ -203,11 +239,11 @@ class MxFormat final : public Format {
         const auto s = static_cast<uint8_t>(in[0]);
         if (nv_) {
           unpack_halves<16>(in + 1, codes);
-          const float unit = e4m3_to_f32(s) * tensor_scale;
+          const float unit = mx_unit(true, s, tensor_scale);
           for (int64_t i = 0; i < 16; ++i) y[i] = levels[codes[i]] * unit;
         } else {
           unpack_halves<32>(in + 1, codes);
-          const float half = e8m0_half(s);
+          const float half = mx_unit(false, s, tensor_scale);
           for (int64_t i = 0; i < 32; ++i) y[i] = levels[codes[i]] * half;
         }
       }
@@ -216,6 +252,7 @@ class MxFormat final : public Format {
 
   bool nv_;
   FormatTraits traits_;
+  MxLutCodec lut_codec_;
 };
 
 }  // namespace

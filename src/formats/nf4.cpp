@@ -21,11 +21,13 @@
 //  * nf4-dq, fp4-dq: block = [int8 k][32 bytes of nibbles] = 33 bytes / 64 weights;
 //                    trailer = [fp32 m][fp32 s_0, s_1, ..., s_{G−1}], G = ceil(rows·cols/64 / 256).
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "formats/float_gemm.h"
 #include "formats/format.h"
 #include "formats/fp8.h"
 
@@ -69,9 +71,28 @@ uint8_t nf4_code(float v) {
   return c;
 }
 
+std::array<float, 16> level_table(bool nf4) {
+  std::array<float, 16> t{};
+  for (uint8_t c = 0; c < 16; ++c) t[c] = nf4 ? kNf4Levels[c] : e2m1_to_f32(c);
+  return t;
+}
+
+class QloraFormat;
+
+// The float kernel's view: level[c] · unit(absmax) is exactly decode_block's product.
+class QloraLutCodec final : public LutRowCodec {
+ public:
+  QloraLutCodec(const QloraFormat& f, bool nf4) : LutRowCodec(static_cast<int>(kBlock), level_table(nf4)), f_(f) {}
+  void decode_row(const std::byte* data, int64_t rows, int64_t cols, int64_t r, uint8_t* codes,
+                  float* scale) const override;
+
+ private:
+  const QloraFormat& f_;
+};
+
 class QloraFormat final : public Format {
  public:
-  QloraFormat(bool nf4, bool dq) : nf4_(nf4), dq_(dq) {
+  QloraFormat(bool nf4, bool dq) : nf4_(nf4), dq_(dq), lut_codec_(*this, nf4) {
     const std::string base = nf4 ? "nf4" : "fp4";
     traits_ = FormatTraits{
         .name = base + (dq ? "-dq" : ""),
@@ -90,6 +111,7 @@ class QloraFormat final : public Format {
     };
   }
   const FormatTraits& traits() const override { return traits_; }
+  const LutRowCodec* lut_row_codec() const override { return &lut_codec_; }
 
   size_t trailer_bytes(int64_t rows, int64_t cols) const override {
     if (!dq_) return 0;
@@ -203,34 +225,54 @@ class QloraFormat final : public Format {
 
   void decode_rows(const std::byte* data, int64_t rows, int64_t cols, int64_t r0, int64_t r1, float* out) const {
     assert(0 <= r0 && r0 <= r1 && r1 <= rows);
-    const int64_t nb = cols / kBlock;
-    const size_t rb = row_bytes(cols);
-    const size_t bb = traits_.block_bytes;
-    const std::byte* trailer = data + rows * rb;
-    float mean = 0;
-    if (dq_) std::memcpy(&mean, trailer, 4);
     for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t j = 0; j < nb; ++j) {
-        const std::byte* in = data + r * rb + j * bb;
+      for (int64_t j = 0; j < cols / kBlock; ++j) {
         float absmax;
-        if (dq_) {
-          const int64_t i = r * nb + j;
-          float s;
-          std::memcpy(&s, trailer + 4 + 4 * (i / kDqGroup), 4);
-          absmax = dq_absmax(mean, s, static_cast<int8_t>(in[0]));
-          ++in;
-        } else {
-          std::memcpy(&absmax, in, 4);
-          in += 4;
-        }
+        const std::byte* in = block_codes(data, rows, cols, r, j, absmax);
         decode_block(in, absmax, out + (r - r0) * cols + j * kBlock);
       }
     }
   }
 
+ public:
+  // Block j of row r: its stored (dequantized) absmax, and a pointer to its 32 bytes of nibbles.
+  const std::byte* block_codes(const std::byte* data, int64_t rows, int64_t cols, int64_t r, int64_t j,
+                               float& absmax) const {
+    const int64_t nb = cols / kBlock;
+    const size_t rb = row_bytes(cols);
+    const std::byte* in = data + r * rb + j * traits_.block_bytes;
+    if (dq_) {
+      const std::byte* trailer = data + rows * rb;
+      float mean, s;
+      std::memcpy(&mean, trailer, 4);
+      std::memcpy(&s, trailer + 4 + 4 * ((r * nb + j) / kDqGroup), 4);
+      absmax = dq_absmax(mean, s, static_cast<int8_t>(in[0]));
+      return in + 1;
+    }
+    std::memcpy(&absmax, in, 4);
+    return in + 4;
+  }
+  float block_unit(float absmax) const { return unit(absmax); }
+
+ private:
   bool nf4_, dq_;
   FormatTraits traits_;
+  QloraLutCodec lut_codec_;
 };
+
+void QloraLutCodec::decode_row(const std::byte* data, int64_t rows, int64_t cols, int64_t r, uint8_t* codes,
+                               float* scale) const {
+  for (int64_t j = 0; j < cols / kBlock; ++j) {
+    float absmax;
+    const std::byte* in = f_.block_codes(data, rows, cols, r, j, absmax);
+    scale[j] = f_.block_unit(absmax);
+    for (int64_t i = 0; i < kBlock / 2; ++i) {
+      const auto b = static_cast<uint8_t>(in[i]);
+      codes[j * kBlock + 2 * i] = b & 15;
+      codes[j * kBlock + 2 * i + 1] = b >> 4;
+    }
+  }
+}
 
 }  // namespace
 

@@ -37,6 +37,14 @@ void plain_product(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, con
                                      .m = m, .n = q.rows, .k = q.cols, .accumulate = accumulate});
       return;
     }
+    // 4-bit table formats (nf4, fp4, mxfp4, nvfp4): decoded through their 16 levels in the float
+    // kernel, the weights exactly as dequantized.
+    if (fast && float_gemm_lut_supported(q) && float_gemm_available()) {
+      count_kernel_call("float-avx512/" + q.format->name());
+      float_gemm(pool, FloatGemmArgs{.x = x, .ldx = ldx, .type = FloatWeight::kLut4, .lut = &q, .y = y, .ldy = ldy,
+                                     .m = m, .n = q.rows, .k = q.cols, .accumulate = accumulate});
+      return;
+    }
     count_kernel_call("float/" + q.format->name());
     matmul_nt_quantized(pool, QuantMatmulArgs{.x = x, .ldx = ldx, .w = &q, .y = y, .ldy = ldy, .m = m,
                                               .accumulate = accumulate});

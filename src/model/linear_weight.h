@@ -121,8 +121,10 @@ class LinearWeight {
   // path: OpenBLAS sgemm, a quantized weight dequantized to float32 block by block):
   //  * a format with an integer codec (every GGUF block type): formats/int_dot.h — x quantized per
   //    block to 8 bits, integer dot products;
-  //  * float32 weights and the f16/bf16 formats: formats/float_gemm.h — AVX-512 FMA on the weights as
-  //    stored, fp32 accumulation (where the CPU has AVX-512; else the exact path);
+  //  * float32 weights, the f16/bf16 formats and the 4-bit table formats (a LutRowCodec: nf4, fp4,
+  //    mxfp4, nvfp4 and their variants): formats/float_gemm.h — AVX-512 FMA on the weights as
+  //    stored or decoded through their 16 levels, fp32 accumulation (where the CPU has AVX-512;
+  //    else the exact path);
   //  * anything else, or while activation quantization is enabled: the exact path.
   bool fast_kernels() const { return fast_kernels_; }
   void set_fast_kernels(bool on) { fast_kernels_ = on; }

@@ -180,8 +180,8 @@ TEST(LinearWeight, DenseSharesItsTensor) {
   EXPECT_EQ(row[3], 11.0f);
 }
 
-// The fast kernels through linear_nt: a GGUF block type on the integer kernels, a float weight on the
-// float kernel, and real W8A8 — an int8-pc-sym weight with per-token and static int8 activations
+// The fast kernels through linear_nt: a GGUF block type on the integer kernels, a float weight and
+// an nf4 weight (decoded through its 16 levels) on the float kernel, and real W8A8 — an int8-pc-sym weight with per-token and static int8 activations
 // multiplied as integers — each against the exact path (the W8A8 simulation for the latter), with
 // the kernel report naming what ran.
 TEST(LinearWeight, FastKernelsAgreeWithTheExactPath) {
@@ -201,6 +201,7 @@ TEST(LinearWeight, FastKernelsAgreeWithTheExactPath) {
   std::vector<FastCase> cases = {
       {LinearWeight(QuantizedTensor::quantize(pool, format_by_name("q4_k"), wf.data(), rows, cols)), {}, "/q4_k", 1e-2},
       {LinearWeight(dense), {}, "f32", 1e-6},
+      {LinearWeight(QuantizedTensor::quantize(pool, format_by_name("nf4"), wf.data(), rows, cols)), {}, "nf4", 1e-6},
       {LinearWeight(int8pc), {.kind = ActivationQuant::Kind::kInt8PerToken}, "/int8-pc-sym", 1e-5},
       {LinearWeight(int8pc), {.kind = ActivationQuant::Kind::kInt8PerTensor, .scale = 0.02f}, "/int8-pc-sym", 1e-5},
   };
@@ -220,9 +221,9 @@ TEST(LinearWeight, FastKernelsAgreeWithTheExactPath) {
     const auto counts = kernel_counts();
     ASSERT_EQ(counts.size(), 1u) << c.w.format_name();
     const bool float_kernel = counts[0].key.rfind("float", 0) == 0;
-    if (c.kernel == "f32") {
+    if (c.kernel == "f32" || c.kernel == "nf4") {
       // The AVX-512 float kernel where the CPU has it, the exact path otherwise.
-      EXPECT_EQ(counts[0].key, float_gemm_available() ? "float-avx512/f32" : "float/f32");
+      EXPECT_EQ(counts[0].key, (float_gemm_available() ? "float-avx512/" : "float/") + c.kernel);
     } else {
       EXPECT_FALSE(float_kernel) << counts[0].key;
       EXPECT_NE(counts[0].key.find(c.kernel), std::string::npos) << counts[0].key;
