@@ -58,11 +58,16 @@ TEST(InputSites, RolesAndNames) {
   EXPECT_EQ(input_site(TensorRole::kMlpUp), InputSite::kMlpIn);
   EXPECT_EQ(input_site(TensorRole::kMlpDown), InputSite::kMlpDown);
   EXPECT_EQ(input_site(TensorRole::kOutput), InputSite::kHeadIn);
-  const std::vector<std::string_view> names = {"attn_in", "attn_out", "mlp_in", "mlp_down", "head_in"};
+  const std::vector<std::string_view> names = {"attn_in", "attn_out", "mlp_in",    "mlp_down",
+                                               "head_in", "moe_in",   "expert_in", "expert_down"};
+  ASSERT_EQ(names.size(), static_cast<size_t>(kNumInputSites));
   for (int i = 0; i < kNumInputSites; ++i) {
     const auto site = static_cast<InputSite>(i);
     EXPECT_EQ(site_name(site), names[static_cast<size_t>(i)]);
     EXPECT_EQ(site_by_name(names[static_cast<size_t>(i)]), site);
+    // The mixture-of-experts inputs are no site of a block (collectors.h keeps them apart).
+    EXPECT_EQ(model::is_expert_site(site), i >= 5);
+    if (model::is_expert_site(site)) continue;
     // Every role of a site maps back to it.
     ASSERT_FALSE(site_roles(site).empty());
     for (const TensorRole role : site_roles(site)) EXPECT_EQ(input_site(role), site);
