@@ -93,8 +93,14 @@ void convert_matrices(model::Model& m, const Format* format, ThreadPool& pool) {
   } else {
     convert(m.output);
   }
-  for (model::LayerWeights& l : m.layers)
-    for (const model::TensorRole role : model::kLayerLinearRoles) convert(l.linear(role));
+  for (model::LayerWeights& l : m.layers) {
+    for (const model::TensorRole role : model::layer_linear_roles(m.config)) convert(l.linear(role));
+    for (model::ExpertWeights& e : l.experts) {
+      convert(e.w_gate);
+      convert(e.w_up);
+      convert(e.w_down);
+    }
+  }
 }
 
 }  // namespace

@@ -19,7 +19,8 @@ void call_hook(const LinearHook* hook, int64_t layer, TensorRole role, int64_t e
 void router_logits(const ModelConfig& c, const LayerWeights& w, int64_t layer, const float* x, int64_t seq_len,
                    float* logits, ThreadPool& pool, const LinearHook* hook) {
   call_hook(hook, layer, TensorRole::kMoeRouter, -1, x, seq_len, c.hidden_size);
-  layer_linear(pool, w, TensorRole::kMoeRouter, x, seq_len, logits);
+  // The router has no adapter slot (LayerWeights::adapters covers kLayerLinearRoles): plain product.
+  linear_nt(pool, x, c.hidden_size, seq_len, w.router, logits, c.moe->num_experts);
 }
 
 }  // namespace
@@ -153,7 +154,7 @@ void moe_mlp_forward(const ModelConfig& c, const LayerWeights& w, int64_t layer,
     // MLP slots.
     const int64_t inter = c.moe->shared_intermediate;
     call_hook(hook, layer, TensorRole::kSharedExpertGate, -1, x, seq_len, hs);
-    layer_linear(pool, w, TensorRole::kSharedExpertGate, x, seq_len, s.shared_gate_.data());
+    linear_nt(pool, x, hs, seq_len, w.shared_expert_gate, s.shared_gate_.data(), 1);
     call_hook(hook, layer, TensorRole::kMlpGate, -1, x, seq_len, hs);
     call_hook(hook, layer, TensorRole::kMlpUp, -1, x, seq_len, hs);
     layer_linear(pool, w, TensorRole::kMlpGate, x, seq_len, s.gate_.data());

@@ -23,7 +23,15 @@ bool is_head(model::TensorRole role) {
 const model::LinearWeight& weight_of(const model::Model& m, const TensorAssignment& a) {
   if (a.role == model::TensorRole::kTokenEmbedding) return m.embedding;
   if (a.role == model::TensorRole::kOutput) return m.output;
-  return m.layers[static_cast<size_t>(a.layer)].linear(a.role);
+  const model::LayerWeights& l = m.layers[static_cast<size_t>(a.layer)];
+  if (a.expert >= 0) return l.experts[static_cast<size_t>(a.expert)].linear(a.role);
+  return l.linear(a.role);
+}
+
+// How many plan entries share `name`: one, or a MoE layer's experts of one role (one stacked GGUF
+// tensor, one sensitivity entry, one allocation choice).
+int64_t members(const std::vector<TensorAssignment>& plan, const std::string& name) {
+  return std::count_if(plan.begin(), plan.end(), [&](const TensorAssignment& a) { return a.name == name; });
 }
 
 // ---- sensitivity map JSON ----
@@ -293,9 +301,10 @@ TargetAllocation allocate_to_target(const model::Model& model, const ModelQuanti
       fail(ErrorKind::kInvalidArgument, "{}: entry {} is not a quantizable tensor of the model (made for another model?)",
            map.origin, e.tensor);
     }
-    if (e.params != it->rows * it->cols) {
-      fail(ErrorKind::kInvalidArgument, "{}: entry {} has {} params but the model's tensor has {} ([{}, {}])",
-           map.origin, e.tensor, e.params, it->rows * it->cols, it->rows, it->cols);
+    const int64_t n = members(plan, e.tensor);
+    if (e.params != n * it->rows * it->cols) {
+      fail(ErrorKind::kInvalidArgument, "{}: entry {} has {} params but the model's tensor has {} ({} x [{}, {}])",
+           map.origin, e.tensor, e.params, n * it->rows * it->cols, n, it->rows, it->cols);
     }
   }
 
@@ -308,6 +317,14 @@ TargetAllocation allocate_to_target(const model::Model& model, const ModelQuanti
   for (const TensorAssignment& a : plan) {
     const model::LinearWeight& w = weight_of(model, a);
     planned_now += w.nbytes();
+    // A MoE expert group is one item, made at its first expert; the others only add their bytes.
+    if (a.expert > 0) {
+      if (a.rule >= 0 || map.find(a.name) == nullptr || (is_head(a.role) && !o.allocate_head)) {
+        r.fixed_bytes += a.format != nullptr ? a.format->tensor_bytes(a.rows, a.cols) : w.nbytes();
+      }
+      continue;
+    }
+    const auto group = static_cast<uint64_t>(a.expert == 0 ? members(plan, a.name) : 1);
     const SensitivityFileEntry* e = map.find(a.name);
     const bool allocate = a.rule < 0 && e != nullptr && (!is_head(a.role) || o.allocate_head);
     if (!allocate) {
@@ -334,7 +351,7 @@ TargetAllocation allocate_to_target(const model::Model& model, const ModelQuanti
       if (k == e->kld.end()) {
         fail(ErrorKind::kInvalidArgument, "{}: entry {} has no KLD for candidate {}", map.origin, a.name, c->name());
       }
-      const uint64_t bytes = c->tensor_bytes(a.rows, a.cols);
+      const uint64_t bytes = group * c->tensor_bytes(a.rows, a.cols);
       if (const auto b = e->bytes.find(c->name()); b != e->bytes.end() && b->second != bytes) {
         fail(ErrorKind::kInvalidArgument, "{}: entry {} gives {} bytes for {} but calq stores [{}, {}] in {} bytes",
              map.origin, a.name, b->second, c->name(), a.rows, a.cols, bytes);

@@ -13,7 +13,11 @@
 #include "formats/format.h"
 #include "model/forward.h"
 #include "model/tiny_model_testutil.h"
+#include "pipeline/bit_alloc.h"
+#include "pipeline/kld_eval.h"
 #include "pipeline/model_quantize.h"
+#include "pipeline/sensitivity.h"
+#include "pipeline/tensor_swap.h"
 #include "pipeline/sequential.h"
 #include "quant/method.h"
 #include "quant/recipe.h"
@@ -149,6 +153,79 @@ TEST(MoeQuantize, GptqPerExpertIsDeterministicAndBeatsRtn) {
   }
   EXPECT_EQ(fallbacks, 2 * 4 * 3);
   EXPECT_FALSE(same_bits(fb.layers[0].experts[0].w_gate.to_dense(pool), gptq.layers[0].experts[0].w_gate.to_dense(pool)));
+}
+
+}  // namespace
+}  // namespace calq::pipeline
+
+namespace calq::pipeline {
+namespace {
+
+// Sensitivity per expert group: the experts of one layer and role are one entry (one stacked GGUF
+// tensor), whose KLD is that of swapping all of them at once.
+TEST(MoeSensitivity, ExpertsOfOneRoleAreOneEntry) {
+  ThreadPool pool(2);
+  const model::Model fp = model::testutil::load_tiny_model(testing::temp_dir("moe_sens"), {.model_type = "mixtral"}, pool);
+  model::Model q = fp;
+  ModelQuantizeOptions o{.format = &format_by_name("int2-g32-asym")};
+  quantize_model(q, o, {}, {}, nullptr, nullptr, pool);
+  const std::vector<WeightRef> refs = weight_refs(fp);
+  int64_t expert_refs = 0;
+  for (const WeightRef& r : refs) expert_refs += r.expert >= 0;
+  EXPECT_EQ(expert_refs, 2 * 3 * 4);
+  KldEvaluator ev(fp, model::testutil::test_token_ids(16 * 2, fp.config.vocab_size), {.ctx = 16}, pool);
+  const QuantizedVariant variants[] = {{&format_by_name("int2-g32-asym"), &q}};
+  const SensitivityMap map = measure_sensitivity(fp, variants, {.include_head = false}, ev);
+  const SensitivityEntry* down = nullptr;
+  for (const SensitivityEntry& e : map.entries) {
+    if (e.tensor == "blk.1.ffn_down_exps.weight") down = &e;
+  }
+  ASSERT_NE(down, nullptr);
+  EXPECT_EQ(down->role, "ffn_down_exps");
+  EXPECT_EQ(down->params, 4 * fp.layers[1].experts[0].w_down.numel());
+  // Its KLD is the hybrid with every expert's down of layer 1 swapped, not one expert's.
+  std::vector<WeightRef> group;
+  for (const WeightRef& r : refs) {
+    if (r.name == "blk.1.ffn_down_exps.weight") group.push_back(r);
+  }
+  ASSERT_EQ(group.size(), 4u);
+  EXPECT_EQ(down->kld[0], ev.evaluate(hybrid_model(fp, q, group)));
+  EXPECT_NE(down->kld[0], ev.evaluate(hybrid_model(fp, q, std::span(group).subspan(0, 1))));
+  // 2 layers x (4 attention linears + 3 expert groups).
+  EXPECT_EQ(map.entries.size(), 2u * 7u);
+
+  // The allocator spends bits per expert group: one choice per stacked tensor, all its experts'
+  // bytes, and the quantized model follows it (every expert of a group in the chosen format).
+  const model::Model q8 = [&] {
+    model::Model m = fp;
+    ModelQuantizeOptions o8{.format = &format_by_name("int8-pc-sym")};
+    quantize_model(m, o8, {}, {}, nullptr, nullptr, pool);
+    return m;
+  }();
+  const QuantizedVariant two[] = {{&format_by_name("int2-g32-asym"), &q}, {&format_by_name("int8-pc-sym"), &q8}};
+  const SensitivityMap map2 = measure_sensitivity(fp, two, {.include_head = false}, ev);
+  const SensitivityFile file = sensitivity_file_from_map(map2, "test", "tiny", "ids", "rtn");
+  ModelQuantizeOptions base{.format = &format_by_name("int8-pc-sym")};
+  const TargetAllocation alloc = allocate_to_target(
+      fp, base, file,
+      {.target_bpw = 7.0, .candidates = {&format_by_name("int2-g32-asym"), &format_by_name("int8-pc-sym")},
+       .allocate_head = false});
+  size_t groups = 0;
+  for (const TensorChoice& t : alloc.tensors) {
+    if (t.name.find("_exps") == std::string::npos) continue;
+    ++groups;
+    EXPECT_EQ(t.bytes, 4 * t.format->tensor_bytes(t.rows, t.cols)) << t.name;
+  }
+  EXPECT_EQ(groups, 6u);
+  EXPECT_LE(alloc.predicted_bpw(), 7.0);
+  model::Model target = fp;
+  ModelQuantizeOptions with_rules = base;
+  for (const std::string& rule : alloc.rule_texts()) with_rules.rules.push_back(parse_tensor_rule(rule));
+  quantize_model(target, with_rules, {}, {}, nullptr, nullptr, pool);
+  for (const TensorChoice& t : alloc.tensors) {
+    if (t.name != "blk.0.ffn_up_exps.weight") continue;
+    for (const auto& e : target.layers[0].experts) EXPECT_EQ(e.w_up.format_name(), t.format->name());
+  }
 }
 
 }  // namespace

@@ -48,6 +48,8 @@ SensitivityMap measure_sensitivity(const model::Model& fp, std::span<const Quant
       auto [it, added] = layer_group.try_emplace(r.layer, groups.size());
       if (added) groups.push_back({.entry = {.tensor = fmt::format("blk.{}", r.layer), .layer = r.layer, .role = "layer"}});
       groups[it->second].refs.push_back(r);
+    } else if (r.expert > 0 && !groups.empty() && groups.back().entry.tensor == r.name) {
+      groups.back().refs.push_back(r);  // a MoE layer's experts of one role: one stacked tensor
     } else {
       groups.push_back({.entry = {.tensor = r.name, .layer = r.layer, .role = r.short_role}, .refs = {r}});
     }

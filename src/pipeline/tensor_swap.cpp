@@ -37,7 +37,16 @@ std::vector<WeightRef> weight_refs(const model::Model& m) {
   std::vector<WeightRef> refs;
   refs.push_back(make_ref(m, model::TensorRole::kTokenEmbedding, -1));
   for (int64_t l = 0; l < static_cast<int64_t>(m.layers.size()); ++l) {
-    for (const model::TensorRole role : model::kLayerLinearRoles) refs.push_back(make_ref(m, role, l));
+    for (const model::TensorRole role : model::layer_linear_roles(m.config)) refs.push_back(make_ref(m, role, l));
+    const auto& experts = m.layers[static_cast<size_t>(l)].experts;
+    for (const model::TensorRole role :
+         {model::TensorRole::kExpertGate, model::TensorRole::kExpertUp, model::TensorRole::kExpertDown}) {
+      for (int64_t e = 0; e < static_cast<int64_t>(experts.size()); ++e) {
+        WeightRef r = make_ref(m, role, l);
+        r.expert = e;
+        refs.push_back(std::move(r));
+      }
+    }
   }
   if (!tied(m)) refs.push_back(make_ref(m, model::TensorRole::kOutput, -1));
   return refs;
@@ -46,7 +55,9 @@ std::vector<WeightRef> weight_refs(const model::Model& m) {
 const model::LinearWeight& weight_at(const model::Model& m, const WeightRef& ref) {
   if (ref.role == model::TensorRole::kTokenEmbedding) return m.embedding;
   if (ref.role == model::TensorRole::kOutput) return m.output;
-  return m.layers.at(static_cast<size_t>(ref.layer)).linear(ref.role);
+  const model::LayerWeights& l = m.layers.at(static_cast<size_t>(ref.layer));
+  if (ref.expert >= 0) return l.experts.at(static_cast<size_t>(ref.expert)).linear(ref.role);
+  return l.linear(ref.role);
 }
 
 void set_weight(model::Model& m, const WeightRef& ref, const model::LinearWeight& w) {
@@ -56,6 +67,8 @@ void set_weight(model::Model& m, const WeightRef& ref, const model::LinearWeight
     if (was_tied) m.output = w;
   } else if (ref.role == model::TensorRole::kOutput) {
     m.output = w;
+  } else if (ref.expert >= 0) {
+    m.layers.at(static_cast<size_t>(ref.layer)).experts.at(static_cast<size_t>(ref.expert)).linear(ref.role) = w;
   } else {
     m.layers.at(static_cast<size_t>(ref.layer)).linear(ref.role) = w;
   }
@@ -77,6 +90,11 @@ void check_same_layout(const model::Model& a, const model::Model& b) {
     mismatch(fmt::format("vocabulary {} vs {}", a.config.vocab_size, b.config.vocab_size));
   }
   if (a.layers.size() != b.layers.size()) mismatch(fmt::format("{} vs {} layers", a.layers.size(), b.layers.size()));
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    if (a.layers[l].experts.size() != b.layers[l].experts.size()) {
+      mismatch(fmt::format("layer {} has {} vs {} experts", l, a.layers[l].experts.size(), b.layers[l].experts.size()));
+    }
+  }
   if (a.config.num_heads != b.config.num_heads || a.config.num_kv_heads != b.config.num_kv_heads ||
       a.config.head_dim != b.config.head_dim) {
     mismatch("different attention heads");
