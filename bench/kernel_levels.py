@@ -16,12 +16,8 @@ Usage: bench/kernel_levels.py FILE... [--variants avx2,avx-vnni,avx512-vnni,exac
 import argparse, json, os, statistics, subprocess, sys, tempfile
 
 
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_compare import cpu_model  # noqa: E402  (one reader of /proc/cpuinfo for the bench scripts)
 
 
 def main():

@@ -287,24 +287,25 @@ void CalibrationStats::observe(int64_t layer, InputSite site, const float* x, in
   it->second.observe(x, rows, cols);
 }
 
+namespace {
+// Adds every site of `from` into `into`: merged where present, copied where not.
+template <typename Map>
+void merge_sites(Map& into, const Map& from) {
+  for (const auto& [key, stats] : from) {
+    auto it = into.find(key);
+    if (it == into.end()) {
+      into.emplace(key, stats);
+    } else {
+      it->second.merge(stats);
+    }
+  }
+}
+}  // namespace
+
 void CalibrationStats::merge(const CalibrationStats& other) {
   assert(other.kinds_ == kinds_);
-  for (const auto& [key, stats] : other.sites_) {
-    auto it = sites_.find(key);
-    if (it == sites_.end()) {
-      sites_.emplace(key, stats);
-    } else {
-      it->second.merge(stats);
-    }
-  }
-  for (const auto& [key, stats] : other.experts_) {
-    auto it = experts_.find(key);
-    if (it == experts_.end()) {
-      experts_.emplace(key, stats);
-    } else {
-      it->second.merge(stats);
-    }
-  }
+  merge_sites(sites_, other.sites_);
+  merge_sites(experts_, other.experts_);
   for (const auto& [layer, counts] : other.routed_tokens) add_routed(layer, counts);
   samples += other.samples;
   if (seq_len == 0) seq_len = other.seq_len;

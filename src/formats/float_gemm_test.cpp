@@ -3,11 +3,13 @@
 // rounding.
 #include "formats/float_gemm.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,21 @@ namespace calq {
 namespace {
 
 using ::calq::testing::gaussian;
+
+// float_gemm on each pool gives float_gemm_reference's bytes (a.y is set here; y starts at 0.25 so
+// that accumulate is seen, and has a row stride of a.ldy).
+void expect_equals_twin(FloatGemmArgs a, std::initializer_list<ThreadPool*> pools, const std::string& what) {
+  std::vector<float> ref(static_cast<size_t>(a.m * a.ldy), 0.25f);
+  a.y = ref.data();
+  float_gemm_reference(a);
+  for (ThreadPool* pool : pools) {
+    std::vector<float> y(ref.size(), 0.25f);
+    a.y = y.data();
+    float_gemm(*pool, a);
+    ASSERT_EQ(0, std::memcmp(y.data(), ref.data(), y.size() * sizeof(float)))
+        << what << " threads " << pool->num_threads();
+  }
+}
 
 TEST(FloatGemm, EqualsTheScalarTwinForEveryWeightType) {
   if (!float_gemm_available()) GTEST_SKIP() << "no AVX-512 on this machine (kernel level " << kernel_level_name(kernel_level()) << ")";
@@ -43,18 +60,10 @@ TEST(FloatGemm, EqualsTheScalarTwinForEveryWeightType) {
     for (int64_t m : {1, 11, 12, 25}) {
       const std::vector<float> x = gaussian(m * (k + 3), 5 + m);
       for (bool acc : {false, true}) {
-        FloatGemmArgs a{.x = x.data(), .ldx = k + 3, .w = w, .ldw = ldw, .type = type, .y = nullptr, .ldy = n + 2,
-                        .m = m, .n = n, .k = k, .accumulate = acc};
-        std::vector<float> ref(m * (n + 2), 0.25f);
-        a.y = ref.data();
-        float_gemm_reference(a);
-        for (ThreadPool* pool : {&one, &three}) {
-          std::vector<float> y(m * (n + 2), 0.25f);
-          a.y = y.data();
-          float_gemm(*pool, a);
-          ASSERT_EQ(0, std::memcmp(y.data(), ref.data(), y.size() * sizeof(float)))
-              << "type " << static_cast<int>(type) << " m " << m << " accumulate " << acc;
-        }
+        ASSERT_NO_FATAL_FAILURE(expect_equals_twin(
+            {.x = x.data(), .ldx = k + 3, .w = w, .ldw = ldw, .type = type, .y = nullptr, .ldy = n + 2, .m = m,
+             .n = n, .k = k, .accumulate = acc},
+            {&one, &three}, fmt::format("type {} m {} accumulate {}", static_cast<int>(type), m, acc)));
       }
     }
   }
@@ -139,18 +148,10 @@ TEST_P(FloatGemmLutFormat, EveryLevelEqualsTheScalarTwin) {
     for (int64_t m : {1, 12, 25}) {
       const std::vector<float> x = gaussian(m * (k + 3), 5 + m);
       for (bool acc : {false, true}) {
-        FloatGemmArgs a{.x = x.data(), .ldx = k + 3, .type = FloatWeight::kLut4, .lut = &w, .y = nullptr,
-                        .ldy = n + 2, .m = m, .n = n, .k = k, .accumulate = acc};
-        std::vector<float> ref(m * (n + 2), 0.25f);
-        a.y = ref.data();
-        float_gemm_reference(a);
-        for (ThreadPool* pool : {&one, &three}) {
-          std::vector<float> y(m * (n + 2), 0.25f);
-          a.y = y.data();
-          float_gemm(*pool, a);
-          ASSERT_EQ(0, std::memcmp(y.data(), ref.data(), y.size() * sizeof(float)))
-              << f.name() << " m " << m << " accumulate " << acc << " threads " << pool->num_threads();
-        }
+        ASSERT_NO_FATAL_FAILURE(expect_equals_twin(
+            {.x = x.data(), .ldx = k + 3, .type = FloatWeight::kLut4, .lut = &w, .y = nullptr, .ldy = n + 2,
+             .m = m, .n = n, .k = k, .accumulate = acc},
+            {&one, &three}, fmt::format("{} m {} accumulate {}", f.name(), m, acc)));
       }
     }
   }

@@ -80,14 +80,8 @@ MoeScratch::MoeScratch(const ModelConfig& c, int64_t seq_len) {
   y_.resize(t * h);
   out_.resize(t * h);
   shared_gate_.resize(t);
-  rows_.resize(t);
-}
-
-Routing route_layer(const ModelConfig& c, const LayerWeights& w, int64_t layer, const float* x, int64_t seq_len,
-                    ThreadPool& pool) {
-  std::vector<float> logits(static_cast<size_t>(seq_len * c.moe->num_experts));
-  router_logits(c, w, layer, x, seq_len, logits.data(), pool, nullptr);
-  return route_tokens(c, logits.data(), seq_len, layer);
+  rows_.resize(t * static_cast<size_t>(c.moe->experts_per_token));
+  weights_.resize(rows_.size());
 }
 
 void moe_mlp_forward(const ModelConfig& c, const LayerWeights& w, int64_t layer, const float* x, int64_t seq_len,
@@ -99,52 +93,53 @@ void moe_mlp_forward(const ModelConfig& c, const LayerWeights& w, int64_t layer,
 
   float* out = s.out_.data();
   std::fill(out, out + seq_len * hs, 0.0f);
-  std::vector<float> token_weight(static_cast<size_t>(seq_len));
-  const LinearHook* const saved_hook = hook;
-  for (int64_t e = 0; e < c.moe->num_experts; ++e) {
-    // The tokens routed to e, in token order, and their weights.
-    int64_t n = 0;
-    for (int64_t t = 0; t < seq_len; ++t) {
-      for (int64_t j = 0; j < k; ++j) {
-        if (r.expert[static_cast<size_t>(t * k + j)] != e) continue;
-        s.rows_[static_cast<size_t>(n)] = static_cast<int32_t>(t);
-        token_weight[static_cast<size_t>(n)] = r.weight[static_cast<size_t>(t * k + j)];
-        ++n;
-      }
-    }
+  // The tokens routed to each expert, in token order, with their weights, bucketed in one pass:
+  // expert e's are entries begin[e] .. begin[e + 1] of s.rows_ / s.weights_.
+  const int64_t ne = c.moe->num_experts;
+  std::vector<int64_t> begin(static_cast<size_t>(ne + 1), 0);
+  for (const int32_t e : r.expert) ++begin[static_cast<size_t>(e) + 1];
+  for (size_t e = 0; e < static_cast<size_t>(ne); ++e) begin[e + 1] += begin[e];
+  std::vector<int64_t> next(begin.begin(), begin.end() - 1);
+  for (size_t slot = 0; slot < r.expert.size(); ++slot) {  // slot = t·k + j: tokens in order
+    const auto at = static_cast<size_t>(next[static_cast<size_t>(r.expert[slot])]++);
+    s.rows_[at] = static_cast<int32_t>(static_cast<int64_t>(slot) / k);
+    s.weights_[at] = r.weight[slot];
+  }
+  // All experts' statistics (calibration): the hook sees every expert's inputs on every token,
+  // computed apart, so the layer's output (the routed pass, which then reports nothing) is the
+  // natural path's, bit for bit.
+  const bool all = c.moe_hook_all_experts && hook != nullptr && *hook;
+  const LinearHook* routed_hook = all ? nullptr : hook;
+  for (int64_t e = 0; e < ne; ++e) {
+    const int32_t* rows = s.rows_.data() + begin[static_cast<size_t>(e)];
+    const float* weights = s.weights_.data() + begin[static_cast<size_t>(e)];
+    const int64_t n = begin[static_cast<size_t>(e) + 1] - begin[static_cast<size_t>(e)];
     const ExpertWeights& ew = w.experts[static_cast<size_t>(e)];
     const int64_t inter = ew.w_gate.rows();
-    if (c.moe_hook_all_experts && hook != nullptr && *hook) {
-      // All experts' statistics (calibration): the hook sees the expert's inputs on every token,
-      // computed apart, so the layer's output below is the natural path's, bit for bit.
+    if (all) {
       call_hook(hook, layer, TensorRole::kExpertGate, e, x, seq_len, hs, n);
       call_hook(hook, layer, TensorRole::kExpertUp, e, x, seq_len, hs, n);
       linear_nt(pool, x, hs, seq_len, ew.w_gate, s.gate_.data(), inter);
       linear_nt(pool, x, hs, seq_len, ew.w_up, s.up_.data(), inter);
       silu_mul(s.gate_.data(), s.up_.data(), seq_len * inter);
       call_hook(hook, layer, TensorRole::kExpertDown, e, s.gate_.data(), seq_len, inter, n);
-      hook = nullptr;  // the routed pass below reports nothing more for this expert
     }
-    if (n == 0) {
-      hook = saved_hook;
-      continue;
-    }
+    if (n == 0) continue;
     for (int64_t i = 0; i < n; ++i) {
-      const float* src = x + static_cast<int64_t>(s.rows_[static_cast<size_t>(i)]) * hs;
+      const float* src = x + static_cast<int64_t>(rows[i]) * hs;
       std::copy(src, src + hs, s.x_.data() + i * hs);
     }
-    call_hook(hook, layer, TensorRole::kExpertGate, e, s.x_.data(), n, hs, n);
-    call_hook(hook, layer, TensorRole::kExpertUp, e, s.x_.data(), n, hs, n);
+    call_hook(routed_hook, layer, TensorRole::kExpertGate, e, s.x_.data(), n, hs, n);
+    call_hook(routed_hook, layer, TensorRole::kExpertUp, e, s.x_.data(), n, hs, n);
     linear_nt(pool, s.x_.data(), hs, n, ew.w_gate, s.gate_.data(), inter);
     linear_nt(pool, s.x_.data(), hs, n, ew.w_up, s.up_.data(), inter);
     silu_mul(s.gate_.data(), s.up_.data(), n * inter);
-    call_hook(hook, layer, TensorRole::kExpertDown, e, s.gate_.data(), n, inter, n);
+    call_hook(routed_hook, layer, TensorRole::kExpertDown, e, s.gate_.data(), n, inter, n);
     linear_nt(pool, s.gate_.data(), inter, n, ew.w_down, s.y_.data(), hs);
-    hook = saved_hook;
     for (int64_t i = 0; i < n; ++i) {
-      float* o = out + static_cast<int64_t>(s.rows_[static_cast<size_t>(i)]) * hs;
+      float* o = out + static_cast<int64_t>(rows[i]) * hs;
       const float* y = s.y_.data() + i * hs;
-      const float wt = token_weight[static_cast<size_t>(i)];
+      const float wt = weights[i];
       for (int64_t j = 0; j < hs; ++j) o[j] += wt * y[j];
     }
   }

@@ -47,15 +47,12 @@ class MoeScratch {
   friend void moe_mlp_forward(const ModelConfig&, const LayerWeights&, int64_t, const float*, int64_t, float*,
                               MoeScratch&, ThreadPool&, const LinearHook*);
   std::vector<float> logits_, x_, gate_, up_, y_, out_, shared_gate_;
-  std::vector<int32_t> rows_;
+  std::vector<int32_t> rows_;   // [tokens · k]: routed tokens bucketed by expert
+  std::vector<float> weights_;  // their routing weights
 };
 
 // hidden[seq_len, hidden_size] += the MoE MLP of `x` (the mlp norm's output, [seq_len, hidden]).
 void moe_mlp_forward(const ModelConfig& config, const LayerWeights& weights, int64_t layer, const float* x,
                      int64_t seq_len, float* hidden, MoeScratch& scratch, ThreadPool& pool, const LinearHook* hook);
-
-// The routing the layer's router gives x (for calibration coverage and tests).
-Routing route_layer(const ModelConfig& config, const LayerWeights& weights, int64_t layer, const float* x,
-                    int64_t seq_len, ThreadPool& pool);
 
 }  // namespace calq::model
