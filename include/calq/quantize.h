@@ -8,8 +8,16 @@
 //    calibration (`calibration`) or a statistics file (`stats`), per-tensor `rules`.
 //  * `target.bits_per_weight` > 0: the `format` form with one format per tensor from a bit allocation
 //    over `target.candidates` driven by a sensitivity map (a file, or measured now on a text).
-// The output is a GGUF llama.cpp loads when every type is GGUF-native, else a calq GGUF. It is
-// written to a temporary file and renamed: an error or a cancellation leaves no partial file.
+// The output is a GGUF llama.cpp loads when every type is GGUF-native, else a calq GGUF; or, with
+// `export_scheme` (format form), a Hugging Face folder in the layout vLLM, SGLang and transformers
+// load: "gptq" (checkpoint format v1), "gptq-v2", "awq" (GEMM) or "compressed-tensors" — every
+// linear in the one `format`, which the scheme must hold (int formats with fp16 scales: gptq 2/3/4/8
+// bits, awq 4 bits in groups, compressed-tensors 4/8 bits and fp8-e4m3[-pt]); the embedding and head
+// stay in the source's float dtype unless `head_format` says otherwise; tokenizer files are copied
+// from a Hugging Face source. Checked before any work: the scheme fits the format, no target, no
+// rules, no activation quantization, the folder is new (or `force`).
+// It is written to a temporary file (folder) and renamed: an error or a cancellation leaves no partial
+// output.
 // Deterministic: the same job gives the same bytes for any thread count.
 #pragma once
 
@@ -46,7 +54,9 @@ struct TargetOptions {
 
 struct QuantizeJob {
   std::string model;  // Hugging Face folder or GGUF file
-  std::string out;    // GGUF file to write
+  std::string out;    // GGUF file to write (a folder with export_scheme)
+  std::string export_scheme;                  // "" (GGUF), gptq, gptq-v2, awq, compressed-tensors
+  uint64_t max_shard_bytes = 5'000'000'000;   // export_scheme: safetensors shards of at most this size
   // mix form
   std::string mix;
   std::string imatrix;  // llama.cpp imatrix.dat or GGUF imatrix

@@ -26,6 +26,10 @@ QuantizeReport run_form(const QuantizeJob& job) {
     return api::quantize_format(job, report);
   }
   if (job.mix.empty()) fail(ErrorKind::kInvalidArgument, "quantize needs a mix or a format");
+  if (!job.export_scheme.empty()) {
+    fail(ErrorKind::kInvalidArgument, "export_scheme '{}' needs a format (int4-g128-sym, ...), not a mix",
+         job.export_scheme);
+  }
   return api::quantize_mix(job, report);
 }
 

@@ -22,7 +22,10 @@
 #include "core/error.h"
 #include "core/stopwatch.h"
 #include "core/thread_pool.h"
+#include "core/mapped_file.h"
 #include "model/gguf_export.h"
+#include "model/hf_export.h"
+#include "model/hf_quant.h"
 #include "model/model.h"
 #include "pipeline/bit_alloc.h"
 #include "pipeline/model_quantize.h"
@@ -111,6 +114,79 @@ pipeline::SensitivityFile measure_target_map(const QuantizeJob& job, const std::
                                              t.sensitivity_text, recipe.to_string());
 }
 
+// The checkpoint scheme of job.export_scheme (kNone for a GGUF), after the checks that need no model:
+// the scheme holds the format, and nothing asks for more than one format or for what a checkpoint
+// cannot say.
+model::HfQuantScheme export_scheme_of(const QuantizeJob& job, const pipeline::ModelQuantizeOptions& options) {
+  if (job.export_scheme.empty()) return model::HfQuantScheme::kNone;
+  const std::optional<model::HfQuantScheme> scheme = model::parse_hf_quant_scheme(job.export_scheme);
+  if (!scheme || *scheme == model::HfQuantScheme::kNone) {
+    fail(ErrorKind::kInvalidArgument, "export_scheme '{}' is not one of gptq, gptq-v2, awq, compressed-tensors",
+         job.export_scheme);
+  }
+  const std::string_view name = model::hf_quant_scheme_name(*scheme);
+  if (job.target.bits_per_weight > 0) {
+    fail(ErrorKind::kInvalidArgument, "a {} checkpoint holds every linear in one format; a target bits_per_weight "
+         "mixes formats (write a GGUF instead)", name);
+  }
+  if (!job.rules.empty()) {
+    fail(ErrorKind::kInvalidArgument, "a {} checkpoint holds every linear in one format; per-tensor rules are not "
+         "allowed with export_scheme", name);
+  }
+  if (options.act != pipeline::ActivationScheme::kNone) {
+    fail(ErrorKind::kInvalidArgument, "a {} checkpoint is weight-only; act_quant '{}' cannot be written into it", name,
+         job.act_quant);
+  }
+  if (const std::string why = model::hf_quant_scheme_fits(*scheme, *options.format); !why.empty()) {
+    fail(ErrorKind::kInvalidArgument, "export_scheme {}: {}", name, why);
+  }
+  std::error_code ec;
+  if (std::filesystem::exists(job.out, ec) && !job.force) {
+    fail(ErrorKind::kInvalidArgument, "{}: output exists; overwriting it needs the force option", job.out);
+  }
+  return *scheme;
+}
+
+// A checkpoint's embedding and head stay as the source holds them (bf16/f16 views, or float32)
+// unless head_format says otherwise.
+void keep_head_in_source_dtype(const QuantizeJob& job, const model::Model& m, pipeline::ModelQuantizeOptions& options) {
+  if (!job.head_format.empty()) return;
+  if (m.embedding.is_quantized() && (m.embedding.format_name() == "bf16" || m.embedding.format_name() == "f16")) {
+    options.head_format = m.embedding.quantized().format;
+  } else {
+    options.rules.insert(options.rules.begin(), pipeline::parse_tensor_rule("^(token_embd|output)\\.weight$=f32"));
+  }
+}
+
+// Every linear of the plan in the job's format (a fallback for a shape the format cannot store has
+// no place in a one-format checkpoint).
+void check_export_plan(const QuantizeJob& job, const std::vector<pipeline::TensorAssignment>& plan,
+                       const pipeline::ModelQuantizeOptions& options) {
+  for (const pipeline::TensorAssignment& a : plan) {
+    if (a.role == model::TensorRole::kTokenEmbedding || a.role == model::TensorRole::kOutput) continue;
+    if (a.format != options.format) {
+      fail(ErrorKind::kInvalidArgument, "{}: tensor {} [{}, {}] cannot be stored in {}; a {} checkpoint holds every "
+           "linear in that one format", job.out, a.name, a.rows, a.cols, options.format->name(), job.export_scheme);
+    }
+  }
+}
+
+// The Hugging Face folder: the model (float tensors in the source's dtype: bf16 when its embedding
+// is, else float32) and the source folder's tokenizer and generation files.
+void write_export(const QuantizeJob& job, const LoadedModel& m, model::HfQuantScheme scheme, ThreadPool& pool) {
+  model::HfExportOptions o{.dtype = m.model.embedding.format_name() == "bf16" ? DType::kBF16 : DType::kF32,
+                           .overwrite = job.force, .max_shard_bytes = job.max_shard_bytes, .quant = scheme};
+  const std::filesystem::path source = m.model.source;
+  std::error_code ec;
+  if (std::filesystem::is_directory(source, ec)) {
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                             "generation_config.json", "chat_template.jinja"}) {
+      if (std::filesystem::exists(source / name, ec)) o.extra_files.emplace_back(name, read_text_file(source / name));
+    }
+  }
+  model::write_hf_model(m.model, job.out, o, pool);
+}
+
 }  // namespace
 
 QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
@@ -163,8 +239,9 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   };
   if (!(job.llm_int8_threshold > 0)) fail(ErrorKind::kInvalidArgument, "llm_int8_threshold must be > 0");
 
+  const model::HfQuantScheme scheme = export_scheme_of(job, options);
   ThreadPool pool(job.threads);
-  check_output_path(job.out, resolve_model(job.model).path, job.force);
+  if (scheme == model::HfQuantScheme::kNone) check_output_path(job.out, resolve_model(job.model).path, job.force);
   if (target && !sensitivity) sensitivity.emplace(measure_target_map(job, candidates, options.recipe, pool, report));
   std::optional<calib::CalibrationStats> stats;
   if (!job.stats.empty()) stats.emplace(calib::read_stats_file(job.stats));
@@ -193,8 +270,10 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
       verify.emplace(plan_verify(t, *sensitivity, tokenizer));
     }
   }
+  if (scheme != model::HfQuantScheme::kNone) keep_head_in_source_dtype(job, m.model, options);
   // Fail on rules and shapes, and on a training step's memory estimate, before the (long) calibration.
   const std::vector<pipeline::TensorAssignment> plan = pipeline::plan_model_quantization(m.model, options);
+  if (scheme != model::HfQuantScheme::kNone) check_export_plan(job, plan, options);
   estimates = estimate_training_memory(options.recipe, m.model, job.calibration, pool.num_threads());
   check_max_memory(estimates, job.max_memory);
 
@@ -263,7 +342,12 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   if (stats) {
     export_options.extra_metadata.emplace_back("calq.calib_sha256", io::GgufValue::of_strings(stats->calib_sha256));
   }
-  model::write_gguf_model(m.model, job.out, export_options, pool);
+  if (scheme == model::HfQuantScheme::kNone) {
+    model::write_gguf_model(m.model, job.out, export_options, pool);
+  } else {
+    write_export(job, m, scheme, pool);
+    report("note", 0, 0, fmt::format("wrote {} checkpoint {}", model::hf_quant_scheme_name(scheme), job.out));
+  }
 
   out.description = fmt::format("{} ({})", alloc ? "bit allocation" : options.format->name(), options.recipe.to_string());
   out.bits_per_weight = m.model.bits_per_weight();

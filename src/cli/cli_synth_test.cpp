@@ -70,3 +70,48 @@ TEST(CliSynth, RefusalsExitTwo) {
 
 }  // namespace
 }  // namespace calq
+
+namespace calq {
+namespace {
+
+// `calq quantize --export`: a GPTQ folder of a bf16 model evaluates like the same quantization written
+// as a GGUF (identical weights: the same KLD against the source), `calq inspect` lists its packed
+// tensors, and a format the scheme cannot hold is refused before any work, leaving nothing.
+TEST(CliExport, GptqFolderEvaluatesLikeTheSameGguf) {
+  const auto dir = testing::temp_dir("cli_export");
+  const std::string src = (dir / "src").string();
+  ASSERT_EQ(testing::run_calq("synth --quiet --arch llama --layers 2 --hidden 64 --heads 4 --kv-heads 2 --ffn 96 "
+                              "--vocab 280 --dtype bf16 --seed 3 --out " + src).status, 0);
+  const std::string q = "quantize --quiet --model " + src + " --format int4-g32-asym ";
+  testing::RunResult r = testing::run_calq(q + "--export gptq-v2 --out " + (dir / "gptq").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* f : {"config.json", "quantize_config.json", "model.safetensors", "tokenizer.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir / "gptq" / f)) << f;
+  }
+  r = testing::run_calq(q + "--head-format bf16 --out " + (dir / "q.gguf").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ofstream(dir / "text.txt") << "the rain in spain stays mainly in the plain, 1984. the quick brown fox.";
+  const std::string eval = " --ref " + src + " --text " + (dir / "text.txt").string() + " --ctx 8";
+  const auto ja = testing::eval_json("--model " + (dir / "gptq").string() + eval, dir / "a.json");
+  const auto jb = testing::eval_json("--model " + (dir / "q.gguf").string() + eval, dir / "b.json");
+  ASSERT_TRUE(ja.contains("candidates") && jb.contains("candidates")) << ja.dump();
+  const auto& a = ja["candidates"][0];
+  const auto& b = jb["candidates"][0];
+  EXPECT_GT(a["kld_mean"].get<double>(), 0.0);
+  EXPECT_EQ(a["kld_mean"], b["kld_mean"]);
+  EXPECT_EQ(a["kld_per_window"], b["kld_per_window"]);
+  EXPECT_EQ(a["ppl"], b["ppl"]);
+  r = testing::run_calq("inspect " + (dir / "gptq").string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("model.layers.1.mlp.down_proj.qweight"), std::string::npos) << r.output;
+  // AWQ holds 4 bits only: refused before any work, nothing written.
+  r = testing::run_calq("quantize --quiet --model " + src + " --format int3-g32-asym --export awq --out " +
+                        (dir / "awq").string());
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("AWQ checkpoints hold 4 bits"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "awq"));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace calq

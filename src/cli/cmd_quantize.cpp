@@ -34,12 +34,14 @@ struct QuantizeFlags {
   bool rotate_down = false;
   std::optional<int64_t> lora_rank;
   std::string max_memory;  // "6G", parsed into job.max_memory
+  std::string max_shard_size;  // "2G", parsed into job.max_shard_bytes
 };
 
 QuantizeJob job_of(const QuantizeFlags& f) {
   QuantizeJob job = f.job;
   job.use_importance = !f.no_importance;
   if (!f.max_memory.empty()) job.max_memory = parse_byte_size(f.max_memory, "--max-memory");
+  if (!f.max_shard_size.empty()) job.max_shard_bytes = parse_byte_size(f.max_shard_size, "--max-shard-size");
   job.progress = progress_printer("calq quantize", f.quiet);
   if (f.damp) job.method_options.push_back({"gptq", "damp", fmt::format("{}", *f.damp)});
   if (f.act_order) job.method_options.push_back({"gptq", "act_order", "true"});
@@ -93,7 +95,16 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--model", flags->job.model,
                   "Model: a GGUF file (F32/F16/BF16 tensors) for --type; a Hugging Face folder or GGUF for --format")
       ->required();
-  cmd->add_option("--out", flags->job.out, "Output GGUF file")->required();
+  cmd->add_option("--out", flags->job.out, "Output GGUF file (with --export: the Hugging Face folder)")->required();
+  cmd->add_option("--export", flags->job.export_scheme,
+                  "Write a Hugging Face folder for vLLM/SGLang/transformers instead of a GGUF: gptq (checkpoint "
+                  "format v1), gptq-v2, awq (GEMM) or compressed-tensors; --format must be one the scheme holds "
+                  "(int formats with fp16 scales; gptq 2/3/4/8 bits, awq 4 bits in groups, compressed-tensors 4/8 "
+                  "bits or fp8-e4m3[-pt])")
+      ->check(CLI::IsMember({"gptq", "gptq-v2", "awq", "compressed-tensors"}));
+  cmd->add_option("--max-shard-size", flags->max_shard_size,
+                  "--export: safetensors shards of at most this size (bytes, or K/M/G in powers of 1024; default "
+                  "5000000000, as save_pretrained)");
   cmd->add_option("--type", flags->job.mix,
                   "Mix: llama.cpp's q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k, q8_0, or one type for every "
                   "weight (q4_0, q4_1, q5_0, q5_1, q3_k, q4_k, q5_k, iq4_nl, iq4_xs, f16, bf16, pure-<type>)");

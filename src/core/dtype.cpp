@@ -15,13 +15,14 @@ struct DTypeRow {
   size_t size;
 };
 
-constexpr std::array<DTypeRow, 6> kDTypes = {{
+constexpr std::array<DTypeRow, 7> kDTypes = {{
     {DType::kF32, "F32", 4},
     {DType::kF16, "F16", 2},
     {DType::kBF16, "BF16", 2},
     {DType::kI32, "I32", 4},
     {DType::kI64, "I64", 8},
     {DType::kU8, "U8", 1},
+    {DType::kF8E4M3, "F8_E4M3", 1},
 }};
 
 uint32_t float_bits(float f) {

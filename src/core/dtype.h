@@ -11,7 +11,9 @@
 
 namespace calq {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI64, kU8 };
+// kF8E4M3: OCP FP8 E4M3 (safetensors F8_E4M3), one byte; only as stored bytes (quantized checkpoints'
+// weights), which the fp8 formats decode; convert_to_f32 does not take it.
+enum class DType : uint8_t { kF32, kF16, kBF16, kI32, kI64, kU8, kF8E4M3 };
 
 std::string_view dtype_name(DType dtype);  // safetensors spelling: "F32", "F16", "BF16", ...
 size_t dtype_size(DType dtype);            // bytes per element

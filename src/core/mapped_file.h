@@ -35,5 +35,8 @@ std::string read_text_file(const std::filesystem::path& path);
 // Writes `bytes` to `path` atomically: a temp file beside it, fsync, then rename.
 // Never leaves a half-written `path` behind.
 void write_file_atomic(const std::filesystem::path& path, std::span<const std::byte> bytes);
+// The same for a file made of `parts` written one after another (no copy into one buffer: a
+// multi-gigabyte safetensors shard is written straight from its tensors).
+void write_file_atomic_parts(const std::filesystem::path& path, std::span<const std::span<const std::byte>> parts);
 
 }  // namespace calq

@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -34,6 +35,7 @@
 #include "formats/grid.h"
 #include "formats/int_dot.h"
 #include "formats/int_pack.h"
+#include "formats/int_layout.h"
 #include "formats/range.h"
 
 namespace calq {
@@ -174,6 +176,92 @@ class IntFormat final : public Format {
   }
   // The codec refers to this format, so the family's make_ function makes it once the format exists.
   void make_grid_codec() { grid_codec_ = make_int_grid_codec(*this); }
+
+  // int_layout.h.
+  IntLayout layout() const {
+    using G = IntLayout::Granularity;
+    return IntLayout{.bits = spec_.bits,
+                     .granularity = spec_.gran == Granularity::kTensor    ? G::kTensor
+                                    : spec_.gran == Granularity::kChannel ? G::kChannel
+                                                                          : G::kGroup,
+                     .group = spec_.gran == Granularity::kGroup ? spec_.group : 0,
+                     .symmetric = spec_.symmetric,
+                     .f32_scale = spec_.f32};
+  }
+  IntTensorParts parts(const std::byte* data, int64_t rows, int64_t cols) const {
+    IntTensorParts p{.bits = spec_.bits, .rows = rows, .cols = cols,
+                     .group = spec_.gran == Granularity::kGroup ? spec_.group : cols};
+    const int64_t groups = p.groups();
+    p.codes.resize(static_cast<size_t>(rows * cols));
+    p.scales.resize(static_cast<size_t>(rows * groups));
+    p.zeros.resize(static_cast<size_t>(rows * groups));
+    const size_t rb = row_bytes(cols);
+    const std::byte* trailer = data + rows * rb;
+    for (int64_t r = 0; r < rows; ++r) {
+      const std::byte* row = data + r * rb;
+      uint8_t* u = p.codes.data() + r * cols;
+      for (int64_t g = 0; g < groups; ++g) {
+        QuantParams q;
+        if (spec_.gran == Granularity::kGroup) {
+          const std::byte* block = row + g * traits_.block_bytes;
+          q = read_meta(block);
+          unpack_codes(block + meta_bytes_, spec_.group, spec_.bits, u + g * spec_.group);
+        } else {
+          q = read_meta(trailer + (spec_.gran == Granularity::kChannel ? r * meta_bytes_ : 0));
+          unpack_codes(row, cols, spec_.bits, u);
+        }
+        p.scales[static_cast<size_t>(r * groups + g)] = q.scale;
+        p.zeros[static_cast<size_t>(r * groups + g)] = static_cast<uint8_t>(offset_ + q.zero_point);
+      }
+    }
+    return p;
+  }
+  std::vector<std::byte> from_parts(const IntTensorParts& p, std::string_view tensor_name) const {
+    const int64_t rows = p.rows, cols = p.cols;
+    const int64_t group = spec_.gran == Granularity::kGroup ? spec_.group : cols;
+    if (p.bits != spec_.bits || p.group != group || !can_store(rows, cols) ||
+        p.codes.size() != static_cast<size_t>(rows * cols) || p.scales.size() != static_cast<size_t>(rows * cols / group) ||
+        p.zeros.size() != p.scales.size()) {
+      fail(ErrorKind::kInvalidArgument, "tensor '{}': {}-bit codes in groups of {} for a [{}, {}] tensor do not fit {}",
+           tensor_name, p.bits, p.group, rows, cols, traits_.name);
+    }
+    const int64_t groups = cols / group;
+    std::vector<std::byte> out(tensor_bytes(rows, cols));
+    const size_t rb = row_bytes(cols);
+    std::byte* trailer = out.data() + rows * rb;
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* u = p.codes.data() + r * cols;
+      for (int64_t c = 0; c < cols; ++c) {
+        if (u[c] >> spec_.bits) {
+          fail(ErrorKind::kInvalidArgument, "tensor '{}': row {} column {}: code {} is out of range for {} bits",
+               tensor_name, r, c, u[c], spec_.bits);
+        }
+      }
+      for (int64_t g = 0; g < groups; ++g) {
+        const size_t i = static_cast<size_t>(r * groups + g);
+        const float scale = p.scales[i];
+        const int z = p.zeros[i];
+        const bool scale_ok = std::isfinite(scale) && (spec_.f32 || f16_to_f32(f32_to_f16(scale)) == scale);
+        const bool zero_ok = spec_.symmetric ? z == offset_ : z < (1 << spec_.bits);
+        const bool shared_ok = spec_.gran != Granularity::kTensor || (p.scales[i] == p.scales[0] && z == p.zeros[0]);
+        if (!scale_ok || !zero_ok || !shared_ok) {
+          fail(ErrorKind::kInvalidArgument, "tensor '{}': row {} group {}: {} {} cannot be stored in {}", tensor_name, r,
+               g, !scale_ok || !shared_ok ? "scale" : "zero point", !scale_ok || !shared_ok ? scale : static_cast<float>(z),
+               traits_.name);
+        }
+        const QuantParams q{.scale = scale, .zero_point = spec_.symmetric ? 0 : z};
+        if (spec_.gran == Granularity::kGroup) {
+          std::byte* block = out.data() + r * rb + g * traits_.block_bytes;
+          write_meta(q, block);
+          pack_codes(u + g * group, group, spec_.bits, block + meta_bytes_);
+        } else {
+          write_meta(q, trailer + (spec_.gran == Granularity::kChannel ? r * meta_bytes_ : 0));
+          pack_codes(u, cols, spec_.bits, out.data() + r * rb);
+        }
+      }
+    }
+    return out;
+  }
 
   size_t trailer_bytes(int64_t rows, int64_t) const override {
     switch (spec_.gran) {
@@ -367,6 +455,35 @@ FormatList make_int_formats() {
     }
   }
   return list;
+}
+
+}  // namespace calq
+
+// ---- int_layout.h ----
+namespace calq {
+
+std::optional<IntLayout> int_layout(const Format& format) {
+  const auto* f = dynamic_cast<const IntFormat*>(&format);
+  if (f == nullptr) return std::nullopt;
+  return f->layout();
+}
+
+IntTensorParts int_tensor_parts(const Format& format, std::span<const std::byte> bytes, int64_t rows, int64_t cols) {
+  const auto* f = dynamic_cast<const IntFormat*>(&format);
+  assert(f != nullptr && bytes.size() == format.tensor_bytes(rows, cols));
+  return f->parts(bytes.data(), rows, cols);
+}
+
+std::vector<std::byte> int_tensor_bytes(const Format& format, const IntTensorParts& parts,
+                                        std::string_view tensor_name) {
+  const auto* f = dynamic_cast<const IntFormat*>(&format);
+  assert(f != nullptr);
+  return f->from_parts(parts, tensor_name);
+}
+
+std::string int_format_name(int bits, int64_t group, bool symmetric) {
+  return "int" + std::to_string(bits) + "-" + (group == 0 ? std::string("pc") : "g" + std::to_string(group)) +
+         (symmetric ? "-sym" : "-asym");
 }
 
 }  // namespace calq

@@ -36,10 +36,15 @@ constexpr std::array<std::string_view, 20> kKnownDTypes = {
 
 // Model weights are floats; integer tensors would need a different consumer, so open() accepts
 // exactly these and rejects everything else up front rather than at first use.
-std::optional<DType> loadable_dtype(std::string_view name) {
+std::optional<DType> loadable_dtype(std::string_view name, bool quantized) {
   if (name == "F32") return DType::kF32;
   if (name == "F16") return DType::kF16;
   if (name == "BF16") return DType::kBF16;
+  if (quantized) {
+    for (const DType d : {DType::kI32, DType::kI64, DType::kU8, DType::kF8E4M3}) {
+      if (name == dtype_name(d)) return d;
+    }
+  }
   return std::nullopt;
 }
 
@@ -96,18 +101,18 @@ const json& require_key(const std::string& file, const std::string& name, const 
   return *it;
 }
 
-DType parse_dtype(const std::string& file, const std::string& name, const json& entry) {
+DType parse_dtype(const std::string& file, const std::string& name, const json& entry, bool quantized) {
   const json& j = require_key(file, name, entry, "dtype");
   if (!j.is_string()) {
     fail(ErrorKind::kFormat, "{}: tensor '{}': key 'dtype' must be a string, got {}", file, name,
          json_type(j));
   }
   const auto& text = j.get_ref<const std::string&>();
-  if (auto dtype = loadable_dtype(text)) return *dtype;
+  if (auto dtype = loadable_dtype(text, quantized)) return *dtype;
   if (std::find(kKnownDTypes.begin(), kKnownDTypes.end(), text) != kKnownDTypes.end()) {
     fail(ErrorKind::kUnsupported,
-         "{}: tensor '{}': dtype {} is not supported (calq reads F32, F16, BF16)", file, name,
-         text);
+         "{}: tensor '{}': dtype {} is not supported (calq reads F32, F16, BF16{})", file, name, text,
+         quantized ? ", and I32, I64, U8, F8_E4M3 in quantized checkpoints" : "");
   }
   fail(ErrorKind::kUnsupported, "{}: tensor '{}': unknown dtype '{}'", file, name, text);
 }
@@ -170,14 +175,14 @@ std::pair<uint64_t, uint64_t> parse_offsets(const std::string& file, const std::
 }
 
 TensorInfo parse_tensor(const std::string& file, const std::string& name, const json& entry,
-                        uint64_t data_size) {
+                        uint64_t data_size, bool quantized) {
   if (!entry.is_object()) {
     fail(ErrorKind::kFormat, "{}: tensor '{}': entry must be an object, got {}", file, name,
          json_type(entry));
   }
   TensorInfo info;
   info.name = name;
-  info.dtype = parse_dtype(file, name, entry);
+  info.dtype = parse_dtype(file, name, entry, quantized);
   info.shape = parse_shape(file, name, entry);
   std::tie(info.begin, info.end) = parse_offsets(file, name, entry);
   if (info.begin > info.end) {
@@ -237,7 +242,7 @@ bool exists_no_throw(const std::filesystem::path& path) {
 
 }  // namespace
 
-SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
+SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path, const SafetensorsOpenOptions& options) {
   SafetensorsFile out;
   out.file_ = MappedFile::open(path);
   const std::string file = path.string();
@@ -268,7 +273,7 @@ SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
     if (name == kMetadataKey) {
       out.metadata_ = parse_metadata(file, entry);
     } else {
-      out.tensors_.push_back(parse_tensor(file, name, entry, data_size));
+      out.tensors_.push_back(parse_tensor(file, name, entry, data_size, options.quantized));
     }
   }
   check_overlaps(file, out.tensors_);
@@ -290,7 +295,8 @@ Tensor SafetensorsFile::tensor(std::string_view name) const {
   return Tensor::view(info->dtype, info->shape, data, file_);
 }
 
-SafetensorsModel SafetensorsModel::open_folder(const std::filesystem::path& folder) {
+SafetensorsModel SafetensorsModel::open_folder(const std::filesystem::path& folder,
+                                               const SafetensorsOpenOptions& options) {
   SafetensorsModel model;
   model.folder_ = folder;
   const auto index_path = folder / kIndexFile;
@@ -299,7 +305,7 @@ SafetensorsModel SafetensorsModel::open_folder(const std::filesystem::path& fold
     if (!exists_no_throw(single)) {
       fail(ErrorKind::kNotFound, "{}: no {} or {} found", folder.string(), kSingleFile, kIndexFile);
     }
-    model.files_.push_back(SafetensorsFile::open(single));
+    model.files_.push_back(SafetensorsFile::open(single, options));
     for (const auto& t : model.files_.front().tensors()) model.index_.emplace(t.name, 0);
     return model;
   }
@@ -341,7 +347,7 @@ SafetensorsModel SafetensorsModel::open_folder(const std::filesystem::path& fold
         fail(ErrorKind::kNotFound, "{}: shard '{}' (holding tensor '{}') not found: {}", index_file,
              shard_name, name, shard_path.string());
       }
-      model.files_.push_back(SafetensorsFile::open(shard_path));
+      model.files_.push_back(SafetensorsFile::open(shard_path, options));
     }
     const SafetensorsFile& file = model.files_[it->second];
     if (file.find(name) == nullptr) {

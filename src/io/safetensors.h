@@ -4,7 +4,8 @@
 // relative to the data section) plus an optional "__metadata__" map of string to string.
 //
 // Contract: open() validates the whole header up front — header length within the file, valid
-// JSON object, known dtype (F32/F16/BF16 load; others are rejected with a clear message), shape of
+// JSON object, known dtype (F32/F16/BF16 load, and with SafetensorsOpenOptions::quantized also I32, I64,
+// U8 and F8_E4M3; others are rejected with a clear message), shape of
 // non-negative ints, offsets within the data section, end - begin == numel * dtype size, no two
 // tensors overlapping — and throws calq::Error naming the file and the tensor/key on any violation.
 // Tensors are zero-copy views into the memory map.
@@ -24,6 +25,13 @@
 
 namespace calq::io {
 
+// quantized: also load the dtypes of quantized checkpoints' tensors (GPTQ/AWQ/compressed-tensors packed
+// words and zero points, shapes, FP8 weights: I32, I64, U8, F8_E4M3). Off, those are kUnsupported at
+// open(), so a reader of float weights never meets them.
+struct SafetensorsOpenOptions {
+  bool quantized = false;
+};
+
 struct TensorInfo {
   std::string name;
   DType dtype = DType::kF32;
@@ -34,7 +42,7 @@ struct TensorInfo {
 
 class SafetensorsFile {
  public:
-  static SafetensorsFile open(const std::filesystem::path& path);
+  static SafetensorsFile open(const std::filesystem::path& path, const SafetensorsOpenOptions& options = {});
 
   const std::filesystem::path& path() const { return file_->path(); }
   // In header (alphabetical by name) order.
@@ -56,7 +64,8 @@ class SafetensorsFile {
 // index but absent from its shard, or a shard that is missing, is an error naming the file.
 class SafetensorsModel {
  public:
-  static SafetensorsModel open_folder(const std::filesystem::path& folder);
+  static SafetensorsModel open_folder(const std::filesystem::path& folder,
+                                      const SafetensorsOpenOptions& options = {});
 
   const std::filesystem::path& folder() const { return folder_; }
   std::vector<std::string> names() const;  // sorted
@@ -82,8 +91,9 @@ struct TensorToWrite {
 // a multiple of 8 bytes and tensors are laid out in name order, so output is deterministic.
 // Invalid input (data size != numel * dtype size, negative dimension, duplicate or reserved
 // "__metadata__" name, non-UTF-8 names) throws ErrorKind::kInvalidArgument. Any core DType can be
-// written, though SafetensorsFile::open only reads back F32/F16/BF16. The file is assembled in
-// memory first (write_file_atomic takes one buffer), so peak memory is about the file size.
+// written (SafetensorsFile::open reads back F32/F16/BF16, and the integer and FP8 dtypes of quantized
+// checkpoints with SafetensorsOpenOptions::quantized). The file is written from the tensors' spans as
+// they are, header first; no copy of it is made in memory.
 void write_safetensors(const std::filesystem::path& path, std::span<const TensorToWrite> tensors,
                        const std::map<std::string, std::string>& metadata = {});
 

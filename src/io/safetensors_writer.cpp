@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <system_error>
@@ -94,16 +95,13 @@ void write_sorted(const std::filesystem::path& path, const std::vector<const Ten
   // readers can use the tensors in place. Trailing spaces are valid JSON whitespace.
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  std::vector<std::byte> out(8 + text.size() + offset);
+  // Written straight from the tensors' spans (no copy of the file in memory).
+  std::array<std::byte, 8> length{};
   const uint64_t header_len = text.size();
-  for (size_t i = 0; i < 8; ++i) out[i] = static_cast<std::byte>((header_len >> (8 * i)) & 0xffu);
-  std::memcpy(out.data() + 8, text.data(), text.size());
-  std::byte* data = out.data() + 8 + text.size();
-  for (const TensorToWrite* t : order) {
-    if (!t->data.empty()) std::memcpy(data, t->data.data(), t->data.size());
-    data += t->data.size();
-  }
-  write_file_atomic(path, out);
+  for (size_t i = 0; i < 8; ++i) length[i] = static_cast<std::byte>((header_len >> (8 * i)) & 0xffu);
+  std::vector<std::span<const std::byte>> parts = {length, std::as_bytes(std::span(text))};
+  for (const TensorToWrite* t : order) parts.push_back(t->data);
+  write_file_atomic_parts(path, parts);
 }
 
 }  // namespace

@@ -59,6 +59,53 @@ Values role_values(const Model& m, TensorRole role, int64_t layer, int64_t exper
   return is_linear(role) ? values_of(l.linear(role)) : values_of(l.vector(role));
 }
 
+// The linears a quantized checkpoint packs: every per-layer linear and expert but the router and the
+// shared expert's gate, which runtimes load as plain linears.
+bool is_packed_role(TensorRole role) {
+  return is_linear(role) && is_per_layer(role) && role != TensorRole::kMoeRouter &&
+         role != TensorRole::kSharedExpertGate;
+}
+
+const LinearWeight& linear_of(const Model& m, TensorRole role, int64_t layer, int64_t expert) {
+  const LayerWeights& l = m.layers[static_cast<size_t>(layer)];
+  return is_expert(role) ? l.experts[static_cast<size_t>(expert)].linear(role) : l.linear(role);
+}
+
+// The one format every packed linear of the model is in (hf_export.h); errors name the tensor.
+const Format* common_quant_format(const Model& m, HfQuantScheme scheme) {
+  const Format* common = nullptr;
+  std::string first;
+  for (int64_t l = 0; l < m.config.num_layers; ++l) {
+    for (const TensorSlot& slot : m.arch->slots) {
+      if (!is_packed_role(slot.role) || !has_role(m.config, slot.role)) continue;
+      const int64_t experts = is_expert(slot.role) ? m.config.moe->num_experts : 1;
+      for (int64_t e = 0; e < experts; ++e) {
+        const int64_t expert = is_expert(slot.role) ? e : -1;
+        const LinearWeight& w = linear_of(m, slot.role, l, expert);
+        const std::string name = hf_tensor_name(*m.arch, slot.role, l, expert);
+        if (!w.is_quantized()) {
+          fail(ErrorKind::kInvalidArgument,
+               "tensor '{}' is not quantized; a {} checkpoint holds every linear in one quantized format", name,
+               hf_quant_scheme_name(scheme));
+        }
+        if (common == nullptr) {
+          common = w.quantized().format;
+          first = name;
+          if (const std::string why = hf_quant_scheme_fits(scheme, *common); !why.empty()) {
+            fail(ErrorKind::kInvalidArgument, "tensor '{}': {}", name, why);
+          }
+        } else if (w.quantized().format != common) {
+          fail(ErrorKind::kInvalidArgument,
+               "tensor '{}' is {} but '{}' is {}; a {} checkpoint holds every linear in one format", name,
+               w.quantized().format->name(), first, common->name(), hf_quant_scheme_name(scheme));
+        }
+      }
+    }
+  }
+  if (common == nullptr) fail(ErrorKind::kInvalidArgument, "the model has no linear to quantize");
+  return common;
+}
+
 // Why a Hugging Face folder cannot hold this model ("" when it can).
 std::string calq_only_reason(const Model& m) {
   if (m.config.rotation && (m.config.rotation->residual_online || m.config.rotation->down_seed)) {
@@ -231,11 +278,21 @@ void write_hf_model(const Model& m, const std::filesystem::path& folder_in, cons
   }
   for (const auto& [name, text] : options.extra_files) {
     if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." ||
-        name == "config.json" || name.ends_with(".safetensors") || name == "model.safetensors.index.json") {
+        name == "config.json" || name.ends_with(".safetensors") || name == "model.safetensors.index.json" ||
+        (options.quant != HfQuantScheme::kNone && name == "quantize_config.json")) {
       fail(ErrorKind::kInvalidArgument, "{}: extra file name '{}' is not allowed", dir.string(), name);
     }
   }
-  const std::string config_text = hf_config_json(c, options.dtype);
+  std::string config_text = hf_config_json(c, options.dtype);
+  const Format* quant_format = options.quant == HfQuantScheme::kNone ? nullptr : common_quant_format(m, options.quant);
+  std::string quantize_config;
+  if (quant_format != nullptr) {
+    const HfQuantConfigText q = hf_quant_config_json(options.quant, *quant_format);
+    json j = json::parse(config_text);
+    j["quantization_config"] = json::parse(q.quantization_config);
+    config_text = j.dump(2) + "\n";
+    quantize_config = q.quantize_config;
+  }
 
   // Every tensor the table and the config call for: global ones, then layer by layer.
   struct Item {
@@ -243,11 +300,26 @@ void write_hf_model(const Model& m, const std::filesystem::path& folder_in, cons
     Shape shape;
     std::vector<std::byte> bytes;  // the encoded copy (BF16, or F32 of a non-dense source)
     std::span<const std::byte> data;
+    DType dtype = DType::kF32;
   };
   std::vector<Item> items;
   const Format& bf16 = format_by_name("bf16");
   const auto add = [&](TensorRole role, int64_t layer, int64_t expert) {
+    if (quant_format != nullptr && is_packed_role(role)) {
+      const LinearWeight& w = linear_of(m, role, layer, expert);
+      const std::string name = hf_tensor_name(*m.arch, role, layer, expert);
+      for (HfQuantTensor& t : hf_quant_tensors(options.quant, w.quantized(), name.substr(0, name.size() - 7))) {
+        Item& it = items.emplace_back();
+        it.name = std::move(t.name);
+        it.shape = std::move(t.shape);
+        it.bytes = std::move(t.bytes);
+        it.data = it.bytes;
+        it.dtype = t.dtype;
+      }
+      return;
+    }
     Item& it = items.emplace_back();
+    it.dtype = options.dtype;
     it.name = hf_tensor_name(*m.arch, role, layer, expert);
     const Values v = role_values(m, role, layer, expert);
     it.shape = expected_shape(c, role);
@@ -292,7 +364,7 @@ void write_hf_model(const Model& m, const std::filesystem::path& folder_in, cons
   std::vector<io::TensorToWrite> tensors;
   uint64_t total = 0;
   for (const Item& it : items) {
-    tensors.push_back({.name = it.name, .dtype = options.dtype, .shape = it.shape, .data = it.data});
+    tensors.push_back({.name = it.name, .dtype = it.dtype, .shape = it.shape, .data = it.data});
     total += it.data.size();
   }
   const uint64_t shard = std::max<uint64_t>(options.max_shard_bytes, 1);
@@ -325,6 +397,7 @@ void write_hf_model(const Model& m, const std::filesystem::path& folder_in, cons
     std::filesystem::create_directory(tmp);
     write_text(tmp / "config.json", config_text);
     io::write_sharded_safetensors(tmp, tensors, shards, {{"format", "pt"}});
+    if (!quantize_config.empty()) write_text(tmp / "quantize_config.json", quantize_config);
     for (const auto& [name, text] : options.extra_files) write_text(tmp / name, text);
     if (std::filesystem::exists(dir)) {
       old = sibling(dir, "old");

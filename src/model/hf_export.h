@@ -19,6 +19,12 @@
 // factors without their rope_scaling, experts on a dense table) is kUnsupported.
 //
 // Contract of write_hf_model(model, folder, options, pool):
+//  * With options.quant (hf_quant.h: GPTQ v1/v2, AWQ, compressed-tensors), every per-layer linear
+//    and expert but the routers and shared-expert gates must be quantized in one format the scheme
+//    holds (else kInvalidArgument naming the tensor and the formats); they are written as the
+//    scheme's tensors (hf_quant_tensors), config.json gets "quantization_config", and GPTQ folders
+//    quantize_config.json too. Everything else — embedding, head, norms, routers — is written as
+//    below in options.dtype.
 //  * Tensors: every tensor the architecture's table and the config call for (arch.slots × layers,
 //    × experts for expert roles, has_role; the head only when not tied), under hf_tensor_name, with the shape expected_shape
 //    gives, in options.dtype (F32 or BF16: norms and biases too, as transformers saves a model in
@@ -45,6 +51,7 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
+#include "model/hf_quant.h"
 #include "model/model.h"
 
 namespace calq::model {
@@ -55,6 +62,7 @@ struct HfExportOptions {
   std::vector<std::pair<std::string, std::string>> extra_files;
   bool overwrite = false;
   uint64_t max_shard_bytes = 5'000'000'000;  // save_pretrained's default "5GB"
+  HfQuantScheme quant = HfQuantScheme::kNone;  // kNone: quantized weights are written dequantized
 };
 
 // The transformers class of a model type: "llama" -> "LlamaForCausalLM", "qwen2_moe" ->

@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <cassert>
 #include <memory>
+#include <optional>
+#include <set>
 
 #include "core/error.h"
 #include "formats/format.h"
 #include "formats/int_dot.h"
 #include "io/safetensors.h"
 #include "model/gguf_model.h"
+#include "model/hf_quant.h"
 #include "model/loader_util.h"
 
 namespace calq::model {
@@ -28,14 +31,18 @@ Tensor load_f32(const io::SafetensorsModel& st, const std::string& name, const S
   return widen_checked(src.dtype(), src.data(), expected, pool, st.folder().string(), name);
 }
 
-void check_known_tensors(const io::SafetensorsModel& st, const ModelConfig& config, const Architecture& arch) {
-  for (const auto& name : st.names()) {
+void check_known_tensors(const io::SafetensorsModel& st, const ModelConfig& config, const Architecture& arch,
+                         const HfQuantSpec* quant) {
+  for (const auto& stored : st.names()) {
+    // A quantized linear's tensors ("...q_proj.qweight") stand for its weight ("...q_proj.weight").
+    std::string name = stored;
+    if (quant != nullptr) hf_quant_tensor_of(*quant, stored, &name);
     const auto parsed = parse_hf_tensor_name(arch, name);
     if (!parsed) {
       // Rotary caches and the like are harmless; anything else means a layout calq would misread.
       if (name.find("rotary_emb") != std::string::npos) continue;
       fail(ErrorKind::kUnsupported, "{}: tensor '{}' is not part of the '{}' architecture as calq knows it",
-           st.folder().string(), name, config.model_type);
+           st.folder().string(), stored, config.model_type);
     }
     if (parsed->layer >= config.num_layers) {
       fail(ErrorKind::kFormat, "{}: tensor '{}' belongs to layer {} but num_hidden_layers is {}",
@@ -241,7 +248,12 @@ namespace {
 
 // A bf16/f16 linear weight as a view of the mapped file (see HfLoadOptions), else float32.
 LinearWeight load_linear(const std::shared_ptr<const io::SafetensorsModel>& st, const std::string& name,
-                         const Shape& expected, bool keep_source_dtype, ThreadPool& pool) {
+                         const Shape& expected, bool keep_source_dtype, ThreadPool& pool,
+                         const HfQuantSpec* quant = nullptr) {
+  if (quant != nullptr && expected.size() == 2) {
+    std::optional<LinearWeight> w = load_hf_quant_linear(*quant, *st, name, expected, pool);
+    if (w) return std::move(*w);  // else the checkpoint keeps this linear in float
+  }
   if (keep_source_dtype && expected.size() == 2) {
     const io::TensorInfo& info = st->info(name);
     const char* format_name = info.dtype == DType::kBF16 ? "bf16" : info.dtype == DType::kF16 ? "f16" : nullptr;
@@ -263,15 +275,19 @@ Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool, const
   m.config = parse_hf_config(folder / "config.json");
   m.arch = find_architecture(m.config.model_type);
   m.source = folder;
-  const auto st = std::make_shared<const io::SafetensorsModel>(io::SafetensorsModel::open_folder(folder));
-  check_known_tensors(*st, m.config, *m.arch);
+  // A GPTQ / AWQ / compressed-tensors checkpoint (hf_quant.h): its linears load in calq's formats.
+  const std::optional<HfQuantSpec> quant = hf_quant_spec(folder);
+  const HfQuantSpec* q = quant ? &*quant : nullptr;
+  const auto st = std::make_shared<const io::SafetensorsModel>(
+      io::SafetensorsModel::open_folder(folder, {.quantized = quant.has_value()}));
+  check_known_tensors(*st, m.config, *m.arch, q);
 
   const auto load_vector = [&](TensorRole role, int64_t layer) {
     return load_f32(*st, hf_tensor_name(*m.arch, role, layer), expected_shape(m.config, role), pool);
   };
   const auto load_weight = [&](TensorRole role, int64_t layer) {
     return load_linear(st, hf_tensor_name(*m.arch, role, layer), expected_shape(m.config, role),
-                       options.keep_source_dtype, pool);
+                       options.keep_source_dtype, pool, is_linear(role) ? q : nullptr);
   };
   m.embedding = load_weight(TensorRole::kTokenEmbedding, -1);
   m.final_norm = load_vector(TensorRole::kFinalNorm, -1);
@@ -291,7 +307,7 @@ Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool, const
       for (const TensorRole role : {TensorRole::kExpertGate, TensorRole::kExpertUp, TensorRole::kExpertDown}) {
         experts[static_cast<size_t>(e)].linear(role) =
             load_linear(st, hf_tensor_name(*m.arch, role, layer, e), expected_shape(m.config, role),
-                        options.keep_source_dtype, pool);
+                        options.keep_source_dtype, pool, q);
       }
     }
     return experts;
@@ -303,12 +319,22 @@ Model load_hf_model(const std::filesystem::path& folder, ThreadPool& pool, const
 ModelSummary inspect_hf_model(const std::filesystem::path& folder) {
   ModelSummary s;
   s.config = parse_hf_config(folder / "config.json");
-  const auto st = io::SafetensorsModel::open_folder(folder);
+  const std::optional<HfQuantSpec> quant = hf_quant_spec(folder);
+  const auto st = io::SafetensorsModel::open_folder(folder, {.quantized = quant.has_value()});
   const Architecture* arch = find_architecture(s.config.model_type);
   const std::string output_name = hf_tensor_name(*arch, TensorRole::kOutput, -1);
+  std::set<std::string> counted;  // quantized linears, counted once by their weight's shape
   for (const auto& name : st.names()) {
     const auto& info = st.info(name);
     s.tensors.push_back({name, std::string(dtype_name(info.dtype)), info.shape});
+    std::string weight;
+    if (quant && hf_quant_tensor_of(*quant, name, &weight)) {
+      const auto parsed = parse_hf_tensor_name(*arch, weight);
+      if (parsed && !st.contains(weight) && counted.insert(weight).second) {
+        s.parameter_count += shape_numel(expected_shape(s.config, parsed->role));
+      }
+      continue;
+    }
     if (!(s.config.tie_word_embeddings && name == output_name)) s.parameter_count += shape_numel(info.shape);
   }
   sort_in_model_order(s.tensors, *arch, /*gguf=*/false);
