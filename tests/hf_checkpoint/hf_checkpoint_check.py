@@ -46,6 +46,9 @@ Layout facts relied on (source of each in brackets; no code copied):
         observer, observer_kwargs); quant_scheme.py: QuantizationScheme keys targets, weights,
         input_activations, output_activations, format, also extra="forbid"; quant_config.py: config keys.
         vLLM compressed_tensors_wNa16.py: 4 and 8 bits only (uint4b8/uint8b128, or uint4/uint8 with zeros).
+ [VM]   vLLM quantization/utils/marlin_utils.py: Marlin takes group sizes -1, 32, 64, 128 and per shard
+        N % 64 == 0 (GPTQ_MARLIN_MIN_THREAD_N) and K % 128 == 0 (MIN_THREAD_K); gptq_marlin symmetric
+        uint4b8/uint8b128 (qzeros unread), awq_marlin uint4/uint8 with zero points. Reported as notes.
 safetensors, GGUF and E4M3 facts: hf_readers.py.
 """
 import argparse
@@ -416,6 +419,25 @@ class Checker:
             self.probs.add(os.path.basename(self.folder.rstrip("/")), None, "no tokenizer.json or tokenizer.model")
         return self
 
+    def marlin_note(self):
+        """Whether vLLM's Marlin kernels take the folder at tensor parallel 1 [VM] (a note, not a problem)."""
+        qc = self.cfg.get("quantization_config") or {}
+        if self.family == "gptq":
+            bits, group, why = qc.get("bits"), qc.get("group_size"), []
+            if not qc.get("sym", True) or bits not in (4, 8):
+                why.append("gptq_marlin needs symmetric 4/8-bit")
+        elif self.family == "awq":
+            bits, group, why = 4, qc.get("group_size"), []
+        else:
+            return None
+        if group not in (-1, 32, 64, 128):
+            why.append(f"group size {group} not in -1/32/64/128")
+        bad = [p for p, _, n, k, _ in self.model.linears() if n % 64 or k % 128]
+        if bad:
+            why.append(f"{len(bad)} linears with N % 64 or K % 128 (first {bad[0]})")
+        name = "gptq_marlin" if self.family == "gptq" else "awq_marlin"
+        return f"vLLM {name}: " + ("eligible" if not why else "not eligible: " + "; ".join(why))
+
     def compare(self, ref, what):
         """Bit-for-bit comparison of every unpacked linear with ref[prefix] (float32 [N, K])."""
         out = []
@@ -526,12 +548,12 @@ def main(argv=None):
     except (OSError, ValueError, KeyError) as e:
         print(f"{args.dir}: {e}", file=sys.stderr)
         return 1
-    lines = c.probs.lines
+    lines, notes = c.probs.lines, [n for n in [c.marlin_note()] if n]
     if args.json:
         print(json.dumps({"dir": args.dir, "family": c.family, "linears": len(c.weights), "problems": lines,
-                          "compared": c.compared}, indent=1))
+                          "notes": notes, "compared": c.compared}, indent=1))
     else:
-        for line in lines:
+        for line in lines + [f"note: {n}" for n in notes]:
             print(line)
         if not lines:
             same = f", bit for bit equal to {args.against}" if args.against else ""

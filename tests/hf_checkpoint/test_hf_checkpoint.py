@@ -261,7 +261,10 @@ def test_sharded_good_and_cli(tmp_path):
     script = pathlib.Path(hc.__file__)
     run = subprocess.run([sys.executable, str(script), str(folder), "--json"], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert json.loads(run.stdout)["linears"] == 7
+    report = json.loads(run.stdout)
+    assert report["linears"] == 7
+    assert report["notes"] == ["vLLM gptq_marlin: not eligible: 6 linears with N % 64 or K % 128 "
+                               "(first model.layers.0.self_attn.q_proj)"]
     index["weight_map"][names[0]] = "model-00002-of-00002.safetensors"
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     run = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True, text=True)
