@@ -322,8 +322,11 @@ class Checker:
             self.problem(None, f"{where}: type {a.get('type')!r}")
         if not isinstance(out["num_bits"], int) or not isinstance(out["symmetric"], bool):
             self.problem(None, f"{where}: num_bits/symmetric of the wrong type")
+        g = out["group_size"]
+        if g is not None and not isinstance(g, int):
+            self.problem(None, f"{where}: group_size {g!r}")
+            out["group_size"] = g = None
         if out["strategy"] is None:  # inferred as compressed-tensors does
-            g = out["group_size"]
             out["strategy"] = "tensor" if g is None else "group" if g > 0 else "channel"
         out["strategy"] = str(out["strategy"]).lower()
         if out["strategy"] not in ("tensor", "channel", "group", "block", "token", "tensor_group", "attn_head"):
@@ -347,6 +350,8 @@ class Checker:
                          "needs group or channel")
             return
         g = w["group_size"] if strategy == "group" else k
+        if not isinstance(g, int) or g <= 0:
+            return  # reported with the args
         ng = -(-k // g)
         packed = self.tensor(prefix + ".weight_packed", ("I32",), [n, -(-k * bits // 32)])
         scale = self.tensor(prefix + ".weight_scale", FLOAT_DTYPES, [n, ng])
@@ -545,7 +550,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         c = check(args.dir, args.against)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"{args.dir}: {e}", file=sys.stderr)
         return 1
     lines, notes = c.probs.lines, [n for n in [c.marlin_note()] if n]
