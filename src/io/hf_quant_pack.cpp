@@ -103,7 +103,7 @@ GptqTensors gptq_pack(const IntTensorParts& p, GptqVersion version, std::string_
       if (version == GptqVersion::kV1 && p.zeros[i] == 0) {
         fail(ErrorKind::kInvalidArgument,
              "tensor '{}': output {} group {} has zero point 0, which GPTQ checkpoint format v1 cannot store (it "
-             "stores zero − 1); write format v2 (gptq_v2) or use a symmetric format",
+             "stores zero − 1); write scheme gptq-v2 (checkpoint_format gptq_v2) or use a symmetric format",
              tensor, r, g);
       }
     }
