@@ -280,3 +280,22 @@ def test_adapters_evaluate_and_merge(tmp_path):
     with pytest.raises(calq.Error, match="force"):
         calq.merge_adapters(model=str(REF), adapter=good, out=str(out))
     assert out.read_text() == "keep"
+
+
+@needs_shared
+def test_quantize_export_gptq_folder_opens(tmp_path):
+    out = tmp_path / "gptq"
+    r = calq.quantize(model=str(REF), out=str(out), format="int4-g128-sym", export="gptq")
+    assert (out / "config.json").is_file() and (out / "quantize_config.json").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["quantization_config"]["quant_method"] == "gptq"
+    assert cfg["quantization_config"]["checkpoint_format"] == "gptq"
+    # The linears at ~4.1 bits, the tied bf16 embedding (a third of the parameters) kept as it is.
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    source = sum(f.stat().st_size for f in REF.glob("*.safetensors"))
+    assert size < 0.6 * source
+    assert 4.0 < r["bits_per_weight"] < 16.0
+    assert calq.open(str(out)).info["architecture"] == "llama"
+    with pytest.raises(calq.Error, match="AWQ checkpoints hold 4 bits"):
+        calq.quantize(model=str(REF), out=str(tmp_path / "awq"), format="int8-g128-sym", export="awq")
+    assert not (tmp_path / "awq").exists()

@@ -104,6 +104,20 @@ TEST(CliExport, GptqFolderEvaluatesLikeTheSameGguf) {
   r = testing::run_calq("inspect " + (dir / "gptq").string());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("model.layers.1.mlp.down_proj.qweight"), std::string::npos) << r.output;
+  // calq check: the folder reads whole; vLLM's Marlin rules are warnings (asymmetric, 64 inputs).
+  r = testing::run_calq("check " + (dir / "gptq").string());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("calq reads the checkpoint whole (int4-g32-asym"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("warning: quantization_config: vLLM's GPTQ Marlin kernels take 4/8-bit symmetric"),
+            std::string::npos) << r.output;
+  {
+    std::string config = read_text_file(dir / "gptq" / "config.json");
+    config.replace(config.find("\"gptq\""), 6, "\"hqq\"");  // quant_method
+    std::ofstream(dir / "gptq" / "config.json") << config;
+  }
+  r = testing::run_calq("check " + (dir / "gptq").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("quant_method 'hqq'"), std::string::npos) << r.output;
   // AWQ holds 4 bits only: refused before any work, nothing written.
   r = testing::run_calq("quantize --quiet --model " + src + " --format int3-g32-asym --export awq --out " +
                         (dir / "awq").string());

@@ -29,8 +29,7 @@ void run_check(const CheckFlags& f) {
         fmt::print("{}: {}: {}\n", x.level, x.where, x.message);
       }
     }
-    fmt::print("{}: {} ({} error{}, {} warning{})\n", r.file,
-               r.ok ? "llama.cpp's loader rules hold" : "llama.cpp would refuse this file", r.errors,
+    fmt::print("{}: {} ({} error{}, {} warning{})\n", r.file, r.summary, r.errors,
                r.errors == 1 ? "" : "s", r.warnings, r.warnings == 1 ? "" : "s");
   }
   if (!r.ok) throw CLI::RuntimeError(2);
@@ -44,8 +43,10 @@ void register_check(CLI::App& app) {
       "check",
       "Check a GGUF file against llama.cpp's loader rules (ggml types and block sizes, alignment, data inside the "
       "file, general.architecture, the llama/qwen2 hyper-parameter and tokenizer keys, tensor names and shapes, no "
-      "calq-specific tensors). Exit status 2 when any error is found.");
-  cmd->add_option("file", flags->file, "GGUF file")->required();
+      "calq-specific tensors); or a Hugging Face folder (GPTQ, AWQ, compressed-tensors checkpoints included) "
+      "against calq's reader, with warnings where vLLM's fast kernels would not take it. Exit status 2 when any "
+      "error is found.");
+  cmd->add_option("file", flags->file, "GGUF file or Hugging Face folder")->required();
   cmd->add_flag("--json", flags->json, "Print the findings as a JSON object");
   cmd->callback([flags] { run_check(*flags); });
 }

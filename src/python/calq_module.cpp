@@ -248,8 +248,10 @@ PYBIND11_MODULE(_calq, m) {
          const std::string& sensitivity_text, int64_t sensitivity_windows, int64_t sensitivity_ctx,
          const std::string& act_quant, const std::vector<std::string>& rules, const std::string& observer,
          uint64_t max_memory, const std::string& json_out, size_t threads, bool force, const py::object& progress,
-         const std::string& expert_policy, int64_t expert_min_tokens) {
-        calq::QuantizeJob job{.model = model, .out = out, .mix = mix, .format = format, .method = method,
+         const std::string& expert_policy, int64_t expert_min_tokens, const std::string& export_scheme,
+         uint64_t max_shard_bytes) {
+        calq::QuantizeJob job{.model = model, .out = out, .export_scheme = export_scheme,
+                              .max_shard_bytes = max_shard_bytes, .mix = mix, .format = format, .method = method,
                               .recipe = recipe, .observer = observer, .rules = rules,
                               .calibration = {.text = calib, .samples = samples, .seq_len = seq_len},
                               .stats = stats, .act_quant = act_quant, .expert_policy = expert_policy,
@@ -286,8 +288,10 @@ PYBIND11_MODULE(_calq, m) {
       py::arg("act_quant") = "none", py::arg("rules") = std::vector<std::string>{}, py::arg("observer") = "minmax",
       py::arg("max_memory") = 0, py::arg("json_out") = "", py::arg("threads") = 0, py::arg("force") = false,
       py::arg("progress") = py::none(), py::arg("expert_policy") = "natural", py::arg("expert_min_tokens") = 0,
-      "Quantize a model into a GGUF file (same options and recipes as `calq quantize`; expert_policy: natural, "
-      "all or rtn-fallback for mixture-of-experts models)");
+      py::arg("export") = "", py::arg("max_shard_bytes") = calq::QuantizeJob{}.max_shard_bytes,
+      "Quantize a model into a GGUF file, or with export = gptq, gptq-v2, awq or compressed-tensors into a "
+      "Hugging Face folder for vLLM/SGLang/transformers (same options and recipes as `calq quantize`; "
+      "expert_policy: natural, all or rtn-fallback for mixture-of-experts models)");
 
   m.def(
       "evaluate",
