@@ -38,6 +38,7 @@
 #include "core/thread_pool.h"
 #include "formats/format.h"
 #include "formats/qtensor.h"
+#include "io/hf_quant_config.h"
 #include "io/safetensors.h"
 #include "model/linear_weight.h"
 
@@ -66,15 +67,7 @@ struct HfQuantConfigText {
 };
 HfQuantConfigText hf_quant_config_json(HfQuantScheme scheme, const Format& format);
 
-struct HfQuantSpec {
-  enum class Kind { kGptq, kAwq, kCtPacked, kCtFp8 } kind = Kind::kGptq;
-  int bits = 4;
-  int64_t group = -1;  // −1: one group per row (channel); 0: one scale for the tensor (ct fp8 tensor)
-  bool symmetric = true;
-  bool gptq_v1 = true;
-  std::vector<std::string> ignore;  // compressed-tensors' ignore list (module names or "re:" patterns)
-  std::string origin;               // "<folder>/config.json" for messages
-};
+using io::HfQuantSpec;  // io/hf_quant_config.h
 std::optional<HfQuantSpec> hf_quant_spec(const std::filesystem::path& folder);
 
 // Whether `name` is one of a quantized linear's tensors ("...q_proj.qweight"): its weight name

@@ -6,8 +6,6 @@
 #include <array>
 #include <cmath>
 #include <cstring>
-#include <nlohmann/json.hpp>
-#include <set>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -18,140 +16,6 @@
 
 namespace calq::model {
 namespace {
-
-using nlohmann::json;
-
-const json& key(const json& j, const char* name, const std::string& origin, const std::string& where) {
-  const auto it = j.find(name);
-  if (it == j.end()) fail(ErrorKind::kFormat, "{}: {} has no key '{}'", origin, where, name);
-  return *it;
-}
-
-int64_t int_key(const json& j, const char* name, const std::string& origin, const std::string& where) {
-  const json& v = key(j, name, origin, where);
-  if (!v.is_number_integer()) fail(ErrorKind::kFormat, "{}: {}.{} must be an integer, got {}", origin, where, name, v.dump());
-  return v.get<int64_t>();
-}
-
-bool bool_key(const json& j, const char* name, bool fallback, const std::string& origin, const std::string& where) {
-  const auto it = j.find(name);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_boolean()) fail(ErrorKind::kFormat, "{}: {}.{} must be true or false, got {}", origin, where, name, it->dump());
-  return it->get<bool>();
-}
-
-std::string string_key(const json& j, const char* name, const std::string& fallback, const std::string& origin,
-                       const std::string& where) {
-  const auto it = j.find(name);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_string()) fail(ErrorKind::kFormat, "{}: {}.{} must be a string, got {}", origin, where, name, it->dump());
-  return it->get<std::string>();
-}
-
-HfQuantSpec parse_gptq(const json& q, const std::string& origin) {
-  const std::string where = "quantization_config";
-  HfQuantSpec s{.kind = HfQuantSpec::Kind::kGptq, .origin = origin};
-  s.bits = static_cast<int>(int_key(q, "bits", origin, where));
-  if (s.bits != 2 && s.bits != 3 && s.bits != 4 && s.bits != 8) {
-    fail(ErrorKind::kUnsupported, "{}: GPTQ bits {} (calq reads 2, 3, 4 and 8)", origin, s.bits);
-  }
-  s.group = int_key(q, "group_size", origin, where);
-  if (s.group != -1 && s.group <= 0) fail(ErrorKind::kFormat, "{}: group_size {} (−1 or positive)", origin, s.group);
-  s.symmetric = bool_key(q, "sym", true, origin, where);
-  const std::string format = string_key(q, "checkpoint_format", "gptq", origin, where);
-  if (format != "gptq" && format != "gptq_v2") {
-    fail(ErrorKind::kUnsupported, "{}: GPTQ checkpoint_format '{}' (calq reads gptq and gptq_v2)", origin, format);
-  }
-  s.gptq_v1 = format == "gptq";
-  return s;
-}
-
-HfQuantSpec parse_awq(const json& q, const std::string& origin) {
-  const std::string where = "quantization_config";
-  HfQuantSpec s{.kind = HfQuantSpec::Kind::kAwq, .symmetric = false, .origin = origin};
-  const auto bits_it = q.contains("bits") ? "bits" : "w_bit";
-  s.bits = static_cast<int>(int_key(q, bits_it, origin, where));
-  if (s.bits != 4) fail(ErrorKind::kUnsupported, "{}: AWQ bits {} (calq reads 4)", origin, s.bits);
-  s.group = int_key(q, q.contains("group_size") ? "group_size" : "q_group_size", origin, where);
-  if (s.group <= 0) fail(ErrorKind::kUnsupported, "{}: AWQ group_size {} (calq reads positive group sizes)", origin, s.group);
-  std::string version = string_key(q, "version", "gemm", origin, where);
-  std::transform(version.begin(), version.end(), version.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (version != "gemm") fail(ErrorKind::kUnsupported, "{}: AWQ version '{}' (calq reads gemm)", origin, version);
-  if (!bool_key(q, "zero_point", true, origin, where)) {
-    fail(ErrorKind::kUnsupported, "{}: AWQ zero_point false (calq reads the GEMM layout with zero points)", origin);
-  }
-  return s;
-}
-
-// compressed-tensors' QuantizationArgs: every key calq knows (an unknown one may change the meaning).
-const std::set<std::string, std::less<>> kCtArgs = {"num_bits", "type", "symmetric", "group_size", "strategy",
-                                                    "block_structure", "dynamic", "actorder", "observer",
-                                                    "observer_kwargs", "zp_dtype", "scale_dtype"};
-
-HfQuantSpec parse_ct(const json& q, const std::string& origin) {
-  const std::string where = "quantization_config";
-  const std::string format = string_key(q, "format", "", origin, where);
-  HfQuantSpec s{.origin = origin};
-  if (format == "pack-quantized") {
-    s.kind = HfQuantSpec::Kind::kCtPacked;
-  } else if (format == "float-quantized") {
-    s.kind = HfQuantSpec::Kind::kCtFp8;
-  } else {
-    fail(ErrorKind::kUnsupported, "{}: compressed-tensors format '{}' (calq reads pack-quantized and float-quantized)",
-         origin, format);
-  }
-  const json& groups = key(q, "config_groups", origin, where);
-  if (!groups.is_object() || groups.size() != 1) {
-    fail(ErrorKind::kUnsupported, "{}: config_groups must hold one group (calq reads one scheme for every linear)", origin);
-  }
-  const std::string gname = groups.begin().key();
-  const json& g = groups.begin().value();
-  const std::string gwhere = "config_groups." + gname;
-  const json& w = key(g, "weights", origin, gwhere);
-  if (!w.is_object()) fail(ErrorKind::kFormat, "{}: {}.weights must be an object", origin, gwhere);
-  for (const auto& [k, v] : w.items()) {
-    if (!kCtArgs.contains(k)) fail(ErrorKind::kFormat, "{}: {}.weights has an unknown QuantizationArgs key '{}'", origin, gwhere, k);
-  }
-  for (const char* act : {"input_activations", "output_activations"}) {
-    if (g.contains(act) && !g[act].is_null()) {
-      fail(ErrorKind::kUnsupported, "{}: {}.{} is set (activation quantization); calq reads weight-only checkpoints",
-           origin, gwhere, act);
-    }
-  }
-  s.bits = static_cast<int>(int_key(w, "num_bits", origin, gwhere + ".weights"));
-  const std::string type = string_key(w, "type", "int", origin, gwhere + ".weights");
-  const std::string strategy = string_key(w, "strategy", "", origin, gwhere + ".weights");
-  s.symmetric = bool_key(w, "symmetric", true, origin, gwhere + ".weights");
-  if (bool_key(w, "dynamic", false, origin, gwhere + ".weights")) {
-    fail(ErrorKind::kUnsupported, "{}: {}.weights.dynamic is true", origin, gwhere);
-  }
-  if (s.kind == HfQuantSpec::Kind::kCtFp8) {
-    if (type != "float" || s.bits != 8 || !s.symmetric || (strategy != "channel" && strategy != "tensor")) {
-      fail(ErrorKind::kUnsupported, "{}: {}: calq reads float-quantized FP8 (8-bit float, symmetric) with channel or "
-           "tensor scales, not {} {}-bit {}", origin, gwhere, type, s.bits, strategy);
-    }
-    s.group = strategy == "channel" ? -1 : 0;
-  } else {
-    if (type != "int" || (s.bits != 4 && s.bits != 8)) {
-      fail(ErrorKind::kUnsupported, "{}: {}: calq reads pack-quantized int with 4 or 8 bits, not {} {}", origin, gwhere,
-           type, s.bits);
-    }
-    if (strategy == "group") {
-      s.group = int_key(w, "group_size", origin, gwhere + ".weights");
-      if (s.group <= 0) fail(ErrorKind::kFormat, "{}: {}.weights.group_size {} must be positive", origin, gwhere, s.group);
-    } else if (strategy == "channel") {
-      s.group = -1;
-    } else {
-      fail(ErrorKind::kUnsupported, "{}: {}: strategy '{}' (calq reads group and channel)", origin, gwhere, strategy);
-    }
-  }
-  if (const auto it = q.find("ignore"); it != q.end() && it->is_array()) {
-    for (const json& i : *it) {
-      if (i.is_string()) s.ignore.push_back(i.get<std::string>());
-    }
-  }
-  return s;
-}
 
 // Element values of a float tensor (F32/F16/BF16) as floats; kFormat naming it otherwise.
 std::vector<float> float_values(const io::SafetensorsModel& st, const std::string& name, const Shape& shape) {
@@ -215,35 +79,13 @@ LinearWeight dense_of(const std::vector<float>& w, int64_t rows, int64_t cols) {
 
 std::optional<HfQuantSpec> hf_quant_spec(const std::filesystem::path& folder) {
   const std::filesystem::path config_path = folder / "config.json";
-  json config;
-  try {
-    config = json::parse(read_text_file(config_path));
-  } catch (const json::exception& e) {
-    fail(ErrorKind::kFormat, "{}: not valid JSON: {}", config_path.string(), e.what());
+  if (std::optional<HfQuantSpec> s = io::parse_hf_quant_config(read_text_file(config_path), config_path.string())) {
+    return s;
   }
-  std::string origin = config_path.string();
-  json q;
-  if (config.is_object() && config.contains("quantization_config")) {
-    q = config["quantization_config"];
-  } else {
-    const std::filesystem::path qc = folder / "quantize_config.json";
-    std::error_code ec;
-    if (!std::filesystem::exists(qc, ec)) return std::nullopt;
-    origin = qc.string();
-    try {
-      q = json::parse(read_text_file(qc));
-    } catch (const json::exception& e) {
-      fail(ErrorKind::kFormat, "{}: not valid JSON: {}", origin, e.what());
-    }
-    if (q.is_object() && !q.contains("quant_method")) q["quant_method"] = "gptq";  // AutoGPTQ's own file
-  }
-  if (!q.is_object()) fail(ErrorKind::kFormat, "{}: quantization_config must be an object", origin);
-  const std::string method = string_key(q, "quant_method", "", origin, "quantization_config");
-  if (method == "gptq") return parse_gptq(q, origin);
-  if (method == "awq") return parse_awq(q, origin);
-  if (method == "compressed-tensors") return parse_ct(q, origin);
-  fail(ErrorKind::kUnsupported, "{}: quant_method '{}' is not one calq reads (gptq, awq, compressed-tensors)", origin,
-       method);
+  const std::filesystem::path qc = folder / "quantize_config.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(qc, ec)) return std::nullopt;
+  return io::parse_hf_quant_config(read_text_file(qc), qc.string(), /*quantize_config_file=*/true);
 }
 
 bool hf_quant_tensor_of(const HfQuantSpec& spec, std::string_view name, std::string* weight_name) {
