@@ -8,7 +8,7 @@
 // cols % 64 == 0, so a block never spans rows.
 //
 // Quantization (bitsandbytes' rules):
-//  * a_b = max |x| over block b; v = x · (1 / a_b) (a reciprocal, then a product, as the CUDA kernel);
+//  * a_b = max |x| over block b; v = x · (1 / max(a_b, 1e-38)) (a reciprocal, then a product, as the kernels);
 //    NF4 code = the nearest of the 16 NF4 levels, exact ties to the lower level (dQuantizeNF4's
 //    thresholds are the fp32 midpoints of the levels, compared with `>`). A block with a_b = 0 gets
 //    code 7 (level 0) everywhere, as bitsandbytes' default (PyTorch) backend gives (it clamps a_b to
@@ -17,7 +17,7 @@
 //  * offset m = mean of all a_b (calq: a double sum in block order rounded to fp32; torch's float
 //    reduction may differ in the last bit — the value is stored, so decoding is unaffected).
 //  * d_b = a_b − m (fp32); groups of 256 consecutive constants; s_g = max |d_b| over the group;
-//    u = d_b · (1 / s_g); nested code = dQuantize's binary search over the signed dynamic map below
+//    u = d_b · (1 / max(s_g, 1e-38)); nested code = dQuantize's binary search over the signed dynamic map below
 //    (nearest value; an exact midpoint goes to whichever neighbour the search ends on). s_g = 0: code
 //    127 (map value 0), as the default backend gives.
 // Dequantization (kDequantizeBlockwise, then `absmax += offset`, then the NF4 kernel; all fp32, three
@@ -57,6 +57,9 @@ constexpr int64_t kBlock = 64;
 constexpr int64_t kGroup = 256;
 constexpr size_t kBlockBytes = 33;
 constexpr size_t kMapBytes = 256 * 4;
+// bitsandbytes' default backend divides by max(absmax, 1e-38) (the CUDA kernel by absmax itself, the same
+// above 1e-38): a subnormal absmax gives finite quotients, not 0 · inf.
+constexpr float kTiny = 1e-38f;
 
 // bitsandbytes' NF4 table (get_4bit_type("nf4"), the CUDA kernel's nf4_dequantization_lut).
 constexpr float kLevels[16] = {
@@ -207,7 +210,7 @@ class Nf4BnbFormat final : public Format {
           std::memset(out, 0x77, kBlock / 2);
           continue;
         }
-        const float inv = 1.0f / am;
+        const float inv = 1.0f / std::max(am, kTiny);
         for (int64_t k = 0; k < kBlock; k += 2) {
           const uint8_t hi = nf4_code(x[k] * inv), lo = nf4_code(x[k + 1] * inv);
           out[k / 2] = static_cast<std::byte>((hi << 4) | lo);
@@ -227,7 +230,8 @@ class Nf4BnbFormat final : public Format {
     }
     for (int64_t i = 0; i < n; ++i) {
       const float sg = s[static_cast<size_t>(i / kGroup)];
-      const uint8_t q = sg == 0.0f ? uint8_t{127} : dynamic_code(map.data(), d[static_cast<size_t>(i)] * (1.0f / sg));
+      const uint8_t q =
+          sg == 0.0f ? uint8_t{127} : dynamic_code(map.data(), d[static_cast<size_t>(i)] * (1.0f / std::max(sg, kTiny)));
       dst[(i / nb) * rb + (i % nb) * kBlockBytes] = static_cast<std::byte>(q);
     }
     std::byte* trailer = dst + rows * rb;

@@ -124,9 +124,13 @@ TEST(Nf4Bnb, ZeroBlocksDecodeToZeroAndBitsPerWeight) {
   const Format& f = format_by_name("nf4-bnb");
   std::vector<float> x(256, 0.0f);
   for (int i = 128; i < 192; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i - 150);
+  x[192] = 1e-39f;  // a subnormal absmax: codes by 1/1e-38, finite, as bitsandbytes' default backend
+  x[193] = -1e-39f;
   std::vector<std::byte> q(f.tensor_bytes(2, 128));
   f.quantize_reference(x.data(), 2, 128, q);
   for (int i = 1; i < 33; ++i) EXPECT_EQ(static_cast<int>(q[static_cast<size_t>(i)]), 0x77);
+  EXPECT_EQ(static_cast<int>(q[66 + 33 + 1]), 0x86);  // 1e-39 · 1e38 = 0.1: level 8; −0.1: level 6 (−0.091)
+  EXPECT_EQ(static_cast<int>(q[66 + 33 + 2]), 0x77);
   std::vector<float> y(256);
   f.dequantize_rows(q.data(), 2, 128, 0, 2, y.data());
   for (int i = 0; i < 128; ++i) EXPECT_EQ(y[static_cast<size_t>(i)], 0.0f) << i;
