@@ -245,6 +245,39 @@ TEST(HfQuant, BitsandbytesTensorsStateAndRefusals) {
       EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
     }
   }
+  write_json(config_path, good);
+  // A quant state with blocks of 128 (bitsandbytes allows it; nf4-bnb has 64): refused naming the tensor.
+  const auto path = dir / "m" / "model.safetensors";
+  std::vector<io::TensorToWrite> tensors;
+  std::vector<std::vector<std::byte>> keep;
+  {
+    const io::SafetensorsFile f = io::SafetensorsFile::open(path, {.quantized = true});
+    for (const io::TensorInfo& info : f.tensors()) {
+      const Tensor t = f.tensor(info.name);
+      const auto* b = static_cast<const std::byte*>(t.data());
+      keep.emplace_back(b, b + (info.end - info.begin));
+      Shape shape = info.shape;
+      if (info.name == w + ".quant_state.bitsandbytes__nf4") {
+        std::string j(reinterpret_cast<const char*>(b), keep.back().size());
+        const std::string from = "\"blocksize\": 64,";
+        j.replace(j.find(from), from.size(), "\"blocksize\": 128,");
+        const auto* jb = reinterpret_cast<const std::byte*>(j.data());
+        keep.back().assign(jb, jb + j.size());
+        shape = {static_cast<int64_t>(j.size())};
+      }
+      tensors.push_back({.name = info.name, .dtype = info.dtype, .shape = shape, .data = keep.back()});
+    }
+    io::write_safetensors(dir / "m" / "new.safetensors", tensors, {{"format", "pt"}});
+  }
+  std::filesystem::rename(dir / "m" / "new.safetensors", path);
+  try {
+    load_hf_model(dir / "m", pool);
+    ADD_FAILURE() << "blocksize 128 accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUnsupported) << e.what();
+    EXPECT_NE(std::string(e.what()).find(w + ".quant_state.bitsandbytes__nf4"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("blocksize 128"), std::string::npos) << e.what();
+  }
   std::filesystem::remove_all(dir);
 }
 
