@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <span>
 
 #include "core/dtype.h"
@@ -209,8 +210,8 @@ State parse_state(const io::SafetensorsModel& st, const std::string& name, int64
     fail(ErrorKind::kFormat, "{}: shape {} but the config implies [{}, {}]", where, j["shape"].dump(), n, k);
   }
   const json& off = need("nested_offset");
-  if (!off.is_number() || !std::isfinite(off.get<double>())) {
-    fail(ErrorKind::kFormat, "{}: nested_offset {} is not a finite number", where, off.dump());
+  if (!off.is_number() || !(std::fabs(off.get<double>()) <= std::numeric_limits<float>::max())) {
+    fail(ErrorKind::kFormat, "{}: nested_offset {} is not a finite float32 number", where, off.dump());
   }
   return {.offset = static_cast<float>(off.get<double>())};
 }
