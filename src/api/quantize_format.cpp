@@ -121,7 +121,7 @@ model::HfQuantScheme export_scheme_of(const QuantizeJob& job, const pipeline::Mo
   if (job.export_scheme.empty()) return model::HfQuantScheme::kNone;
   const std::optional<model::HfQuantScheme> scheme = model::parse_hf_quant_scheme(job.export_scheme);
   if (!scheme || *scheme == model::HfQuantScheme::kNone) {
-    fail(ErrorKind::kInvalidArgument, "export_scheme '{}' is not one of gptq, gptq-v2, awq, compressed-tensors",
+    fail(ErrorKind::kInvalidArgument, "export_scheme '{}' is not one of gptq, gptq-v2, awq, compressed-tensors, bnb-nf4",
          job.export_scheme);
   }
   const std::string_view name = model::hf_quant_scheme_name(*scheme);

@@ -98,10 +98,10 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--out", flags->job.out, "Output GGUF file (with --export: the Hugging Face folder)")->required();
   cmd->add_option("--export", flags->job.export_scheme,
                   "Write a Hugging Face folder for vLLM/SGLang/transformers instead of a GGUF: gptq (checkpoint "
-                  "format v1), gptq-v2, awq (GEMM) or compressed-tensors; --format must be one the scheme holds "
-                  "(int formats with fp16 scales; gptq 2/3/4/8 bits, awq 4 bits in groups, compressed-tensors 4/8 "
-                  "bits or fp8-e4m3[-pt])")
-      ->check(CLI::IsMember({"gptq", "gptq-v2", "awq", "compressed-tensors"}));
+                  "format v1), gptq-v2, awq (GEMM), compressed-tensors or bnb-nf4 (transformers' bitsandbytes 4-bit); "
+                  "--format must be one the scheme holds (int formats with fp16 scales; gptq 2/3/4/8 bits, awq 4 bits "
+                  "in groups, compressed-tensors 4/8 bits or fp8-e4m3[-pt]; bnb-nf4: nf4-bnb)")
+      ->check(CLI::IsMember({"gptq", "gptq-v2", "awq", "compressed-tensors", "bnb-nf4"}));
   cmd->add_option("--max-shard-size", flags->max_shard_size,
                   "--export: safetensors shards of at most this size (bytes, or K/M/G in powers of 1024; default "
                   "5000000000, as save_pretrained)");

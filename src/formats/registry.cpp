@@ -14,6 +14,7 @@ FormatList make_float_formats();  // f16, bf16 (float.cpp)
 // Helpers add their family declarations here.
 FormatList make_int_formats();  // int<b>-<pt|pc|gN>-<sym|asym>[-f32] (int_format.cpp)
 FormatList make_nf4_formats();  // nf4, nf4-dq, fp4, fp4-dq (nf4.cpp)
+FormatList make_nf4_bnb_formats();  // nf4-bnb (nf4_bnb.cpp)
 FormatList make_fp8_formats();  // fp8-e4m3[-pt], fp8-e5m2[-pt] (fp8.cpp)
 FormatList make_mx_formats();   // mxfp4, nvfp4 (mx.cpp)
 FormatList make_gguf_legacy_formats();  // q4_0, q4_1, q5_0, q5_1, q8_0 (gguf_legacy.cpp)
@@ -50,6 +51,7 @@ const Registry& registry() {
     // Helpers add their family calls here.
     r.add(make_int_formats());
     r.add(make_nf4_formats());
+    r.add(make_nf4_bnb_formats());
     r.add(make_fp8_formats());
     r.add(make_mx_formats());
     r.add(make_gguf_legacy_formats());

@@ -22,7 +22,9 @@ enum class Dynamic { kNone, kFloat, kNeverClips, kFp8, kMx };
 Dynamic dynamic_kind(const Format& f) {
   const std::string& fam = f.traits().family;
   if (fam == "float") return Dynamic::kFloat;
-  if (fam == "nf4") return Dynamic::kNeverClips;  // nf4.cpp: the stored absmax is never below the true one
+  // nf4.cpp: the stored absmax is never below the true one; nf4_bnb.cpp: codes are chosen against the
+  // block's own absmax, so no code saturates (the double-quantized absmax only rescales the block).
+  if (fam == "nf4") return Dynamic::kNeverClips;
   if (fam == "fp8") return Dynamic::kFp8;
   if (fam == "mx") return Dynamic::kMx;
   return Dynamic::kNone;

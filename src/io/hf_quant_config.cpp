@@ -147,6 +147,52 @@ HfQuantSpec parse_ct(const json& q, const std::string& origin) {
   return s;
 }
 
+// bitsandbytes (transformers' BitsAndBytesConfig): 4-bit NF4 with double quantization only.
+bool flag(const json& q, const char* a, const char* b, const std::string& origin) {
+  for (const char* key : {a, b}) {
+    const auto it = q.find(key);
+    if (it == q.end() || it->is_null()) continue;
+    if (!it->is_boolean()) fail(ErrorKind::kFormat, "{}: quantization_config.{} must be true or false", origin, key);
+    return it->get<bool>();
+  }
+  return false;
+}
+
+std::string bnb_text(const json& q, const char* key, const std::string& fallback, const std::string& origin) {
+  const auto it = q.find(key);
+  if (it == q.end() || it->is_null()) return fallback;
+  if (!it->is_string()) fail(ErrorKind::kFormat, "{}: quantization_config.{} must be a string", origin, key);
+  return it->get<std::string>();
+}
+
+HfQuantSpec parse_bnb(const json& q, const std::string& origin) {
+  HfQuantSpec s{.kind = HfQuantSpec::Kind::kBnbNf4, .bits = 4, .group = 64, .symmetric = true, .origin = origin};
+  if (flag(q, "load_in_8bit", "_load_in_8bit", origin)) {
+    fail(ErrorKind::kUnsupported, "{}: quantization_config.load_in_8bit is true (LLM.int8() checkpoints); calq reads "
+         "bitsandbytes 4-bit NF4 checkpoints", origin);
+  }
+  if (!flag(q, "load_in_4bit", "_load_in_4bit", origin)) {
+    fail(ErrorKind::kUnsupported, "{}: quantization_config.load_in_4bit is not true; calq reads bitsandbytes 4-bit "
+         "NF4 checkpoints", origin);
+  }
+  if (const std::string t = bnb_text(q, "bnb_4bit_quant_type", "fp4", origin); t != "nf4") {
+    fail(ErrorKind::kUnsupported, "{}: quantization_config.bnb_4bit_quant_type '{}' (calq reads nf4)", origin, t);
+  }
+  if (!flag(q, "bnb_4bit_use_double_quant", "bnb_4bit_use_double_quant", origin)) {
+    fail(ErrorKind::kUnsupported, "{}: quantization_config.bnb_4bit_use_double_quant is not true (calq reads NF4 with "
+         "double quantization)", origin);
+  }
+  if (const std::string t = bnb_text(q, "bnb_4bit_quant_storage", "uint8", origin); t != "uint8") {
+    fail(ErrorKind::kUnsupported, "{}: quantization_config.bnb_4bit_quant_storage '{}' (calq reads uint8)", origin, t);
+  }
+  if (const auto it = q.find("llm_int8_skip_modules"); it != q.end() && it->is_array()) {
+    for (const json& m : *it) {
+      if (m.is_string()) s.ignore.push_back(m.get<std::string>());
+    }
+  }
+  return s;
+}
+
 }  // namespace
 
 std::optional<HfQuantSpec> parse_hf_quant_config(std::string_view text, const std::string& origin,
@@ -170,8 +216,9 @@ std::optional<HfQuantSpec> parse_hf_quant_config(std::string_view text, const st
   if (method == "gptq") return parse_gptq(q, origin);
   if (method == "awq") return parse_awq(q, origin);
   if (method == "compressed-tensors") return parse_ct(q, origin);
-  fail(ErrorKind::kUnsupported, "{}: quant_method '{}' is not one calq reads (gptq, awq, compressed-tensors)", origin,
-       method);
+  if (method == "bitsandbytes") return parse_bnb(q, origin);
+  fail(ErrorKind::kUnsupported, "{}: quant_method '{}' is not one calq reads (gptq, awq, compressed-tensors, "
+       "bitsandbytes)", origin, method);
 }
 
 }  // namespace calq::io

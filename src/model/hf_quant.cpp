@@ -1,5 +1,5 @@
-// GPTQ / AWQ / compressed-tensors checkpoints: writing calq's int and fp8 formats as their tensors and
-// config, and reading them back (see hf_quant.h).
+// GPTQ / AWQ / compressed-tensors / bitsandbytes checkpoints: writing calq's int, fp8 and nf4-bnb formats as
+// their tensors and config (bitsandbytes' in hf_quant_bnb.cpp), and reading them back (see hf_quant.h).
 #include "model/hf_quant.h"
 
 #include <fmt/format.h>
@@ -14,6 +14,7 @@
 #include "core/mapped_file.h"
 #include "formats/int_layout.h"
 #include "io/hf_quant_pack.h"
+#include "model/hf_quant_bnb.h"
 
 namespace calq::model {
 namespace {
@@ -42,13 +43,14 @@ std::string_view hf_quant_scheme_name(HfQuantScheme scheme) {
     case HfQuantScheme::kGptqV2: return "gptq-v2";
     case HfQuantScheme::kAwq: return "awq";
     case HfQuantScheme::kCompressedTensors: return "compressed-tensors";
+    case HfQuantScheme::kBnbNf4: return "bnb-nf4";
   }
   return "none";
 }
 
 std::optional<HfQuantScheme> parse_hf_quant_scheme(std::string_view name) {
   for (const HfQuantScheme s : {HfQuantScheme::kNone, HfQuantScheme::kGptq, HfQuantScheme::kGptqV2, HfQuantScheme::kAwq,
-                                HfQuantScheme::kCompressedTensors}) {
+                                HfQuantScheme::kCompressedTensors, HfQuantScheme::kBnbNf4}) {
     if (name == hf_quant_scheme_name(s)) return s;
   }
   return std::nullopt;
@@ -57,6 +59,15 @@ std::optional<HfQuantScheme> parse_hf_quant_scheme(std::string_view name) {
 std::string hf_quant_scheme_fits(HfQuantScheme scheme, const Format& format) {
   const std::string_view s = hf_quant_scheme_name(scheme);
   if (scheme == HfQuantScheme::kNone) return "";
+  if (scheme == HfQuantScheme::kBnbNf4) {
+    return format.name() == "nf4-bnb"
+               ? ""
+               : fmt::format("bnb-nf4 checkpoints hold nf4-bnb (NF4 with bitsandbytes' double quantization), not {}",
+                             format.name());
+  }
+  if (format.name() == "nf4-bnb") {
+    return fmt::format("nf4-bnb goes into bnb-nf4 checkpoints (bitsandbytes), not {}", s);
+  }
   if (is_fp8_e4m3(format)) {
     return scheme == HfQuantScheme::kCompressedTensors
                ? ""
@@ -86,7 +97,8 @@ std::string hf_quant_scheme_fits(HfQuantScheme scheme, const Format& format) {
         return fmt::format("calq writes compressed-tensors pack-quantized with 4 or 8 bits (vLLM's), not {}", l->bits);
       }
       return "";
-    case HfQuantScheme::kNone: break;
+    case HfQuantScheme::kNone:
+    case HfQuantScheme::kBnbNf4: break;
   }
   return "";
 }
@@ -97,6 +109,7 @@ std::vector<HfQuantTensor> hf_quant_tensors(HfQuantScheme scheme, const Quantize
   if (const std::string why = hf_quant_scheme_fits(scheme, f); !why.empty()) {
     fail(ErrorKind::kInvalidArgument, "tensor '{}.weight': {}", base, why);
   }
+  if (scheme == HfQuantScheme::kBnbNf4) return bnb::tensors(w, base);
   const int64_t n = w.rows, k = w.cols;
   std::vector<HfQuantTensor> out;
   if (is_fp8_e4m3(f)) {
@@ -136,7 +149,8 @@ std::vector<HfQuantTensor> hf_quant_tensors(HfQuantScheme scheme, const Quantize
       if (!sym) out.push_back({base + ".weight_zero_point", DType::kI32, {t.zero_rows, t.groups}, bytes_of(t.zero_point)});
       break;
     }
-    case HfQuantScheme::kNone: break;
+    case HfQuantScheme::kNone:
+    case HfQuantScheme::kBnbNf4: break;
   }
   return out;
 }
@@ -147,6 +161,10 @@ HfQuantConfigText hf_quant_config_json(HfQuantScheme scheme, const Format& forma
   }
   ordered_json q;
   HfQuantConfigText out;
+  if (scheme == HfQuantScheme::kBnbNf4) {
+    out.quantization_config = bnb::config().dump();
+    return out;
+  }
   if (is_fp8_e4m3(format)) {
     const bool per_tensor = format.name() == "fp8-e4m3-pt";
     ordered_json weights = {{"num_bits", 8},        {"type", "float"},       {"symmetric", true},
@@ -207,7 +225,8 @@ HfQuantConfigText hf_quant_config_json(HfQuantScheme scheme, const Format& forma
            {"global_compression_ratio", nullptr}};
       break;
     }
-    case HfQuantScheme::kNone: break;
+    case HfQuantScheme::kNone:
+    case HfQuantScheme::kBnbNf4: break;
   }
   out.quantization_config = q.dump();
   return out;

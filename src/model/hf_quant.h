@@ -1,6 +1,6 @@
-// Quantized Hugging Face checkpoints (GPTQ, AWQ, compressed-tensors): the tensors and
-// quantization_config that write_hf_model (hf_export.h) writes for a model quantized in calq's int
-// or fp8 formats, and the reading of such folders (calq's or other tools') by load_hf_model.
+// Quantized Hugging Face checkpoints (GPTQ, AWQ, compressed-tensors, bitsandbytes NF4): the tensors
+// and quantization_config that write_hf_model (hf_export.h) writes for a model quantized in calq's int,
+// fp8 or nf4-bnb formats, and the reading of such folders (calq's or other tools') by load_hf_model.
 // Layouts: io/hf_quant_pack.h; docs/formats.md, "Hugging Face quantized checkpoints".
 //
 // Schemes and the calq formats each takes (HfQuantScheme; hf_quant_scheme_fits says why not):
@@ -9,6 +9,9 @@
 //  * awq (GEMM): int4-{gN,pc,pt}-{sym,asym}; zero points always stored.
 //  * compressed-tensors: int{4,8}-{gN,pc,pt}-{sym,asym} as "pack-quantized"; fp8-e4m3 (channel scales)
 //    and fp8-e4m3-pt (one scale) as "float-quantized" FP8 weights (W8A16: no activation scheme).
+//  * bnb-nf4: nf4-bnb only (NF4 with bitsandbytes' double quantization), as transformers serializes a
+//    4-bit bitsandbytes model (hf_quant_bnb.h). Note the names: the packed weight keeps `<base>.weight`
+//    (U8), its state is `<base>.weight.absmax` etc.
 //
 // Contract of the writer side: hf_quant_tensors gives the checkpoint tensors of one linear, named
 // `base` + ".qweight" etc. (base = the Hugging Face weight name without ".weight"); dequantizing
@@ -44,9 +47,9 @@
 
 namespace calq::model {
 
-enum class HfQuantScheme { kNone, kGptq, kGptqV2, kAwq, kCompressedTensors };
+enum class HfQuantScheme { kNone, kGptq, kGptqV2, kAwq, kCompressedTensors, kBnbNf4 };
 
-// "gptq", "gptq-v2", "awq", "compressed-tensors" (and "none"); parse: nullopt when unknown.
+// "gptq", "gptq-v2", "awq", "compressed-tensors", "bnb-nf4" (and "none"); parse: nullopt when unknown.
 std::string_view hf_quant_scheme_name(HfQuantScheme scheme);
 std::optional<HfQuantScheme> parse_hf_quant_scheme(std::string_view name);
 
@@ -70,13 +73,15 @@ HfQuantConfigText hf_quant_config_json(HfQuantScheme scheme, const Format& forma
 using io::HfQuantSpec;  // io/hf_quant_config.h
 std::optional<HfQuantSpec> hf_quant_spec(const std::filesystem::path& folder);
 
-// Whether `name` is one of a quantized linear's tensors ("...q_proj.qweight"): its weight name
-// ("...q_proj.weight") into *weight_name.
+// Whether `name` is one of a quantized linear's tensors ("...q_proj.qweight", bitsandbytes'
+// "...q_proj.weight.absmax"): its weight name ("...q_proj.weight") into *weight_name. bitsandbytes'
+// packed weight itself is named "...q_proj.weight" (U8) and is not one of these.
 bool hf_quant_tensor_of(const HfQuantSpec& spec, std::string_view name, std::string* weight_name);
 
 // The linear whose Hugging Face weight name is `weight_name` ([rows, cols] = `expected`); nullopt for
 // a linear the checkpoint keeps in float (its ".weight" present in a float dtype: the head,
-// compressed-tensors' ignore list), which the caller reads as any float tensor.
+// compressed-tensors' ignore list, bitsandbytes' skipped modules), which the caller reads as any float
+// tensor.
 std::optional<LinearWeight> load_hf_quant_linear(const HfQuantSpec& spec, const io::SafetensorsModel& st,
                                   const std::string& weight_name, const Shape& expected, ThreadPool& pool);
 

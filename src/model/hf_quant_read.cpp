@@ -1,5 +1,5 @@
-// Reading GPTQ / AWQ / compressed-tensors checkpoints (see hf_quant.h): the config, then each linear
-// into calq's int or fp8 format.
+// Reading GPTQ / AWQ / compressed-tensors / bitsandbytes checkpoints (see hf_quant.h): the config, then each
+// linear into calq's int, fp8 or nf4-bnb format (bitsandbytes' in hf_quant_bnb.cpp).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -13,6 +13,7 @@
 #include "formats/int_layout.h"
 #include "io/hf_quant_pack.h"
 #include "model/hf_quant.h"
+#include "model/hf_quant_bnb.h"
 
 namespace calq::model {
 namespace {
@@ -96,6 +97,7 @@ bool hf_quant_tensor_of(const HfQuantSpec& spec, std::string_view name, std::str
   std::span<const std::string_view> suffixes = kGptq;
   if (spec.kind == HfQuantSpec::Kind::kCtPacked) suffixes = kCt;
   if (spec.kind == HfQuantSpec::Kind::kCtFp8) suffixes = kFp8;
+  if (spec.kind == HfQuantSpec::Kind::kBnbNf4) suffixes = bnb::kSuffixes;
   for (const std::string_view s : suffixes) {
     if (name.size() > s.size() && name.ends_with(s)) {
       if (weight_name != nullptr) *weight_name = std::string(name.substr(0, name.size() - s.size())) + ".weight";
@@ -108,6 +110,7 @@ bool hf_quant_tensor_of(const HfQuantSpec& spec, std::string_view name, std::str
 std::optional<LinearWeight> load_hf_quant_linear(const HfQuantSpec& spec, const io::SafetensorsModel& st, const std::string& weight_name,
                                   const Shape& expected, ThreadPool& pool) {
   (void)pool;
+  if (spec.kind == HfQuantSpec::Kind::kBnbNf4) return bnb::load_linear(spec, st, weight_name, expected);
   const std::string base = weight_name.substr(0, weight_name.size() - std::string_view(".weight").size());
   const int64_t n = expected[0], k = expected[1];
   const std::string folder = st.folder().string();
@@ -135,7 +138,8 @@ std::optional<LinearWeight> load_hf_quant_linear(const HfQuantSpec& spec, const 
     }
     case HfQuantSpec::Kind::kGptq:
     case HfQuantSpec::Kind::kAwq:
-    case HfQuantSpec::Kind::kCtPacked: break;
+    case HfQuantSpec::Kind::kCtPacked:
+    case HfQuantSpec::Kind::kBnbNf4: break;
   }
   const bool ct = spec.kind == HfQuantSpec::Kind::kCtPacked;
   const std::string first = base + (ct ? ".weight_packed" : ".qweight");

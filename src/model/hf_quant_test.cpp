@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -69,6 +70,7 @@ TEST(HfQuant, EverySchemeRoundTripsItsFormatsBitForBit) {
       {HfQuantScheme::kAwq, "int4-g64-sym"},         {HfQuantScheme::kCompressedTensors, "int4-g32-sym"},
       {HfQuantScheme::kCompressedTensors, "int4-g32-asym"}, {HfQuantScheme::kCompressedTensors, "int8-pc-asym"},
       {HfQuantScheme::kCompressedTensors, "fp8-e4m3"},      {HfQuantScheme::kCompressedTensors, "fp8-e4m3-pt"},
+      {HfQuantScheme::kBnbNf4, "nf4-bnb"},
   };
   const std::vector<int32_t> ids = {1, 5, 260, 17, 269};
   for (const auto& [scheme, format] : cases) {
@@ -79,6 +81,7 @@ TEST(HfQuant, EverySchemeRoundTripsItsFormatsBitForBit) {
     write_hf_model(m, folder, {.quant = scheme}, pool);
     const nlohmann::json config = read_json(folder / "config.json");
     ASSERT_TRUE(config.contains("quantization_config"));
+    EXPECT_EQ(inspect_hf_model(folder).parameter_count, m.parameter_count());
     EXPECT_EQ(std::filesystem::exists(folder / "quantize_config.json"),
               scheme == HfQuantScheme::kGptq || scheme == HfQuantScheme::kGptqV2);
     const Model back = load_hf_model(folder, pool);
@@ -192,6 +195,89 @@ TEST(HfQuant, ReaderErrorsNameTheFileKeyOrTensor) {
   c = good;
   c["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 32}};
   expect_error(c, {"weight_packed", "not part of"});  // a pack-quantized folder read as GPTQ
+  std::filesystem::remove_all(dir);
+}
+
+// bitsandbytes: transformers' names, dtypes and shapes, the packed quant state as Python's json.dumps
+// writes it, and the reader's refusals naming the key.
+TEST(HfQuant, BitsandbytesTensorsStateAndRefusals) {
+  ThreadPool pool(1);
+  const auto dir = testing::temp_dir("hf_quant");
+  const Model m = quantized_model("nf4-bnb", pool);
+  write_hf_model(m, dir / "m", {.quant = HfQuantScheme::kBnbNf4}, pool);
+  const io::SafetensorsModel st = io::SafetensorsModel::open_folder(dir / "m", {.quantized = true});
+  const std::string w = "model.layers.1.mlp.down_proj.weight";  // [64, 128]: 128 blocks, one nested group
+  const std::vector<std::tuple<std::string, DType, Shape>> want = {
+      {w, DType::kU8, {64 * 128 / 2, 1}},        {w + ".absmax", DType::kU8, {128}},
+      {w + ".quant_map", DType::kF32, {16}},      {w + ".nested_absmax", DType::kF32, {1}},
+      {w + ".nested_quant_map", DType::kF32, {256}}};
+  for (const auto& [name, dtype, shape] : want) {
+    ASSERT_TRUE(st.contains(name)) << name;
+    EXPECT_EQ(st.info(name).dtype, dtype) << name;
+    EXPECT_EQ(st.info(name).shape, shape) << name;
+  }
+  const QuantizedTensor& q = m.layers[1].w_down.quantized();
+  float offset;
+  std::memcpy(&offset, q.bytes.data() + 64 * q.format->row_bytes(128), 4);
+  const Tensor state = st.tensor(w + ".quant_state.bitsandbytes__nf4");
+  const std::string text(reinterpret_cast<const char*>(state.data()), static_cast<size_t>(state.numel()));
+  EXPECT_EQ(text, fmt::format("{{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": "
+                              "[64, 128], \"nested_blocksize\": 256, \"nested_dtype\": \"float32\", "
+                              "\"nested_offset\": {}}}", static_cast<double>(offset)));
+  EXPECT_EQ(static_cast<float>(nlohmann::json::parse(text)["nested_offset"].get<double>()), offset);
+  const auto config_path = dir / "m" / "config.json";
+  const nlohmann::json good = read_json(config_path);
+  EXPECT_EQ(good["quantization_config"]["quant_method"], "bitsandbytes");
+  EXPECT_EQ(good["quantization_config"]["bnb_4bit_quant_type"], "nf4");
+  EXPECT_EQ(good["quantization_config"]["bnb_4bit_use_double_quant"], true);
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"bnb_4bit_quant_type", "fp4"}, {"bnb_4bit_use_double_quant", false}, {"load_in_4bit", false},
+           {"load_in_8bit", true}, {"bnb_4bit_quant_storage", "bfloat16"}}) {
+    nlohmann::json c = good;
+    c["quantization_config"][key] = value;
+    if (key == "load_in_4bit") c["quantization_config"]["_load_in_4bit"] = false;
+    write_json(config_path, c);
+    try {
+      load_hf_model(dir / "m", pool);
+      ADD_FAILURE() << key << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kUnsupported) << e.what();
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  }
+  write_json(config_path, good);
+  // A quant state with blocks of 128 (bitsandbytes allows it; nf4-bnb has 64): refused naming the tensor.
+  const auto path = dir / "m" / "model.safetensors";
+  std::vector<io::TensorToWrite> tensors;
+  std::vector<std::vector<std::byte>> keep;
+  {
+    const io::SafetensorsFile f = io::SafetensorsFile::open(path, {.quantized = true});
+    for (const io::TensorInfo& info : f.tensors()) {
+      const Tensor t = f.tensor(info.name);
+      const auto* b = static_cast<const std::byte*>(t.data());
+      keep.emplace_back(b, b + (info.end - info.begin));
+      Shape shape = info.shape;
+      if (info.name == w + ".quant_state.bitsandbytes__nf4") {
+        std::string j(reinterpret_cast<const char*>(b), keep.back().size());
+        const std::string from = "\"blocksize\": 64,";
+        j.replace(j.find(from), from.size(), "\"blocksize\": 128,");
+        const auto* jb = reinterpret_cast<const std::byte*>(j.data());
+        keep.back().assign(jb, jb + j.size());
+        shape = {static_cast<int64_t>(j.size())};
+      }
+      tensors.push_back({.name = info.name, .dtype = info.dtype, .shape = shape, .data = keep.back()});
+    }
+    io::write_safetensors(dir / "m" / "new.safetensors", tensors, {{"format", "pt"}});
+  }
+  std::filesystem::rename(dir / "m" / "new.safetensors", path);
+  try {
+    load_hf_model(dir / "m", pool);
+    ADD_FAILURE() << "blocksize 128 accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUnsupported) << e.what();
+    EXPECT_NE(std::string(e.what()).find(w + ".quant_state.bitsandbytes__nf4"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("blocksize 128"), std::string::npos) << e.what();
+  }
   std::filesystem::remove_all(dir);
 }
 

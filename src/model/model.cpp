@@ -335,6 +335,13 @@ ModelSummary inspect_hf_model(const std::filesystem::path& folder) {
       }
       continue;
     }
+    if (quant && quant->kind == HfQuantSpec::Kind::kBnbNf4 && info.dtype == DType::kU8) {
+      // bitsandbytes keeps the packed weight under the weight's own name: count the weight's shape.
+      if (const auto parsed = parse_hf_tensor_name(*arch, name)) {
+        s.parameter_count += shape_numel(expected_shape(s.config, parsed->role));
+        continue;
+      }
+    }
     if (!(s.config.tie_word_embeddings && name == output_name)) s.parameter_count += shape_numel(info.shape);
   }
   sort_in_model_order(s.tensors, *arch, /*gguf=*/false);

@@ -289,7 +289,7 @@ PYBIND11_MODULE(_calq, m) {
       py::arg("max_memory") = 0, py::arg("json_out") = "", py::arg("threads") = 0, py::arg("force") = false,
       py::arg("progress") = py::none(), py::arg("expert_policy") = "natural", py::arg("expert_min_tokens") = 0,
       py::arg("export") = "", py::arg("max_shard_bytes") = calq::QuantizeJob{}.max_shard_bytes,
-      "Quantize a model into a GGUF file, or with export = gptq, gptq-v2, awq or compressed-tensors into a "
+      "Quantize a model into a GGUF file, or with export = gptq, gptq-v2, awq, compressed-tensors or bnb-nf4 into a "
       "Hugging Face folder for vLLM/SGLang/transformers (same options and recipes as `calq quantize`; "
       "expert_policy: natural, all or rtn-fallback for mixture-of-experts models)");
 

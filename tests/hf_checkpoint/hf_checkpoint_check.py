@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Independent checker of quantized Hugging Face checkpoints (GPTQ, AWQ, compressed-tensors) of llama-type
-models, written from the producing projects' published code, apart from calq's writers.
+"""Independent checker of quantized Hugging Face checkpoints (GPTQ, AWQ, compressed-tensors, bitsandbytes NF4)
+of llama-type models, written from the producing projects' published code, apart from calq's writers.
 
     python3 hf_checkpoint_check.py DIR [--against FILE.gguf] [--json]
 
@@ -49,7 +49,7 @@ Layout facts relied on (source of each in brackets; no code copied):
  [VM]   vLLM quantization/utils/marlin_utils.py: Marlin takes group sizes -1, 32, 64, 128 and per shard
         N % 64 == 0 (GPTQ_MARLIN_MIN_THREAD_N) and K % 128 == 0 (MIN_THREAD_K); gptq_marlin symmetric
         uint4b8/uint8b128 (qzeros unread), awq_marlin uint4/uint8 with zero points. Reported as notes.
-safetensors, GGUF and E4M3 facts: hf_readers.py.
+safetensors, GGUF and E4M3 facts: hf_readers.py; bitsandbytes NF4 (transformers' 4-bit serialization): hf_bnb.py.
 """
 import argparse
 import json
@@ -63,6 +63,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hf_readers import (E4M3, GGML_FLOAT, GGML_I8, Checkpoint, Problems,  # noqa: E402
                         read_gguf, to_f32, unpack_bits)
+import hf_bnb  # noqa: E402
 
 LINEARS = (("self_attn", "q_proj", "attn_q"), ("self_attn", "k_proj", "attn_k"), ("self_attn", "v_proj", "attn_v"),
            ("self_attn", "o_proj", "attn_output"), ("mlp", "gate_proj", "ffn_gate"), ("mlp", "up_proj", "ffn_up"),
@@ -414,8 +415,11 @@ class Checker:
             self.check_awq(qc)
         elif method == "compressed-tensors":
             self.check_ct(qc)
+        elif method == "bitsandbytes":
+            hf_bnb.check_bnb(self, qc)
         else:
-            self.problem(None, f"quantization_config.quant_method {method!r} is not gptq, awq or compressed-tensors")
+            self.problem(None, f"quantization_config.quant_method {method!r} is not gptq, awq, compressed-tensors "
+                         "or bitsandbytes")
         for name, gguf, shape in self.model.dense():
             self.tensor(name, FLOAT_DTYPES, shape)
         for name in sorted(set(self.ckpt.where) - self.expected):
@@ -480,6 +484,8 @@ class Checker:
         m = re.fullmatch(r"int(\d)-(pt|pc|g(\d+))-(sym|asym)(-f32)?", fmt)
         if bits == "fp8":
             ok = fmt == ("fp8-e4m3-pt" if group == 0 else "fp8-e4m3")
+        elif bits == "nf4-bnb":  # (blocksize, nested blocksize) of the quant state
+            ok = fmt == "nf4-bnb" and (group, sym) == (64, 256)
         elif m:
             fg = 0 if m.group(2) == "pt" else k if m.group(2) == "pc" else min(int(m.group(3)), k)
             ok = int(m.group(1)) == bits and fg == group and (sym is None or (m.group(4) == "sym") == sym) \
@@ -488,7 +494,7 @@ class Checker:
             ok = False
         if not ok:
             self.probs.add(where, prefix, f"calq format {fmt!r} is not the folder's quantization "
-                           f"(bits {bits}, group {group}, symmetric {sym}, 16-bit scales)")
+                           f"({bits}, group {group}, {sym}, k {k})")
 
 
 def gguf_reference(checker, path):

@@ -1,4 +1,5 @@
-"""pytest for hf_checkpoint_check.py (the independent checker of GPTQ / AWQ / compressed-tensors folders).
+"""pytest for hf_checkpoint_check.py (the independent checker of GPTQ / AWQ / compressed-tensors / bitsandbytes
+NF4 folders).
 
 a. Self-tests that need no calq writer: tiny llama folders packed here (by other means than the checker's
    unpacking: bit arrays through np.packbits, per-slot loops) must pass and equal the weights they were
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import hf_bnb  # noqa: E402
 import hf_checkpoint_check as hc  # noqa: E402
 import hf_readers as hr  # noqa: E402
 
@@ -199,6 +201,44 @@ def make_ct_fp8(folder, per_tensor=False, seed=4, scale_shape=None):
     return write_folder(folder, ct_config(w, "float-quantized", inp), tensors), ref, tensors
 
 
+def make_bnb(folder, seed=5, high_first=True, dtype="float32"):
+    """A bitsandbytes NF4 (double quantization) folder [hf_bnb.py's facts] and its reference weights, packed
+    here per element: element 2i of the flattened weight in the high nibble of byte i (low with
+    high_first=False, the broken order)."""
+    rng = np.random.default_rng(seed)
+    tensors, ref = dense_tensors(rng), {}
+    dmap = hf_bnb.DYNAMIC
+    for prefix, n, k in linears():
+        blocks = n * k // 64
+        codes = rng.integers(0, 16, n * k)
+        qcodes = rng.integers(0, 256, blocks).astype(np.uint8)
+        nested = rng.uniform(0.01, 0.1, -(-blocks // 256)).astype(np.float32)
+        offset = float(np.float32(rng.uniform(0.05, 0.2)))
+        w = np.empty(n * k, np.float32)
+        for i in range(n * k):
+            b = i // 64
+            absmax = np.float32(np.float32(dmap[qcodes[b]] * nested[b // 256]) + np.float32(offset))
+            w[i] = np.float32(hf_bnb.NF4[codes[i]] * absmax)
+        ref[prefix] = w.reshape(n, k)
+        first, second = (codes[0::2], codes[1::2]) if high_first else (codes[1::2], codes[0::2])
+        packed = ((first << 4) | second).astype(np.uint8).reshape(-1, 1)
+        state = {"quant_type": "nf4", "blocksize": 64, "dtype": dtype, "shape": [n, k], "nested_blocksize": 256,
+                 "nested_dtype": "float32", "nested_offset": offset}
+        w_name = prefix + ".weight"
+        tensors[w_name] = ("U8", packed)
+        tensors[w_name + ".absmax"] = ("U8", qcodes)
+        tensors[w_name + ".quant_map"] = ("F32", hf_bnb.NF4.copy())
+        tensors[w_name + ".nested_absmax"] = ("F32", nested)
+        tensors[w_name + ".nested_quant_map"] = ("F32", dmap.copy())
+        tensors[w_name + ".quant_state.bitsandbytes__nf4"] = ("U8", np.frombuffer(json.dumps(state).encode(), np.uint8))
+    qc = {"quant_method": "bitsandbytes", "_load_in_8bit": False, "_load_in_4bit": True, "llm_int8_threshold": 6.0,
+          "llm_int8_skip_modules": ["lm_head"], "llm_int8_enable_fp32_cpu_offload": False,
+          "llm_int8_has_fp16_weight": False, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+          "bnb_4bit_compute_dtype": "bfloat16", "bnb_4bit_quant_storage": "uint8", "load_in_4bit": True,
+          "load_in_8bit": False}
+    return write_folder(folder, qc, tensors), ref, tensors
+
+
 def problems(folder, ref=None):
     return hc.check(str(folder), reference=ref).probs.lines
 
@@ -245,6 +285,32 @@ def test_ct_fp8_good(tmp_path, per_tensor, scale_shape):
     folder, ref, _ = make_ct_fp8(tmp_path / "m", per_tensor, scale_shape=scale_shape)
     c = hc.check(str(folder), reference=ref)
     assert c.probs.lines == [] and all(r["equal"] for r in c.compared) and len(c.compared) == 7
+
+
+def test_bnb_dynamic_map_is_the_published_one():
+    # Entries of bitsandbytes' create_dynamic_map() as published dumps print them; 18 and 178 are among the 42
+    # that two-rounding linspace arithmetic would get one ulp off.
+    m = hf_bnb.DYNAMIC
+    assert m.dtype == np.float32 and m.shape == (256,) and np.all(np.diff(m) > 0)
+    assert m[127] == 0 and m[255] == 1 and np.array_equal(m[126::-1], -m[128:255])
+    for i, v in ((0, -0.992968738079071), (18, -0.7398437261581421), (64, -0.09859374910593033),
+                 (126, -5.500000384017767e-07), (178, 0.06484375149011612), (200, 0.23359374701976776)):
+        assert m[i] == np.float32(v), i
+
+
+def test_bnb_good(tmp_path):
+    folder, ref, _ = make_bnb(tmp_path / "m")
+    c = hc.check(str(folder), reference=ref)
+    assert c.probs.lines == []
+    assert c.family == "bitsandbytes" and len(c.compared) == 7 and all(r["equal"] for r in c.compared)
+
+
+def test_bnb_bf16_state_rounds_the_products(tmp_path):
+    folder, ref, _ = make_bnb(tmp_path / "m", dtype="bfloat16")
+    c = hc.check(str(folder), reference=ref)
+    assert c.probs.lines and all("differ" in line for line in c.probs.lines)  # the float32 reference is unrounded
+    w = c.weights["model.layers.0.self_attn.q_proj"]
+    assert np.all(w.view(np.uint32) & 0xFFFF == 0)
 
 
 def test_sharded_good_and_cli(tmp_path):
@@ -369,6 +435,23 @@ def test_ct_fp8_tensor_scale_shape(tmp_path):
     only(problems(folder), "weight_scale", "expected [1]")
 
 
+def test_bnb_nibble_order_swapped(tmp_path):
+    folder, ref, _ = make_bnb(tmp_path / "m", high_first=False)
+    only(problems(folder, ref), "model.layers.0.mlp.down_proj", "differ")
+
+
+def test_bnb_missing_nested_absmax_and_fp4_state(tmp_path):
+    folder, ref, tensors = make_bnb(tmp_path / "m")
+    del tensors["model.layers.0.mlp.up_proj.weight.nested_absmax"]
+    name = "model.layers.0.self_attn.k_proj.weight.quant_state.bitsandbytes__nf4"
+    state = json.loads(bytes(tensors[name][1]).decode())
+    state["quant_type"] = "fp4"
+    tensors[name] = ("U8", np.frombuffer(json.dumps(state).encode(), np.uint8))
+    write_safetensors(folder / "model.safetensors", tensors)
+    lines = only(problems(folder, ref), "up_proj.weight.nested_absmax", "missing")
+    only(lines, "k_proj.weight.quant_state.bitsandbytes__nf4", "quant_type 'fp4'")
+
+
 def test_unexpected_tensor_metadata_and_header(tmp_path):
     folder, _, tensors = make_awq(tmp_path / "m")
     tensors["model.layers.0.self_attn.q_proj.weight"] = ("F16", np.zeros((64, 64), np.float16))
@@ -417,7 +500,7 @@ def quantize(model, fmt, out, export=None):
     ("gptq-v2", "int4-g128-asym"), ("gptq-v2", "int2-g64-asym"), ("awq", "int4-g128-asym"),
     ("awq", "int4-g64-sym"), ("compressed-tensors", "int4-g128-sym"), ("compressed-tensors", "int4-g128-asym"),
     ("compressed-tensors", "int8-pc-sym"), ("compressed-tensors", "fp8-e4m3"),
-    ("compressed-tensors", "fp8-e4m3-pt")])
+    ("compressed-tensors", "fp8-e4m3-pt"), ("bnb-nf4", "nf4-bnb")])
 def test_export_equals_gguf(synth_model, tmp_path, scheme, fmt):
     gguf, out = tmp_path / "x.gguf", tmp_path / "out"
     for run in (quantize(synth_model, fmt, gguf), quantize(synth_model, fmt, out, scheme)):
