@@ -17,12 +17,13 @@ uint32_t bits(float f) {
 }
 
 TEST(DType, NamesRoundTrip) {
-  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kI32, DType::kI64, DType::kU8}) {
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kI32, DType::kI64, DType::kU8, DType::kF8E4M3}) {
     auto parsed = dtype_from_name(dtype_name(d));
     ASSERT_TRUE(parsed.has_value());
     EXPECT_EQ(*parsed, d);
   }
-  EXPECT_FALSE(dtype_from_name("F8_E4M3").has_value());
+  EXPECT_EQ(dtype_size(DType::kF8E4M3), 1u);
+  EXPECT_FALSE(dtype_from_name("F8_E5M2").has_value());
   EXPECT_EQ(dtype_size(DType::kBF16), 2u);
 }
 
