@@ -308,6 +308,7 @@ void write_hf_model(const Model& m, const std::filesystem::path& folder_in, cons
     if (quant_format != nullptr && is_packed_role(role)) {
       const LinearWeight& w = linear_of(m, role, layer, expert);
       const std::string name = hf_tensor_name(*m.arch, role, layer, expert);
+      assert(name.ends_with(".weight"));
       for (HfQuantTensor& t : hf_quant_tensors(options.quant, w.quantized(), name.substr(0, name.size() - 7))) {
         Item& it = items.emplace_back();
         it.name = std::move(t.name);
