@@ -49,7 +49,18 @@ std::span<const std::byte> raw(const io::SafetensorsModel& st, const std::string
 // Parts into calq's int format of the same layout (an -f32 variant for non-fp16 scales), or float32
 // when no int format fits (a group size calq does not register).
 // config_group: the config's group size (−1: one scale per row, calq's pc formats).
+// A checkpoint's scales must be finite (a NaN would run silently through every product).
+void check_scales(const IntTensorParts& p, const std::string& name) {
+  for (size_t i = 0; i < p.scales.size(); ++i) {
+    if (!std::isfinite(p.scales[i])) {
+      fail(ErrorKind::kFormat, "tensor '{}': output {} group {} has a non-finite scale", name,
+           i / static_cast<size_t>(p.groups()), i % static_cast<size_t>(p.groups()));
+    }
+  }
+}
+
 LinearWeight to_linear(const IntTensorParts& p, int64_t config_group, bool symmetric, const std::string& name) {
+  check_scales(p, name);
   const int64_t group = config_group == -1 ? 0 : p.group;
   const uint8_t half = static_cast<uint8_t>(1 << (p.bits - 1));
   const bool sym = symmetric || std::all_of(p.zeros.begin(), p.zeros.end(), [&](uint8_t z) { return z == half; });
@@ -166,7 +177,10 @@ std::optional<LinearWeight> load_hf_quant_linear(const HfQuantSpec& spec, const 
                         raw(st, need(base + ".qzeros"), DType::kI32, {groups, n * b / 32}),
                         float_values(st, need(base + ".scales"), {groups, n}),
                         raw(st, need(base + ".g_idx"), DType::kI32, {k}), g_idx, name);
-    if (!io::gidx_is_sequential(g_idx, group)) return dense_of(io::dequantize_with_gidx(p, g_idx), n, k);
+    if (!io::gidx_is_sequential(g_idx, group)) {
+      check_scales(p, name);
+      return dense_of(io::dequantize_with_gidx(p, g_idx), n, k);
+    }
     return to_linear(p, spec.group, spec.symmetric, name);
   }
   if (spec.kind == HfQuantSpec::Kind::kAwq) {
@@ -210,7 +224,10 @@ std::optional<LinearWeight> load_hf_quant_linear(const HfQuantSpec& spec, const 
     for (int32_t v : g_idx) {
       if (v < 0 || v >= groups) fail(ErrorKind::kFormat, "{}: '{}.weight_g_idx' holds group {} of {}", folder, base, v, groups);
     }
-    if (!io::gidx_is_sequential(g_idx, group)) return dense_of(io::dequantize_with_gidx(p, g_idx), n, k);
+    if (!io::gidx_is_sequential(g_idx, group)) {
+      check_scales(p, name);
+      return dense_of(io::dequantize_with_gidx(p, g_idx), n, k);
+    }
   }
   return to_linear(p, spec.group, spec.symmetric, name);
 }
