@@ -164,6 +164,35 @@ TEST(HfQuant, ActOrderGptqLoadsAsFloatByItsGroupIndex) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(HfQuant, NonFiniteScaleIsAFormatErrorNamingTheTensor) {
+  ThreadPool pool(1);
+  const auto dir = testing::temp_dir("hf_quant");
+  write_hf_model(quantized_model("int4-g32-sym", pool), dir / "m", {.quant = HfQuantScheme::kGptq}, pool);
+  const auto path = dir / "m" / "model.safetensors";
+  std::vector<io::TensorToWrite> tensors;
+  std::vector<std::vector<std::byte>> keep;
+  {
+    const io::SafetensorsFile f = io::SafetensorsFile::open(path, {.quantized = true});
+    keep.reserve(f.tensors().size());
+    for (const io::TensorInfo& info : f.tensors()) {
+      const Tensor t = f.tensor(info.name);
+      const auto* b = static_cast<const std::byte*>(t.data());
+      keep.emplace_back(b, b + (info.end - info.begin));
+      if (info.name == "model.layers.1.mlp.down_proj.scales") {
+        const uint16_t nan = 0x7e00;  // fp16 NaN, output 0 group 0
+        std::memcpy(keep.back().data(), &nan, 2);
+      }
+      tensors.push_back({.name = info.name, .dtype = info.dtype, .shape = info.shape, .data = keep.back()});
+    }
+    io::write_safetensors(dir / "m" / "new.safetensors", tensors, {{"format", "pt"}});
+  }
+  std::filesystem::rename(dir / "m" / "new.safetensors", path);
+  const std::string e = error_of([&] { load_hf_model(dir / "m", pool); });
+  EXPECT_NE(e.find("model.layers.1.mlp.down_proj.weight': output 0 group 0 has a non-finite scale"), std::string::npos)
+      << e;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(HfQuant, ReaderErrorsNameTheFileKeyOrTensor) {
   ThreadPool pool(1);
   const auto dir = testing::temp_dir("hf_quant");
