@@ -29,6 +29,7 @@
 
 #include "formats/float_gemm.h"
 #include "formats/format.h"
+#include "formats/nf4_levels.h"
 #include "formats/fp8.h"
 
 namespace calq {
@@ -37,39 +38,6 @@ namespace {
 constexpr int64_t kBlock = 64;
 constexpr int64_t kDqGroup = 256;
 
-// QLoRA's NF4 levels (bitsandbytes' published table), ascending; index 7 is exactly 0.
-constexpr float kNf4Levels[16] = {
-    -1.0f,
-    -0.6961928009986877f,
-    -0.5250730514526367f,
-    -0.39491748809814453f,
-    -0.28444138169288635f,
-    -0.18477343022823334f,
-    -0.09105003625154495f,
-    0.0f,
-    0.07958029955625534f,
-    0.16093020141124725f,
-    0.24611230194568634f,
-    0.33791524171829224f,
-    0.44070982933044434f,
-    0.5626170039176941f,
-    0.7229568362236023f,
-    1.0f,
-};
-
-struct Nf4Midpoints {
-  float m[15];
-  Nf4Midpoints() {
-    for (int i = 0; i < 15; ++i) m[i] = (kNf4Levels[i] + kNf4Levels[i + 1]) * 0.5f;
-  }
-};
-
-uint8_t nf4_code(float v) {
-  static const Nf4Midpoints mid;
-  uint8_t c = 0;
-  for (int i = 0; i < 15; ++i) c += v > mid.m[i] ? 1 : 0;  // ties go to the lower level
-  return c;
-}
 
 std::array<float, 16> level_table(bool nf4) {
   std::array<float, 16> t{};
@@ -282,6 +250,18 @@ FormatList make_nf4_formats() {
     for (bool dq : {false, true}) list.push_back(std::make_unique<QloraFormat>(nf4, dq));
   }
   return list;
+}
+
+// nf4_levels.h.
+uint8_t nf4_code(float v) {
+  static const std::array<float, 15> mid = [] {
+    std::array<float, 15> m{};
+    for (size_t i = 0; i < 15; ++i) m[i] = (kNf4Levels[i] + kNf4Levels[i + 1]) * 0.5f;
+    return m;
+  }();
+  uint8_t c = 0;
+  for (const float t : mid) c += v > t ? 1 : 0;  // ties go to the lower level
+  return c;
 }
 
 }  // namespace calq

@@ -48,6 +48,7 @@
 #include "formats/float_gemm.h"
 #include "formats/format.h"
 #include "formats/nf4_bnb.h"
+#include "formats/nf4_levels.h"
 
 namespace calq {
 
@@ -60,38 +61,6 @@ constexpr size_t kMapBytes = 256 * 4;
 // bitsandbytes' default backend divides by max(absmax, 1e-38) (the CUDA kernel by absmax itself, the same
 // above 1e-38): a subnormal absmax gives finite quotients, not 0 · inf.
 constexpr float kTiny = 1e-38f;
-
-// bitsandbytes' NF4 table (get_4bit_type("nf4"), the CUDA kernel's nf4_dequantization_lut).
-constexpr float kLevels[16] = {
-    -1.0f,
-    -0.6961928009986877f,
-    -0.5250730514526367f,
-    -0.39491748809814453f,
-    -0.28444138169288635f,
-    -0.18477343022823334f,
-    -0.09105003625154495f,
-    0.0f,
-    0.07958029955625534f,
-    0.16093020141124725f,
-    0.24611230194568634f,
-    0.33791524171829224f,
-    0.44070982933044434f,
-    0.5626170039176941f,
-    0.7229568362236023f,
-    1.0f,
-};
-
-uint8_t nf4_code(float v) {
-  // dQuantizeNF4's thresholds are these fp32 midpoints (checked equal); x > t picks the upper level.
-  static const std::array<float, 15> mid = [] {
-    std::array<float, 15> m{};
-    for (int i = 0; i < 15; ++i) m[static_cast<size_t>(i)] = (kLevels[i] + kLevels[i + 1]) * 0.5f;
-    return m;
-  }();
-  uint8_t c = 0;
-  for (float t : mid) c += v > t ? 1 : 0;
-  return c;
-}
 
 // dQuantize (non-stochastic): a binary search from pivot 127 with steps 64, 32, ..., 1, then the
 // nearer of the final value and the bracketing one; `x > midpoint` / `x < midpoint` decide.
@@ -137,7 +106,7 @@ class Nf4BnbLutCodec final : public LutRowCodec {
 
 std::array<float, 16> level_table() {
   std::array<float, 16> t{};
-  std::copy(std::begin(kLevels), std::end(kLevels), t.begin());
+  std::copy(std::begin(kNf4Levels), std::end(kNf4Levels), t.begin());
   return t;
 }
 
@@ -251,8 +220,8 @@ class Nf4BnbFormat final : public Format {
         float* y = out + (r - r0) * cols + j * kBlock;
         for (int64_t k = 0; k < kBlock / 2; ++k) {
           const auto b = static_cast<uint8_t>(in[k]);
-          y[2 * k] = kLevels[b >> 4] * scale;
-          y[2 * k + 1] = kLevels[b & 15] * scale;
+          y[2 * k] = kNf4Levels[b >> 4] * scale;
+          y[2 * k + 1] = kNf4Levels[b & 15] * scale;
         }
       }
     }
