@@ -34,6 +34,27 @@ bool is_fp8_e4m3(const Format& f) { return f.name() == "fp8-e4m3" || f.name() ==
 // The group size a config states for an int layout: the group, or −1 for one scale per row.
 int64_t config_group(const IntLayout& l) { return l.granularity == IntLayout::Granularity::kGroup ? l.group : -1; }
 
+// compressed-tensors' QuantizationArgs of the weights (the keys llm-compressor writes).
+ordered_json ct_weights(int bits, const char* type, bool symmetric, const json& group_size, const char* strategy) {
+  return {{"num_bits", bits},           {"type", type},         {"symmetric", symmetric},
+          {"group_size", group_size},   {"strategy", strategy}, {"block_structure", nullptr},
+          {"dynamic", false},           {"actorder", nullptr},  {"observer", "minmax"},
+          {"observer_kwargs", json::object()}};
+}
+
+// A compressed-tensors quantization_config: one weight-only group over every Linear but the head.
+ordered_json ct_config(const char* format, const ordered_json& weights) {
+  return {{"quant_method", "compressed-tensors"},
+          {"format", format},
+          {"quantization_status", "compressed"},
+          {"config_groups",
+           {{"group_0",
+             {{"targets", {"Linear"}}, {"weights", weights}, {"input_activations", nullptr}, {"output_activations", nullptr}}}}},
+          {"ignore", {"lm_head"}},
+          {"kv_cache_scheme", nullptr},
+          {"global_compression_ratio", nullptr}};
+}
+
 }  // namespace
 
 std::string_view hf_quant_scheme_name(HfQuantScheme scheme) {
@@ -167,19 +188,7 @@ HfQuantConfigText hf_quant_config_json(HfQuantScheme scheme, const Format& forma
   }
   if (is_fp8_e4m3(format)) {
     const bool per_tensor = format.name() == "fp8-e4m3-pt";
-    ordered_json weights = {{"num_bits", 8},        {"type", "float"},       {"symmetric", true},
-                            {"group_size", nullptr}, {"strategy", per_tensor ? "tensor" : "channel"},
-                            {"block_structure", nullptr}, {"dynamic", false}, {"actorder", nullptr},
-                            {"observer", "minmax"}, {"observer_kwargs", json::object()}};
-    q = {{"quant_method", "compressed-tensors"},
-         {"format", "float-quantized"},
-         {"quantization_status", "compressed"},
-         {"config_groups",
-          {{"group_0",
-            {{"targets", {"Linear"}}, {"weights", weights}, {"input_activations", nullptr}, {"output_activations", nullptr}}}}},
-         {"ignore", {"lm_head"}},
-         {"kv_cache_scheme", nullptr},
-         {"global_compression_ratio", nullptr}};
+    q = ct_config("float-quantized", ct_weights(8, "float", true, nullptr, per_tensor ? "tensor" : "channel"));
     out.quantization_config = q.dump();
     return out;
   }
@@ -204,25 +213,8 @@ HfQuantConfigText hf_quant_config_json(HfQuantScheme scheme, const Format& forma
       break;
     case HfQuantScheme::kCompressedTensors: {
       const bool grouped = l.granularity == IntLayout::Granularity::kGroup;
-      ordered_json weights = {{"num_bits", l.bits},
-                              {"type", "int"},
-                              {"symmetric", l.symmetric},
-                              {"group_size", grouped ? json(l.group) : json(nullptr)},
-                              {"strategy", grouped ? "group" : "channel"},
-                              {"block_structure", nullptr},
-                              {"dynamic", false},
-                              {"actorder", nullptr},
-                              {"observer", "minmax"},
-                              {"observer_kwargs", json::object()}};
-      q = {{"quant_method", "compressed-tensors"},
-           {"format", "pack-quantized"},
-           {"quantization_status", "compressed"},
-           {"config_groups",
-            {{"group_0",
-              {{"targets", {"Linear"}}, {"weights", weights}, {"input_activations", nullptr}, {"output_activations", nullptr}}}}},
-           {"ignore", {"lm_head"}},
-           {"kv_cache_scheme", nullptr},
-           {"global_compression_ratio", nullptr}};
+      q = ct_config("pack-quantized", ct_weights(l.bits, "int", l.symmetric, grouped ? json(l.group) : json(nullptr),
+                                                 grouped ? "group" : "channel"));
       break;
     }
     case HfQuantScheme::kNone:
