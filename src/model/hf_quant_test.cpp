@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <tuple>
 #include <nlohmann/json.hpp>
 
@@ -51,6 +52,28 @@ void expect_same_linears(const Model& a, const Model& b) {
       EXPECT_EQ(std::memcmp(x.quantized().bytes.data(), y.quantized().bytes.data(), x.quantized().bytes.size()), 0);
     }
   }
+}
+
+// Rewrites the safetensors file at `path` with tensor `name`'s bytes changed by `edit` (same dtype and
+// shape), as a broken or peer checkpoint would hold them.
+void rewrite_tensor(const std::filesystem::path& path, const std::string& name,
+                    const std::function<void(std::vector<std::byte>&)>& edit) {
+  std::vector<io::TensorToWrite> tensors;
+  std::vector<std::vector<std::byte>> keep;
+  {
+    const io::SafetensorsFile f = io::SafetensorsFile::open(path, {.quantized = true});
+    keep.reserve(f.tensors().size());
+    for (const io::TensorInfo& info : f.tensors()) {
+      const Tensor t = f.tensor(info.name);
+      const auto* b = static_cast<const std::byte*>(t.data());
+      keep.emplace_back(b, b + (info.end - info.begin));
+      if (info.name == name) edit(keep.back());
+      tensors.push_back({.name = info.name, .dtype = info.dtype, .shape = info.shape, .data = keep.back()});
+    }
+  }
+  const std::filesystem::path tmp = path.parent_path() / "rewritten.safetensors";
+  io::write_safetensors(tmp, tensors, {{"format", "pt"}});
+  std::filesystem::rename(tmp, path);
 }
 
 nlohmann::json read_json(const std::filesystem::path& p) {
@@ -133,25 +156,12 @@ TEST(HfQuant, ActOrderGptqLoadsAsFloatByItsGroupIndex) {
   write_hf_model(m, dir / "m", {.quant = HfQuantScheme::kGptq}, pool);
   // Rewrite q_proj of layer 0 with g_idx[k] = k % 2 (groups interleaved, as act-order checkpoints
   // have them): the loaded weight is dense, each input's value from its own group's scale.
-  const auto path = dir / "m" / "model.safetensors";
-  std::vector<io::TensorToWrite> tensors;
-  std::vector<std::vector<std::byte>> keep;
-  {
-    const io::SafetensorsFile f = io::SafetensorsFile::open(path, {.quantized = true});
-    for (const io::TensorInfo& info : f.tensors()) {
-      const Tensor t = f.tensor(info.name);
-      keep.emplace_back(static_cast<const std::byte*>(t.data()), static_cast<const std::byte*>(t.data()) + (info.end - info.begin));
-      if (info.name == "model.layers.0.self_attn.q_proj.g_idx") {
-        for (size_t k = 0; k < keep.back().size() / 4; ++k) {
-          const int32_t g = static_cast<int32_t>(k % 2);
-          std::memcpy(keep.back().data() + 4 * k, &g, 4);
-        }
-      }
-      tensors.push_back({.name = info.name, .dtype = info.dtype, .shape = info.shape, .data = keep.back()});
+  rewrite_tensor(dir / "m" / "model.safetensors", "model.layers.0.self_attn.q_proj.g_idx", [](std::vector<std::byte>& b) {
+    for (size_t k = 0; k < b.size() / 4; ++k) {
+      const int32_t g = static_cast<int32_t>(k % 2);
+      std::memcpy(b.data() + 4 * k, &g, 4);
     }
-    io::write_safetensors(dir / "m" / "new.safetensors", tensors, {{"format", "pt"}});
-  }
-  std::filesystem::rename(dir / "m" / "new.safetensors", path);
+  });
   const Model back = load_hf_model(dir / "m", pool);
   const LinearWeight& q = back.layers[0].wq;
   ASSERT_FALSE(q.is_quantized());
@@ -168,25 +178,10 @@ TEST(HfQuant, NonFiniteScaleIsAFormatErrorNamingTheTensor) {
   ThreadPool pool(1);
   const auto dir = testing::temp_dir("hf_quant");
   write_hf_model(quantized_model("int4-g32-sym", pool), dir / "m", {.quant = HfQuantScheme::kGptq}, pool);
-  const auto path = dir / "m" / "model.safetensors";
-  std::vector<io::TensorToWrite> tensors;
-  std::vector<std::vector<std::byte>> keep;
-  {
-    const io::SafetensorsFile f = io::SafetensorsFile::open(path, {.quantized = true});
-    keep.reserve(f.tensors().size());
-    for (const io::TensorInfo& info : f.tensors()) {
-      const Tensor t = f.tensor(info.name);
-      const auto* b = static_cast<const std::byte*>(t.data());
-      keep.emplace_back(b, b + (info.end - info.begin));
-      if (info.name == "model.layers.1.mlp.down_proj.scales") {
-        const uint16_t nan = 0x7e00;  // fp16 NaN, output 0 group 0
-        std::memcpy(keep.back().data(), &nan, 2);
-      }
-      tensors.push_back({.name = info.name, .dtype = info.dtype, .shape = info.shape, .data = keep.back()});
-    }
-    io::write_safetensors(dir / "m" / "new.safetensors", tensors, {{"format", "pt"}});
-  }
-  std::filesystem::rename(dir / "m" / "new.safetensors", path);
+  rewrite_tensor(dir / "m" / "model.safetensors", "model.layers.1.mlp.down_proj.scales", [](std::vector<std::byte>& b) {
+    const uint16_t nan = 0x7e00;  // fp16 NaN, output 0 group 0
+    std::memcpy(b.data(), &nan, 2);
+  });
   const std::string e = error_of([&] { load_hf_model(dir / "m", pool); });
   EXPECT_NE(e.find("model.layers.1.mlp.down_proj.weight': output 0 group 0 has a non-finite scale"), std::string::npos)
       << e;
