@@ -2,7 +2,10 @@
 //
 // Three forms, by which fields are set:
 //  * `mix` (GGUF in): one of llama.cpp's mixes (q4_k_m, q3_k_s, ...) or one type for every weight,
-//    optionally with an importance matrix (`imatrix`), as llama-quantize does.
+//    optionally with an importance matrix (`imatrix`), as llama-quantize does. A mix with a method
+//    chain other than "rtn", a recipe, calibration or a statistics file — or of a Hugging Face
+//    folder — runs the `format` form with the mix's type per tensor (rules still first), so GPTQ or
+//    AWQ write llama.cpp's mixes; `format`, a target and an imatrix are refused with it.
 //  * `format` (Hugging Face folder or GGUF in): any registered number format for the linear weights,
 //    a method chain or recipe (rtn, gptq, awq, smoothquant, rotate, ...), statistics from
 //    calibration (`calibration`) or a statistics file (`stats`), per-tensor `rules`.

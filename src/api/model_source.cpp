@@ -122,6 +122,18 @@ std::vector<int32_t> load_eval_ids(const std::string& path, const io::Tokenizer&
   return tokenizer.encode(text, /*add_special_tokens=*/false);
 }
 
+void check_disk_space(const std::filesystem::path& out, uint64_t need, std::string_view what) {
+  std::filesystem::path folder = std::filesystem::absolute(out).parent_path();
+  std::error_code ec;
+  const std::filesystem::space_info s = std::filesystem::space(folder, ec);
+  if (ec) return;  // unknown: the writes report a full disk themselves
+  if (s.available < need) {
+    constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+    fail(ErrorKind::kIo, "{}: {:.2f} GiB free, but {} needs about {:.2f} GiB; nothing was done", folder.string(),
+         static_cast<double>(s.available) / kGiB, what, static_cast<double>(need) / kGiB);
+  }
+}
+
 double peak_rss_mib() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);

@@ -75,4 +75,8 @@ std::vector<int32_t> load_eval_ids(const std::string& path, const io::Tokenizer&
 // Peak resident memory of this process so far, in MiB (getrusage).
 double peak_rss_mib();
 
+// Refuses before any work (kIo) when the file system that will hold `out` has fewer than `need`
+// bytes free, naming the folder and both sizes in GiB; `what` says what needs them.
+void check_disk_space(const std::filesystem::path& out, uint64_t need, std::string_view what);
+
 }  // namespace calq::api

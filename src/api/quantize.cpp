@@ -30,6 +30,16 @@ QuantizeReport run_form(const QuantizeJob& job) {
     fail(ErrorKind::kInvalidArgument, "export_scheme '{}' needs a format (int4-g128-sym, ...), not a mix",
          job.export_scheme);
   }
+  // A mix with calibration or a method runs the format form, typed per tensor by the mix.
+  const bool calibrated = job.method != "rtn" || !job.recipe.empty() || !job.calibration.text.empty() ||
+                          !job.stats.empty() || !job.method_options.empty();
+  if (calibrated || api::resolve_model(job.model).format == api::ModelFormat::kHfFolder) {
+    if (!job.imatrix.empty()) {
+      fail(ErrorKind::kInvalidArgument, "an imatrix goes with a plain mix; with a method or calibration, the "
+           "calibration gives the importance");
+    }
+    return api::quantize_format(job, report);
+  }
   return api::quantize_mix(job, report);
 }
 

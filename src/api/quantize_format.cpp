@@ -3,6 +3,7 @@
 // (pipeline/model_quantize.h); with a target, one exact rule per tensor from the bit allocation
 // (pipeline/bit_alloc.h, api/target_alloc.h).
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -61,8 +62,12 @@ quant::Recipe build_recipe(const QuantizeJob& job) {
 // The calq.recipe metadata: everything that decided the bytes, in one line.
 std::string recipe_text(const QuantizeJob& job, const pipeline::ModelQuantizeOptions& o, bool calibrated,
                         const pipeline::TargetAllocation* alloc) {
-  std::string r = fmt::format("method={};format={};observer={}", o.recipe.to_string(),
-                              alloc != nullptr && job.format.empty() ? "alloc" : o.format->name(), job.observer);
+  std::string r = fmt::format("method={};{};observer={}", o.recipe.to_string(),
+                              o.mix != nullptr ? "mix=" + o.mix->name
+                                               : "format=" + std::string(alloc != nullptr && job.format.empty()
+                                                                             ? "alloc"
+                                                                             : o.format->name()),
+                              job.observer);
   bool with_options = false;
   for (const auto& step : o.recipe.steps) with_options = with_options || !step.options.empty();
   if (with_options) r += ";steps=" + o.recipe.to_json()["steps"].dump();
@@ -113,6 +118,19 @@ pipeline::SensitivityFile measure_target_map(const QuantizeJob& job, const std::
   return pipeline::sensitivity_file_from_map(map, "the sensitivity map measured on " + t.sensitivity_text, job.model,
                                              t.sensitivity_text, recipe.to_string());
 }
+
+// The folder of a run's layer store, beside the output; removed with everything in it when the run
+// ends, written or not (the model may still map its files: unlinked files stay mapped).
+struct LayerStoreFolder {
+  std::filesystem::path path;
+  explicit LayerStoreFolder(const std::string& out) : path(fmt::format("{}.layers.tmp.{}", out, ::getpid())) {}
+  LayerStoreFolder(const LayerStoreFolder&) = delete;
+  LayerStoreFolder& operator=(const LayerStoreFolder&) = delete;
+  ~LayerStoreFolder() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
 
 // The checkpoint scheme of job.export_scheme (kNone for a GGUF), after the checks that need no model:
 // the scheme holds the format, and nothing asks for more than one format or for what a checkpoint
@@ -203,8 +221,17 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
     if (!t.sensitivity.empty()) sensitivity.emplace(pipeline::read_sensitivity_file(t.sensitivity));
   }
   // With a target and no format every linear weight gets an allocation rule; the first candidate
-  // only stands in as the main format the plan requires.
-  pipeline::ModelQuantizeOptions options{.format = job.format.empty() ? candidates.at(0) : &format_by_name(job.format)};
+  // only stands in as the main format the plan requires. A mix (quantize.cpp sends one here with a
+  // method or calibration) types every tensor itself; its main type stands in likewise.
+  const pipeline::QuantMix* mix = job.mix.empty() ? nullptr : &pipeline::mix_by_name(job.mix);
+  if (mix != nullptr && format_by_ggml_type(mix->default_type) == nullptr) {
+    fail(ErrorKind::kUnsupported, "mix {} has no calq format for its type", mix->name);
+  }
+  pipeline::ModelQuantizeOptions options{
+      .format = mix != nullptr           ? format_by_ggml_type(mix->default_type)
+                : job.format.empty() ? candidates.at(0)
+                                     : &format_by_name(job.format)};
+  options.mix = mix;
   for (const auto& rule : job.rules) options.rules.push_back(pipeline::parse_tensor_rule(rule));
   if (!job.head_format.empty()) options.head_format = &format_by_name(job.head_format);
   const std::unique_ptr<calib::Observer> observer = calib::make_observer(job.observer, {.percentile = job.percentile});
@@ -276,6 +303,18 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   if (scheme != model::HfQuantScheme::kNone) check_export_plan(job, plan, options);
   estimates = estimate_training_memory(options.recipe, m.model, job.calibration, pool.num_threads());
   check_max_memory(estimates, job.max_memory);
+  // Finished layers go to a store beside the output (pipeline/layer_store.h), removed at the end:
+  // the disk must hold it and the output together.
+  uint64_t quantized_bytes = 0, output_bytes = 0;
+  for (const pipeline::TensorAssignment& a : plan) {
+    const uint64_t b = a.format != nullptr ? a.format->tensor_bytes(a.rows, a.cols)
+                                           : static_cast<uint64_t>(a.rows * a.cols) * sizeof(float);
+    output_bytes += b;
+    if (a.format != nullptr && a.layer >= 0) quantized_bytes += b;
+  }
+  check_disk_space(job.out, output_bytes + quantized_bytes, fmt::format("{} (with its layer store)", job.out));
+  const LayerStoreFolder store(job.out);
+  options.layer_store = store.path;
 
   std::optional<io::CalibrationSet> set;
   if (!job.calibration.text.empty()) {
@@ -349,7 +388,8 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
     report("note", 0, 0, fmt::format("wrote {} checkpoint {}", model::hf_quant_scheme_name(scheme), job.out));
   }
 
-  out.description = fmt::format("{} ({})", alloc ? "bit allocation" : options.format->name(), options.recipe.to_string());
+  out.description = fmt::format("{} ({})", alloc ? "bit allocation" : mix != nullptr ? mix->name : options.format->name(),
+                                options.recipe.to_string());
   out.bits_per_weight = m.model.bits_per_weight();
   out.bytes_out = m.model.storage_bytes();
   out.n_tensors = static_cast<int64_t>(r.plan.size());

@@ -6,6 +6,7 @@
 #include <array>
 #include <cassert>
 #include <cmath>
+#include <functional>
 
 #include "core/error.h"
 #include "core/matmul.h"
@@ -180,34 +181,67 @@ void SiteStats::observe(const float* x, int64_t rows, [[maybe_unused]] int64_t c
   if (kinds_.contains(StatKind::kHistogram)) {
     histogram_.add(std::span<const float>(x, static_cast<size_t>(rows * cols_)));
   }
-  if (kinds_.contains(StatKind::kHessian)) observe_hessian(x, rows);
+  if (kinds_.contains(StatKind::kHessian)) add_hessian(x, rows, nullptr);
   rows_ += rows;
 }
 
-void SiteStats::observe_hessian(const float* x, int64_t rows) {
+void SiteStats::add_hessian(const float* x, int64_t rows, ThreadPool* pool) {
+  assert(kinds_.contains(StatKind::kHessian) && rows >= 0);
+  if (rows == 0) return;
   init_blas_threading();  // one BLAS thread: its blocking, and so the result, never varies
   const int64_t n = cols_;
+  const int64_t tiles = (n + kHessianTile - 1) / kHessianTile;
+  std::vector<std::pair<int64_t, int64_t>> pairs;  // upper tile pairs (I <= J), row-major
+  for (int64_t i = 0; i < tiles; ++i) {
+    for (int64_t j = i; j < tiles; ++j) pairs.emplace_back(i, j);
+  }
+  const auto for_pairs = [&](const std::function<void(int64_t, int64_t)>& fn) {
+    const auto run = [&](size_t p0, size_t p1) {
+      for (size_t p = p0; p < p1; ++p) fn(pairs[p].first * kHessianTile, pairs[p].second * kHessianTile);
+    };
+    if (pool == nullptr) {
+      run(0, pairs.size());
+    } else {
+      pool->parallel_for(0, pairs.size(), Grain{.min_items = 1}, run);
+    }
+  };
+  const auto width = [n](int64_t t0) { return std::min(kHessianTile, n - t0); };
+  double* h = hessian_.data();
   std::vector<double> block(static_cast<size_t>(std::min(rows, kHessianRowBlock) * n));
   for (int64_t r0 = 0; r0 < rows; r0 += kHessianRowBlock) {
     const int64_t k = std::min(kHessianRowBlock, rows - r0);
     const float* src = x + r0 * n;
     for (size_t i = 0; i < static_cast<size_t>(k * n); ++i) block[i] = static_cast<double>(src[i]);
-    // Upper triangle of C += Aᵀ A, A = the [k, n] block.
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<blasint>(n), static_cast<blasint>(k), 1.0,
-                block.data(), static_cast<blasint>(n), 1.0, hessian_.data(), static_cast<blasint>(n));
+    // H[I, J] += A[:, I]ᵀ A[:, J] for the block A = [k, n]; only the upper tiles are summed.
+    for_pairs([&](int64_t i0, int64_t j0) {
+      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(width(i0)),
+                  static_cast<blasint>(width(j0)), static_cast<blasint>(k), 1.0, block.data() + i0,
+                  static_cast<blasint>(n), block.data() + j0, static_cast<blasint>(n), 1.0, h + i0 * n + j0,
+                  static_cast<blasint>(n));
+    });
   }
-  // Mirror the upper triangle so the stored matrix is the full symmetric one.
-  for (int64_t i = 1; i < n; ++i) {
-    for (int64_t j = 0; j < i; ++j) hessian_[static_cast<size_t>(i * n + j)] = hessian_[static_cast<size_t>(j * n + i)];
-  }
+  // The lower triangle mirrors the upper one (a diagonal tile's own lower half included), so the
+  // stored matrix is exactly symmetric; each tile pair writes only its mirror.
+  for_pairs([&](int64_t i0, int64_t j0) {
+    for (int64_t i = i0; i < i0 + width(i0); ++i) {
+      for (int64_t j = std::max(j0, i + 1); j < j0 + width(j0); ++j) h[j * n + i] = h[i * n + j];
+    }
+  });
+}
+
+std::vector<double> SiteStats::take_hessian() {
+  assert(kinds_.contains(StatKind::kHessian));
+  kinds_ = kinds_.without(StatKind::kHessian);
+  return std::move(hessian_);
 }
 
 void SiteStats::merge(const SiteStats& other) {
-  assert(other.cols_ == cols_ && other.kinds_ == kinds_);
+  assert(other.cols_ == cols_ &&
+         (other.kinds_ == kinds_ || other.kinds_ == kinds_.without(StatKind::kHessian)));
   for (size_t c = 0; c < absmax_.size(); ++c) absmax_[c] = std::max(absmax_[c], other.absmax_[c]);
   for (size_t c = 0; c < sum_abs_.size(); ++c) sum_abs_[c] += other.sum_abs_[c];
   for (size_t c = 0; c < sum_sq_.size(); ++c) sum_sq_[c] += other.sum_sq_[c];
-  for (size_t c = 0; c < hessian_.size(); ++c) hessian_[c] += other.hessian_[c];
+  for (size_t c = 0; c < other.hessian_.size(); ++c) hessian_[c] += other.hessian_[c];
   if (kinds_.contains(StatKind::kHistogram)) histogram_.merge(other.histogram_);
   rows_ += other.rows_;
 }
@@ -288,24 +322,26 @@ void CalibrationStats::observe(int64_t layer, InputSite site, const float* x, in
 }
 
 namespace {
-// Adds every site of `from` into `into`: merged where present, copied where not.
+// Adds every site of `from` into `into`: merged where present, created with `kinds` where not.
 template <typename Map>
-void merge_sites(Map& into, const Map& from) {
+void merge_sites(Map& into, const Map& from, StatSet kinds) {
   for (const auto& [key, stats] : from) {
     auto it = into.find(key);
-    if (it == into.end()) {
+    if (it != into.end()) {
+      it->second.merge(stats);
+    } else if (stats.kinds() == kinds) {
       into.emplace(key, stats);
     } else {
-      it->second.merge(stats);
+      into.emplace(key, SiteStats(stats.cols(), kinds)).first->second.merge(stats);
     }
   }
 }
 }  // namespace
 
 void CalibrationStats::merge(const CalibrationStats& other) {
-  assert(other.kinds_ == kinds_);
-  merge_sites(sites_, other.sites_);
-  merge_sites(experts_, other.experts_);
+  assert(other.kinds_ == kinds_ || other.kinds_ == kinds_.without(StatKind::kHessian));
+  merge_sites(sites_, other.sites_, kinds_);
+  merge_sites(experts_, other.experts_, kinds_);
   for (const auto& [layer, counts] : other.routed_tokens) add_routed(layer, counts);
   samples += other.samples;
   if (seq_len == 0) seq_len = other.seq_len;
@@ -318,6 +354,17 @@ void CalibrationStats::merge(const CalibrationStats& other) {
 const SiteStats* CalibrationStats::find(int64_t layer, InputSite site) const {
   const auto it = sites_.find(Key{layer, site});
   return it == sites_.end() ? nullptr : &it->second;
+}
+
+SiteStats* CalibrationStats::find(int64_t layer, InputSite site) {
+  const auto it = sites_.find(Key{layer, site});
+  return it == sites_.end() ? nullptr : &it->second;
+}
+
+void CalibrationStats::add_hessian(int64_t layer, InputSite site, const float* x, int64_t rows, ThreadPool* pool) {
+  const auto it = sites_.find(Key{layer, site});
+  assert(it != sites_.end());
+  it->second.add_hessian(x, rows, pool);
 }
 
 std::vector<std::pair<int64_t, InputSite>> CalibrationStats::sites() const {
@@ -344,6 +391,12 @@ void CalibrationStats::observe_expert(const ExpertSite& where, const float* x, i
 const SiteStats* CalibrationStats::find_expert(const ExpertSite& where) const {
   const auto it = experts_.find(where);
   return it == experts_.end() ? nullptr : &it->second;
+}
+
+void CalibrationStats::add_expert_hessian(const ExpertSite& where, const float* x, int64_t rows, ThreadPool* pool) {
+  const auto it = experts_.find(where);
+  assert(it != experts_.end());
+  it->second.add_hessian(x, rows, pool);
 }
 
 std::vector<CalibrationStats::ExpertSite> CalibrationStats::expert_sites() const {

@@ -16,10 +16,17 @@
 // Determinism contract: observe() is serial — sums over rows in row order, in double; merge() adds
 // element-wise; maxima and histogram counts are exact in any order. So stats filled per
 // calibration sample (one observe() per sample and site, any thread) and merged in sample order
-// give the same bits for any thread count. The sums (and the Hessian, computed with OpenBLAS's
-// single-threaded dsyrk over blocks of kHessianRowBlock rows) depend on how rows are split into
-// observe() calls; the pipeline fixes that split (one call per sample), so results are still
-// reproducible bit for bit.
+// give the same bits for any thread count. The sums depend on how rows are split into observe()
+// calls; the pipeline fixes that split (one call per sample), so results are still reproducible
+// bit for bit.
+//
+// The Hessian is accumulated in place, H += xᵀx, in fixed tiles of kHessianTile × kHessianTile
+// (one OpenBLAS dgemm per upper tile pair and block of kHessianRowBlock rows, BLAS single-threaded),
+// so its bits depend only on the order of the calls and their rows, never on who computes a tile.
+// A Hessian is columns² doubles (1.6 GB for an 8B model's 14336-wide MLP input), so the
+// layer-sequential pipeline keeps one per site, not one per worker: its per-sample statistics are
+// collected without the Hessian (StatSet::without(kHessian)), merged in sample order, and each
+// sample's rows are then added with add_hessian(), tiles split over the pool.
 //
 // NaN/Inf: observe() asserts finite inputs. Callers check activations with
 // check_finite_activations() first, which reports them as a calq::Error.
@@ -37,6 +44,7 @@
 #include <vector>
 
 #include "calib/histogram.h"
+#include "core/thread_pool.h"
 #include "model/architecture.h"
 #include "model/block_topology.h"
 
@@ -90,8 +98,10 @@ class StatSet {
   uint8_t bits_ = 0;
 };
 
-// Rows per dsyrk call when accumulating the Hessian (bounds the double copy of the rows).
+// Rows per dgemm call when accumulating the Hessian (bounds the double copy of the rows), and the
+// tile width of the accumulation (contract above).
 inline constexpr int64_t kHessianRowBlock = 1024;
+inline constexpr int64_t kHessianTile = 256;
 
 // Throws kInvalidArgument naming the layer, site, token (row) and channel (column) of the first
 // non-finite value, e.g. "non-finite activation (nan) at layer 3 mlp_down input, token 17,
@@ -105,8 +115,16 @@ class SiteStats {
 
   // Adds `rows` rows of `cols` (== this->cols(), asserted) finite values (asserted), row-major.
   void observe(const float* x, int64_t rows, int64_t cols);
-  // Adds `other` (same cols and kinds, asserted).
+  // Adds `other` (same cols and kinds, asserted — or other's kinds are this one's without the
+  // Hessian: the Hessian's rows are then the caller's to add with add_hessian).
   void merge(const SiteStats& other);
+  // Adds Σ xᵀx of `rows` finite rows of cols() values to the Hessian only (rows() unchanged;
+  // asserts the kind), its tiles split over `pool` (nullptr: inline). observe() does the same
+  // inline.
+  void add_hessian(const float* x, int64_t rows, ThreadPool* pool);
+  // Moves the Hessian out (asserts the kind); the site then holds its kinds without kHessian. For a
+  // consumer that is the statistics' last reader (a layer's quantizer), so that it is not copied.
+  std::vector<double> take_hessian();
 
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
@@ -133,7 +151,6 @@ class SiteStats {
   friend bool operator==(const SiteStats&, const SiteStats&) = default;
 
  private:
-  void observe_hessian(const float* x, int64_t rows);
 
   int64_t cols_;
   StatSet kinds_;
@@ -154,12 +171,16 @@ class CalibrationStats {
   StatSet kinds() const { return kinds_; }
   // Creates the site on first use with `cols`; later calls must pass the same cols (asserted).
   void observe(int64_t layer, InputSite site, const float* x, int64_t rows, int64_t cols);
-  // Adds `other` (same kinds, asserted): sites are merged, missing ones created. Provenance:
+  // Adds `other` (same kinds, asserted, or this one's without the Hessian — the deferred Hessians of
+  // the contract above): sites are merged, missing ones created with this one's kinds. Provenance:
   // samples add up; calib_sha256 gains other's hashes not yet listed (order kept); model_name and
   // seq_len are taken from `other` only where this one's are empty/0; seed stays this one's.
   void merge(const CalibrationStats& other);
 
   const SiteStats* find(int64_t layer, InputSite site) const;
+  SiteStats* find(int64_t layer, InputSite site);
+  // SiteStats::add_hessian on a site that exists (merged before; asserted).
+  void add_hessian(int64_t layer, InputSite site, const float* x, int64_t rows, ThreadPool* pool);
   // In (layer, site) order, the output head last.
   std::vector<std::pair<int64_t, InputSite>> sites() const;
   size_t site_count() const { return sites_.size(); }
@@ -176,6 +197,7 @@ class CalibrationStats {
   };
   void observe_expert(const ExpertSite& where, const float* x, int64_t rows, int64_t cols);
   const SiteStats* find_expert(const ExpertSite& where) const;
+  void add_expert_hessian(const ExpertSite& where, const float* x, int64_t rows, ThreadPool* pool);
   std::vector<ExpertSite> expert_sites() const;  // in (layer, expert, site) order
   void add_expert_site(const ExpertSite& where, SiteStats stats);
   // Tokens the router sent to each expert (natural routing, whatever the statistics policy), by

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
@@ -217,6 +218,81 @@ TEST(CalibrationStatsTest, BitIdenticalForAnyThreadCount) {
   ASSERT_TRUE(a && b);
   EXPECT_EQ(0, std::memcmp(a->hessian().data(), b->hessian().data(), a->hessian().size_bytes()));
   EXPECT_EQ(0, std::memcmp(a->sum_sq().data(), b->sum_sq().data(), a->sum_sq().size_bytes()));
+}
+
+// The tiled accumulation over a width that is not a multiple of the tile and rows over two row
+// blocks: close to the naive sum, exactly symmetric, and the same bits inline and on 1 or 3 workers.
+TEST(SiteStatsTest, TiledHessianAnyPoolSameBitsAndNearNaive) {
+  const int64_t rows = kHessianRowBlock + 35, cols = kHessianTile + 45;
+  const auto x = testing::gaussian(static_cast<size_t>(rows * cols), 31, 2.0f);
+  SiteStats inl(cols, StatSet::all());
+  inl.observe(x.data(), rows, cols);
+  for (const size_t threads : {size_t{1}, size_t{3}}) {
+    ThreadPool pool(threads);
+    SiteStats s(cols, StatSet().with(StatKind::kHessian));
+    s.add_hessian(x.data(), rows, &pool);
+    EXPECT_EQ(s.rows(), 0);  // the Hessian only
+    EXPECT_EQ(0, std::memcmp(s.hessian().data(), inl.hessian().data(), inl.hessian().size_bytes())) << threads;
+  }
+  // Each entry is a sum of `rows` products: its rounding error is within rows·ε·Σ|x_i x_j| ≤
+  // rows·ε·sqrt(H_ii H_jj) (Cauchy–Schwarz), however the sum is ordered.
+  const Reference r = reference(x, rows, cols);
+  for (int64_t i = 0; i < cols; ++i) {
+    for (int64_t j = 0; j < cols; ++j) {
+      const double bound = static_cast<double>(rows) * 0x1p-52 *
+                           std::sqrt(r.hessian[static_cast<size_t>(i * cols + i)] * r.hessian[static_cast<size_t>(j * cols + j)]);
+      ASSERT_LE(std::fabs(inl.hessian()[i * cols + j] - r.hessian[static_cast<size_t>(i * cols + j)]), bound) << i << "," << j;
+    }
+  }
+  for (int64_t i = 0; i < cols; ++i) {
+    for (int64_t j = 0; j < i; ++j) ASSERT_EQ(inl.hessian()[i * cols + j], inl.hessian()[j * cols + i]) << i << "," << j;
+  }
+}
+
+// The pipeline's deferred Hessians: per-sample statistics without the Hessian, merged in sample
+// order, each sample's rows added after its merge. The Hessian is summed in place, as observing
+// every sample in turn on one CalibrationStats sums it (same bits); the other statistics are the
+// per-sample ones merged (same bits as merging per-sample statistics of every kind).
+TEST(CalibrationStatsTest, DeferredHessianEqualsObservingInTurn) {
+  const int64_t samples = 5, seq = 23, cols = 40;
+  const auto x = testing::gaussian(static_cast<size_t>(samples * seq * cols), 41);
+  const CalibrationStats::ExpertSite expert{2, 1, InputSite::kExpertIn};
+  CalibrationStats in_turn(StatSet::all());
+  CalibrationStats merged(StatSet::all());
+  CalibrationStats deferred(StatSet::all());
+  ThreadPool pool(2);
+  for (int64_t k = 0; k < samples; ++k) {
+    const float* xs = x.data() + k * seq * cols;
+    in_turn.observe(2, InputSite::kMlpIn, xs, seq, cols);
+    in_turn.observe_expert(expert, xs, seq - 3, cols);
+    CalibrationStats all(StatSet::all());
+    all.observe(2, InputSite::kMlpIn, xs, seq, cols);
+    all.observe_expert(expert, xs, seq - 3, cols);
+    merged.merge(all);
+    CalibrationStats one(StatSet::all().without(StatKind::kHessian));
+    one.observe(2, InputSite::kMlpIn, xs, seq, cols);
+    one.observe_expert(expert, xs, seq - 3, cols);
+    deferred.merge(one);
+    deferred.add_hessian(2, InputSite::kMlpIn, xs, seq, &pool);
+    deferred.add_expert_hessian(expert, xs, seq - 3, &pool);
+  }
+  using Sites = std::tuple<const SiteStats*, const SiteStats*, const SiteStats*>;
+  const auto& cd = deferred;
+  const auto& ct = in_turn;
+  const auto& cm = merged;
+  for (const auto& [d, t, m] : {Sites{cd.find(2, InputSite::kMlpIn), ct.find(2, InputSite::kMlpIn),
+                                      cm.find(2, InputSite::kMlpIn)},
+                                Sites{cd.find_expert(expert), ct.find_expert(expert), cm.find_expert(expert)}}) {
+    ASSERT_TRUE(d != nullptr && t != nullptr && m != nullptr);
+    EXPECT_TRUE(d->kinds() == StatSet::all());
+    EXPECT_EQ(d->rows(), m->rows());
+    EXPECT_EQ(0, std::memcmp(d->hessian().data(), t->hessian().data(), t->hessian().size_bytes()));
+    EXPECT_EQ(0, std::memcmp(d->sum_sq().data(), m->sum_sq().data(), m->sum_sq().size_bytes()));
+    EXPECT_EQ(0, std::memcmp(d->sum_abs().data(), m->sum_abs().data(), m->sum_abs().size_bytes()));
+    EXPECT_EQ(0, std::memcmp(d->absmax().data(), m->absmax().data(), m->absmax().size_bytes()));
+    EXPECT_EQ(d->histogram(), m->histogram());
+    EXPECT_NE(d->hessian()[0], 0.0);
+  }
 }
 
 TEST(CalibrationStatsTest, SitesOrderedHeadLastAndMergeCreatesMissing) {

@@ -5,14 +5,32 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "core/error.h"
 
 namespace calq {
+namespace {
+
+// The live mappings (start address -> size), so that release_mapped_pages can tell a mapped span
+// from heap memory, which MADV_DONTNEED would zero.
+struct Mappings {
+  std::mutex mutex;
+  std::map<uintptr_t, size_t> live;
+};
+Mappings& mappings() {
+  static Mappings m;
+  return m;
+}
+
+}  // namespace
 
 std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -33,11 +51,43 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
     }
   }
   ::close(fd);
+  if (data != nullptr) {
+    Mappings& m = mappings();
+    const std::lock_guard lock(m.mutex);
+    m.live.emplace(reinterpret_cast<uintptr_t>(data), size);
+  }
   return std::shared_ptr<const MappedFile>(new MappedFile(path, data, size));
 }
 
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(data_, size_);
+  if (data_ == nullptr) return;
+  {
+    Mappings& m = mappings();
+    const std::lock_guard lock(m.mutex);
+    m.live.erase(reinterpret_cast<uintptr_t>(data_));
+  }
+  ::munmap(data_, size_);
+}
+
+void release_mapped_pages(std::span<const std::byte> bytes) {
+  if (bytes.empty()) return;
+  const auto begin = reinterpret_cast<uintptr_t>(bytes.data());
+  const uintptr_t end = begin + bytes.size();
+  Mappings& m = mappings();
+  // Held across madvise so that the mapping cannot be unmapped (and the range reused) meanwhile.
+  const std::lock_guard lock(m.mutex);
+  auto it = m.live.upper_bound(begin);
+  if (it == m.live.begin()) return;
+  --it;
+  if (end > it->first + it->second) return;  // not (wholly) inside this mapping
+  // Whole pages around the span, within the mapping: a read-only private file mapping loses
+  // nothing to MADV_DONTNEED (the pages come back from the file), so a neighbour's share of an
+  // edge page is safe to drop too.
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = begin / page * page;  // mmap starts on a page
+  const uintptr_t last = std::min((end + page - 1) / page * page, (it->first + it->second + page - 1) / page * page);
+  // Advisory: a failure only leaves the pages resident.
+  ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 std::string read_text_file(const std::filesystem::path& path) {
@@ -72,6 +122,7 @@ void write_file_atomic_parts(const std::filesystem::path& path, std::span<const 
       }
       done += static_cast<size_t>(n);
     }
+    release_mapped_pages(bytes);  // a part read from a mapped file is done with (a model streamed out)
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     ::unlink(tmp.c_str());

@@ -29,6 +29,14 @@ class MappedFile {
   size_t size_;
 };
 
+// Drops the pages of `bytes` from this process's resident set when they lie inside a live
+// MappedFile (madvise MADV_DONTNEED on the whole pages inside the span; the next read faults them
+// in again from the file), and does nothing for any other memory, whose contents it never touches.
+// For code that streams through a memory-mapped model (a layer at a time, a tensor written out) and
+// must not let the pages it has finished with count as its memory: resident file pages are
+// reclaimable, but they are in the process's RSS all the same. Thread-safe.
+void release_mapped_pages(std::span<const std::byte> bytes);
+
 // Reads a whole (small) file into a string; throws calq::Error naming the path.
 std::string read_text_file(const std::filesystem::path& path);
 

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "io/gguf.h"
 
 namespace calq::io {
@@ -272,6 +273,7 @@ void emit(Sink& sink, const Plan& p, std::span<const GgufWriteTensor> tensors) {
   sink.write(p.header);
   for (size_t i = 0; i < tensors.size(); ++i) {
     sink.write(tensors[i].data);
+    release_mapped_pages(tensors[i].data);  // a view of a mapped file is done with (core/mapped_file.h)
     uint64_t pad = p.padded_sizes[i] - tensors[i].data.size();
     while (pad > 0) {
       const auto n = static_cast<size_t>(std::min<uint64_t>(pad, kZeros.size()));

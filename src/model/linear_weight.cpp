@@ -189,6 +189,12 @@ size_t LinearWeight::nbytes() const { return is_quantized() ? quant_.bytes.size(
 
 std::string LinearWeight::format_name() const { return is_quantized() ? quant_.format->name() : "f32"; }
 
+void LinearWeight::rebind_bytes(std::span<const std::byte> bytes, std::shared_ptr<const void> keep_alive) {
+  assert(is_quantized() && bytes.size() == quant_.bytes.size());
+  quant_.bytes = bytes;
+  quant_.keep_alive = std::move(keep_alive);
+}
+
 bool LinearWeight::same_storage(const LinearWeight& other) const {
   if (is_quantized() != other.is_quantized()) return false;
   if (is_quantized()) return quant_.bytes.data() == other.quant_.bytes.data();

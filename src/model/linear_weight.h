@@ -100,6 +100,10 @@ class LinearWeight {
   size_t nbytes() const;              // bytes held: float32 or encoded
   std::string format_name() const;    // "f32" or the format's registry name
   bool same_storage(const LinearWeight& other) const;
+  // The same encoded bytes, now held elsewhere (e.g. in a file written from them and mapped back):
+  // asserts is_quantized() and bytes.size() == quantized().bytes.size(); everything else (format,
+  // activation quantization and its counters, kernel choice) stays.
+  void rebind_bytes(std::span<const std::byte> bytes, std::shared_ptr<const void> keep_alive);
 
   // Rows [r0, r1) as float32 into out[(r1 − r0) × cols] (a copy for a dense weight).
   void rows_f32(int64_t r0, int64_t r1, float* out) const;

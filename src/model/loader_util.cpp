@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 
 namespace calq::model {
 
@@ -65,6 +66,10 @@ void check_finite(const QuantizedTensor& t, ThreadPool& pool, std::string_view o
           break;
         }
       }
+      // A view of a mapped file: checked pages leave the resident set, so that loading a model
+      // larger than memory keeps only what the run touches later (core/mapped_file.h).
+      const size_t rb = t.row_bytes();
+      release_mapped_pages(t.bytes.subspan(static_cast<size_t>(r0) * rb, static_cast<size_t>(r1 - r0) * rb));
     }
   });
   for (const int64_t i : first_bad) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <utility>
 
+#include "core/mapped_file.h"
 #include "core/stopwatch.h"
 #include "core/error.h"
 #include "model/architecture.h"
@@ -61,13 +62,38 @@ void LayerMethods::apply(int64_t l, model::LayerWeights& w, const calib::Calibra
                          const LayerStreams& streams) {
   // The layer's input sites, in forward order (model/block_topology.h).
   const model::BlockTopology& block = model::block_topology(config_);
-  // Dense float32 weights for the layer (the model may hold bf16 views of the file).
-  for (const model::SiteWiring& g : block.layer_sites)
-    for (const TensorRole role : g.consumers) w.linear(role) = w.linear(role).to_dense(pool_);
-
   Sites sites;
   for (const model::SiteWiring& g : block.layer_sites) {
     sites.emplace(g.site, quant::InputStats(layer_stats.find(l, g.site)));
+  }
+  apply_sites(l, w, sites, layer_stats, streams);
+}
+
+void LayerMethods::apply_taking_hessians(int64_t l, model::LayerWeights& w, calib::CalibrationStats& layer_stats,
+                                         const LayerStreams& streams) {
+  const model::BlockTopology& block = model::block_topology(config_);
+  Sites sites;
+  for (const model::SiteWiring& g : block.layer_sites) {
+    calib::SiteStats* s = layer_stats.find(l, g.site);
+    std::vector<double> hessian;
+    if (s != nullptr && s->kinds().contains(calib::StatKind::kHessian)) hessian = s->take_hessian();
+    quant::InputStats& in = sites.emplace(g.site, quant::InputStats(s)).first->second;
+    in.hessian = std::move(hessian);
+  }
+  apply_sites(l, w, sites, layer_stats, streams);
+}
+
+void LayerMethods::apply_sites(int64_t l, model::LayerWeights& w, Sites& sites,
+                               const calib::CalibrationStats& layer_stats, const LayerStreams& streams) {
+  // Dense float32 weights for the layer (the model may hold bf16 views of the file, whose pages
+  // the run is then done with: core/mapped_file.h).
+  for (const model::SiteWiring& g : model::block_topology(config_).layer_sites) {
+    for (const TensorRole role : g.consumers) {
+      model::LinearWeight& lw = w.linear(role);
+      const std::span<const std::byte> source = lw.is_quantized() ? lw.quantized().bytes : std::span<const std::byte>();
+      lw = lw.to_dense(pool_);
+      release_mapped_pages(source);
+    }
   }
 
   // The recipe is in stage order (quant/recipe.h): migration, then the weight quantizer, then

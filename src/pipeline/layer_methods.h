@@ -78,6 +78,10 @@ class LayerMethods {
   // reconstruction step only: it needs inputs and targets (else a kInvalidArgument Error).
   void apply(int64_t layer, model::LayerWeights& weights, const calib::CalibrationStats& layer_stats,
              const LayerStreams& streams = {});
+  // The same, moving the layer's block-site Hessians out of `layer_stats` instead of copying them
+  // (its last reader: an 8B layer's are 2 GB).
+  void apply_taking_hessians(int64_t layer, model::LayerWeights& weights, calib::CalibrationStats& layer_stats,
+                             const LayerStreams& streams);
 
   const std::vector<MethodEvent>& events() const { return events_; }
   double seconds_quantize() const { return seconds_quantize_; }
@@ -86,6 +90,8 @@ class LayerMethods {
 
  private:
   using Sites = std::map<model::InputSite, quant::InputStats>;
+  void apply_sites(int64_t layer, model::LayerWeights& weights, Sites& sites,
+                   const calib::CalibrationStats& layer_stats, const LayerStreams& streams);
   const TensorAssignment& assignment(int64_t layer, model::TensorRole role) const;
   void check_streams(const quant::MethodStep& step, int64_t layer, const LayerStreams& streams) const;
   void migrate(const quant::MethodStep& step, int64_t layer, model::LayerWeights& weights, Sites& sites);

@@ -9,6 +9,8 @@
 
 #include "core/stopwatch.h"
 #include "core/error.h"
+#include "core/mapped_file.h"
+#include "pipeline/layer_store.h"
 #include "formats/qtensor.h"
 #include "grad/fake_quant.h"
 #include "grad/fake_quant_int.h"
@@ -88,6 +90,38 @@ TensorRule parse_tensor_rule(const std::string& text) {
   return r;
 }
 
+namespace {
+
+// llama.cpp's mix over the tensors no rule placed, as llama-quantize would type them (mix.h): the
+// experts of a layer are its one stacked tensor there.
+void apply_mix(const QuantMix& mix, const model::Model& m, std::vector<TensorAssignment>& plan) {
+  const model::ModelConfig& c = m.config;
+  const ModelShape shape{.arch = std::string(m.arch->gguf_arch), .n_layer = c.num_layers, .n_head = c.num_heads,
+                         .n_head_kv = c.num_kv_heads, .n_expert = c.moe ? c.moe->num_experts : 0};
+  std::vector<MixTensor> tensors;
+  std::map<std::string, size_t, std::less<>> index;
+  for (const TensorAssignment& a : plan) {
+    if (index.contains(a.name)) continue;
+    index.emplace(a.name, tensors.size());
+    std::vector<int64_t> ne{a.cols, a.rows};
+    if (a.expert >= 0) ne.push_back(shape.n_expert);
+    tensors.push_back({.name = a.name, .ne = std::move(ne), .type = io::kGgmlF32});
+  }
+  const std::vector<TypeChoice> choices = assign_types(mix, shape, tensors);
+  for (TensorAssignment& a : plan) {
+    if (a.rule >= 0) continue;
+    const TypeChoice& t = choices[index.at(a.name)];
+    a.format = t.type == io::kGgmlF32 ? nullptr : format_by_ggml_type(t.type);
+    if (t.type != io::kGgmlF32 && a.format == nullptr) {
+      fail(ErrorKind::kUnsupported, "mix {}: tensor {} gets ggml type {}, which has no calq format", mix.name, a.name,
+           io::ggml_type_name(t.type));
+    }
+    a.fell_back = t.fell_back;
+  }
+}
+
+}  // namespace
+
 std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, const ModelQuantizeOptions& o) {
   assert(o.format != nullptr);
   const model::Architecture& arch = *m.arch;
@@ -137,6 +171,7 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
     }
   }
   if (!m.output.same_storage(m.embedding)) add(model::TensorRole::kOutput, -1, m.output);
+  if (o.mix != nullptr) apply_mix(*o.mix, m, plan);
 
   for (size_t i = 0; i < o.rules.size(); ++i) {
     bool used = false;
@@ -285,6 +320,7 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
     if (a.format == nullptr) return;  // stays as loaded (float)
     const auto t0 = std::chrono::steady_clock::now();
     const Tensor dense = w.to_dense(pool);
+    if (w.is_quantized()) release_mapped_pages(w.quantized().bytes);  // a view of the source file: done with it
     const bool with_importance = o.use_importance && !imp.empty();
     w = QuantizedTensor::quantize(pool, *a.format, dense.f32(), a.rows, a.cols,
                                   {.tensor_name = a.name, .importance = with_importance ? imp.data() : nullptr,
@@ -295,25 +331,38 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
     if (on_tensor) on_tensor({.tensor = &a, .used_importance = with_importance, .seconds = s});
   };
   LayerMethods methods(m.config, r.plan, recipe, o, pool);
-  const LayerQuantizer layer_quantizer = [&](int64_t l, model::LayerWeights& weights,
-                                             const calib::CalibrationStats& layer_stats, const LayerStreams& streams) {
-    const auto t0 = std::chrono::steady_clock::now();
-    methods.apply(l, weights, layer_stats, streams);
-    if (on_tensor) {
-      const double s = seconds_since(t0);
-      std::vector<const TensorAssignment*> layer_plan;
-      for (const auto& a : r.plan)
-        if (a.layer == l && a.format != nullptr) layer_plan.push_back(&a);
-      for (const TensorAssignment* a : layer_plan) {
-        on_tensor({.tensor = a, .used_importance = o.use_importance,
-                   .seconds = s / static_cast<double>(layer_plan.size())});
-      }
+  // Each quantized tensor of layer l, with an equal share of the layer's time.
+  const auto report_layer = [&](int64_t l, double seconds) {
+    if (!on_tensor) return;
+    std::vector<const TensorAssignment*> layer_plan;
+    for (const auto& a : r.plan)
+      if (a.layer == l && a.format != nullptr) layer_plan.push_back(&a);
+    for (const TensorAssignment* a : layer_plan) {
+      on_tensor({.tensor = a, .used_importance = o.use_importance,
+                 .seconds = seconds / static_cast<double>(layer_plan.size())});
     }
   };
+  // The layer's statistics are read by nothing after its quantizer: its Hessians move, not copy.
+  const LayerQuantizer layer_quantizer = [&](int64_t l, model::LayerWeights& weights,
+                                             calib::CalibrationStats& layer_stats, const LayerStreams& streams) {
+    const auto t0 = std::chrono::steady_clock::now();
+    methods.apply_taking_hessians(l, weights, layer_stats, streams);
+    report_layer(l, seconds_since(t0));
+  };
 
+  // Finished layers to files (layer_store.h): after the layer's last use in the pass.
+  std::optional<LayerStore> store;
+  if (!o.layer_store.empty()) store.emplace(o.layer_store);
+  const auto finish_layer = [&](int64_t l) {
+    if (store) store->store(l, m.layers[static_cast<size_t>(l)]);
+  };
   const calib::CalibrationStats* head_stats = stats;
   if (!samples.empty()) {
     SequentialOptions seq = sequential;
+    seq.on_layer = [&](const LayerProgress& p) {
+      finish_layer(p.layer);
+      if (sequential.on_layer) sequential.on_layer(p);
+    };
     for (const calib::StatKind k : required_stats(recipe).kinds()) seq.stats = seq.stats.with(k);
     seq.all_experts = seq.all_experts || (m.config.moe && o.expert_policy == ExpertPolicy::kAllExperts);
     seq.float_stream = seq.float_stream || needs_float_stream(recipe);
@@ -322,7 +371,10 @@ ModelQuantizeResult quantize_model(model::Model& m, const ModelQuantizeOptions& 
     head_stats = &r.calibration->stats;
   } else {
     for (int64_t l = 0; l < m.config.num_layers; ++l) {
-      layer_quantizer(l, m.layers[static_cast<size_t>(l)], stats != nullptr ? *stats : calib::CalibrationStats{}, {});
+      const auto t0 = std::chrono::steady_clock::now();
+      methods.apply(l, m.layers[static_cast<size_t>(l)], stats != nullptr ? *stats : calib::CalibrationStats{});
+      report_layer(l, seconds_since(t0));
+      finish_layer(l);
     }
   }
   r.seconds_quantize += methods.seconds_quantize();

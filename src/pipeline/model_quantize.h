@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <regex>
@@ -39,6 +40,7 @@
 #include "formats/format.h"
 #include "model/model.h"
 #include "pipeline/layer_methods.h"
+#include "pipeline/mix.h"
 #include "pipeline/sequential.h"
 #include "quant/recipe.h"
 
@@ -70,7 +72,7 @@ std::string_view expert_policy_name(ExpertPolicy policy);  // "natural", "all", 
 ExpertPolicy expert_policy_by_name(std::string_view name);
 
 struct ModelQuantizeOptions {
-  const Format* format = nullptr;       // main format (required)
+  const Format* format = nullptr;       // main format (required; with a mix, the mix's main type's)
   std::vector<TensorRule> rules;
   const Format* head_format = nullptr;  // nullptr: the default above
   const calib::Observer* observer = nullptr;  // nullptr: min-max
@@ -89,6 +91,14 @@ struct ModelQuantizeOptions {
   // fewest rows that give GPTQ a full-rank Hessian).
   ExpertPolicy expert_policy = ExpertPolicy::kNatural;
   int64_t expert_min_tokens = 0;
+  // Non-empty: each finished layer's quantized weights go to files in this folder (created if
+  // missing; layer_store.h) and the model holds them memory-mapped, so memory stays at about one
+  // layer whatever the model's size. The caller removes the folder once the model is written.
+  std::filesystem::path layer_store;
+  // llama.cpp's named mix (mix.h: q4_k_m, ...): every tensor no rule matches gets the type the mix
+  // gives it (its per-tensor rules and fallbacks, from the model's shape) instead of the main and
+  // head formats — so calibration methods (GPTQ, AWQ) write llama.cpp's mixes.
+  const QuantMix* mix = nullptr;
 };
 
 struct TensorAssignment {

@@ -1,4 +1,8 @@
 #include "pipeline/model_quantize.h"
+#include <filesystem>
+#include <cstring>
+#include "pipeline/layer_store.h"
+#include "io/safetensors.h"
 
 #include <gtest/gtest.h>
 
@@ -112,6 +116,46 @@ TEST(ModelQuantize, ImportanceCalibratedAndDeterministic) {
     outputs.push_back(all);
   }
   EXPECT_EQ(outputs[0], outputs[1]);
+}
+
+// A layer store (layer_store.h) changes where the finished layers' bytes live, not what they are:
+// the same bytes and the same logits as a run in memory, each layer's bytes inside its file.
+TEST(ModelQuantize, LayerStoreKeepsTheSameBytesInFiles) {
+  ThreadPool pool(2);
+  const auto dir = testing::temp_dir("mq_store");
+  std::vector<model::Model> models;
+  for (const bool stored : {false, true}) {
+    model::Model m = load_tiny_model(dir / (stored ? "a" : "b"), {.layers = 2}, pool);
+    const auto samples = make_samples(3, 12, m.config.vocab_size);
+    ModelQuantizeOptions o{.format = &format_by_name("int4-pc-sym"), .recipe = quant::parse_method_chain("gptq"),
+                           .act = ActivationScheme::kInt8PerToken};
+    if (stored) o.layer_store = dir / "store";
+    quantize_model(m, o, samples, {}, nullptr, nullptr, pool);
+    models.push_back(std::move(m));
+  }
+  for (int64_t l = 0; l < 2; ++l) {
+    const auto file = LayerStore(dir / "store").file(l);
+    ASSERT_TRUE(std::filesystem::exists(file)) << file;
+    const io::SafetensorsFile f = io::SafetensorsFile::open(file, {.quantized = true});
+    EXPECT_EQ(f.metadata().at("calq.layer"), std::to_string(l));
+    for (const model::TensorRole role : model::kLayerLinearRoles) {
+      const QuantizedTensor& a = models[0].layers[static_cast<size_t>(l)].linear(role).quantized();
+      const model::LinearWeight& bw = models[1].layers[static_cast<size_t>(l)].linear(role);
+      const QuantizedTensor& b = bw.quantized();
+      ASSERT_EQ(a.bytes.size(), b.bytes.size());
+      EXPECT_EQ(0, std::memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size())) << l << model::role_name(role);
+      const Tensor stored = f.tensor(model::role_name(role));
+      ASSERT_EQ(stored.bytes().size(), a.bytes.size());
+      EXPECT_EQ(0, std::memcmp(stored.bytes().data(), a.bytes.data(), a.bytes.size()));
+      EXPECT_EQ(f.metadata().at(std::string(model::role_name(role)) + ".format"), "int4-pc-sym");
+      // The activation scheme set during the layer's pass is still there.
+      EXPECT_EQ(bw.act_quant().kind, ActivationScheme::kInt8PerToken);
+    }
+  }
+  const auto ids = test_token_ids(20, models[0].config.vocab_size);
+  const Tensor la = model::forward(models[0], ids, pool);
+  const Tensor lb = model::forward(models[1], ids, pool);
+  EXPECT_EQ(0, std::memcmp(la.f32(), lb.f32(), la.numel() * sizeof(float)));
 }
 
 TEST(ModelQuantize, StatsFromAFileMatchTheModel) {

@@ -12,6 +12,14 @@
 namespace calq::pipeline {
 namespace {
 
+// One sample's input rows of a site whose Hessian is added after the sample's other statistics.
+struct HessianRows {
+  bool expert = false;  // an expert site (where.expert, where.site) or a block site (where.site)
+  calib::CalibrationStats::ExpertSite where;
+  int64_t rows = 0;
+  std::vector<float> x;  // [rows, cols]
+};
+
 // Runs fn(sample, slot) for every sample, one per worker at a time; `slot` (< batch) indexes
 // per-worker buffers. Returns after all ran; after each batch, after_batch(b0, b1) runs on the
 // calling thread (to merge per-sample results in sample order).
@@ -66,18 +74,42 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
   scratch.reserve(batch);
   for (size_t i = 0; i < batch; ++i) scratch.emplace_back(m.config, seq);
   std::vector<std::vector<float>> copies(second_pass ? batch : 0, std::vector<float>(second_pass ? stride : 0));
-  std::vector<calib::CalibrationStats> partial(batch, calib::CalibrationStats(o.stats));
+  // Per-sample statistics without the Hessian; each sample's Hessian rows are stashed and added to
+  // the one total in sample order, tiles over the pool (collectors.h: one Hessian per site, not one
+  // per worker).
+  const bool deferred = o.stats.contains(calib::StatKind::kHessian);
+  const calib::StatSet sample_kinds = o.stats.without(calib::StatKind::kHessian);
+  std::vector<calib::CalibrationStats> partial(batch, calib::CalibrationStats(sample_kinds));
+  std::vector<std::vector<HessianRows>> stash(batch);
+  const auto merge_sample = [&](calib::CalibrationStats& into, size_t slot) {
+    into.merge(partial[slot]);
+    for (const HessianRows& e : stash[slot]) {
+      if (e.expert) {
+        into.add_expert_hessian(e.where, e.x.data(), e.rows, &pool);
+      } else {
+        into.add_hessian(e.where.layer, e.where.site, e.x.data(), e.rows, &pool);
+      }
+    }
+    stash[slot].clear();
+  };
 
   // A hook observing each site of the model's block once (the first role that reads it), after a
   // finiteness check; a MoE layer's router input (moe_in) and each expert's inputs (expert_in,
   // expert_down) go to the expert statistics with the router's token counts.
   const model::BlockTopology& block = model::block_topology(m.config);
-  const auto make_hook = [&block](calib::CalibrationStats& into) {
-    return model::LinearHook([&into, &block](const model::LinearInput& in) {
+  const auto make_hook = [&block, deferred](calib::CalibrationStats& into, std::vector<HessianRows>& rows_of) {
+    return model::LinearHook([&into, &rows_of, &block, deferred](const model::LinearInput& in) {
       using model::TensorRole;
+      const auto keep = [&](bool expert, calib::CalibrationStats::ExpertSite where) {
+        if (deferred && in.rows > 0) {
+          rows_of.push_back({.expert = expert, .where = where, .rows = in.rows,
+                             .x = std::vector<float>(in.x, in.x + in.rows * in.cols)});
+        }
+      };
       if (in.role == TensorRole::kMoeRouter) {
         calib::check_finite_activations(in.x, in.rows, in.cols, in.layer, model::InputSite::kMoeIn);
         into.observe_expert({in.layer, -1, model::InputSite::kMoeIn}, in.x, in.rows, in.cols);
+        keep(true, {in.layer, -1, model::InputSite::kMoeIn});
         return;
       }
       if (in.expert >= 0) {
@@ -86,6 +118,7 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
             in.role == TensorRole::kExpertGate ? model::InputSite::kExpertIn : model::InputSite::kExpertDown;
         calib::check_finite_activations(in.x, in.rows, in.cols, in.layer, site);
         into.observe_expert({in.layer, in.expert, site}, in.x, in.rows, in.cols);
+        keep(true, {in.layer, in.expert, site});
         if (in.role == TensorRole::kExpertGate) {
           std::vector<int64_t> one(static_cast<size_t>(in.expert + 1), 0);
           one.back() = in.routed_rows >= 0 ? in.routed_rows : in.rows;
@@ -98,6 +131,7 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
       if (calib::site_roles(site, block).front() != in.role) return;
       calib::check_finite_activations(in.x, in.rows, in.cols, in.layer, site);
       into.observe(in.layer, site, in.x, in.rows, in.cols);
+      keep(false, {in.layer, -1, site});
     });
   };
 
@@ -113,8 +147,8 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
     for_each_sample(
         pool, n,
         [&](int64_t s, size_t slot) {
-          partial[slot] = calib::CalibrationStats(o.stats);
-          const model::LinearHook hook = make_hook(partial[slot]);
+          partial[slot] = calib::CalibrationStats(sample_kinds);
+          const model::LinearHook hook = make_hook(partial[slot], stash[slot]);
           float* h = &hidden[s * stride];
           if (second_pass) {
             std::memcpy(copies[slot].data(), h, stride * sizeof(float));
@@ -123,7 +157,7 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
           model::decoder_layer_forward(stats_config, weights, l, h, seq, scratch[slot], pool, &hook);
         },
         [&](int64_t b0, int64_t b1) {
-          for (int64_t s = b0; s < b1; ++s) layer_stats.merge(partial[static_cast<size_t>(s - b0)]);
+          for (int64_t s = b0; s < b1; ++s) merge_sample(layer_stats, static_cast<size_t>(s - b0));
         });
     progress.seconds_stats = seconds_since(t0);
 
@@ -168,13 +202,13 @@ SequentialResult run_layer_sequential(model::Model& m, std::span<const std::vect
   for_each_sample(
       pool, n,
       [&](int64_t s, size_t slot) {
-        partial[slot] = calib::CalibrationStats(o.stats);
+        partial[slot] = calib::CalibrationStats(sample_kinds);
         model::final_norm_rows(m, &hidden[s * stride], seq, normed[slot].data(), pool);
-        const model::LinearHook hook = make_hook(partial[slot]);
+        const model::LinearHook hook = make_hook(partial[slot], stash[slot]);
         hook(model::LinearInput{-1, model::TensorRole::kOutput, normed[slot].data(), seq, hs});
       },
       [&](int64_t b0, int64_t b1) {
-        for (int64_t s = b0; s < b1; ++s) r.stats.merge(partial[static_cast<size_t>(s - b0)]);
+        for (int64_t s = b0; s < b1; ++s) merge_sample(r.stats, static_cast<size_t>(s - b0));
       });
   r.seconds_forward += seconds_since(t0);
   r.stats.samples = n;

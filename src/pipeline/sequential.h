@@ -20,11 +20,12 @@
 // is observed; the head itself is left to the caller.
 //
 // Memory: the statistics of the layers so far (of one layer without keep_layer_stats; a layer's
-// Hessians are columns² doubles per site, per worker while collected), the hidden states of all
-// samples (samples × seq_len × hidden float32; twice that with float_stream, whose hidden states
-// are as many) plus, per worker, one sample's copy and the layer's scratch, plus one layer's
-// weights in float32 while the quantizer converts them; the model's weights may stay in their
-// stored dtype (HfLoadOptions).
+// Hessians are columns² doubles per site, one per site: each worker keeps only its sample's
+// inputs of the sites until the Hessians are added in sample order — calib/collectors.h), the
+// hidden states of all samples (samples × seq_len × hidden float32; twice that with float_stream,
+// whose hidden states are as many) plus, per worker, one sample's copy and the layer's scratch,
+// plus one layer's weights in float32 while the quantizer converts them; the model's weights may
+// stay in their stored dtype (HfLoadOptions).
 //
 // Determinism: samples run in parallel, one per worker, each forward pass single-threaded inside;
 // statistics are merged in sample order; the quantizer is called on the calling thread. So the
@@ -52,9 +53,10 @@ struct LayerStreams {
 
 // Quantizes (replaces) the linear weights of `layer` given the statistics of its sites
 // (`layer_stats` holds only layer `layer`) and its streams. Called on the calling thread; may use
-// the pool.
+// the pool. It may move Hessians out of `layer_stats` (SiteStats::take_hessian) rather than copy
+// them; with keep_layer_stats, what it leaves is what is kept.
 using LayerQuantizer = std::function<void(int64_t layer, model::LayerWeights& weights,
-                                          const calib::CalibrationStats& layer_stats, const LayerStreams& streams)>;
+                                          calib::CalibrationStats& layer_stats, const LayerStreams& streams)>;
 
 struct LayerProgress {
   int64_t layer = 0;

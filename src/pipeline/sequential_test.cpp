@@ -35,7 +35,7 @@ model::Model tiny(const std::string& tag, ThreadPool& pool, int64_t layers = 3) 
 const LayerQuantizer& int8_quantizer(ThreadPool& pool) {
   static const Format& f = format_by_name("int8-pc-sym");
   static LayerQuantizer q;
-  q = [&pool](int64_t, model::LayerWeights& w, const calib::CalibrationStats&, const LayerStreams&) {
+  q = [&pool](int64_t, model::LayerWeights& w, calib::CalibrationStats&, const LayerStreams&) {
     for (const auto role : {model::TensorRole::kAttnQ, model::TensorRole::kAttnK, model::TensorRole::kAttnV,
                             model::TensorRole::kAttnOut, model::TensorRole::kMlpGate, model::TensorRole::kMlpUp,
                             model::TensorRole::kMlpDown}) {
@@ -109,7 +109,7 @@ TEST(LayerSequential, DroppingLayerStatisticsKeepsTheHeadsAndTheWeights) {
     const auto samples = make_samples(5, 10, m.config.vocab_size);
     int64_t seen = 0;
     const LayerQuantizer& int8 = int8_quantizer(pool);
-    const LayerQuantizer check = [&](int64_t layer, model::LayerWeights& w, const calib::CalibrationStats& layer_stats,
+    const LayerQuantizer check = [&](int64_t layer, model::LayerWeights& w, calib::CalibrationStats& layer_stats,
                                      const LayerStreams& streams) {
       EXPECT_NE(layer_stats.find(layer, model::InputSite::kAttnIn), nullptr);
       ++seen;
@@ -223,7 +223,7 @@ TEST(LayerSequential, FloatStreamCarriesTheFloatModelsOutputs) {
   const LayerQuantizer& int8 = int8_quantizer(pool);
   std::vector<float> previous_input;
   int64_t calls = 0;
-  const LayerQuantizer check = [&](int64_t l, model::LayerWeights& w, const calib::CalibrationStats& st,
+  const LayerQuantizer check = [&](int64_t l, model::LayerWeights& w, calib::CalibrationStats& st,
                                    const LayerStreams& streams) {
     ++calls;
     EXPECT_EQ(streams.samples, 3);
