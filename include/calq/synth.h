@@ -7,9 +7,16 @@
 // 5 GB), tokenizer.json and tokenizer_config.json, and loads with calq and transformers alike; the
 // GGUF (llama.cpp's layout, `gguf_type` "f32", "f16" or "bf16" for the matrices, norms and biases
 // F32) carries the tokenizer converted as llama.cpp's converter would, so llama.cpp loads it. With
-// dtype "bf16" the weights are bf16 numbers, which an F32 GGUF holds exactly.
+// dtype "bf16" the weights are bf16 numbers, which an F32 GGUF holds exactly. `weights` "outliers"
+// draws them with the structure of trained models (row scales, outlier columns, norms whose few
+// recurring channels are 10-50× the others: src/model/synth.h); "uniform" keeps the bytes of before.
+// Memory: the folder is written tensor by tensor, never holding the model (about the largest
+// tensor: 1 GB for Llama-3-8B's shapes in bf16), with a "tensor" progress line per tensor; the GGUF
+// is made from the whole model in float32, so a job with `gguf` is refused up front when that
+// (4 bytes a parameter) exceeds the memory available (MemAvailable in /proc/meminfo).
 // Errors (nothing written): an unknown architecture, hyper-parameters that do not fit together
-// (the message names the field), an existing output without `force`.
+// (the message names the field), an unknown `weights`, an existing output without `force`, a GGUF
+// that would not fit in memory.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +57,7 @@ struct SynthJob {
   std::optional<bool> norm_topk_prob;
   uint64_t seed = 0;
   std::string dtype = "f32";  // of the Hugging Face folder (and of the weights): "f32" or "bf16"
+  std::string weights = "uniform";  // "uniform" or "outliers" (src/model/synth.h)
   std::string out;            // Hugging Face folder to write (required)
   std::string gguf;           // GGUF file to write too ("" = none)
   std::string gguf_type = "f32";  // matrices of the GGUF: "f32", "f16" or "bf16"

@@ -1,11 +1,14 @@
 // calq::synthesize (calq/synth.h): a synthetic model (model/synth.h) written as a Hugging Face
-// folder (model/hf_export.h) and, on request, as a GGUF file (model/gguf_export.h).
+// folder, streamed tensor by tensor (write_synth_hf_model), and, on request, as a GGUF file
+// (model/gguf_export.h) from the whole model in memory.
 #include "calq/synth.h"
 
 #include <fmt/format.h>
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 
 #include "api/model_source.h"
 #include "api/reporter.h"
@@ -54,6 +57,19 @@ void to_format(model::Model& m, const Format& format, ThreadPool& pool) {
   }
 }
 
+// MemAvailable of /proc/meminfo in bytes; nullopt where it cannot be read (not Linux).
+std::optional<uint64_t> memory_available() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib) {
+    std::getline(in, unit);
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 SynthReport synthesize(const SynthJob& job) {
@@ -66,6 +82,7 @@ SynthReport synthesize(const SynthJob& job) {
     fail(ErrorKind::kInvalidArgument, "gguf_type '{}' is not supported (f32, f16 or bf16)", job.gguf_type);
   }
   const DType dtype = job.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  const model::SynthWeights weights = model::parse_synth_weights(job.weights);
   const model::ModelConfig config = model::synth_config({.model_type = job.arch,
                                                          .layers = job.layers,
                                                          .hidden = job.hidden,
@@ -96,6 +113,21 @@ SynthReport synthesize(const SynthJob& job) {
     fail(ErrorKind::kInvalidArgument, "{}: output folder exists; overwriting it needs the force option", job.out);
   }
   if (!job.gguf.empty()) api::check_output_path(job.gguf, job.out, job.force);
+  int64_t n_params = 0;
+  for (const model::HfTensorEntry& t : model::hf_tensor_entries(config)) n_params += shape_numel(t.shape);
+  // The GGUF is made from the whole model in float32: refused before any work when that cannot fit.
+  if (!job.gguf.empty()) {
+    const uint64_t need = static_cast<uint64_t>(n_params) * sizeof(float);
+    const std::optional<uint64_t> available = memory_available();
+    if (available && need > *available) {
+      constexpr double kGiB = 1024.0 * 1024 * 1024;
+      fail(ErrorKind::kInvalidArgument,
+           "{}: writing the GGUF holds the whole model in float32, {:.1f} GiB ({} parameters × 4 bytes), but only "
+           "{:.1f} GiB of memory is available (MemAvailable in /proc/meminfo); leave out the gguf option (the "
+           "folder alone is written tensor by tensor)",
+           job.gguf, static_cast<double>(need) / kGiB, n_params, static_cast<double>(*available) / kGiB);
+    }
+  }
   api::Reporter report(job.progress);
   ThreadPool pool(job.threads);
 
@@ -108,30 +140,42 @@ SynthReport synthesize(const SynthJob& job) {
                               : std::string());
   }
   report("generate", 0, 0,
-         fmt::format("{}: {} layers, hidden {}, {} heads ({} kv, head_dim {}), ffn {}{}, vocab {}, seed {}", job.arch,
-                     config.num_layers, config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim,
-                     config.intermediate_size, experts, config.vocab_size, job.seed));
-  model::Model m = model::synth_model(config, job.seed, pool, dtype);
-
-  report("write", 0, 0, fmt::format("writing {} ({})", job.out, job.dtype));
-  model::write_hf_model(m, job.out,
-                        {.dtype = dtype,
-                         .extra_files = {{"tokenizer.json", model::synth_tokenizer_json(config.vocab_size)},
-                                         {"tokenizer_config.json", model::synth_tokenizer_config_json()}},
-                         .overwrite = job.force},
-                        pool);
+         fmt::format("{}: {} layers, hidden {}, {} heads ({} kv, head_dim {}), ffn {}{}, vocab {}, seed {}, {} weights",
+                     job.arch, config.num_layers, config.hidden_size, config.num_heads, config.num_kv_heads,
+                     config.head_dim, config.intermediate_size, experts, config.vocab_size, job.seed, job.weights));
+  report("write", 0, 0,
+         fmt::format("writing {} ({}, {} parameters, {:.3g} GB)", job.out, job.dtype, n_params,
+                     static_cast<double>(n_params) * static_cast<double>(dtype_size(dtype)) / 1e9));
+  const auto t_write = std::chrono::steady_clock::now();
+  model::write_synth_hf_model(
+      config, job.seed, job.out,
+      {.dtype = dtype,
+       .weights = weights,
+       .overwrite = job.force,
+       .progress =
+           [&](const io::TensorToProduce& t, size_t index, size_t total, const std::string& file) {
+             const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_write).count();
+             report("tensor", static_cast<int64_t>(index), static_cast<int64_t>(total),
+                    fmt::format("  [{}/{}] {} {} -> {} ({:.0f} s)", index + 1, total, t.name, shape_string(t.shape),
+                                file, secs));
+           }},
+      pool);
   SynthReport r{.arch = job.arch, .out = job.out, .gguf = job.gguf};
   r.config_json = model::hf_config_json(config, dtype);
-  r.n_params = m.parameter_count();
+  r.n_params = n_params;
   r.vocab = config.vocab_size;
   r.bytes_hf = bytes_under(job.out);
   if (!job.gguf.empty()) {
     report("write", 0, 0, fmt::format("writing {} ({} matrices)", job.gguf, job.gguf_type));
+    model::Model m = model::synth_model(config, job.seed, pool, dtype, weights);
     if (job.gguf_type != "f32") to_format(m, format_by_name(job.gguf_type), pool);
     m.source = job.out;  // the tokenizer comes from the folder's tokenizer.json
     model::GgufExportOptions options;
     options.extra_metadata.emplace_back("calq.version", io::GgufValue::of_string(version()));
     options.extra_metadata.emplace_back("calq.synth.seed", io::GgufValue::of_uint64(job.seed));
+    if (weights != model::SynthWeights::kUniform) {
+      options.extra_metadata.emplace_back("calq.synth.weights", io::GgufValue::of_string(job.weights));
+    }
     model::write_gguf_model(m, job.gguf, options, pool);
     r.bytes_gguf = bytes_under(job.gguf);
   }

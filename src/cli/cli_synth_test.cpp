@@ -64,7 +64,20 @@ TEST(CliSynth, RefusalsExitTwo) {
   EXPECT_NE(r.output.find("mixture-of-experts"), std::string::npos) << r.output;
   r = run_calq("synth --arch llama --dtype f16 --out " + (dir / "x").string());
   EXPECT_EQ(r.status, 2);
+  r = run_calq("synth --arch llama --weights gaussian --out " + (dir / "x").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("weights 'gaussian'"), std::string::npos) << r.output;
+  // A GGUF is made from the whole float32 model: one of 10^14 parameters is refused before any work
+  // (where /proc/meminfo says how much memory there is; elsewhere the check cannot run).
+  if (std::filesystem::exists("/proc/meminfo")) {
+    const std::string huge = "--layers 4096 --hidden 65536 --heads 64 --ffn 65536";
+    r = run_calq("synth --arch llama " + huge + " --out " + (dir / "x").string() + " --gguf " +
+                 (dir / "x.gguf").string());
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.output.find("MemAvailable"), std::string::npos) << r.output;
+  }
   EXPECT_FALSE(std::filesystem::exists(dir / "x"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "x.gguf"));
   std::filesystem::remove_all(dir);
 }
 

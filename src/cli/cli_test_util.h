@@ -38,7 +38,14 @@ inline RunResult run_command(const std::string& command) {
   return r;
 }
 
-inline RunResult run_calq(const std::string& args) { return run_command(std::string(CALQ_BINARY) + " " + args); }
+inline RunResult run_calq(const std::string& args) {
+  // Appended, not `std::string(CALQ_BINARY) + " " + args`: GCC 12 at -O3 takes that inlined chain for
+  // an out-of-bounds copy (-Warray-bounds) in some callers.
+  std::string cmd = CALQ_BINARY;
+  cmd += ' ';
+  cmd += args;
+  return run_command(cmd);
+}
 
 // `calq eval --quiet ARGS --json OUT`: its JSON report, or {} (with a test failure) when it fails.
 inline nlohmann::json eval_json(const std::string& args, const std::filesystem::path& out) {

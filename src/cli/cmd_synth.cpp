@@ -74,8 +74,15 @@ void register_synth(CLI::App& app) {
   cmd->add_option("--seed", j.seed, "Seed of the weights")->capture_default_str();
   cmd->add_option("--dtype", j.dtype, "dtype of the folder's safetensors (and of the weights): f32 or bf16")
       ->capture_default_str();
-  cmd->add_option("--out,-o", j.out, "Hugging Face folder to write")->required();
-  cmd->add_option("--gguf", j.gguf, "Also write the model as this GGUF file (llama.cpp's layout)");
+  cmd->add_option("--weights", j.weights,
+                  "How the weights are drawn: uniform, or outliers (row scales, outlier input columns, norms with a "
+                  "few recurring channels 10-50x the others, as trained models have)")
+      ->capture_default_str();
+  cmd->add_option("--out,-o", j.out, "Hugging Face folder to write (written tensor by tensor: the memory of one tensor)")
+      ->required();
+  cmd->add_option("--gguf", j.gguf,
+                  "Also write the model as this GGUF file (llama.cpp's layout; made from the whole model in float32, "
+                  "refused when that exceeds the available memory)");
   cmd->add_option("--gguf-type", j.gguf_type, "Type of the GGUF's matrices: f32, f16 or bf16")->capture_default_str();
   cmd->add_option("--threads", j.threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--force", j.force, "Replace existing outputs");

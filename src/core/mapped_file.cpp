@@ -105,28 +105,40 @@ void write_file_atomic(const std::filesystem::path& path, std::span<const std::b
 }
 
 void write_file_atomic_parts(const std::filesystem::path& path, std::span<const std::span<const std::byte>> parts) {
+  write_file_atomic_stream(path, [&](const PutBytes& put) {
+    for (const std::span<const std::byte> bytes : parts) put(bytes);
+  });
+}
+
+void write_file_atomic_stream(const std::filesystem::path& path, const std::function<void(const PutBytes& put)>& body) {
   std::filesystem::path tmp = path;
   tmp += fmt::format(".tmp.{}", ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(ErrorKind::kIo, "{}: cannot create: {}", tmp.string(), std::strerror(errno));
-  for (const std::span<const std::byte> bytes : parts) {
+  const auto put = [&](std::span<const std::byte> bytes) {
     size_t done = 0;
     while (done < bytes.size()) {
       const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
       if (n < 0) {
         if (errno == EINTR) continue;
-        const int err = errno;
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        fail(ErrorKind::kIo, "{}: write failed: {}", tmp.string(), std::strerror(err));
+        fail(ErrorKind::kIo, "{}: write failed: {}", tmp.string(), std::strerror(errno));
       }
       done += static_cast<size_t>(n);
     }
     release_mapped_pages(bytes);  // a part read from a mapped file is done with (a model streamed out)
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  };
+  try {
+    body(put);
+  } catch (...) {  // a failed write or the caller's own error: no partial file stays
+    ::close(fd);
     ::unlink(tmp.c_str());
-    fail(ErrorKind::kIo, "{}: cannot flush: {}", tmp.string(), std::strerror(errno));
+    throw;
+  }
+  const int synced = ::fsync(fd) == 0 ? 0 : errno;
+  const int closed = ::close(fd) == 0 ? 0 : errno;
+  if (synced != 0 || closed != 0) {
+    ::unlink(tmp.c_str());
+    fail(ErrorKind::kIo, "{}: cannot flush: {}", tmp.string(), std::strerror(synced != 0 ? synced : closed));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -46,5 +47,10 @@ void write_file_atomic(const std::filesystem::path& path, std::span<const std::b
 // The same for a file made of `parts` written one after another (no copy into one buffer: a
 // multi-gigabyte safetensors shard is written straight from its tensors).
 void write_file_atomic_parts(const std::filesystem::path& path, std::span<const std::span<const std::byte>> parts);
+// The same for a file whose pieces are made while it is written: `body` calls `put` with each
+// piece in turn (a buffer it may reuse once `put` returns). When `body` throws, or a write fails,
+// the temporary is removed and the error propagates: no `path` appears.
+using PutBytes = std::function<void(std::span<const std::byte>)>;
+void write_file_atomic_stream(const std::filesystem::path& path, const std::function<void(const PutBytes& put)>& body);
 
 }  // namespace calq

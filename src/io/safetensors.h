@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -87,15 +88,30 @@ struct TensorToWrite {
   std::span<const std::byte> data;  // numel * dtype size bytes
 };
 
+// A tensor whose bytes are made while the file is written: `produce` is given a buffer of exactly
+// numel × dtype size bytes and must write every byte of it (the buffer is reused from tensor to
+// tensor). An exception from it stops the write and propagates; no file is left.
+struct TensorToProduce {
+  std::string name;
+  DType dtype = DType::kF32;
+  Shape shape;
+  std::function<void(std::span<std::byte>)> produce;
+};
+
 // Writes one safetensors file atomically (temp file + rename). The header is padded with spaces to
 // a multiple of 8 bytes and tensors are laid out in name order, so output is deterministic.
 // Invalid input (data size != numel * dtype size, negative dimension, duplicate or reserved
-// "__metadata__" name, non-UTF-8 names) throws ErrorKind::kInvalidArgument. Any core DType can be
-// written (SafetensorsFile::open reads back F32/F16/BF16, and the integer and FP8 dtypes of quantized
-// checkpoints with SafetensorsOpenOptions::quantized). The file is written from the tensors' spans as
-// they are, header first; no copy of it is made in memory.
+// "__metadata__" name, non-UTF-8 names, a TensorToProduce without `produce`) throws
+// ErrorKind::kInvalidArgument before anything is written. Any core DType can be written
+// (SafetensorsFile::open reads back F32/F16/BF16, and the integer and FP8 dtypes of quantized
+// checkpoints with SafetensorsOpenOptions::quantized). The header is made from the names and shapes
+// alone and written first; given tensors are written from their spans as they are, produced ones
+// one at a time through one buffer of the largest produced tensor's size — the memory the write
+// needs, whatever the file's size. The two forms give the same bytes for the same tensors.
 void write_safetensors(const std::filesystem::path& path, std::span<const TensorToWrite> tensors,
                        const std::map<std::string, std::string>& metadata = {});
+void write_safetensors_streamed(const std::filesystem::path& path, std::span<const TensorToProduce> tensors,
+                                const std::map<std::string, std::string>& metadata = {});
 
 // Writes `tensors` as `num_shards` files model-0000i-of-0000n.safetensors plus
 // model.safetensors.index.json in `folder` (tensors assigned to shards in name order, balanced by
@@ -106,5 +122,22 @@ void write_safetensors(const std::filesystem::path& path, std::span<const Tensor
 void write_sharded_safetensors(const std::filesystem::path& folder,
                                std::span<const TensorToWrite> tensors, size_t num_shards,
                                const std::map<std::string, std::string>& metadata = {});
+
+// Called before each tensor is produced: the tensor, its place in the write (0-based, name order)
+// out of `total`, and the file it goes into. May throw (e.g. to cancel), as a producer may.
+using ShardProgress =
+    std::function<void(const TensorToProduce& tensor, size_t index, size_t total, const std::string& file)>;
+
+// Streamed and sharded as transformers' save_pretrained shards (max_shard_size): tensors in name
+// order fill a shard until the next one would take it above `max_shard_bytes`, which then starts
+// the next shard; a tensor larger than the limit gets a shard of its own. One shard is written as
+// model.safetensors without an index, more as write_sharded_safetensors names them, shards first,
+// index last (its total_size the sum of the tensors' bytes). Memory and checks as
+// write_safetensors_streamed, all before the first byte; max_shard_bytes == 0 is kInvalidArgument.
+// On any error the shards this call wrote are removed again and no index is written.
+void write_sharded_safetensors_streamed(const std::filesystem::path& folder,
+                                        std::span<const TensorToProduce> tensors, uint64_t max_shard_bytes,
+                                        const std::map<std::string, std::string>& metadata = {},
+                                        const ShardProgress& progress = {});
 
 }  // namespace calq::io

@@ -201,6 +201,76 @@ TEST_F(SafetensorsRoundTrip, SingleFileFolder) {
   for (const auto& t : tensors_) expect_same(model.tensor(t.name), t);
 }
 
+// --- streamed writing (tensors produced while the file is written) ---
+
+// The fixture's tensors as producers copying their bytes; `fail_at` throws instead for that name.
+std::vector<TensorToProduce> produced(const std::vector<TensorToWrite>& tensors, std::string_view fail_at = {}) {
+  std::vector<TensorToProduce> out;
+  for (const TensorToWrite& t : tensors) {
+    const bool fails = t.name == fail_at;
+    out.push_back({t.name, t.dtype, t.shape, [data = t.data, fails](std::span<std::byte> dst) {
+                     if (fails) throw std::runtime_error("producer failed");
+                     ASSERT_EQ(dst.size(), data.size());
+                     if (!dst.empty()) std::memcpy(dst.data(), data.data(), dst.size());
+                   }});
+  }
+  return out;
+}
+
+TEST_F(SafetensorsRoundTrip, StreamedWriterGivesTheSpanWritersBytes) {
+  const std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  write_safetensors(dir_ / "spans.safetensors", tensors_, metadata);
+  const std::vector<TensorToProduce> producers = produced(tensors_);
+  write_safetensors_streamed(dir_ / "streamed.safetensors", producers, metadata);
+  EXPECT_EQ(read_bytes(dir_ / "spans.safetensors"), read_bytes(dir_ / "streamed.safetensors"));
+  // One shard: the same file under the folder's name, no index.
+  write_sharded_safetensors_streamed(dir_ / "one", producers, 1'000'000, metadata);
+  EXPECT_EQ(read_bytes(dir_ / "spans.safetensors"), read_bytes(dir_ / "one" / "model.safetensors"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "one" / "model.safetensors.index.json"));
+}
+
+TEST_F(SafetensorsRoundTrip, StreamedShardsFollowSavePretrainedRule) {
+  // Name order: a.bias 24, empty 0, layers.0.w 16 (40 in all, at the limit), layers.1.w 24, z.big
+  // 4000 (above the limit: a shard of its own).
+  const auto folder = dir_ / "shards";
+  std::vector<std::string> seen;
+  write_sharded_safetensors_streamed(folder, produced(tensors_), 40, {{"format", "pt"}},
+                                     [&](const TensorToProduce& t, size_t index, size_t total, const std::string& file) {
+                                       EXPECT_EQ(index, seen.size());
+                                       EXPECT_EQ(total, tensors_.size());
+                                       seen.push_back(t.name + "@" + file);
+                                     });
+  EXPECT_EQ(seen, (std::vector<std::string>{"a.bias@model-00001-of-00003.safetensors",
+                                            "empty@model-00001-of-00003.safetensors",
+                                            "layers.0.w@model-00001-of-00003.safetensors",
+                                            "layers.1.w@model-00002-of-00003.safetensors",
+                                            "z.big@model-00003-of-00003.safetensors"}));
+  const auto index = nlohmann::json::parse(read_text_file(folder / "model.safetensors.index.json"));
+  EXPECT_EQ(index["metadata"]["total_size"].get<uint64_t>(), 4064u);
+  EXPECT_EQ(index["weight_map"]["layers.1.w"], "model-00002-of-00003.safetensors");
+  const auto model = SafetensorsModel::open_folder(folder);
+  ASSERT_EQ(model.files().size(), 3u);
+  for (const auto& t : tensors_) expect_same(model.tensor(t.name), t);
+  expect_error([&] { write_sharded_safetensors_streamed(dir_ / "zero", produced(tensors_), 0); },
+               ErrorKind::kInvalidArgument, {"max_shard_bytes"});
+  std::vector<TensorToProduce> none = produced(tensors_);
+  none[2].produce = nullptr;
+  expect_error([&] { write_safetensors_streamed(dir_ / "none.safetensors", none); }, ErrorKind::kInvalidArgument,
+               {"tensor 'layers.0.w'", "producer"});
+}
+
+TEST_F(SafetensorsRoundTrip, ProducerErrorLeavesNoFile) {
+  EXPECT_THROW(write_safetensors_streamed(dir_ / "x.safetensors", produced(tensors_, "layers.1.w")),
+               std::runtime_error);
+  // The second shard fails: the first one goes again, and no index is written.
+  EXPECT_THROW(write_sharded_safetensors_streamed(dir_ / "s", produced(tensors_, "layers.1.w"), 40),
+               std::runtime_error);
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "s"));
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"s"});
+}
+
 // --- writer input checks (caller bugs: kInvalidArgument) ---
 
 TEST_F(SafetensorsRoundTrip, WriterRejectsSizeMismatch) {

@@ -9,6 +9,7 @@
 #include <cassert>
 #include <cctype>
 #include <cstring>
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -23,40 +24,51 @@ namespace {
 
 using nlohmann::json;
 
-// The float32 values of one tensor of the model, as a row-major [rows, cols] matrix view or copy.
-struct Values {
-  Shape shape;
-  std::vector<float> owned;  // filled when the source is not a dense float32 tensor
-  const float* data = nullptr;
+// The tensor of `role` (layer ignored for global roles, expert for all but expert roles): a
+// LinearWeight for linear and expert roles, else a float32 vector (LayerWeights::vector).
+struct RoleTensor {
+  const LinearWeight* linear = nullptr;
+  const Tensor* vector = nullptr;
+  Shape shape() const { return linear != nullptr ? linear->shape() : vector->shape(); }
 };
 
-Values values_of(const LinearWeight& w) {
-  Values v{.shape = w.shape()};
-  if (!w.is_quantized()) {
-    v.data = w.dense().f32();
-    return v;
-  }
-  v.owned.resize(static_cast<size_t>(w.numel()));
-  w.rows_f32(0, w.rows(), v.owned.data());
-  v.data = v.owned.data();
-  return v;
-}
-
-Values values_of(const Tensor& t) { return Values{.shape = t.shape(), .owned = {}, .data = t.f32()}; }
-
-// The tensor of `role` (layer ignored for global roles, expert for all but expert roles). Linear
-// roles are LinearWeights, expert roles one expert's (LayerWeights::experts), the others float32
-// vectors (LayerWeights::linear / vector).
-Values role_values(const Model& m, TensorRole role, int64_t layer, int64_t expert) {
+RoleTensor role_tensor(const Model& m, TensorRole role, int64_t layer, int64_t expert) {
   switch (role) {
-    case TensorRole::kTokenEmbedding: return values_of(m.embedding);
-    case TensorRole::kOutput: return values_of(m.output);
-    case TensorRole::kFinalNorm: return values_of(m.final_norm);
+    case TensorRole::kTokenEmbedding: return {.linear = &m.embedding};
+    case TensorRole::kOutput: return {.linear = &m.output};
+    case TensorRole::kFinalNorm: return {.vector = &m.final_norm};
     default: break;
   }
   const LayerWeights& l = m.layers[static_cast<size_t>(layer)];
-  if (is_expert(role)) return values_of(l.experts[static_cast<size_t>(expert)].linear(role));
-  return is_linear(role) ? values_of(l.linear(role)) : values_of(l.vector(role));
+  if (is_expert(role)) return {.linear = &l.experts[static_cast<size_t>(expert)].linear(role)};
+  return is_linear(role) ? RoleTensor{.linear = &l.linear(role)} : RoleTensor{.vector = &l.vector(role)};
+}
+
+// Writes `t` into `out` in `dtype` (F32 or BF16, round to nearest even): a quantized weight
+// dequantized, row by row (its float32 copy lives only while this tensor is written).
+void encode_role_tensor(const RoleTensor& t, DType dtype, std::span<std::byte> out, ThreadPool& pool) {
+  const Shape shape = t.shape();
+  const int64_t cols = shape.back();
+  const int64_t rows = shape_numel(shape) / cols;
+  std::vector<float> owned;
+  const float* src = nullptr;
+  if (t.vector != nullptr) {
+    src = t.vector->f32();
+  } else if (!t.linear->is_quantized()) {
+    src = t.linear->dense().f32();
+  } else if (dtype == DType::kF32) {
+    t.linear->rows_f32(0, rows, reinterpret_cast<float*>(out.data()));
+    return;
+  } else {
+    owned.resize(static_cast<size_t>(rows * cols));
+    t.linear->rows_f32(0, rows, owned.data());
+    src = owned.data();
+  }
+  if (dtype == DType::kBF16) {
+    format_by_name("bf16").quantize(pool, src, rows, cols, out);
+  } else if (!out.empty()) {
+    std::memcpy(out.data(), src, out.size());
+  }
 }
 
 // The linears a quantized checkpoint packs: every per-layer linear and expert but the router and the
@@ -264,113 +276,36 @@ std::string hf_config_json(const ModelConfig& c, DType dtype) {
   return j.dump(2) + "\n";
 }
 
-void write_hf_model(const Model& m, const std::filesystem::path& folder_in, const HfExportOptions& options,
-                    ThreadPool& pool) {
-  assert(m.arch != nullptr);
-  const std::filesystem::path dir = folder_in.has_filename() ? folder_in : folder_in.parent_path();
-  const ModelConfig& c = m.config;
-  if (options.dtype != DType::kF32 && options.dtype != DType::kBF16) {
-    fail(ErrorKind::kInvalidArgument, "{}: dtype {} is not supported (float32 or bfloat16)", dir.string(),
-         dtype_name(options.dtype));
-  }
-  if (const std::string why = calq_only_reason(m); !why.empty()) {
-    fail(ErrorKind::kUnsupported, "{}: the model has {}, which a Hugging Face folder cannot hold", dir.string(), why);
-  }
-  for (const auto& [name, text] : options.extra_files) {
-    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." ||
-        name == "config.json" || name.ends_with(".safetensors") || name == "model.safetensors.index.json" ||
-        (options.quant != HfQuantScheme::kNone && name == "quantize_config.json")) {
-      fail(ErrorKind::kInvalidArgument, "{}: extra file name '{}' is not allowed", dir.string(), name);
-    }
-  }
-  std::string config_text = hf_config_json(c, options.dtype);
-  const Format* quant_format = options.quant == HfQuantScheme::kNone ? nullptr : common_quant_format(m, options.quant);
-  std::string quantize_config;
-  if (quant_format != nullptr) {
-    const HfQuantConfigText q = hf_quant_config_json(options.quant, *quant_format);
-    json j = json::parse(config_text);
-    j["quantization_config"] = json::parse(q.quantization_config);
-    config_text = j.dump(2) + "\n";
-    quantize_config = q.quantize_config;
-  }
-
-  // Every tensor the table and the config call for: global ones, then layer by layer.
-  struct Item {
-    std::string name;
-    Shape shape;
-    std::vector<std::byte> bytes;  // the encoded copy (BF16, or F32 of a non-dense source)
-    std::span<const std::byte> data;
-    DType dtype = DType::kF32;
-  };
-  std::vector<Item> items;
-  const Format& bf16 = format_by_name("bf16");
+std::vector<HfTensorEntry> hf_tensor_entries(const ModelConfig& c) {
+  const Architecture* arch = find_architecture(c.model_type);
+  if (arch == nullptr) fail(ErrorKind::kUnsupported, "model_type '{}' has no architecture table", c.model_type);
+  std::vector<HfTensorEntry> out;
   const auto add = [&](TensorRole role, int64_t layer, int64_t expert) {
-    if (quant_format != nullptr && is_packed_role(role)) {
-      const LinearWeight& w = linear_of(m, role, layer, expert);
-      const std::string name = hf_tensor_name(*m.arch, role, layer, expert);
-      assert(name.ends_with(".weight"));
-      for (HfQuantTensor& t : hf_quant_tensors(options.quant, w.quantized(), name.substr(0, name.size() - 7))) {
-        Item& it = items.emplace_back();
-        it.name = std::move(t.name);
-        it.shape = std::move(t.shape);
-        it.bytes = std::move(t.bytes);
-        it.data = it.bytes;
-        it.dtype = t.dtype;
-      }
-      return;
-    }
-    Item& it = items.emplace_back();
-    it.dtype = options.dtype;
-    it.name = hf_tensor_name(*m.arch, role, layer, expert);
-    const Values v = role_values(m, role, layer, expert);
-    it.shape = expected_shape(c, role);
-    if (v.shape != it.shape) {
-      fail(ErrorKind::kInvalidArgument, "{}: tensor '{}' has shape {} but the config implies {}", dir.string(),
-           it.name, shape_string(v.shape), shape_string(it.shape));
-    }
-    const int64_t n = shape_numel(it.shape);
-    if (options.dtype == DType::kBF16) {
-      const int64_t cols = it.shape.back();
-      it.bytes.resize(bf16.tensor_bytes(n / cols, cols));
-      bf16.quantize(pool, v.data, n / cols, cols, it.bytes);
-      it.data = it.bytes;
-    } else if (!v.owned.empty()) {
-      it.bytes.resize(static_cast<size_t>(n) * sizeof(float));
-      std::memcpy(it.bytes.data(), v.owned.data(), it.bytes.size());
-      it.data = it.bytes;
-    } else {
-      it.data = std::as_bytes(std::span(v.data, static_cast<size_t>(n)));
-    }
+    out.push_back({.name = hf_tensor_name(*arch, role, layer, expert),
+                   .role = role,
+                   .layer = layer,
+                   .expert = expert,
+                   .shape = expected_shape(c, role)});
   };
-  for (const TensorSlot& slot : m.arch->slots) {
+  for (const TensorSlot& slot : arch->slots) {
     if (is_per_layer(slot.role) || !has_role(c, slot.role)) continue;
     if (slot.role == TensorRole::kOutput && c.tie_word_embeddings) continue;
     add(slot.role, -1, -1);
   }
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    for (const TensorSlot& slot : m.arch->slots) {
+    for (const TensorSlot& slot : arch->slots) {
       if (!is_per_layer(slot.role) || !has_role(c, slot.role)) continue;
-      if (is_expert(slot.role)) {
-        const auto n = static_cast<int64_t>(m.layers[static_cast<size_t>(l)].experts.size());
-        if (n != c.moe->num_experts) {
-          fail(ErrorKind::kInvalidArgument, "{}: layer {} has {} experts but the config {}", dir.string(), l, n,
-               c.moe->num_experts);
-        }
-        for (int64_t e = 0; e < n; ++e) add(slot.role, l, e);
-      } else {
-        add(slot.role, l, -1);
-      }
+      const int64_t experts = is_expert(slot.role) ? c.moe->num_experts : 0;
+      if (experts == 0) add(slot.role, l, -1);
+      for (int64_t e = 0; e < experts; ++e) add(slot.role, l, e);
     }
   }
-  std::vector<io::TensorToWrite> tensors;
-  uint64_t total = 0;
-  for (const Item& it : items) {
-    tensors.push_back({.name = it.name, .dtype = it.dtype, .shape = it.shape, .data = it.data});
-    total += it.data.size();
-  }
-  const uint64_t shard = std::max<uint64_t>(options.max_shard_bytes, 1);
-  const size_t shards = std::clamp<size_t>(static_cast<size_t>((total + shard - 1) / shard), 1, tensors.size());
+  return out;
+}
 
+void write_hf_folder(const std::filesystem::path& folder_in, const HfFolderContents& contents,
+                     const HfFolderOptions& options) {
+  const std::filesystem::path dir = folder_in.has_filename() ? folder_in : folder_in.parent_path();
   std::error_code ec;
   if (std::filesystem::exists(dir, ec)) {
     if (!std::filesystem::is_directory(dir, ec)) {
@@ -396,10 +331,10 @@ void write_hf_model(const Model& m, const std::filesystem::path& folder_in, cons
   };
   try {
     std::filesystem::create_directory(tmp);
-    write_text(tmp / "config.json", config_text);
-    io::write_sharded_safetensors(tmp, tensors, shards, {{"format", "pt"}});
-    if (!quantize_config.empty()) write_text(tmp / "quantize_config.json", quantize_config);
-    for (const auto& [name, text] : options.extra_files) write_text(tmp / name, text);
+    write_text(tmp / "config.json", contents.config_text);
+    io::write_sharded_safetensors_streamed(tmp, contents.tensors, std::max<uint64_t>(options.max_shard_bytes, 1),
+                                           {{"format", "pt"}}, options.progress);
+    for (const auto& [name, text] : contents.files) write_text(tmp / name, text);
     if (std::filesystem::exists(dir)) {
       old = sibling(dir, "old");
       std::filesystem::rename(dir, old);
@@ -413,6 +348,77 @@ void write_hf_model(const Model& m, const std::filesystem::path& folder_in, cons
     throw;
   }
   if (!old.empty()) std::filesystem::remove_all(old, ec);
+}
+
+void write_hf_model(const Model& m, const std::filesystem::path& folder_in, const HfExportOptions& options,
+                    ThreadPool& pool) {
+  assert(m.arch != nullptr);
+  const std::filesystem::path dir = folder_in.has_filename() ? folder_in : folder_in.parent_path();
+  const ModelConfig& c = m.config;
+  if (options.dtype != DType::kF32 && options.dtype != DType::kBF16) {
+    fail(ErrorKind::kInvalidArgument, "{}: dtype {} is not supported (float32 or bfloat16)", dir.string(),
+         dtype_name(options.dtype));
+  }
+  if (const std::string why = calq_only_reason(m); !why.empty()) {
+    fail(ErrorKind::kUnsupported, "{}: the model has {}, which a Hugging Face folder cannot hold", dir.string(), why);
+  }
+  for (const auto& [name, text] : options.extra_files) {
+    if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." ||
+        name == "config.json" || name.ends_with(".safetensors") || name == "model.safetensors.index.json" ||
+        (options.quant != HfQuantScheme::kNone && name == "quantize_config.json")) {
+      fail(ErrorKind::kInvalidArgument, "{}: extra file name '{}' is not allowed", dir.string(), name);
+    }
+  }
+  HfFolderContents contents{.config_text = hf_config_json(c, options.dtype)};
+  const Format* quant_format = options.quant == HfQuantScheme::kNone ? nullptr : common_quant_format(m, options.quant);
+  if (quant_format != nullptr) {
+    const HfQuantConfigText q = hf_quant_config_json(options.quant, *quant_format);
+    json j = json::parse(contents.config_text);
+    j["quantization_config"] = json::parse(q.quantization_config);
+    contents.config_text = j.dump(2) + "\n";
+    if (!q.quantize_config.empty()) contents.files.emplace_back("quantize_config.json", q.quantize_config);
+  }
+  for (const auto& file : options.extra_files) contents.files.push_back(file);
+  for (int64_t l = 0; l < c.num_layers && c.moe; ++l) {
+    const auto n = static_cast<int64_t>(m.layers[static_cast<size_t>(l)].experts.size());
+    if (n != c.moe->num_experts) {
+      fail(ErrorKind::kInvalidArgument, "{}: layer {} has {} experts but the config {}", dir.string(), l, n,
+           c.moe->num_experts);
+    }
+  }
+
+  // Every tensor the table and the config call for. Float tensors are encoded as the folder is
+  // written (one at a time); a packed linear's tensors are made here, as the scheme's packing needs
+  // the whole weight.
+  std::deque<std::vector<std::byte>> packed;  // stable addresses for the producers
+  for (const HfTensorEntry& t : hf_tensor_entries(c)) {
+    if (quant_format != nullptr && is_packed_role(t.role)) {
+      const LinearWeight& w = linear_of(m, t.role, t.layer, t.expert);
+      assert(t.name.ends_with(".weight"));
+      for (HfQuantTensor& q : hf_quant_tensors(options.quant, w.quantized(), t.name.substr(0, t.name.size() - 7))) {
+        std::vector<std::byte>& bytes = packed.emplace_back(std::move(q.bytes));
+        contents.tensors.push_back({.name = std::move(q.name),
+                                    .dtype = q.dtype,
+                                    .shape = std::move(q.shape),
+                                    .produce = [&bytes](std::span<std::byte> out) {
+                                      if (!out.empty()) std::memcpy(out.data(), bytes.data(), out.size());
+                                    }});
+      }
+      continue;
+    }
+    const RoleTensor source = role_tensor(m, t.role, t.layer, t.expert);
+    if (source.shape() != t.shape) {
+      fail(ErrorKind::kInvalidArgument, "{}: tensor '{}' has shape {} but the config implies {}", dir.string(),
+           t.name, shape_string(source.shape()), shape_string(t.shape));
+    }
+    contents.tensors.push_back({.name = t.name,
+                                .dtype = options.dtype,
+                                .shape = t.shape,
+                                .produce = [source, dtype = options.dtype, &pool](std::span<std::byte> out) {
+                                  encode_role_tensor(source, dtype, out, pool);
+                                }});
+  }
+  write_hf_folder(dir, contents, {.overwrite = options.overwrite, .max_shard_bytes = options.max_shard_bytes});
 }
 
 }  // namespace calq::model

@@ -32,8 +32,11 @@
 //    weights are written dequantized. load_hf_model of the folder gives the same config and the
 //    same float32 values (exactly for F32; the bf16 rounding of them for BF16), so the same logits.
 //  * Files: config.json (hf_config_json with options.dtype), model.safetensors (or shards of at most
-//    options.max_shard_bytes with model.safetensors.index.json, as save_pretrained does; metadata
-//    {"format": "pt"}), then options.extra_files (e.g. tokenizer.json) as given.
+//    options.max_shard_bytes with model.safetensors.index.json, split as save_pretrained splits:
+//    io::write_sharded_safetensors_streamed; metadata {"format": "pt"}), then options.extra_files
+//    (e.g. tokenizer.json) as given. Float tensors are encoded one at a time as the files are
+//    written (the memory beyond the model is one tensor's bytes); a quantized scheme's packed
+//    tensors are all made first.
 //  * A model calq alone can run (online rotations, input transforms, LoRA adapters, activation
 //    quantization) is kUnsupported: a Hugging Face folder cannot say so.
 //  * Atomic: everything is written into a temporary folder beside `folder`, which is then renamed
@@ -41,6 +44,17 @@
 //    naming it and the "force" option), and only when it is empty or holds config.json or
 //    *.safetensors (any other folder is kInvalidArgument: it would be removed whole). On any error no
 //    `folder` (or the old one, untouched) and no temporary is left.
+//
+// hf_tensor_entries(config): the tensors a folder of `config` holds, in the order write_hf_model
+// visits them — the table's global slots (no head when tied), then layer by layer the table's
+// per-layer slots (has_role), each expert of an expert role in turn — with their names
+// (hf_tensor_name) and shapes (expected_shape). A writer that makes the tensors itself (a synthetic
+// model, model/synth.h) walks the same list.
+//
+// write_hf_folder(folder, contents, options): the folder half of write_hf_model — the checks of an
+// existing `folder`, the temporary sibling renamed into place, config.json, the tensors (streamed,
+// shards as above, options.progress before each tensor), then contents.files in order — for a
+// caller that has the config text and the tensors' producers.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +65,7 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
+#include "io/safetensors.h"
 #include "model/hf_quant.h"
 #include "model/model.h"
 
@@ -73,5 +88,27 @@ std::string hf_config_json(const ModelConfig& config, DType dtype = DType::kF32)
 
 void write_hf_model(const Model& model, const std::filesystem::path& folder, const HfExportOptions& options,
                     ThreadPool& pool);
+
+struct HfTensorEntry {
+  std::string name;
+  TensorRole role = TensorRole::kTokenEmbedding;
+  int64_t layer = -1;   // -1: a global tensor
+  int64_t expert = -1;  // -1: not an expert's
+  Shape shape;
+};
+std::vector<HfTensorEntry> hf_tensor_entries(const ModelConfig& config);
+
+struct HfFolderContents {
+  std::string config_text;
+  std::vector<io::TensorToProduce> tensors;
+  std::vector<std::pair<std::string, std::string>> files;  // name -> text, after the tensors
+};
+struct HfFolderOptions {
+  bool overwrite = false;
+  uint64_t max_shard_bytes = 5'000'000'000;
+  io::ShardProgress progress;
+};
+void write_hf_folder(const std::filesystem::path& folder, const HfFolderContents& contents,
+                     const HfFolderOptions& options);
 
 }  // namespace calq::model

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <unordered_set>
@@ -63,28 +64,164 @@ Draw draw_of(const ModelConfig& c, TensorRole role, const Shape& shape) {
   }
 }
 
-// The values of one tensor of `shape` (rows = all but the last dimension), row-parallel.
-Tensor draw_tensor(const ModelConfig& c, uint64_t seed, TensorRole role, int64_t layer, int64_t expert, const Shape& shape,
-                   DType dtype, ThreadPool& pool) {
-  Tensor t = Tensor::zeros(DType::kF32, shape);
+// --- the "outliers" weights (synth.h: SynthWeights::kOutliers) ---
+
+constexpr double kRowSigma = 0.25;          // log-normal spread of a linear's row scales
+constexpr double kNormSigma = 0.2;          // log-normal spread of the norms' gains
+constexpr int64_t kColumnsPerOutlier = 256;  // a linear's outlier input columns: 1 in 256 (at least 1)
+constexpr double kColumnFactorMin = 2.0, kColumnFactorMax = 3.0;
+constexpr int64_t kChannelsPerOutlier = 512;  // recurring residual outlier channels: 1 in 512 (at least 1)
+constexpr double kChannelFactorMin = 10.0, kChannelFactorMax = 50.0;
+
+// e^x from basic operations only (a Taylor polynomial of e^(x/32) raised to the 32nd power; fused
+// multiply-adds), so that it has the same bits everywhere, unlike a libm's exp. Relative error
+// below 1e-12 for |x| <= 4, far below float32's.
+double exp_exact(double x) {
+  const double y = x * 0x1p-5;
+  double p = 1.0 / 5040;
+  for (const double c : {1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1.0, 1.0}) p = std::fma(p, y, c);
+  for (int i = 0; i < 5; ++i) p *= p;
+  return p;
+}
+
+// An approximately standard normal number from one 64-bit draw: the sum of its four 16-bit parts
+// (Irwin-Hall of 4: excess kurtosis -0.3, |z| <= sqrt(12)), centred and scaled exactly.
+double normal_of(uint64_t bits) {
+  static const double inv_std = 1.0 / std::sqrt(1431655765.0);  // 4 × (65536² - 1) / 12, exact
+  const auto sum = static_cast<int64_t>((bits & 0xffff) + ((bits >> 16) & 0xffff) + ((bits >> 32) & 0xffff) +
+                                        (bits >> 48));
+  return static_cast<double>(sum - 131070) * inv_std;
+}
+
+double unit_of(uint64_t bits) { return static_cast<double>(bits >> 11) * 0x1p-53; }  // [0, 1), exact
+
+// E[e^(2 sigma z)] for z = normal_of(...): (sinh(a) / a)^4 with a = sigma × sqrt(3).
+double mean_square_scale(double sigma) {
+  const double a = sigma * std::sqrt(3.0);
+  const double r = (exp_exact(a) - exp_exact(-a)) / (2 * a);
+  return r * r * r * r;
+}
+
+// `count` distinct indices in [0, n), drawn from `rng`, as a mask.
+std::vector<bool> pick(std::mt19937_64& rng, int64_t n, int64_t count) {
+  std::vector<bool> mask(static_cast<size_t>(n), false);
+  for (int64_t got = 0; got < count;) {
+    const auto i = static_cast<size_t>(((rng() >> 32) * static_cast<uint64_t>(n)) >> 32);
+    if (!mask[i]) {
+      mask[i] = true;
+      ++got;
+    }
+  }
+  return mask;
+}
+
+// The residual-stream channels whose gains are outliers in every norm of the model.
+std::vector<bool> outlier_channels(uint64_t seed, int64_t hidden) {
+  std::mt19937_64 rng(splitmix64(splitmix64(seed) ^ 0x6f75746c69657273ULL));  // "outliers"
+  return pick(rng, hidden, std::max<int64_t>(1, hidden / kChannelsPerOutlier));
+}
+
+// A norm's gains (one row): log-normal around 1; for the model's outlier channels (not in a
+// per-head norm) times a factor in [10, 50]; then scaled to a mean square of 1, so that what a
+// norm feeds keeps its scale. Two draws per channel whatever the channel.
+void outlier_norm(const ModelConfig& c, uint64_t seed, TensorRole role, int64_t layer, float* out, int64_t n) {
+  std::mt19937_64 rng(row_seed(seed, role, layer, -1, 0));
+  const std::vector<bool> outlier =
+      is_head_norm(role) ? std::vector<bool>(static_cast<size_t>(n), false) : outlier_channels(seed, c.hidden_size);
+  std::vector<double> g(static_cast<size_t>(n));
+  double sum_sq = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double z = normal_of(rng());
+    const double u = unit_of(rng());
+    double v = exp_exact(kNormSigma * z);
+    if (outlier[static_cast<size_t>(i)]) v *= std::fma(u, kChannelFactorMax - kChannelFactorMin, kChannelFactorMin);
+    g[static_cast<size_t>(i)] = v;
+    sum_sq = std::fma(v, v, sum_sq);
+  }
+  const double scale = is_head_norm(role) ? 1.0 : 1.0 / std::sqrt(sum_sq / static_cast<double>(n));
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(g[static_cast<size_t>(i)] * scale);
+}
+
+// A linear's (or the embedding's) input-column factors: 1, or in [2, 3] for its outlier columns
+// (none in the embedding), divided by their root mean square so that rows keep the role's std.
+std::vector<double> column_factors(uint64_t seed, TensorRole role, int64_t layer, int64_t expert, int64_t cols) {
+  std::vector<double> f(static_cast<size_t>(cols), 1.0);
+  if (role == TensorRole::kTokenEmbedding) return f;
+  std::mt19937_64 rng(row_seed(seed, role, layer, expert, -1));
+  const std::vector<bool> outlier = pick(rng, cols, std::max<int64_t>(1, cols / kColumnsPerOutlier));
+  double sum_sq = 0;
+  for (int64_t j = 0; j < cols; ++j) {
+    if (outlier[static_cast<size_t>(j)]) {
+      f[static_cast<size_t>(j)] = std::fma(unit_of(rng()), kColumnFactorMax - kColumnFactorMin, kColumnFactorMin);
+    }
+    sum_sq = std::fma(f[static_cast<size_t>(j)], f[static_cast<size_t>(j)], sum_sq);
+  }
+  const double inv_rms = 1.0 / std::sqrt(sum_sq / static_cast<double>(cols));
+  for (double& v : f) v *= inv_rms;
+  return f;
+}
+
+float round_to(float v, DType dtype) { return dtype == DType::kBF16 ? bf16_to_f32(f32_to_bf16(v)) : v; }
+
+// The values of one tensor of `shape` (rows = all but the last dimension), row-parallel, rounded to
+// `dtype` and stored in `out` as `store` (kF32: float32 values; kBF16: bf16 words).
+void draw_into(const ModelConfig& c, uint64_t seed, SynthWeights weights, TensorRole role, int64_t layer,
+               int64_t expert, const Shape& shape, DType dtype, DType store, std::span<std::byte> out,
+               ThreadPool& pool) {
+  assert(store == DType::kF32 || (store == DType::kBF16 && dtype == DType::kBF16));
   const int64_t cols = shape.back();
-  const int64_t rows = t.numel() / cols;
+  const int64_t rows = shape_numel(shape) / cols;
+  assert(out.size() == static_cast<size_t>(rows * cols) * dtype_size(store));
+  const auto put = [&](const float* row, int64_t r) {
+    const size_t at = static_cast<size_t>(r * cols);
+    if (store == DType::kF32) {
+      std::memcpy(out.data() + at * sizeof(float), row, static_cast<size_t>(cols) * sizeof(float));
+      return;
+    }
+    auto* words = reinterpret_cast<uint16_t*>(out.data()) + at;
+    for (int64_t i = 0; i < cols; ++i) words[i] = f32_to_bf16(row[i]);
+  };
+  const bool outliers = weights == SynthWeights::kOutliers && !is_bias(role);
+  if (outliers && (is_norm(role) || is_head_norm(role))) {
+    std::vector<float> row(static_cast<size_t>(cols));
+    outlier_norm(c, seed, role, layer, row.data(), cols);
+    for (float& v : row) v = round_to(v, dtype);
+    put(row.data(), 0);
+    return;
+  }
   const Draw d = draw_of(c, role, shape);
-  float* out = t.mutable_f32();
-  pool.parallel_for(0, static_cast<size_t>(rows), Grain{.min_items = static_cast<size_t>(std::max<int64_t>(1, 16384 / cols))}, [&](size_t r0, size_t r1) {
+  const std::vector<double> column = outliers ? column_factors(seed, role, layer, expert, cols) : std::vector<double>{};
+  // Row scales e^(0.25 z) over their root mean square: the role's std on average.
+  const double row_std = d.half_width / std::sqrt(3.0) / std::sqrt(mean_square_scale(kRowSigma));
+  const Grain grain{.min_items = static_cast<size_t>(std::max<int64_t>(1, 16384 / cols))};
+  pool.parallel_for(0, static_cast<size_t>(rows), grain, [&](size_t r0, size_t r1) {
+    std::vector<float> row(static_cast<size_t>(cols));
     for (size_t r = r0; r < r1; ++r) {
       std::mt19937_64 rng(row_seed(seed, role, layer, expert, static_cast<int64_t>(r)));
-      float* row = out + r * static_cast<size_t>(cols);
-      for (int64_t i = 0; i < cols; ++i) {
-        // k / 2^52 - 1 in [-1, 1) is exact; one fused multiply-add rounds once, the same on any machine.
-        const auto k = static_cast<int64_t>(rng() >> 11);
-        const double u = static_cast<double>(k - (int64_t{1} << 52)) * 0x1p-52;
-        float v = static_cast<float>(std::fma(u, d.half_width, d.mean));
-        if (dtype == DType::kBF16) v = bf16_to_f32(f32_to_bf16(v));
-        row[i] = v;
+      if (outliers) {
+        const double a = row_std * exp_exact(kRowSigma * normal_of(rng()));
+        for (int64_t i = 0; i < cols; ++i) {
+          row[static_cast<size_t>(i)] =
+              round_to(static_cast<float>(normal_of(rng()) * a * column[static_cast<size_t>(i)]), dtype);
+        }
+      } else {
+        for (int64_t i = 0; i < cols; ++i) {
+          // k / 2^52 - 1 in [-1, 1) is exact; one fused multiply-add rounds once, the same on any machine.
+          const auto k = static_cast<int64_t>(rng() >> 11);
+          const double u = static_cast<double>(k - (int64_t{1} << 52)) * 0x1p-52;
+          row[static_cast<size_t>(i)] = round_to(static_cast<float>(std::fma(u, d.half_width, d.mean)), dtype);
+        }
       }
+      put(row.data(), static_cast<int64_t>(r));
     }
   });
+}
+
+Tensor draw_tensor(const ModelConfig& c, uint64_t seed, SynthWeights weights, TensorRole role, int64_t layer,
+                   int64_t expert, const Shape& shape, DType dtype, ThreadPool& pool) {
+  Tensor t = Tensor::zeros(DType::kF32, shape);
+  draw_into(c, seed, weights, role, layer, expert, shape, dtype, DType::kF32,
+            std::span(static_cast<std::byte*>(t.mutable_data()), t.nbytes()), pool);
   return t;
 }
 
@@ -187,21 +324,27 @@ ModelConfig synth_config(const SynthSpec& s) {
   return parse_hf_config_text(hf_config_json(c), "synthetic config.json");
 }
 
-Model synth_model(const ModelConfig& config, uint64_t seed, ThreadPool& pool, DType dtype) {
+SynthWeights parse_synth_weights(std::string_view name) {
+  if (name == "uniform") return SynthWeights::kUniform;
+  if (name == "outliers") return SynthWeights::kOutliers;
+  fail(ErrorKind::kInvalidArgument, "synthetic model: weights '{}' is not supported (uniform or outliers)", name);
+}
+
+Model synth_model(const ModelConfig& config, uint64_t seed, ThreadPool& pool, DType dtype, SynthWeights weights) {
   assert(dtype == DType::kF32 || dtype == DType::kBF16);
   Model m;
   m.config = config;
   m.arch = find_architecture(config.model_type);
   if (m.arch == nullptr) fail(ErrorKind::kUnsupported, "synthetic model: model_type '{}' is not supported", config.model_type);
   const auto draw = [&](TensorRole role, int64_t layer) {
-    return draw_tensor(config, seed, role, layer, -1, expected_shape(config, role), dtype, pool);
+    return draw_tensor(config, seed, weights, role, layer, -1, expected_shape(config, role), dtype, pool);
   };
   const auto draw_experts = [&](int64_t layer) {
     std::vector<ExpertWeights> experts(static_cast<size_t>(config.moe->num_experts));
     for (int64_t e = 0; e < config.moe->num_experts; ++e) {
       for (const TensorRole role : {TensorRole::kExpertGate, TensorRole::kExpertUp, TensorRole::kExpertDown}) {
         experts[static_cast<size_t>(e)].linear(role) =
-            draw_tensor(config, seed, role, layer, e, expected_shape(config, role), dtype, pool);
+            draw_tensor(config, seed, weights, role, layer, e, expected_shape(config, role), dtype, pool);
       }
     }
     return experts;
@@ -212,6 +355,28 @@ Model synth_model(const ModelConfig& config, uint64_t seed, ThreadPool& pool, DT
   load_layers(m, [&](TensorRole role, int64_t layer) -> LinearWeight { return draw(role, layer); }, draw,
               draw_experts);
   return m;
+}
+
+void write_synth_hf_model(const ModelConfig& config, uint64_t seed, const std::filesystem::path& folder,
+                          const SynthFolderOptions& options, ThreadPool& pool) {
+  if (options.dtype != DType::kF32 && options.dtype != DType::kBF16) {
+    fail(ErrorKind::kInvalidArgument, "{}: dtype {} is not supported (float32 or bfloat16)", folder.string(),
+         dtype_name(options.dtype));
+  }
+  HfFolderContents contents{.config_text = hf_config_json(config, options.dtype)};
+  for (HfTensorEntry& t : hf_tensor_entries(config)) {
+    contents.tensors.push_back({.name = t.name,
+                                .dtype = options.dtype,
+                                .shape = t.shape,
+                                .produce = [&config, &options, &pool, seed, t](std::span<std::byte> out) {
+                                  draw_into(config, seed, options.weights, t.role, t.layer, t.expert, t.shape,
+                                            options.dtype, options.dtype, out, pool);
+                                }});
+  }
+  contents.files = {{"tokenizer.json", synth_tokenizer_json(config.vocab_size)},
+                    {"tokenizer_config.json", synth_tokenizer_config_json()}};
+  write_hf_folder(folder, contents,
+                  {.overwrite = options.overwrite, .max_shard_bytes = options.max_shard_bytes, .progress = options.progress});
 }
 
 std::string synth_tokenizer_json(int64_t vocab) {

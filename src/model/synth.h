@@ -28,6 +28,32 @@
 //   std 1/√fan_in and 1.5/√fan_in, times 1/√layers (so the residual stream does not grow with
 //   depth); head std 2/√hidden.
 // `source` stays empty; write_hf_model then write_gguf_model with source = the folder gives files.
+// That is the in-memory path: a whole float32 model (32 GB for Llama-3-8B's shapes).
+//
+// weights = SynthWeights::kOutliers ("outliers") draws the same roles with the same average scales,
+// with the structure measured on trained models instead of flat uniform values; biases are drawn as
+// above. Exact arithmetic as above (the exponential is a fixed polynomial, normals are Irwin-Hall
+// sums of a draw's four 16-bit parts), every value from its row's stream, so the same bits for any
+// thread count. The parameters, and why (docs/OUTLIERS.md has the reference model's measurements):
+//   * Values: near-normal (Irwin-Hall of 4) times a per-row (per-output-channel) scale e^(0.25 z),
+//     z near-normal from the row's first draw, normalised so the role's std is kept on average.
+//     Excess kurtosis about 0.4 (0.8 with the outlier columns below) and no far tail: the reference model's weights are near-Gaussian
+//     (kurtosis 0.02-0.95, almost nothing beyond 6 sigma), where uniform draws have -1.2.
+//   * Outlier input columns of every linear (head, router and experts included; not the embedding):
+//     1 in 256 of its columns (at least one), chosen from the stream of (seed, role, layer, expert),
+//     times a factor in [2, 3], the columns then scaled to keep the rows' mean square. The reference
+//     model's flagged weight channels stand at 2.0-2.2 × the median channel max (max/median 1.35-2.2
+//     per tensor), and weights there have no channels 10× larger: trained models' large outliers are
+//     in the activations, which the next point makes.
+//   * Norm gains (attention, MLP and final norms): log-normal e^(0.2 z) around 1, and in the model's
+//     recurring outlier channels — 1 in 512 of the hidden channels (at least one), the same channels
+//     in every norm (seeded by the seed alone; the reference model's largest channels recur layer
+//     after layer, docs/OUTLIERS.md) — times a factor in [10, 50] drawn per norm; then scaled to a
+//     mean square of 1. So the inputs of q/k/v, gate/up and the head carry a few channels 10-50×
+//     the others' magnitude (LLM.int8()'s and SmoothQuant's outlier features of multi-billion
+//     models, which the 26 M reference model is too small to show: its max/median is 1.3-3.0),
+//     while the residual stream keeps the uniform weights' scale. Per-head q/k norms get the
+//     log-normal spread only.
 //
 // Contract of synth_tokenizer_json(vocab): a Hugging Face tokenizer.json of exactly `vocab`
 // tokens (>= kSynthMinVocab) in the SentencePiece-BPE layout of Llama-2-style models (Metaspace
@@ -41,10 +67,13 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/dtype.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 
 namespace calq::model {
@@ -85,7 +114,28 @@ struct SynthSpec {
 
 ModelConfig synth_config(const SynthSpec& spec);
 
-Model synth_model(const ModelConfig& config, uint64_t seed, ThreadPool& pool, DType dtype = DType::kF32);
+enum class SynthWeights { kUniform, kOutliers };
+// "uniform" or "outliers"; anything else is kInvalidArgument naming the option "weights".
+SynthWeights parse_synth_weights(std::string_view name);
+
+Model synth_model(const ModelConfig& config, uint64_t seed, ThreadPool& pool, DType dtype = DType::kF32,
+                  SynthWeights weights = SynthWeights::kUniform);
+
+struct SynthFolderOptions {
+  DType dtype = DType::kF32;  // kF32 or kBF16 (else kInvalidArgument)
+  SynthWeights weights = SynthWeights::kUniform;
+  bool overwrite = false;
+  uint64_t max_shard_bytes = 5'000'000'000;  // save_pretrained's default "5GB"
+  io::ShardProgress progress;                // before each tensor is drawn
+};
+// The Hugging Face folder of synth_model(config, seed, pool, options.dtype, options.weights) with the
+// generated tokenizer — config.json, the safetensors, tokenizer.json, tokenizer_config.json; the
+// same bytes as write_hf_model of that model with those two files as extra_files — written tensor
+// by tensor, each drawn straight into the file's dtype as its turn comes, never holding the model:
+// the memory it needs is one tensor in the file's dtype (the embedding: 1 GB for Llama-3-8B's
+// shapes in bf16). Folder rules and errors as write_hf_model (hf_export.h).
+void write_synth_hf_model(const ModelConfig& config, uint64_t seed, const std::filesystem::path& folder,
+                          const SynthFolderOptions& options, ThreadPool& pool);
 
 std::string synth_tokenizer_json(int64_t vocab);
 std::string synth_tokenizer_config_json();

@@ -1,6 +1,7 @@
-// synth_config / synth_model / synth_tokenizer_json: determinism (seed, thread count), scales that
-// keep activations O(1) and logits spread, config checks, and a tokenizer calq and llama.cpp's
-// conversion accept.
+// synth_config / synth_model / write_synth_hf_model / synth_tokenizer_json: determinism (seed,
+// thread count), scales that keep activations O(1) and logits spread, the "outliers" weights'
+// structure, the streamed folder against the in-memory path, config checks, and a tokenizer calq and
+// llama.cpp's conversion accept.
 #include "model/synth.h"
 
 #include <gtest/gtest.h>
@@ -12,9 +13,11 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer/hf_gguf_vocab.h"
 #include "model/forward.h"
+#include "model/hf_export.h"
 #include "support/error_of.h"
 #include "support/shared_dir.h"
 
@@ -103,12 +106,13 @@ TEST(Synth, RoleScales) {
 TEST(Synth, ActivationsStayOrderOneAndLogitsSpread) {
   ThreadPool pool(2);
   for (const int64_t layers : {2, 24}) {
-    for (const std::string type : {"llama", "llama tied", "qwen2_moe"}) {
+    for (const std::string type : {"llama", "llama tied", "qwen2_moe", "llama outliers"}) {
       SCOPED_TRACE(fmt::format("{} layers, {}", layers, type));
       const bool tied = type == "llama tied";
-      const ModelConfig c = synth_config({.model_type = tied ? "llama" : type, .layers = layers, .hidden = 64,
-                                          .heads = 4, .kv_heads = 2, .ffn = 96, .tied = tied});
-      const Model m = synth_model(c, 11, pool);
+      const ModelConfig c = synth_config({.model_type = type == "qwen2_moe" ? type : "llama", .layers = layers,
+                                          .hidden = 64, .heads = 4, .kv_heads = 2, .ffn = 96, .tied = tied});
+      const Model m = synth_model(c, 11, pool, DType::kF32,
+                                  type == "llama outliers" ? SynthWeights::kOutliers : SynthWeights::kUniform);
       std::vector<int32_t> ids;
       for (int32_t i = 0; i < 24; ++i) ids.push_back((i * 37 + 5) % 320);
       const auto T = static_cast<int64_t>(ids.size());
@@ -136,6 +140,145 @@ TEST(Synth, ActivationsStayOrderOneAndLogitsSpread) {
       EXPECT_LT(std, 4.0);
     }
   }
+}
+
+// Every file of folder `a` equals the same file of `b`, and they hold the same files.
+void expect_same_folders(const std::filesystem::path& a, const std::filesystem::path& b) {
+  const auto names = [](const std::filesystem::path& dir) {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  ASSERT_EQ(names(a), names(b));
+  for (const std::string& name : names(a)) EXPECT_TRUE(read_text_file(a / name) == read_text_file(b / name)) << name;
+}
+
+// The streamed folder is the in-memory path's, byte for byte (tokenizer files, shards and index
+// included), for any thread count, uniform and outlier weights, dense and mixture-of-experts.
+TEST(Synth, StreamedFolderIsTheInMemoryPathsBytes) {
+  ThreadPool one(1), three(3);
+  const auto dir = testing::temp_dir("synth_stream");
+  struct Case {
+    SynthSpec spec;
+    DType dtype;
+    SynthWeights weights;
+    uint64_t max_shard_bytes;
+    bool sharded;
+  };
+  const std::vector<Case> cases = {
+      {{.model_type = "llama", .hidden = 32, .heads = 4, .ffn = 48, .vocab = 270}, DType::kF32,
+       SynthWeights::kUniform, 5'000'000'000, false},
+      {{.model_type = "qwen3", .hidden = 32, .heads = 4, .kv_heads = 2, .ffn = 48, .vocab = 270, .tied = true},
+       DType::kBF16, SynthWeights::kOutliers, 20'000, true},
+      {{.model_type = "qwen2_moe", .hidden = 32, .heads = 4, .ffn = 48, .vocab = 270, .experts = 3, .expert_ffn = 16},
+       DType::kBF16, SynthWeights::kOutliers, 40'000, true},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(cases[i].spec.model_type);
+    const Case& k = cases[i];
+    const ModelConfig c = synth_config(k.spec);
+    const auto streamed = dir / fmt::format("s{}", i), held = dir / fmt::format("m{}", i);
+    size_t reports = 0;
+    write_synth_hf_model(c, 5, streamed,
+                         {.dtype = k.dtype,
+                          .weights = k.weights,
+                          .max_shard_bytes = k.max_shard_bytes,
+                          .progress = [&](const io::TensorToProduce&, size_t index, size_t total, const std::string&) {
+                            EXPECT_EQ(index, reports++);
+                            EXPECT_EQ(total, hf_tensor_entries(c).size());
+                          }},
+                         one);
+    EXPECT_EQ(reports, hf_tensor_entries(c).size());
+    write_hf_model(synth_model(c, 5, three, k.dtype, k.weights), held,
+                   {.dtype = k.dtype,
+                    .extra_files = {{"tokenizer.json", synth_tokenizer_json(c.vocab_size)},
+                                    {"tokenizer_config.json", synth_tokenizer_config_json()}},
+                    .max_shard_bytes = k.max_shard_bytes},
+                   three);
+    expect_same_folders(streamed, held);
+    EXPECT_EQ(std::filesystem::exists(streamed / "model.safetensors.index.json"), k.sharded);
+    EXPECT_TRUE(std::filesystem::exists(streamed / "tokenizer.json"));
+  }
+  // An existing folder needs overwrite, as write_hf_model's.
+  const ModelConfig c = synth_config(cases[0].spec);
+  EXPECT_NE(testing::error_of([&] { write_synth_hf_model(c, 5, dir / "s0", {}, one); }).find("force"),
+            std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+// "outliers" weights: same bits for any thread count; per-row scales, a few outlier input columns
+// per linear, and norms whose recurring channels stand 10-50× above the others (synth.h).
+TEST(Synth, OutlierWeightsStructure) {
+  const ModelConfig c = synth_config({.model_type = "llama", .layers = 1, .hidden = 512, .heads = 4, .kv_heads = 1,
+                                      .ffn = 128, .vocab = 270});
+  ThreadPool one(1), three(3);
+  const Model m = synth_model(c, 3, three, DType::kF32, SynthWeights::kOutliers);
+  const std::vector<float> a = all_values(m), b = all_values(synth_model(c, 3, one, DType::kF32, SynthWeights::kOutliers));
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+  EXPECT_EQ(parse_synth_weights("uniform"), SynthWeights::kUniform);
+  EXPECT_NE(testing::error_of([] { (void)parse_synth_weights("gaussian"); }).find("weights 'gaussian'"),
+            std::string::npos);
+
+  // Norms: mean square 1; the same hidden / 512 channel(s) 5× above the median or more, the others below 2.5×.
+  std::vector<int64_t> first;
+  for (const Tensor* norm : {&m.layers[0].attn_norm, &m.layers[0].mlp_norm, &m.final_norm}) {
+    const float* g = norm->f32();
+    std::vector<float> sorted(g, g + norm->numel());
+    std::nth_element(sorted.begin(), sorted.begin() + 256, sorted.end());
+    const double median = sorted[256];
+    double ss = 0;
+    std::vector<int64_t> big;
+    for (int64_t i = 0; i < norm->numel(); ++i) {
+      ss += static_cast<double>(g[i]) * g[i];
+      if (g[i] > 5 * median) {
+        big.push_back(i);
+        EXPECT_LT(g[i], 100 * median);
+      } else {
+        EXPECT_LT(g[i], 2.5 * median);
+      }
+    }
+    EXPECT_NEAR(ss / static_cast<double>(norm->numel()), 1.0, 1e-5);
+    EXPECT_EQ(big.size(), 1u);
+    if (first.empty()) first = big;
+    EXPECT_EQ(big, first);
+  }
+
+  // q [512, 512]: the role's std, kurtosis above uniform's -1.2, rows spread e^(0.25 z), and
+  // 512 / 256 columns about twice the median column's rms or more.
+  const Tensor q = m.layers[0].wq.dense();
+  const float* w = q.f32();
+  const int64_t n = q.dim(0);
+  double s2 = 0, s4 = 0;
+  std::vector<double> row_rms(static_cast<size_t>(n)), col_ss(static_cast<size_t>(n), 0.0);
+  for (int64_t r = 0; r < n; ++r) {
+    double rs = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const double v = w[r * n + j];
+      rs += v * v;
+      s4 += v * v * v * v;
+      col_ss[static_cast<size_t>(j)] += v * v;
+    }
+    s2 += rs;
+    row_rms[static_cast<size_t>(r)] = std::sqrt(rs / static_cast<double>(n));
+  }
+  const double count = static_cast<double>(n * n);
+  EXPECT_NEAR(std::sqrt(s2 / count), 1.5 / std::sqrt(512.0), 0.05 * 1.5 / std::sqrt(512.0));
+  const double kurtosis = s4 / count / ((s2 / count) * (s2 / count)) - 3;
+  EXPECT_GT(kurtosis, 0.2);
+  EXPECT_LT(kurtosis, 1.5);
+  double mean = 0, var = 0;
+  for (const double v : row_rms) mean += v / static_cast<double>(n);
+  for (const double v : row_rms) var += (v - mean) * (v - mean) / static_cast<double>(n);
+  EXPECT_GT(std::sqrt(var) / mean, 0.18);
+  EXPECT_LT(std::sqrt(var) / mean, 0.33);
+  std::vector<double> sorted_cols = col_ss;
+  std::nth_element(sorted_cols.begin(), sorted_cols.begin() + n / 2, sorted_cols.end());
+  const double median_col = sorted_cols[static_cast<size_t>(n / 2)];
+  int64_t outlier_cols = 0;
+  for (const double v : col_ss) outlier_cols += v > 1.5 * 1.5 * median_col;
+  EXPECT_EQ(outlier_cols, 2);
 }
 
 TEST(Synth, ConfigChecksNameTheField) {
