@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "eval/synthetic.h"
 
 namespace calq::api {
@@ -16,6 +17,24 @@ void warn_few(int64_t samples, Reporter& reporter) {
     reporter.warn(fmt::format("{} calibration samples is below 128; GPTQ/AWQ-style calibration is usually done with "
                               "128-512 samples, and fewer give noisier statistics",
                               samples));
+  }
+}
+
+// Generation ran the whole model: the pages of its memory-mapped weights leave the resident set
+// again (core/mapped_file.h), so that a layer-by-layer run afterwards holds one layer's.
+void release_weight_pages(const model::Model& m) {
+  const auto release = [](const model::LinearWeight& w) {
+    if (w.is_quantized()) release_mapped_pages(w.quantized().bytes);
+  };
+  release(m.embedding);
+  release(m.output);
+  for (const model::LayerWeights& l : m.layers) {
+    for (const model::TensorRole role : model::kLayerLinearRoles) release(l.linear(role));
+    for (const model::ExpertWeights& e : l.experts) {
+      release(e.w_gate);
+      release(e.w_up);
+      release(e.w_down);
+    }
   }
 }
 
@@ -44,6 +63,7 @@ std::optional<io::CalibrationSet> generate_calibration(const CalibrationData& da
   });
   set.generated = provenance;
   set.n_tokens = spec.sequences * data.seq_len;
+  release_weight_pages(model);
   return set;
 }
 

@@ -326,7 +326,7 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   }
   report("quantize", 0, static_cast<int64_t>(plan.size()),
          fmt::format("{} -> {} ({} {}, observer {}, {} threads{})", job.model, job.out, options.recipe.to_string(),
-                     options.format->name(), job.observer, pool.num_threads(),
+                     mix != nullptr ? mix->name : options.format->name(), job.observer, pool.num_threads(),
                      set ? fmt::format(", {} samples x {} tokens", set->samples.size(), job.calibration.seq_len) : ""));
   const auto t0 = std::chrono::steady_clock::now();
   const size_t width = std::to_string(plan.size()).size();

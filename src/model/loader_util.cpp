@@ -72,6 +72,9 @@ void check_finite(const QuantizedTensor& t, ThreadPool& pool, std::string_view o
       release_mapped_pages(t.bytes.subspan(static_cast<size_t>(r0) * rb, static_cast<size_t>(r1 - r0) * rb));
     }
   });
+  // Once more whole: the kernel maps cached neighbours of a faulting page too ("fault-around"), so
+  // reading a block brings back pages of the block released before it.
+  release_mapped_pages(t.bytes);
   for (const int64_t i : first_bad) {
     if (i < 0) continue;
     std::vector<float> row(static_cast<size_t>(t.cols));
