@@ -3,9 +3,10 @@
 // Three forms, by which fields are set:
 //  * `mix` (GGUF in): one of llama.cpp's mixes (q4_k_m, q3_k_s, ...) or one type for every weight,
 //    optionally with an importance matrix (`imatrix`), as llama-quantize does. A mix with a method
-//    chain other than "rtn", a recipe, calibration or a statistics file — or of a Hugging Face
-//    folder — runs the `format` form with the mix's type per tensor (rules still first), so GPTQ or
-//    AWQ write llama.cpp's mixes; `format`, a target and an imatrix are refused with it.
+//    chain other than "rtn", a recipe, calibration or a statistics file, an observer, rules, a head
+//    format or activation quantization — or of a Hugging Face folder — runs the `format` form with
+//    the mix's type per tensor (rules and head_format still first), so GPTQ or AWQ write llama.cpp's
+//    mixes; `format`, a target and an imatrix are refused with it.
 //  * `format` (Hugging Face folder or GGUF in): any registered number format for the linear weights,
 //    a method chain or recipe (rtn, gptq, awq, smoothquant, rotate, ...), statistics from
 //    calibration (`calibration`) or a statistics file (`stats`), per-tensor `rules`.
@@ -85,10 +86,13 @@ struct QuantizeJob {
   std::string expert_policy = "natural";
   int64_t expert_min_tokens = 0;
   TargetOptions target;
-  // Bytes a training step (qat-block, qat-e2e) may hold at its estimated peak (0: no limit). The
-  // estimate (grad::estimate_training_memory for the step's settings, the calibration samples and
-  // threads, plus the model as loaded) is made before any work; over the limit is a
-  // kInvalidArgument Error naming both figures. Format and target forms.
+  // Bytes the layer pass or a training step (qat-block, qat-e2e) may hold at its estimated peak (0:
+  // no limit). The estimates (the layer pass's: one layer in float32, its statistics, GPTQ's working
+  // copies, the hidden states, or the output head in float32; a training step's:
+  // grad::estimate_training_memory for the step's settings, the calibration samples and threads,
+  // plus the model as loaded) are made before any work; over the limit is a kInvalidArgument Error
+  // naming both figures. The layer pass's estimate above the machine's MemAvailable is refused too,
+  // limit or not. Format and target forms (and a mix with a method).
   uint64_t max_memory = 0;
   std::string json_out;  // write the report's JSON here (atomically, after the model); "" = not
   size_t threads = 0;  // 0 = all cores

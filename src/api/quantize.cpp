@@ -30,10 +30,13 @@ QuantizeReport run_form(const QuantizeJob& job) {
     fail(ErrorKind::kInvalidArgument, "export_scheme '{}' needs a format (int4-g128-sym, ...), not a mix",
          job.export_scheme);
   }
-  // A mix with calibration or a method runs the format form, typed per tensor by the mix.
-  const bool calibrated = job.method != "rtn" || !job.recipe.empty() || !job.calibration.text.empty() ||
-                          !job.stats.empty() || !job.method_options.empty();
-  if (calibrated || api::resolve_model(job.model).format == api::ModelFormat::kHfFolder) {
+  // A mix with anything llama-quantize's form does not do (calibration, a method, an observer, rules,
+  // a head format, activation quantization) runs the format form, typed per tensor by the mix:
+  // nothing asked for is silently left out.
+  const bool format_form = job.method != "rtn" || !job.recipe.empty() || !job.calibration.text.empty() ||
+                           !job.stats.empty() || !job.method_options.empty() || job.observer != "minmax" ||
+                           !job.rules.empty() || !job.head_format.empty() || job.act_quant != "none";
+  if (format_form || api::resolve_model(job.model).format == api::ModelFormat::kHfFolder) {
     if (!job.imatrix.empty()) {
       fail(ErrorKind::kInvalidArgument, "an imatrix goes with a plain mix; with a method or calibration, the "
            "calibration gives the importance");

@@ -302,7 +302,12 @@ QuantizeReport quantize_format(const QuantizeJob& job, Reporter& report) {
   const std::vector<pipeline::TensorAssignment> plan = pipeline::plan_model_quantization(m.model, options);
   if (scheme != model::HfQuantScheme::kNone) check_export_plan(job, plan, options);
   estimates = estimate_training_memory(options.recipe, m.model, job.calibration, pool.num_threads());
+  const TrainingMemoryReport pass =
+      estimate_layer_pass_memory(options.recipe, m.model, job.calibration, static_cast<int64_t>(pool.num_threads()));
+  report("note", 0, 0, pass.text);
   check_max_memory(estimates, job.max_memory);
+  check_max_memory({pass}, job.max_memory);
+  check_available_memory(pass);
   // Finished layers go to a store beside the output (pipeline/layer_store.h), removed at the end:
   // the disk must hold it and the output together.
   uint64_t quantized_bytes = 0, output_bytes = 0;

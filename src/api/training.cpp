@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <fstream>
+
 #include "core/error.h"
 #include "eval/synthetic.h"
 #include "model/block_topology.h"
@@ -21,17 +24,43 @@ std::string format_bytes(uint64_t bytes) {
 namespace {
 
 // The layer-sequential pipeline's statistics of the layer being quantized (pipeline/sequential.h):
-// with a Hessian-reading step in the recipe, each site's [cols × cols] doubles, held by each worker,
-// merged, and copied once more for the layer's methods (quant::InputStats). The per-channel
-// vectors are small beside them and not counted.
-uint64_t layer_statistics_bytes(const quant::Recipe& recipe, const model::Model& model, int64_t threads) {
+// with a Hessian-reading step in the recipe, each site's [cols × cols] doubles, once (one total per
+// site, moved into the layer's methods); a mixture-of-experts layer's experts' sites too. The
+// per-channel vectors are small beside them and not counted.
+uint64_t layer_statistics_bytes(const quant::Recipe& recipe, const model::Model& model) {
   if (!pipeline::required_stats(recipe).contains(calib::StatKind::kHessian) || model.layers.empty()) return 0;
-  uint64_t per_copy = 0;
+  uint64_t bytes = 0;
   for (const model::SiteWiring& site : model::block_topology(model.config).layer_sites) {
-    const auto cols = static_cast<uint64_t>(model.layers[0].linear(site.consumers[0]).cols());
-    per_copy += cols * cols * sizeof(double);
+    const auto cols = static_cast<uint64_t>(model::site_width(site, model.config));
+    bytes += cols * cols * sizeof(double);
   }
-  return per_copy * static_cast<uint64_t>(threads + 2);
+  for (const model::ExpertWeights& e : model.layers[0].experts) {
+    for (const model::LinearWeight* w : {&e.w_gate, &e.w_down}) {
+      const auto cols = static_cast<uint64_t>(w->cols());
+      bytes += cols * cols * sizeof(double);
+    }
+  }
+  return bytes;
+}
+
+// The widest site's [cols × cols] (GPTQ's working copy of its Hessian in double and its float
+// inverse factor), 0 without a gptq step.
+uint64_t gptq_working_bytes(const quant::Recipe& recipe, const model::Model& model) {
+  bool gptq = false;
+  for (const quant::MethodStep& step : recipe.steps) gptq = gptq || step.name() == "gptq";
+  if (!gptq || model.layers.empty()) return 0;
+  uint64_t widest = 0;
+  for (const model::SiteWiring& site : model::block_topology(model.config).layer_sites)
+    widest = std::max<uint64_t>(widest, static_cast<uint64_t>(model::site_width(site, model.config)));
+  for (const model::ExpertWeights& e : model.layers[0].experts)
+    widest = std::max<uint64_t>(widest, static_cast<uint64_t>(e.w_down.cols()));
+  return widest * widest * (sizeof(double) + sizeof(float));
+}
+
+std::string parts_text(const std::vector<std::pair<std::string, uint64_t>>& parts) {
+  std::string out;
+  for (const auto& [what, bytes] : parts) out += fmt::format("{}{} {}", out.empty() ? "" : ", ", what, format_bytes(bytes));
+  return out;
 }
 
 }  // namespace
@@ -55,18 +84,71 @@ std::vector<TrainingMemoryReport> estimate_training_memory(const quant::Recipe& 
     // A per-layer step trains while its layer's statistics are held; a whole-model one after them.
     const quant::MethodStage stage = step.method->stage();
     const uint64_t stats = stage == quant::MethodStage::kLayerReconstruction || stage == quant::MethodStage::kLayerTransform
-                               ? layer_statistics_bytes(recipe, model, threads) : 0;
+                               ? layer_statistics_bytes(recipe, model) : 0;
     if (stats > 0) r.parts.emplace_back("layer statistics", stats);
     r.parts.emplace_back("model", model.storage_bytes());
-    std::string parts;
-    for (const auto& [what, bytes] : r.parts) {
-      r.bytes += bytes;
-      parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", what, format_bytes(bytes));
-    }
-    r.text = fmt::format("{}: estimated peak {} ({})", r.method, format_bytes(r.bytes), parts);
+    for (const auto& part : r.parts) r.bytes += part.second;
+    r.text = fmt::format("{}: estimated peak {} ({})", r.method, format_bytes(r.bytes), parts_text(r.parts));
     out.push_back(std::move(r));
   }
   return out;
+}
+
+TrainingMemoryReport estimate_layer_pass_memory(const quant::Recipe& recipe, const model::Model& model,
+                                                const CalibrationData& calibration, int64_t threads) {
+  const std::optional<eval::SyntheticSpec> generated = eval::parse_synthetic_spec(calibration.text);
+  const auto samples = static_cast<uint64_t>(calibration.text.empty() ? 0
+                                             : generated          ? generated->sequences
+                                                                  : calibration.samples);
+  const model::ModelConfig& c = model.config;
+  uint64_t layer_params = 0;
+  if (!model.layers.empty()) {
+    for (const model::TensorRole role : model::layer_linear_roles(c))
+      layer_params += static_cast<uint64_t>(model.layers[0].linear(role).numel());
+    for (const model::ExpertWeights& e : model.layers[0].experts)
+      layer_params += static_cast<uint64_t>(e.w_gate.numel() + e.w_up.numel() + e.w_down.numel());
+  }
+  uint64_t widest = static_cast<uint64_t>(std::max(c.hidden_size, c.intermediate_size));
+  if (c.moe) widest = std::max<uint64_t>(widest, static_cast<uint64_t>(c.moe->expert_intermediate));
+  const uint64_t seq = static_cast<uint64_t>(calibration.seq_len);
+  // Every sample's hidden state (twice with the float stream of a reconstruction step), and per
+  // worker one sample's copy and inputs of the sites.
+  const uint64_t hidden = samples * seq * static_cast<uint64_t>(c.hidden_size) * sizeof(float) *
+                          (pipeline::needs_float_stream(recipe) ? 2 : 1);
+  const uint64_t per_worker = samples > 0 ? static_cast<uint64_t>(threads) * seq * (widest + 4 * c.hidden_size) *
+                                                sizeof(float) * 2 : 0;
+  TrainingMemoryReport r{.method = "layer pass"};
+  r.parts = {{"one layer in float32", layer_params * sizeof(float)},
+             {"its statistics", layer_statistics_bytes(recipe, model)},
+             {"gptq's working copies", gptq_working_bytes(recipe, model)},
+             {"hidden states", hidden + per_worker},
+             {"program", uint64_t{256} << 20}};
+  uint64_t layer_phase = 0;
+  for (const auto& part : r.parts) layer_phase += part.second;
+  // After the layers: the output head (the embedding too when untied) in float32 while it is quantized.
+  const uint64_t head = static_cast<uint64_t>(c.vocab_size) * static_cast<uint64_t>(c.hidden_size) * sizeof(float);
+  r.bytes = std::max(layer_phase, head + (uint64_t{256} << 20) + hidden);
+  r.text = fmt::format("layer pass: estimated peak {} (the larger of {} for a layer — {} — and {} for the output "
+                       "head in float32 with the hidden states); finished layers are kept in files, not memory",
+                       format_bytes(r.bytes), format_bytes(layer_phase), parts_text(r.parts),
+                       format_bytes(head + (uint64_t{256} << 20) + hidden));
+  return r;
+}
+
+void check_available_memory(const TrainingMemoryReport& estimate) {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key != "MemAvailable:") continue;
+    const uint64_t available = kib * 1024;
+    if (estimate.bytes > available) {
+      fail(ErrorKind::kInvalidArgument, "{}: more than the {} this machine has available (MemAvailable); nothing was "
+           "done", estimate.text, format_bytes(available));
+    }
+    return;
+  }
 }
 
 void check_max_memory(const std::vector<TrainingMemoryReport>& estimates, uint64_t max_memory) {

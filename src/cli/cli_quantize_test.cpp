@@ -94,6 +94,30 @@ TEST_F(CliQuantize, RefusesAnExistingOutputWithoutForce) {
   EXPECT_NE(r.output.find("input"), std::string::npos) << r.output;
 }
 
+// A mix with what llama-quantize's form does not do (a method, calibration, an observer, ...) runs
+// the format form and types every tensor as llama-quantize's mix does, fallbacks included (the tiny
+// model's rows of 32 and 48 values fit no k-quant block).
+TEST_F(CliQuantize, MixWithAMethodTypesTensorsAsThePlainMix) {
+  const std::filesystem::path plain = dir_ / "plain.gguf", gptq = dir_ / "gptq.gguf";
+  for (const std::string mix : {"q4_k_m", "q3_k_s", "q6_k"}) {
+    ASSERT_EQ(run_calq(args(mix, plain, "--force -q")).status, 0);
+    // An observer is not the plain mix's: the format form runs, typed by the mix.
+    const RunResult r = run_calq(args(mix, gptq, "--force -q --observer mse"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    const io::GgufFile a = io::GgufFile::open(plain);
+    const io::GgufFile b = io::GgufFile::open(gptq);
+    ASSERT_EQ(a.tensors().size(), b.tensors().size());
+    for (const io::GgufTensorInfo& t : a.tensors()) {
+      const io::GgufTensorInfo* u = b.find_tensor(t.name);
+      ASSERT_NE(u, nullptr) << t.name;
+      EXPECT_EQ(io::ggml_type_name(t.type), io::ggml_type_name(u->type)) << mix << " " << t.name;
+    }
+    const io::GgufValue* recipe = b.find("calq.recipe");
+    ASSERT_NE(recipe, nullptr);
+    EXPECT_NE(recipe->s.find("mix=" + mix + ";observer=mse"), std::string::npos) << recipe->s;
+  }
+}
+
 TEST_F(CliQuantize, BadInputExitsTwoWithAClearMessage) {
   const std::filesystem::path out = dir_ / "never.gguf";
   struct Case {
@@ -106,7 +130,9 @@ TEST_F(CliQuantize, BadInputExitsTwoWithAClearMessage) {
       {args("q4_k_xl", out), "q4_k_m"},  // unknown mix: the known names are listed
       {"quantize --model " + (dir_ / "missing.gguf").string() + " --out " + out.string() + " --type q8_0",
        "missing.gguf"},
-      {"quantize --model " + (dir_ / "hf").string() + " --out " + out.string() + " --type q8_0", "GGUF"},
+      {"quantize --model " + (dir_ / "hf").string() + " --out " + out.string() + " --type q8_0 --imatrix " +
+           (dir_ / "short.dat").string(),
+       "an imatrix goes with a plain mix"},
       {args("q8_0", out, "--imatrix " + (dir_ / "nope.dat").string()), "nope.dat"},
       {args("q8_0", out, "--imatrix " + (dir_ / "short.dat").string()), "truncated"},
       {args("q8_0", dir_ / "no-such-dir" / "x.gguf"), "no-such-dir"},

@@ -115,6 +115,21 @@ TEST_F(CliTrain, MaxMemoryRefusesBeforeAnyWork) {
   EXPECT_NE(a.output.find("autoround layer 1: output mse "), std::string::npos) << a.output;
 }
 
+// The layer pass has its own estimate (issue 23): a plain GPTQ run is refused under max_memory too,
+// naming the parts, before the calibration text is read.
+TEST_F(CliTrain, MaxMemoryRefusesTheLayerPass) {
+  const std::string args = quantize("gptq", "--max-memory 64K");
+  const RunResult r = run_calq(args.substr(0, args.find(" --calib ")) + " --calib " + (dir_ / "missing.txt").string() +
+                               args.substr(args.find(" --samples")));
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("layer pass needs an estimated "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("one layer in float32 "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("gptq's working copies "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("more than max_memory 64.0 KiB"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("missing.txt"), std::string::npos) << r.output;
+  EXPECT_TRUE(no_outputs());
+}
+
 TEST_F(CliTrain, BadSizesAndTrainingOptionsExitTwoBeforeAnyWork) {
   for (const std::string size : {"6X", "abc", "0", "-1G", "1.2.3M", "12 G"}) {
     const RunResult r = run_calq(quantize("gptq+qat-block", "--max-memory '" + size + "'"));
@@ -171,11 +186,10 @@ TEST_F(CliTrain, JsonCarriesTheLossCurvesAndThePlotDrawsThem) {
   for (const auto& [k, v] : j["training_memory"][1]["parts"].items()) parts += v.get<uint64_t>();
   EXPECT_EQ(parts, j["training_memory"][1]["bytes"].get<uint64_t>());
   EXPECT_TRUE(j["training_memory"][1]["parts"].contains("teacher cache"));
-  // qat-block trains while its layer's GPTQ Hessians are held (one thread: its own, the merged and
-  // the methods' copy) — hidden 32 (attn_in, mlp_in), heads · head_dim = 32 (attn_out), 48 (down);
+  // qat-block trains while its layer's GPTQ Hessians are held (once: one total per site, moved into
+  // the layer's methods) — hidden 32 (attn_in, mlp_in), heads · head_dim = 32 (attn_out), 48 (down);
   // qat-e2e runs after every layer, when none is.
-  EXPECT_EQ(j["training_memory"][0]["parts"]["layer statistics"].get<uint64_t>(),
-            3u * 8u * (32u * 32u * 3u + 48u * 48u));
+  EXPECT_EQ(j["training_memory"][0]["parts"]["layer statistics"].get<uint64_t>(), 8u * (32u * 32u * 3u + 48u * 48u));
   EXPECT_FALSE(j["training_memory"][1]["parts"].contains("layer statistics"));
 
   if (std::system("python3 -c 'import xml.etree.ElementTree' > /dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";

@@ -157,8 +157,9 @@ void register_quantize(CLI::App& app) {
   cmd->add_flag("--no-importance", flags->no_importance, "Do not weight the rounding error by E[x^2]");
   cmd->add_option("--imatrix", flags->job.imatrix, "Importance matrix (llama.cpp's imatrix.dat or GGUF imatrix)");
   cmd->add_option("--max-memory", flags->max_memory,
-                  "Refuse, before any work, a training step (qat-block, qat-e2e) whose estimated peak memory is "
-                  "above this size (bytes, or K/M/G/T in powers of 1024: 6G, 512M)");
+                  "Refuse, before any work, a run whose layer pass or training step (qat-block, qat-e2e) has an "
+                  "estimated peak memory above this size (bytes, or K/M/G/T in powers of 1024: 6G, 512M); a layer "
+                  "pass above the machine's available memory is refused anyway");
   cmd->add_option("--json", flags->job.json_out,
                   "Write the report as JSON to this file (tensors, method events, training loss curves)");
   cmd->add_option("--threads", flags->job.threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));

@@ -92,9 +92,9 @@ TensorRule parse_tensor_rule(const std::string& text) {
 
 namespace {
 
-// llama.cpp's mix over the tensors no rule placed, as llama-quantize would type them (mix.h): the
-// experts of a layer are its one stacked tensor there.
-void apply_mix(const QuantMix& mix, const model::Model& m, std::vector<TensorAssignment>& plan) {
+// llama.cpp's mix over the tensors no rule (nor a given head format) placed, as llama-quantize would
+// type them (mix.h): the experts of a layer are its one stacked tensor there.
+void apply_mix(const QuantMix& mix, const model::Model& m, bool head_format_given, std::vector<TensorAssignment>& plan) {
   const model::ModelConfig& c = m.config;
   const ModelShape shape{.arch = std::string(m.arch->gguf_arch), .n_layer = c.num_layers, .n_head = c.num_heads,
                          .n_head_kv = c.num_kv_heads, .n_expert = c.moe ? c.moe->num_experts : 0};
@@ -109,7 +109,8 @@ void apply_mix(const QuantMix& mix, const model::Model& m, std::vector<TensorAss
   }
   const std::vector<TypeChoice> choices = assign_types(mix, shape, tensors);
   for (TensorAssignment& a : plan) {
-    if (a.rule >= 0) continue;
+    const bool head = a.role == model::TensorRole::kTokenEmbedding || a.role == model::TensorRole::kOutput;
+    if (a.rule >= 0 || (head && head_format_given)) continue;
     const TypeChoice& t = choices[index.at(a.name)];
     a.format = t.type == io::kGgmlF32 ? nullptr : format_by_ggml_type(t.type);
     if (t.type != io::kGgmlF32 && a.format == nullptr) {
@@ -171,7 +172,7 @@ std::vector<TensorAssignment> plan_model_quantization(const model::Model& m, con
     }
   }
   if (!m.output.same_storage(m.embedding)) add(model::TensorRole::kOutput, -1, m.output);
-  if (o.mix != nullptr) apply_mix(*o.mix, m, plan);
+  if (o.mix != nullptr) apply_mix(*o.mix, m, o.head_format != nullptr, plan);
 
   for (size_t i = 0; i < o.rules.size(); ++i) {
     bool used = false;

@@ -95,9 +95,10 @@ struct ModelQuantizeOptions {
   // missing; layer_store.h) and the model holds them memory-mapped, so memory stays at about one
   // layer whatever the model's size. The caller removes the folder once the model is written.
   std::filesystem::path layer_store;
-  // llama.cpp's named mix (mix.h: q4_k_m, ...): every tensor no rule matches gets the type the mix
-  // gives it (its per-tensor rules and fallbacks, from the model's shape) instead of the main and
-  // head formats — so calibration methods (GPTQ, AWQ) write llama.cpp's mixes.
+  // llama.cpp's named mix (mix.h: q4_k_m, ...): every tensor no rule matches (and, with a head
+  // format, every tensor but the embedding and head) gets the type the mix gives it (its per-tensor
+  // rules and fallbacks, from the model's shape) — so calibration methods (GPTQ, AWQ) write
+  // llama.cpp's mixes.
   const QuantMix* mix = nullptr;
 };
 
