@@ -99,13 +99,20 @@ void LayerMethods::apply_sites(int64_t l, model::LayerWeights& w, Sites& sites,
   // The recipe is in stage order (quant/recipe.h): migration, then the weight quantizer, then
   // the reconstruction, then the activation scheme.
   model::LayerWeights original;  // before the weight quantizer (copies share the dense tensors)
+  // Kept only for a step that reads it: otherwise each float32 linear is freed as soon as it is
+  // quantized, which is most of the layer's float32 weights by the widest (and last) site's GPTQ.
+  bool keep_original = false;
+  for (const quant::MethodStep& step : recipe_.steps) {
+    keep_original = keep_original || step.stage() == quant::MethodStage::kLayerReconstruction ||
+                    step.stage() == quant::MethodStage::kErrorCompensation;
+  }
   for (const quant::MethodStep& step : recipe_.steps) {
     switch (step.stage()) {
       case quant::MethodStage::kModelTransform: break;  // ran on the whole model (model_quantize.cpp)
       case quant::MethodStage::kScaleMigration: migrate(step, l, w, sites); break;
       case quant::MethodStage::kLayerTransform: transform(step, l, w, sites, streams); break;
       case quant::MethodStage::kWeightQuantizer:
-        original = w;
+        if (keep_original) original = w;
         quantize_weights(step, l, w, sites);
         if (!w.experts.empty()) quantize_experts(step, l, w, layer_stats);
         break;
