@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include "core/error.h"
@@ -137,12 +139,12 @@ TrainingMemoryReport estimate_layer_pass_memory(const quant::Recipe& recipe, con
 
 void check_available_memory(const TrainingMemoryReport& estimate) {
   std::ifstream in("/proc/meminfo");
-  std::string key;
-  uint64_t kib = 0;
-  std::string unit;
-  while (in >> key >> kib >> unit) {
-    if (key != "MemAvailable:") continue;
-    const uint64_t available = kib * 1024;
+  std::string line;
+  while (std::getline(in, line)) {
+    // "MemAvailable:   12345678 kB"
+    if (!line.starts_with("MemAvailable:")) continue;
+    const uint64_t available = std::strtoull(line.c_str() + std::strlen("MemAvailable:"), nullptr, 10) * 1024;
+    if (available == 0) return;  // unreadable: no check
     if (estimate.bytes > available) {
       fail(ErrorKind::kInvalidArgument, "{}: more than the {} this machine has available (MemAvailable); nothing was "
            "done", estimate.text, format_bytes(available));
